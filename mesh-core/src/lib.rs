@@ -1,0 +1,26 @@
+//! The policy model of the mesh and the pure algorithms that run on it.
+//!
+//! Everything here is plain data and plain functions: no I/O, no async runtime, no protobuf.
+//! A [`Snapshot`] holds the whole view a service needs (outbound routes, clusters,
+//! endpoints, inbound TLS and authorization); it is built and validated once, then shared
+//! read-only by every request through a [`live::LivePolicy`] handle.
+//!
+//! What this crate does not do: talk to a control plane (that is `mesh-xds-client`), or
+//! touch sockets and requests (that is `mesh-tower`).
+#![forbid(unsafe_code)]
+
+pub mod breaker;
+pub mod cluster;
+pub mod identity;
+pub mod inbound;
+pub mod lb;
+pub mod live;
+pub mod matcher;
+pub mod outlier;
+pub mod policy_file;
+pub mod rbac;
+pub mod retry;
+pub mod route;
+pub mod snapshot;
+
+pub use snapshot::Snapshot;

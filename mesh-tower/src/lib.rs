@@ -1,0 +1,2 @@
+//! Tower layers, the inbound listener and the outbound client of the mesh.
+#![forbid(unsafe_code)]
