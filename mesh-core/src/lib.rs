@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod breaker;
+pub mod classify;
 pub mod cluster;
 pub mod identity;
 pub mod inbound;
