@@ -1,1 +1,287 @@
-//! Placeholder: filled in by the module's owner.
+//! Outbound routing: route configurations, virtual hosts, routes and their actions, and
+//! the matching that picks one for a request.
+//!
+//! Everything a request needs is precompiled here (regexes, weight tables), so matching
+//! reads only: no allocation, no lock.
+
+mod action;
+mod fault;
+mod headers;
+mod matching;
+mod weighted;
+
+pub use action::{
+    ClusterSpecifier, ForwardAction, HashPolicy, HashPolicyKind, MaxStreamDuration, RetryPolicy,
+    RouteAction,
+};
+pub use fault::{FaultAbort, FaultDelay, FaultInjection, FractionalPercent};
+pub use headers::HeaderMutations;
+pub use matching::{PathMatch, QueryParamMatcher, RouteMatch};
+pub use weighted::{WeightedCluster, WeightedClusters, WeightedClustersError};
+
+use http::HeaderMap;
+
+/// A named route configuration (Envoy's `RouteConfiguration`): virtual hosts by domain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    name: String,
+    virtual_hosts: Vec<VirtualHost>,
+}
+
+impl RouteConfig {
+    /// A route configuration.
+    pub fn new(name: impl Into<String>, virtual_hosts: Vec<VirtualHost>) -> Self {
+        Self {
+            name: name.into(),
+            virtual_hosts,
+        }
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its virtual hosts, in order.
+    pub fn virtual_hosts(&self) -> &[VirtualHost] {
+        &self.virtual_hosts
+    }
+
+    /// The virtual host for `authority`, with Envoy's and gRPC's precedence: an exact domain,
+    /// then the longest `*.suffix` wildcard, then the longest `prefix.*` wildcard, then `*`.
+    /// When nothing matches and the authority carries a port, the host without the port is
+    /// tried, so `payment-service:8080` finds a virtual host for `payment-service`.
+    pub fn virtual_host_for(&self, authority: &str) -> Option<&VirtualHost> {
+        self.find_vhost(authority).or_else(|| {
+            let (host, port) = authority.rsplit_once(':')?;
+            let is_port = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+            let plain_host = !host.contains(':') || (host.starts_with('[') && host.ends_with(']'));
+            if is_port && plain_host {
+                self.find_vhost(host)
+            } else {
+                None
+            }
+        })
+    }
+
+    fn find_vhost(&self, authority: &str) -> Option<&VirtualHost> {
+        let mut best: Option<(DomainMatch, &VirtualHost)> = None;
+        for vh in &self.virtual_hosts {
+            for domain in &vh.domains {
+                let Some(m) = DomainMatch::of(domain, authority) else {
+                    continue;
+                };
+                if m == DomainMatch::Exact {
+                    return Some(vh);
+                }
+                if best.as_ref().is_none_or(|(b, _)| m > *b) {
+                    best = Some((m, vh));
+                }
+            }
+        }
+        best.map(|(_, vh)| vh)
+    }
+
+    /// Matches a request: the virtual host by authority, then the first matching route.
+    ///
+    /// `random` is a uniformly random number the caller draws once per request; it decides
+    /// runtime-fraction matches.
+    pub fn route_for(
+        &self,
+        authority: &str,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        random: u64,
+    ) -> Option<(&VirtualHost, &Route)> {
+        let vh = self.virtual_host_for(authority)?;
+        let route = vh.route_for(path_and_query, headers, random)?;
+        Some((vh, route))
+    }
+}
+
+/// How well a domain pattern matched an authority; a larger value wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum DomainMatch {
+    Universal,
+    /// `prefix.*`, ranked by the pattern's length.
+    Prefix(usize),
+    /// `*.suffix`, ranked by the pattern's length.
+    Suffix(usize),
+    Exact,
+}
+
+impl DomainMatch {
+    fn of(pattern: &str, authority: &str) -> Option<Self> {
+        if pattern == "*" {
+            return Some(Self::Universal);
+        }
+        if let Some(suffix) = pattern.strip_prefix('*') {
+            let hit = authority.len() > suffix.len()
+                && authority
+                    .get(authority.len() - suffix.len()..)
+                    .is_some_and(|tail| tail.eq_ignore_ascii_case(suffix));
+            return hit.then_some(Self::Suffix(pattern.len()));
+        }
+        if let Some(prefix) = pattern.strip_suffix('*') {
+            let hit = authority.len() > prefix.len()
+                && authority
+                    .get(..prefix.len())
+                    .is_some_and(|head| head.eq_ignore_ascii_case(prefix));
+            return hit.then_some(Self::Prefix(pattern.len()));
+        }
+        pattern
+            .eq_ignore_ascii_case(authority)
+            .then_some(Self::Exact)
+    }
+}
+
+/// A virtual host: the domains it serves and its routes, first match wins.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VirtualHost {
+    name: String,
+    domains: Vec<String>,
+    routes: Vec<Route>,
+    retry_policy: Option<RetryPolicy>,
+    request_headers: HeaderMutations,
+    response_headers: HeaderMutations,
+}
+
+impl VirtualHost {
+    /// A virtual host serving `domains` with `routes`.
+    pub fn new(name: impl Into<String>, domains: Vec<String>, routes: Vec<Route>) -> Self {
+        Self {
+            name: name.into(),
+            domains,
+            routes,
+            retry_policy: None,
+            request_headers: HeaderMutations::default(),
+            response_headers: HeaderMutations::default(),
+        }
+    }
+
+    /// Sets the retry policy used by routes that have none of their own.
+    pub fn with_retry_policy(mut self, policy: Option<RetryPolicy>) -> Self {
+        self.retry_policy = policy;
+        self
+    }
+
+    /// Sets the header changes applied to every request and response of this host.
+    pub fn with_headers(mut self, request: HeaderMutations, response: HeaderMutations) -> Self {
+        self.request_headers = request;
+        self.response_headers = response;
+        self
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The domains it serves.
+    pub fn domains(&self) -> &[String] {
+        &self.domains
+    }
+
+    /// Its routes, in order.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// The host-wide retry policy.
+    pub fn retry_policy(&self) -> Option<&RetryPolicy> {
+        self.retry_policy.as_ref()
+    }
+
+    /// Header changes for requests.
+    pub fn request_headers(&self) -> &HeaderMutations {
+        &self.request_headers
+    }
+
+    /// Header changes for responses.
+    pub fn response_headers(&self) -> &HeaderMutations {
+        &self.response_headers
+    }
+
+    /// The first route whose match accepts the request.
+    pub fn route_for(
+        &self,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        random: u64,
+    ) -> Option<&Route> {
+        self.routes
+            .iter()
+            .find(|r| r.matcher.matches(path_and_query, headers, random))
+    }
+}
+
+/// One route: a match and what to do with the requests it accepts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    name: String,
+    matcher: RouteMatch,
+    action: RouteAction,
+    request_headers: HeaderMutations,
+    response_headers: HeaderMutations,
+    fault: Option<FaultInjection>,
+}
+
+impl Route {
+    /// A route.
+    pub fn new(name: impl Into<String>, matcher: RouteMatch, action: RouteAction) -> Self {
+        Self {
+            name: name.into(),
+            matcher,
+            action,
+            request_headers: HeaderMutations::default(),
+            response_headers: HeaderMutations::default(),
+            fault: None,
+        }
+    }
+
+    /// Sets the header changes of this route.
+    pub fn with_headers(mut self, request: HeaderMutations, response: HeaderMutations) -> Self {
+        self.request_headers = request;
+        self.response_headers = response;
+        self
+    }
+
+    /// Sets the fault injected on this route.
+    pub fn with_fault(mut self, fault: Option<FaultInjection>) -> Self {
+        self.fault = fault;
+        self
+    }
+
+    /// Its name (may be empty).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What it matches.
+    pub fn matcher(&self) -> &RouteMatch {
+        &self.matcher
+    }
+
+    /// What it does.
+    pub fn action(&self) -> &RouteAction {
+        &self.action
+    }
+
+    /// Header changes for requests.
+    pub fn request_headers(&self) -> &HeaderMutations {
+        &self.request_headers
+    }
+
+    /// Header changes for responses.
+    pub fn response_headers(&self) -> &HeaderMutations {
+        &self.response_headers
+    }
+
+    /// The fault injected on this route.
+    pub fn fault(&self) -> Option<&FaultInjection> {
+        self.fault.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests;

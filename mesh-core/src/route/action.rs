@@ -1,0 +1,126 @@
+use std::time::Duration;
+
+use super::weighted::WeightedClusters;
+use crate::retry::{BackoffConfig, RetryOn};
+
+/// What a route does with the requests it matches.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum RouteAction {
+    /// Forward to a cluster.
+    Forward(ForwardAction),
+    /// Answer directly, without sending the request anywhere.
+    Direct {
+        /// The HTTP status.
+        status: u16,
+        /// The body, if any.
+        body: Option<String>,
+    },
+    /// An action gRPC does not forward (redirect, filter action): the call fails with
+    /// `UNAVAILABLE`, as gRFC A28 says.
+    NonForwarding,
+}
+
+/// Which cluster or clusters a forwarded request goes to.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ClusterSpecifier {
+    /// One cluster.
+    Cluster(String),
+    /// A weighted split.
+    Weighted(WeightedClusters),
+}
+
+/// A retry policy (Envoy's `RetryPolicy`, Istio's `retries`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Which outcomes are retried.
+    pub retry_on: RetryOn,
+    /// How many retries after the first attempt.
+    pub num_retries: u32,
+    /// The timeout of each attempt.
+    pub per_try_timeout: Option<Duration>,
+    /// Backoff between attempts.
+    pub backoff: BackoffConfig,
+    /// HTTP statuses retried under `retriable-status-codes`.
+    pub retriable_status_codes: Vec<u16>,
+}
+
+/// Envoy's `max_stream_duration` for a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MaxStreamDuration {
+    /// The longest a stream may last.
+    pub max: Option<Duration>,
+    /// Cap on the `grpc-timeout` header; `Some(ZERO)` means uncapped (gRFC A31).
+    pub grpc_timeout_header_max: Option<Duration>,
+}
+
+/// What a hash policy hashes (gRFC A42).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum HashPolicyKind {
+    /// A request header's value.
+    Header {
+        /// The header name, lower-case.
+        name: String,
+    },
+    /// The source IP.
+    SourceIp,
+    /// A value fixed per channel (gRPC's `io.grpc.channel_id`).
+    ChannelId,
+}
+
+/// One hash policy; `terminal` stops at the first that yields a hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HashPolicy {
+    /// What is hashed.
+    pub kind: HashPolicyKind,
+    /// Stop here when this policy produced a hash.
+    pub terminal: bool,
+}
+
+/// Forwarding to one or several clusters, with the per-route traffic policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForwardAction {
+    clusters: ClusterSpecifier,
+    /// Route timeout (Envoy `timeout`, Istio `timeout`); `None` = no timeout.
+    pub timeout: Option<Duration>,
+    /// Max stream duration and the `grpc-timeout` cap.
+    pub max_stream_duration: MaxStreamDuration,
+    /// The retry policy; `None` falls back to the virtual host's.
+    pub retry_policy: Option<RetryPolicy>,
+    /// Hash policies for ring hash.
+    pub hash_policies: Vec<HashPolicy>,
+}
+
+impl ForwardAction {
+    /// Forwarding to `clusters` with no timeouts, retries or hashing.
+    pub fn new(clusters: ClusterSpecifier) -> Self {
+        Self {
+            clusters,
+            timeout: None,
+            max_stream_duration: MaxStreamDuration::default(),
+            retry_policy: None,
+            hash_policies: Vec::new(),
+        }
+    }
+
+    /// Forwarding to one cluster.
+    pub fn to_cluster(name: impl Into<String>) -> Self {
+        Self::new(ClusterSpecifier::Cluster(name.into()))
+    }
+
+    /// Where requests go.
+    pub fn clusters(&self) -> &ClusterSpecifier {
+        &self.clusters
+    }
+
+    /// Every cluster this action can send to.
+    pub fn cluster_names(&self) -> impl Iterator<Item = &str> {
+        let (one, many) = match &self.clusters {
+            ClusterSpecifier::Cluster(c) => (Some(c.as_str()), None),
+            ClusterSpecifier::Weighted(w) => (None, Some(w.clusters().iter().map(|c| c.name()))),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
+}
