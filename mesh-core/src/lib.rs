@@ -14,6 +14,7 @@ pub mod classify;
 pub mod cluster;
 pub mod identity;
 pub mod inbound;
+pub mod istio;
 pub mod lb;
 pub mod live;
 pub mod matcher;

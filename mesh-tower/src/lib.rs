@@ -1,2 +1,4 @@
 //! Tower layers, the inbound listener and the outbound client of the mesh.
 #![forbid(unsafe_code)]
+
+pub mod body;

@@ -6,7 +6,12 @@ pub use endpoints::{ClusterLoadAssignment, Endpoint, HealthStatus, Locality, Loc
 
 use std::time::Duration;
 
+use crate::breaker::Thresholds;
+use crate::lb::LbPolicy;
 use crate::matcher::StringMatcher;
+use crate::outlier::OutlierConfig;
+use crate::retry::RetryBudgetConfig;
+use crate::route::HashPolicy;
 
 /// How a cluster learns its endpoints.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +96,16 @@ pub struct Cluster {
     pub service: Option<String>,
     /// The subset (`v1`), for display and metrics.
     pub subset: Option<String>,
+    /// How endpoints are picked.
+    pub lb: LbPolicy,
+    /// Hash policies used by ring hash when the route has none (Istio's `consistentHash`).
+    pub hash_policies: Vec<HashPolicy>,
+    /// Circuit-breaker limits.
+    pub circuit_breakers: Thresholds,
+    /// Retry budget; `None` leaves only `max_retries` in force.
+    pub retry_budget: Option<RetryBudgetConfig>,
+    /// Outlier detection; `None` = off.
+    pub outlier_detection: Option<OutlierConfig>,
 }
 
 impl Cluster {
@@ -105,6 +120,11 @@ impl Cluster {
             max_requests_per_connection: None,
             service: None,
             subset: None,
+            lb: LbPolicy::RoundRobin,
+            hash_policies: Vec::new(),
+            circuit_breakers: Thresholds::default(),
+            retry_budget: None,
+            outlier_detection: None,
         }
     }
 

@@ -1,1 +1,242 @@
-//! Placeholder: filled in by the module's owner.
+//! The static policy file: the whole mesh policy in one YAML file, so a service runs with
+//! no control plane at all.
+//!
+//! The file speaks Istio: its `virtualServices`, `destinationRules`,
+//! `peerAuthentications` and `authorizationPolicies` hold the same objects users apply to a
+//! cluster (pasted as they are), and `services` lists what Kubernetes would provide (ports,
+//! endpoints with labels, service accounts).
+//!
+//! ```yaml
+//! namespace: default
+//! services:
+//!   - name: payment-service
+//!     ports: [{ port: 8080, name: grpc }]
+//!     serviceAccounts: [payment-service]
+//!     endpoints:
+//!       - { address: "127.0.0.1:50051", labels: { version: v1 } }
+//!       - { address: "127.0.0.1:50052", labels: { version: v2 } }
+//! destinationRules:
+//!   - spec:
+//!       host: payment-service
+//!       subsets:
+//!         - { name: v1, labels: { version: v1 } }
+//!         - { name: v2, labels: { version: v2 } }
+//! virtualServices:
+//!   - spec:
+//!       hosts: [payment-service]
+//!       http:
+//!         - route:
+//!             - { destination: { host: payment-service, subset: v1 }, weight: 90 }
+//!             - { destination: { host: payment-service, subset: v2 }, weight: 10 }
+//! ```
+//!
+//! Errors name the file, the field path and, where the YAML parser knows it, the line.
+
+use std::fmt;
+use std::path::Path as FsPath;
+
+use serde::Deserialize;
+
+use crate::istio::networking::{DestinationRuleSpec, Object, VirtualServiceSpec};
+use crate::istio::services::Service;
+use crate::istio::{self, IstioError, MeshInputs};
+use crate::snapshot::Snapshot;
+
+/// The workload this file configures (its identity and labels select inbound policies).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Workload {
+    /// Name (`order-service`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Namespace (defaults to the file's).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Service account: the SPIFFE ID is `spiffe://<trustDomain>/ns/<ns>/sa/<sa>`.
+    #[serde(default)]
+    pub service_account: Option<String>,
+    /// Labels, matched by policies' selectors.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// Certificate files (Istio's layout: `cert-chain.pem`, `key.pem`, `root-cert.pem`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CertificateFiles {
+    /// The certificate chain (leaf first).
+    pub certificate_file: String,
+    /// The private key.
+    pub private_key_file: String,
+    /// The trust bundle.
+    pub ca_certificate_file: String,
+}
+
+/// The policy file as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PolicyFile {
+    /// The namespace of everything that names none (default `default`).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// The cluster domain (default `cluster.local`).
+    #[serde(default)]
+    pub domain_suffix: Option<String>,
+    /// The SPIFFE trust domain (default `cluster.local`).
+    #[serde(default)]
+    pub trust_domain: Option<String>,
+    /// Send mTLS to services that have service accounts unless a DestinationRule disables
+    /// it (Istio's auto mTLS; default false until certificates are configured).
+    #[serde(default)]
+    pub auto_mtls: Option<bool>,
+    /// This workload.
+    #[serde(default)]
+    pub workload: Option<Workload>,
+    /// Static certificate files.
+    #[serde(default)]
+    pub certificates: Option<CertificateFiles>,
+    /// Services and endpoints.
+    #[serde(default)]
+    pub services: Vec<Service>,
+    /// Istio VirtualServices.
+    #[serde(default)]
+    pub virtual_services: Vec<Object<VirtualServiceSpec>>,
+    /// Istio DestinationRules.
+    #[serde(default)]
+    pub destination_rules: Vec<Object<DestinationRuleSpec>>,
+}
+
+/// What is wrong with a policy file, and where.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {reason}")]
+    Io {
+        /// The file.
+        file: String,
+        /// The OS error.
+        reason: String,
+    },
+    /// The YAML is malformed, or a field is unknown or of the wrong type.
+    #[error("{file}{}: {path}: {message}", line.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default())]
+    Syntax {
+        /// The file.
+        file: String,
+        /// Line and column, when known.
+        line: Option<(usize, usize)>,
+        /// The field path (`.` for the top).
+        path: String,
+        /// What the parser said.
+        message: String,
+    },
+    /// A value is invalid or refers to something that does not exist.
+    #[error("{file}: {}", join(.errors))]
+    Invalid {
+        /// The file.
+        file: String,
+        /// Every problem found.
+        errors: Vec<IstioError>,
+    },
+}
+
+fn join(errors: &[IstioError]) -> String {
+    errors
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl PolicyFile {
+    /// Reads and parses a file.
+    pub fn load(path: &FsPath) -> Result<Self, PolicyError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| PolicyError::Io {
+            file: file.clone(),
+            reason: e.to_string(),
+        })?;
+        Self::parse(&text, &file)
+    }
+
+    /// Parses YAML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, PolicyError> {
+        let de = serde_norway::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let line = inner.location().map(|l| (l.line(), l.column()));
+            // serde_norway appends " at line X column Y"; the location is shown up front.
+            let mut message = inner.to_string();
+            if let Some(idx) = message.find(" at line ") {
+                message.truncate(idx);
+            }
+            PolicyError::Syntax {
+                file: origin.to_owned(),
+                line,
+                path,
+                message,
+            }
+        })
+    }
+
+    /// The file's namespace.
+    pub fn namespace(&self) -> &str {
+        self.namespace.as_deref().unwrap_or("default")
+    }
+
+    /// The trust domain.
+    pub fn trust_domain(&self) -> &str {
+        self.trust_domain.as_deref().unwrap_or("cluster.local")
+    }
+
+    /// Translates the file into a snapshot. `origin` names the file in errors.
+    pub fn to_snapshot(&self, origin: &str) -> Result<Snapshot, PolicyError> {
+        let inputs = MeshInputs {
+            services: &self.services,
+            virtual_services: &self.virtual_services,
+            destination_rules: &self.destination_rules,
+            default_namespace: self.namespace(),
+            domain_suffix: self.domain_suffix.as_deref().unwrap_or("cluster.local"),
+            trust_domain: self.trust_domain(),
+            auto_mtls: self.auto_mtls.unwrap_or(false),
+        };
+        let invalid = |errors| PolicyError::Invalid {
+            file: origin.to_owned(),
+            errors,
+        };
+        let outbound = istio::translate(inputs).map_err(invalid)?;
+        let version = format!("file:{:016x}", digest(origin, &outbound));
+        Ok(outbound
+            .into_builder(Snapshot::builder().version(&version))
+            .build())
+    }
+}
+
+/// Loads a policy file straight into a snapshot.
+pub fn load_snapshot(path: &FsPath) -> Result<Snapshot, PolicyError> {
+    let file = PolicyFile::load(path)?;
+    file.to_snapshot(&path.display().to_string())
+}
+
+fn digest(origin: &str, outbound: &istio::Outbound) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    origin.hash(&mut h);
+    format!("{outbound:?}").hash(&mut h);
+    h.finish()
+}
+
+impl fmt::Display for Workload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}.{}",
+            self.name.as_deref().unwrap_or("?"),
+            self.namespace.as_deref().unwrap_or("?")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -36,6 +36,8 @@ pub struct RetryPolicy {
     pub retry_on: RetryOn,
     /// The wait between attempts.
     pub backoff: BackoffConfig,
+    /// The timeout of each attempt (Envoy `per_try_timeout`); `None` = only the route's.
+    pub per_try_timeout: Option<std::time::Duration>,
 }
 
 impl Default for RetryPolicy {
@@ -52,12 +54,19 @@ impl RetryPolicy {
             num_retries,
             retry_on,
             backoff: BackoffConfig::default(),
+            per_try_timeout: None,
         }
     }
 
     /// Sets the back-off.
     pub fn with_backoff(mut self, backoff: BackoffConfig) -> Self {
         self.backoff = backoff;
+        self
+    }
+
+    /// Sets the timeout of each attempt.
+    pub fn with_per_try_timeout(mut self, timeout: Option<std::time::Duration>) -> Self {
+        self.per_try_timeout = timeout;
         self
     }
 }

@@ -1,11 +1,13 @@
 use std::time::Duration;
 
 use super::weighted::WeightedClusters;
-use crate::retry::{BackoffConfig, RetryOn};
+pub use crate::retry::RetryPolicy;
 
 /// What a route does with the requests it matches.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
+// Routes live in the snapshot and are only borrowed per request: the size never moves.
+#[allow(clippy::large_enum_variant)]
 pub enum RouteAction {
     /// Forward to a cluster.
     Forward(ForwardAction),
@@ -29,21 +31,6 @@ pub enum ClusterSpecifier {
     Cluster(String),
     /// A weighted split.
     Weighted(WeightedClusters),
-}
-
-/// A retry policy (Envoy's `RetryPolicy`, Istio's `retries`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct RetryPolicy {
-    /// Which outcomes are retried.
-    pub retry_on: RetryOn,
-    /// How many retries after the first attempt.
-    pub num_retries: u32,
-    /// The timeout of each attempt.
-    pub per_try_timeout: Option<Duration>,
-    /// Backoff between attempts.
-    pub backoff: BackoffConfig,
-    /// HTTP statuses retried under `retriable-status-codes`.
-    pub retriable_status_codes: Vec<u16>,
 }
 
 /// Envoy's `max_stream_duration` for a route.
@@ -91,6 +78,10 @@ pub struct ForwardAction {
     pub retry_policy: Option<RetryPolicy>,
     /// Hash policies for ring hash.
     pub hash_policies: Vec<HashPolicy>,
+    /// Replaces the matched path prefix (Istio `rewrite.uri`).
+    pub prefix_rewrite: Option<String>,
+    /// Replaces the authority (Istio `rewrite.authority`).
+    pub host_rewrite: Option<String>,
 }
 
 impl ForwardAction {
@@ -102,6 +93,8 @@ impl ForwardAction {
             max_stream_duration: MaxStreamDuration::default(),
             retry_policy: None,
             hash_policies: Vec::new(),
+            prefix_rewrite: None,
+            host_rewrite: None,
         }
     }
 

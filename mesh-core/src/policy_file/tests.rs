@@ -1,0 +1,218 @@
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderValue};
+
+use super::*;
+use crate::lb::LbPolicy;
+use crate::route::{ClusterSpecifier, RouteAction};
+
+const SEED: &str = include_str!("../../tests/data/seed-guide-policy.yaml");
+
+fn snapshot() -> Snapshot {
+    PolicyFile::parse(SEED, "seed.yaml")
+        .expect("parses")
+        .to_snapshot("seed.yaml")
+        .expect("translates")
+}
+
+fn cluster_for(snap: &Snapshot, target: &str, headers: &HeaderMap, random: u64) -> String {
+    let rc = snap
+        .outbound(target)
+        .and_then(|l| l.route_config())
+        .expect("listener with routes");
+    let (_, route) = rc.route_for(target, "/", headers, random).expect("route");
+    match route.action() {
+        RouteAction::Forward(f) => match f.clusters() {
+            ClusterSpecifier::Cluster(c) => c.clone(),
+            ClusterSpecifier::Weighted(w) => w.pick(random).name().to_owned(),
+        },
+        other => panic!("unexpected action {other:?}"),
+    }
+}
+
+#[test]
+fn seed_guide_virtual_service_routes_beta_testers_and_splits_90_10() {
+    let snap = snapshot();
+    snap.validate().expect("no dangling references");
+    let v2 = "outbound|9080|v2|reviews.default.svc.cluster.local";
+    let v1 = "outbound|9080|v1|reviews.default.svc.cluster.local";
+    let mut beta = HeaderMap::new();
+    beta.insert("end-user", HeaderValue::from_static("beta-tester"));
+    for r in 0..100 {
+        assert_eq!(cluster_for(&snap, "reviews:9080", &beta, r), v2);
+    }
+    let none = HeaderMap::new();
+    let to_v2 = (0..100)
+        .filter(|r| cluster_for(&snap, "reviews:9080", &none, *r) == v2)
+        .count();
+    assert_eq!(to_v2, 10);
+    let to_v1 = (0..100)
+        .filter(|r| cluster_for(&snap, "reviews:9080", &none, *r) == v1)
+        .count();
+    assert_eq!(to_v1, 90);
+    // Every name Istio accepts for the service reaches the same routes.
+    for target in [
+        "reviews.default:9080",
+        "reviews.default.svc:9080",
+        "reviews.default.svc.cluster.local:9080",
+    ] {
+        assert_eq!(cluster_for(&snap, target, &beta, 0), v2, "{target}");
+    }
+}
+
+#[test]
+fn seed_guide_canary_95_5() {
+    let snap = snapshot();
+    let none = HeaderMap::new();
+    let canary = (0..100)
+        .filter(|r| cluster_for(&snap, "my-service:8080", &none, *r).contains("|canary|"))
+        .count();
+    assert_eq!(canary, 5);
+}
+
+#[test]
+fn seed_guide_destination_rules_become_cluster_policy() {
+    let snap = snapshot();
+    let v1 = snap
+        .cluster("outbound|9080|v1|reviews.default.svc.cluster.local")
+        .expect("v1");
+    let v2 = snap
+        .cluster("outbound|9080|v2|reviews.default.svc.cluster.local")
+        .expect("v2");
+    assert_eq!(v1.lb, LbPolicy::RoundRobin);
+    assert!(matches!(v2.lb, LbPolicy::LeastRequest { .. }));
+    // The subset inherits the service-level connection pool.
+    for c in [v1, v2] {
+        assert_eq!(c.circuit_breakers.max_connections, 100);
+        assert_eq!(c.circuit_breakers.max_pending_requests, 100);
+        assert_eq!(c.circuit_breakers.max_requests, 1000);
+    }
+    let v1_eps = snap.endpoints_of(v1).expect("endpoints");
+    let addrs: Vec<String> = v1_eps
+        .endpoints()
+        .map(|(_, e)| e.address.to_string())
+        .collect();
+    assert_eq!(addrs, ["127.0.0.1:19081"]);
+
+    let pay = snap
+        .cluster("outbound|8080||payment-service.default.svc.cluster.local")
+        .expect("payment cluster");
+    let t = &pay.circuit_breakers;
+    assert_eq!(
+        (
+            t.max_connections,
+            t.max_pending_requests,
+            t.max_requests,
+            t.max_retries
+        ),
+        (50, 50, 100, 3)
+    );
+    assert_eq!(pay.max_requests_per_connection, Some(10));
+    let od = pay.outlier_detection.as_ref().expect("outlier detection");
+    assert_eq!(od.consecutive_5xx, 5);
+    assert_eq!(od.interval, Duration::from_secs(30));
+    assert_eq!(od.base_ejection_time, Duration::from_secs(30));
+    assert_eq!(od.max_ejection_percent, 50);
+}
+
+#[test]
+fn unknown_field_names_file_line_and_path() {
+    let text = "services:\n  - name: a\n    ports: [{port: 80}]\n    colour: blue\n";
+    let err = PolicyFile::parse(text, "p.yaml").expect_err("unknown field");
+    let PolicyError::Syntax {
+        file,
+        line,
+        path,
+        message,
+    } = &err
+    else {
+        panic!("wrong error {err:?}");
+    };
+    assert_eq!(file, "p.yaml");
+    assert_eq!(path, "services[0].colour");
+    assert_eq!(line.map(|l| l.0), Some(4));
+    assert!(message.contains("unknown field `colour`"), "{message}");
+    assert!(err.to_string().starts_with("p.yaml:4:"), "{err}");
+}
+
+#[test]
+fn wrong_type_names_the_path() {
+    let text = "services:\n  - name: a\n    ports: [{port: eighty}]\n";
+    let err = PolicyFile::parse(text, "p.yaml").expect_err("bad port");
+    assert!(
+        matches!(&err, PolicyError::Syntax { path, .. } if path == "services[0].ports[0].port"),
+        "{err}"
+    );
+}
+
+fn invalid(text: &str) -> Vec<IstioError> {
+    let file = PolicyFile::parse(text, "p.yaml").expect("parses");
+    match file.to_snapshot("p.yaml") {
+        Err(PolicyError::Invalid { errors, .. }) => errors,
+        other => panic!("expected invalid, got {other:?}"),
+    }
+}
+
+const SVC: &str = "services:\n  - name: pay\n    ports: [{port: 8080}]\n    endpoints: [{address: '127.0.0.1:1', labels: {v: a}}]\ndestinationRules:\n  - spec: {host: pay, subsets: [{name: a, labels: {v: a}}]}\n";
+
+#[test]
+fn weights_not_summing_to_100_are_rejected_with_path() {
+    let errs = invalid(&format!(
+        "{SVC}virtualServices:\n  - spec:\n      hosts: [pay]\n      http:\n        - route:\n            - {{destination: {{host: pay, subset: a}}, weight: 90}}\n            - {{destination: {{host: pay}}, weight: 5}}\n"
+    ));
+    assert_eq!(errs.len(), 1);
+    assert_eq!(errs[0].path, "virtualServices[0].spec.http[0].route");
+    assert!(errs[0].to_string().contains("add up to 95"), "{}", errs[0]);
+}
+
+#[test]
+fn unknown_subset_host_and_bad_duration_are_all_reported() {
+    let errs = invalid(&format!(
+        "{SVC}virtualServices:\n  - spec:\n      hosts: [pay]\n      http:\n        - route: [{{destination: {{host: pay, subset: b}}}}]\n        - route: [{{destination: {{host: nope}}}}]\n        - route: [{{destination: {{host: pay}}}}]\n          timeout: 30x\n"
+    ));
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "virtualServices[0].spec.http[0].route[0].destination.subset",
+            "virtualServices[0].spec.http[1].route[0].destination.host",
+            "virtualServices[0].spec.http[2].timeout",
+        ]
+    );
+}
+
+#[test]
+fn unsupported_features_are_named() {
+    let errs = invalid(&format!(
+        "{SVC}virtualServices:\n  - spec:\n      hosts: [pay]\n      http:\n        - route: [{{destination: {{host: pay}}}}]\n          mirror: {{host: pay}}\n"
+    ));
+    assert!(
+        errs[0]
+            .to_string()
+            .contains("traffic mirroring is not supported"),
+        "{}",
+        errs[0]
+    );
+    assert_eq!(errs[0].path, "virtualServices[0].spec.http[0].mirror");
+}
+
+#[test]
+fn service_without_virtual_service_gets_a_default_route_with_istio_retries() {
+    let file = PolicyFile::parse(SVC, "p.yaml").expect("parses");
+    let snap = file.to_snapshot("p.yaml").expect("valid");
+    let rc = snap
+        .outbound("pay:8080")
+        .and_then(|l| l.route_config())
+        .expect("routes");
+    let (_, route) = rc
+        .route_for("pay:8080", "/x", &HeaderMap::new(), 0)
+        .expect("route");
+    let RouteAction::Forward(f) = route.action() else {
+        panic!("forward expected");
+    };
+    assert_eq!(
+        f.cluster_names().collect::<Vec<_>>(),
+        ["outbound|8080||pay.default.svc.cluster.local"]
+    );
+    assert_eq!(f.retry_policy.as_ref().map(|p| p.num_retries), Some(2));
+}
