@@ -1,0 +1,51 @@
+//! Pieces shared by the example services (`payment-service`, `order-service`).
+//!
+//! - [`MeshArgs`]: the mesh flags every example accepts (`--bootstrap`, `--policy`,
+//!   `--admin`), flattened into each service's own clap parser.
+//! - [`init_tracing`]: log set-up driven by `RUST_LOG`.
+//! - [`bind`], [`set_nodelay`] and [`incoming_nodelay`]: a listener whose accepted
+//!   sockets all get `TCP_NODELAY` (axum 0.8's `serve` and tonic's `serve_with_incoming`
+//!   leave it off, which costs HTTP/2 requests tens of milliseconds).
+//! - [`shutdown_signal`]: resolves on Ctrl-C (and SIGTERM on Unix).
+//! - [`BackgroundServer`]: a service's `run` spawned on `127.0.0.1:0`, for tests.
+//!
+//! It does not build the mesh: the services only carry the flags until the mesh is
+//! wired in at their `// MESH:` spots.
+//!
+//! ```
+//! use clap::Parser;
+//! use example_common::MeshArgs;
+//!
+//! #[derive(Parser)]
+//! struct Cli {
+//!     #[command(flatten)]
+//!     mesh: MeshArgs,
+//! }
+//!
+//! let cli = Cli::parse_from(["svc", "--policy", "mesh.yaml", "--admin", "127.0.0.1:9901"]);
+//! assert_eq!(cli.mesh.policy.as_deref(), Some(std::path::Path::new("mesh.yaml")));
+//! assert!(!cli.mesh.is_empty());
+//! ```
+#![forbid(unsafe_code)]
+
+mod background;
+mod mesh;
+mod net;
+
+pub use background::{BackgroundServer, BoxError, StopSignal};
+pub use mesh::MeshArgs;
+pub use net::{bind, incoming_nodelay, set_nodelay, shutdown_signal, BindError};
+
+/// Installs a `tracing` subscriber that writes to stderr, filtered by `RUST_LOG`
+/// (`info` when unset or unparsable).
+///
+/// Calling it twice is harmless: the second call leaves the first subscriber in place.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // An error only means a subscriber is already installed, which is what we want.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

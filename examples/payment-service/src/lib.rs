@@ -1,0 +1,74 @@
+//! The example payment service: `payment.v1.PaymentService` over tonic, with payments kept
+//! in memory (per process; nothing is shared between instances).
+//!
+//! Made for mesh demos, it can:
+//! - say which version it is (`--version v1|v2`, sent on every response, errors included,
+//!   as `x-payment-version` metadata), for weighted and header-based routing;
+//! - fail a fraction of calls with `UNAVAILABLE` (`--fail-rate`), for retries, circuit
+//!   breaking and outlier detection;
+//! - add latency to every call (`--latency-ms`), for timeouts;
+//! - remember the `end-user` metadata of an Authorize call in the payment
+//!   (`Payment.end_user`), to show header propagation.
+//!
+//! [`run`] serves on a listener handed to it, so tests run it in-process on `127.0.0.1:0`.
+//! The mesh is not wired in yet: the spot is marked `// MESH: inbound` in [`run`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use payment_service::{Config, PaymentVersion};
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let config = Config::default().with_version(PaymentVersion::V2).with_fail_rate(0.1)?;
+//! payment_service::run(config, listener, std::future::pending()).await?;
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+
+mod config;
+mod service;
+
+use std::future::Future;
+
+use payment_api::PaymentServiceServer;
+use tokio::net::TcpListener;
+
+pub use config::{Config, FailRate, InvalidFailRate, PaymentVersion};
+pub use service::Payments;
+
+/// Serving stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The listener's address could not be read.
+    #[error("cannot read the listen address: {0}")]
+    LocalAddr(#[source] std::io::Error),
+    /// The gRPC server failed.
+    #[error("gRPC server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// Serves the payment service on `listener` until `shutdown` resolves, then waits for the
+/// calls in flight to finish.
+///
+/// Every accepted socket gets `TCP_NODELAY`.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let addr = listener.local_addr().map_err(Error::LocalAddr)?;
+    config.mesh.warn_if_unused();
+    tracing::info!(%addr, version = %config.version, fail_rate = %config.fail_rate, latency_ms = config.latency_ms, "payment-service listening");
+
+    let service = PaymentServiceServer::new(Payments::new(&config));
+    let incoming = example_common::incoming_nodelay(listener);
+    // MESH: inbound — the mesh's inbound stack goes here: its layer on this builder
+    // (`Server::builder().layer(...)`) and its TLS listener in place of `incoming`.
+    tonic::transport::Server::builder()
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    tracing::info!("payment-service stopped");
+    Ok(())
+}
