@@ -37,9 +37,13 @@ use std::path::Path as FsPath;
 
 use serde::Deserialize;
 
+use crate::inbound::peer_authentication::{
+    inbound_policy, PeerAuthentication, PeerAuthenticationSpec,
+};
 use crate::istio::networking::{DestinationRuleSpec, Object, VirtualServiceSpec};
 use crate::istio::services::Service;
 use crate::istio::{self, IstioError, MeshInputs};
+use crate::rbac::istio::{AuthorizationPolicy, AuthorizationPolicySpec};
 use crate::snapshot::Snapshot;
 
 /// The workload this file configures (its identity and labels select inbound policies).
@@ -104,6 +108,15 @@ pub struct PolicyFile {
     /// Istio DestinationRules.
     #[serde(default)]
     pub destination_rules: Vec<Object<DestinationRuleSpec>>,
+    /// Istio PeerAuthentications (the inbound TLS mode).
+    #[serde(default)]
+    pub peer_authentications: Vec<Object<PeerAuthenticationSpec>>,
+    /// Istio AuthorizationPolicies (who may call this workload).
+    #[serde(default)]
+    pub authorization_policies: Vec<Object<AuthorizationPolicySpec>>,
+    /// The mesh's root namespace (default `istio-system`).
+    #[serde(default)]
+    pub root_namespace: Option<String>,
 }
 
 /// What is wrong with a policy file, and where.
@@ -137,6 +150,14 @@ pub enum PolicyError {
         file: String,
         /// Every problem found.
         errors: Vec<IstioError>,
+    },
+    /// The inbound policies (PeerAuthentication, AuthorizationPolicy) are invalid.
+    #[error("{file}: inbound policy: {reason}")]
+    Inbound {
+        /// The file.
+        file: String,
+        /// What the translation said (it names the policy and field path).
+        reason: String,
     },
 }
 
@@ -206,10 +227,61 @@ impl PolicyFile {
             errors,
         };
         let outbound = istio::translate(inputs).map_err(invalid)?;
+        let inbound = self
+            .inbound_policy()
+            .map_err(|reason| PolicyError::Inbound {
+                file: origin.to_owned(),
+                reason,
+            })?;
         let version = format!("file:{:016x}", digest(origin, &outbound));
         Ok(outbound
             .into_builder(Snapshot::builder().version(&version))
+            .inbound_default(inbound)
             .build())
+    }
+}
+
+impl PolicyFile {
+    /// The workload's inbound policy, when the file has any PeerAuthentication or
+    /// AuthorizationPolicy; `None` leaves the inbound side on the defaults.
+    pub fn inbound_policy(&self) -> Result<Option<crate::inbound::InboundPolicy>, String> {
+        if self.peer_authentications.is_empty() && self.authorization_policies.is_empty() {
+            return Ok(None);
+        }
+        let ns = self.namespace().to_owned();
+        let workload = self.workload.clone().unwrap_or_default();
+        let mut wl = crate::rbac::istio::Workload::new(
+            workload.namespace.clone().unwrap_or_else(|| ns.clone()),
+            workload.labels.clone(),
+        );
+        if let Some(root) = &self.root_namespace {
+            wl = wl.with_root_namespace(root.clone());
+        }
+        let of = |m: &crate::istio::networking::ObjectMeta| {
+            (
+                m.name.clone(),
+                m.namespace.clone().unwrap_or_else(|| ns.clone()),
+            )
+        };
+        let peer: Vec<PeerAuthentication> = self
+            .peer_authentications
+            .iter()
+            .map(|o| {
+                let (name, namespace) = of(&o.metadata);
+                PeerAuthentication::new(name, namespace, o.spec.clone())
+            })
+            .collect();
+        let authz: Vec<AuthorizationPolicy> = self
+            .authorization_policies
+            .iter()
+            .map(|o| {
+                let (name, namespace) = of(&o.metadata);
+                AuthorizationPolicy::new(name, namespace, o.spec.clone())
+            })
+            .collect();
+        inbound_policy(&peer, &authz, &wl)
+            .map(Some)
+            .map_err(|e| e.to_string())
     }
 }
 

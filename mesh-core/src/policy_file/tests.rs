@@ -216,3 +216,55 @@ fn service_without_virtual_service_gets_a_default_route_with_istio_retries() {
     );
     assert_eq!(f.retry_policy.as_ref().map(|p| p.num_retries), Some(2));
 }
+
+#[test]
+fn seed_guide_peer_authentication_and_payment_access_policy() {
+    let text = r#"
+namespace: default
+workload:
+  name: payment-service
+  labels: { app: payment-service }
+peerAuthentications:
+  - apiVersion: security.istio.io/v1
+    kind: PeerAuthentication
+    metadata:
+      name: default
+      namespace: default
+    spec:
+      mtls:
+        mode: STRICT
+authorizationPolicies:
+  - apiVersion: security.istio.io/v1
+    kind: AuthorizationPolicy
+    metadata:
+      name: payment-access
+      namespace: default
+    spec:
+      selector:
+        matchLabels:
+          app: payment-service
+      rules:
+        - from:
+            - source:
+                principals:
+                  - cluster.local/ns/default/sa/order-service
+                  - cluster.local/ns/default/sa/checkout-service
+          to:
+            - operation:
+                methods: ['POST', 'GET']
+                paths: ['/api/v1/payments/*']
+"#;
+    let snap = PolicyFile::parse(text, "p.yaml")
+        .expect("parses")
+        .to_snapshot("p.yaml")
+        .expect("valid");
+    let local: std::net::SocketAddr = "127.0.0.1:8080".parse().expect("addr");
+    let inbound = snap.inbound_for(local).expect("inbound policy");
+    assert_eq!(inbound.mode_for_port(8080), crate::inbound::TlsMode::Strict);
+    let order = crate::rbac::Request::new("POST", "/api/v1/payments/1")
+        .with_peer_principal(Some("spiffe://cluster.local/ns/default/sa/order-service"));
+    assert!(inbound.authorization.evaluate(&order).is_allowed());
+    let other = crate::rbac::Request::new("POST", "/api/v1/payments/1")
+        .with_peer_principal(Some("spiffe://cluster.local/ns/default/sa/fraud"));
+    assert!(!inbound.authorization.evaluate(&other).is_allowed());
+}

@@ -7,7 +7,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use std::net::SocketAddr;
+
 use crate::cluster::{Cluster, ClusterLoadAssignment};
+use crate::inbound::InboundPolicy;
 use crate::route::{RouteAction, RouteConfig};
 
 /// An outbound target (`payment-service:8080`) and the routes that serve it.
@@ -67,6 +70,8 @@ pub struct Snapshot {
     route_configs: HashMap<String, Arc<RouteConfig>>,
     clusters: HashMap<String, Arc<Cluster>>,
     endpoints: HashMap<String, Arc<ClusterLoadAssignment>>,
+    inbound_default: Option<Arc<InboundPolicy>>,
+    inbound_by_addr: BTreeMap<SocketAddr, Arc<InboundPolicy>>,
 }
 
 impl Snapshot {
@@ -92,7 +97,35 @@ impl Snapshot {
             route_configs: self.route_configs.clone(),
             clusters: self.clusters.clone(),
             endpoints: self.endpoints.clone(),
+            inbound_default: self.inbound_default.clone(),
+            inbound_by_addr: self.inbound_by_addr.clone(),
         }
+    }
+
+    /// The inbound policy of the listener on `local`: the one for that exact address, else
+    /// the one for the port on any address (`0.0.0.0:port` or `[::]:port`), else the
+    /// workload's default. `None` when the policy says nothing about inbound traffic.
+    pub fn inbound_for(&self, local: SocketAddr) -> Option<&Arc<InboundPolicy>> {
+        self.inbound_by_addr
+            .get(&local)
+            .or_else(|| {
+                let any4 = SocketAddr::from(([0, 0, 0, 0], local.port()));
+                let any6 = SocketAddr::from(([0u16; 8], local.port()));
+                self.inbound_by_addr
+                    .get(&any4)
+                    .or_else(|| self.inbound_by_addr.get(&any6))
+            })
+            .or(self.inbound_default.as_ref())
+    }
+
+    /// Every inbound policy bound to an address.
+    pub fn inbound_listeners(&self) -> impl Iterator<Item = (&SocketAddr, &Arc<InboundPolicy>)> {
+        self.inbound_by_addr.iter()
+    }
+
+    /// The workload-wide inbound policy.
+    pub fn inbound_default(&self) -> Option<&Arc<InboundPolicy>> {
+        self.inbound_default.as_ref()
     }
 
     /// A label for this snapshot (the xDS versions, or the policy file's digest).
@@ -193,9 +226,30 @@ pub struct SnapshotBuilder {
     route_configs: HashMap<String, Arc<RouteConfig>>,
     clusters: HashMap<String, Arc<Cluster>>,
     endpoints: HashMap<String, Arc<ClusterLoadAssignment>>,
+    inbound_default: Option<Arc<InboundPolicy>>,
+    inbound_by_addr: BTreeMap<SocketAddr, Arc<InboundPolicy>>,
 }
 
 impl SnapshotBuilder {
+    /// Sets the inbound policy of every listener that has none of its own.
+    pub fn inbound_default(mut self, policy: Option<InboundPolicy>) -> Self {
+        self.inbound_default = policy.map(Arc::new);
+        self
+    }
+
+    /// Sets (or with `None`, removes) the inbound policy of the listener on `addr`.
+    pub fn inbound_listener(mut self, addr: SocketAddr, policy: Option<InboundPolicy>) -> Self {
+        match policy {
+            Some(p) => {
+                self.inbound_by_addr.insert(addr, Arc::new(p));
+            }
+            None => {
+                self.inbound_by_addr.remove(&addr);
+            }
+        }
+        self
+    }
+
     /// Sets the version label.
     pub fn version(mut self, version: &str) -> Self {
         self.version = version.to_owned();
@@ -263,6 +317,8 @@ impl SnapshotBuilder {
             route_configs: self.route_configs,
             clusters: self.clusters,
             endpoints: self.endpoints,
+            inbound_default: self.inbound_default,
+            inbound_by_addr: self.inbound_by_addr,
         }
     }
 }
