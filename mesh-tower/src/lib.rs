@@ -1,4 +1,16 @@
 //! Tower layers, the inbound listener and the outbound client of the mesh.
+//!
+//! An application builds one [`Mesh`] (from a policy file, an xDS bootstrap or defaults),
+//! takes clients from it ([`Mesh::http_client`], [`Mesh::channel`] for tonic) and serves
+//! its own API through the inbound listener. Everything the policy says — routing, load
+//! balancing, circuit breaking, outlier detection, retries, timeouts, fault injection —
+//! happens inside those clients, in the application's process.
 #![forbid(unsafe_code)]
 
 pub mod body;
+pub mod error;
+pub mod mesh;
+pub mod outbound;
+
+pub use error::MeshError;
+pub use mesh::{Mesh, MeshBuilder, PolicySource};

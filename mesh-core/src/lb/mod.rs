@@ -53,6 +53,18 @@ pub trait LbHost {
     fn is_available(&self) -> bool;
 }
 
+impl<T: LbHost + ?Sized> LbHost for std::sync::Arc<T> {
+    fn weight(&self) -> u32 {
+        (**self).weight()
+    }
+    fn active_requests(&self) -> u64 {
+        (**self).active_requests()
+    }
+    fn is_available(&self) -> bool {
+        (**self).is_available()
+    }
+}
+
 impl<T: LbHost + ?Sized> LbHost for &T {
     fn weight(&self) -> u32 {
         (**self).weight()

@@ -18,7 +18,7 @@ use arc_swap::ArcSwap;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use mesh_core::breaker::CircuitBreaker;
-use mesh_core::cluster::{Cluster, ClusterLoadAssignment};
+use mesh_core::cluster::{Cluster, ClusterLoadAssignment, Discovery};
 use mesh_core::lb::{pick_priority, priority_load, LbHost, Picker};
 use mesh_core::outlier::{Outcome, OutlierDetector};
 use mesh_core::retry::RetryBudget;
@@ -112,7 +112,12 @@ impl ClusterState {
     ) -> Self {
         // Endpoints by priority; unusable ones are kept (they count for priority health).
         let mut by_priority: Vec<Vec<(SocketAddr, u32, bool)>> = Vec::new();
-        if let Some(cla) = &cla {
+        let mut dns_authority = None;
+        if let Discovery::LogicalDns { host, port } = &config.discovery {
+            // One endpoint: the name, resolved when connecting.
+            dns_authority = http::uri::Authority::try_from(format!("{host}:{port}").as_str()).ok();
+            by_priority.push(vec![(SocketAddr::from(([0, 0, 0, 0], *port)), 1, true)]);
+        } else if let Some(cla) = &cla {
             for (loc, ep) in cla.endpoints() {
                 let p = loc.priority as usize;
                 if by_priority.len() <= p {
@@ -130,8 +135,11 @@ impl ClusterState {
                 let endpoints: Vec<Arc<EndpointState>> = eps
                     .into_iter()
                     .map(|(addr, weight, usable)| {
-                        let authority = http::uri::Authority::try_from(addr.to_string().as_str())
-                            .unwrap_or_else(|_| http::uri::Authority::from_static("invalid"));
+                        let authority = match &dns_authority {
+                            Some(a) => a.clone(),
+                            None => http::uri::Authority::try_from(addr.to_string().as_str())
+                                .unwrap_or_else(|_| http::uri::Authority::from_static("invalid")),
+                        };
                         let detector_index = next_index;
                         next_index += 1;
                         // Keep the in-flight count of an endpoint that stays.
@@ -161,13 +169,17 @@ impl ClusterState {
             }
             None => Arc::new(CircuitBreaker::new(config.circuit_breakers.clone())),
         };
-        let budget = config.retry_budget.as_ref().map(|b| match previous.and_then(|p| p.budget.clone()) {
-            Some(existing) => {
-                existing.set_config(b);
-                existing
-            }
-            None => Arc::new(RetryBudget::new(b)),
-        });
+        let budget =
+            config
+                .retry_budget
+                .as_ref()
+                .map(|b| match previous.and_then(|p| p.budget.clone()) {
+                    Some(existing) => {
+                        existing.set_config(b);
+                        existing
+                    }
+                    None => Arc::new(RetryBudget::new(b)),
+                });
         let outlier = config.outlier_detection.as_ref().map(|oc| {
             Arc::new(match previous.and_then(|p| p.outlier.as_ref()) {
                 Some(old) => old.rebuild(oc.clone(), keys.clone()),
@@ -251,7 +263,9 @@ impl ClusterState {
                 if level.endpoints[choice].addr != avoid {
                     break;
                 }
-                choice = level.picker.pick(&level.endpoints, Some(rng.random()), rng)?;
+                choice = level
+                    .picker
+                    .pick(&level.endpoints, Some(rng.random()), rng)?;
             }
         }
         level.endpoints.get(choice).cloned()
@@ -367,6 +381,8 @@ fn make_pools(
 /// All cluster states, swapped whole when one changes.
 pub(crate) struct ClusterRegistry {
     states: ArcSwap<HashMap<String, Arc<ClusterState>>>,
+    /// Targets the policy does not know, by target.
+    passthrough: ArcSwap<HashMap<String, Arc<ClusterState>>>,
     rebuild: Mutex<()>,
     tls: Option<Arc<dyn TlsProvider>>,
 }
@@ -383,6 +399,7 @@ impl ClusterRegistry {
     pub(crate) fn new(tls: Option<Arc<dyn TlsProvider>>) -> Self {
         Self {
             states: ArcSwap::from_pointee(HashMap::new()),
+            passthrough: ArcSwap::from_pointee(HashMap::new()),
             rebuild: Mutex::new(()),
             tls,
         }
@@ -427,6 +444,42 @@ impl ClusterRegistry {
         let mut next = HashMap::clone(&map);
         next.insert(config.name().to_owned(), Arc::clone(&state));
         self.states.store(Arc::new(next));
+        state
+    }
+
+    /// The state for a target the policy does not know: dialed by DNS name with default
+    /// settings (a breaker with Envoy's default limits, round robin, no retries).
+    pub(crate) fn passthrough(&self, target: &str) -> Arc<ClusterState> {
+        if let Some(s) = self.passthrough.load().get(target) {
+            return Arc::clone(s);
+        }
+        let _guard = self.rebuild.lock().unwrap_or_else(|e| e.into_inner());
+        let map = self.passthrough.load_full();
+        if let Some(s) = map.get(target) {
+            return Arc::clone(s);
+        }
+        let (host, port) = match target.rsplit_once(':') {
+            Some((h, p)) => (
+                h.trim_start_matches('[').trim_end_matches(']'),
+                p.parse().unwrap_or(80),
+            ),
+            None => (target, 80),
+        };
+        let mut cluster = Cluster::new(format!("passthrough|{target}"));
+        cluster.discovery = Discovery::LogicalDns {
+            host: host.to_owned(),
+            port,
+        };
+        let state = Arc::new(ClusterState::build(
+            Arc::new(cluster),
+            None,
+            None,
+            None,
+            Instant::now(),
+        ));
+        let mut next = HashMap::clone(&map);
+        next.insert(target.to_owned(), Arc::clone(&state));
+        self.passthrough.store(Arc::new(next));
         state
     }
 

@@ -41,7 +41,9 @@ pub struct TlsConnected {
 
 impl std::fmt::Debug for TlsConnected {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsConnected").field("h2", &self.h2).finish()
+        f.debug_struct("TlsConnected")
+            .field("h2", &self.h2)
+            .finish()
     }
 }
 
@@ -124,16 +126,19 @@ impl MeshConnector {
         let port = uri
             .port_u16()
             .ok_or_else(|| ConnectError::BadUri(uri.to_string()))?;
-        let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect((host.as_str(), port)))
-            .await
-            .map_err(|_| ConnectError::Timeout {
-                authority: authority.clone(),
-                timeout: self.connect_timeout,
-            })?
-            .map_err(|source| ConnectError::Tcp {
-                authority: authority.clone(),
-                source,
-            })?;
+        let tcp = tokio::time::timeout(
+            self.connect_timeout,
+            TcpStream::connect((host.as_str(), port)),
+        )
+        .await
+        .map_err(|_| ConnectError::Timeout {
+            authority: authority.clone(),
+            timeout: self.connect_timeout,
+        })?
+        .map_err(|source| ConnectError::Tcp {
+            authority: authority.clone(),
+            source,
+        })?;
         tcp.set_nodelay(true).map_err(|source| ConnectError::Tcp {
             authority: authority.clone(),
             source,
@@ -141,13 +146,13 @@ impl MeshConnector {
         let (stream, h2) = match &self.tls {
             None => (Stream::Plain(tcp), false),
             Some(tls) => {
-                let done = tls
-                    .connect(tcp, &authority)
-                    .await
-                    .map_err(|source| ConnectError::Tls {
-                        authority: authority.clone(),
-                        source,
-                    })?;
+                let done =
+                    tls.connect(tcp, &authority)
+                        .await
+                        .map_err(|source| ConnectError::Tls {
+                            authority: authority.clone(),
+                            source,
+                        })?;
                 (Stream::Tls(done.stream), done.h2)
             }
         };
@@ -192,7 +197,11 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
@@ -257,13 +266,21 @@ impl Connection for MeshIo {
 }
 
 impl Read for MeshIo {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
     }
 }
 
 impl Write for MeshIo {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
     }
 

@@ -1,0 +1,650 @@
+//! The outbound client: everything the policy says happens to a call, inside the caller.
+//!
+//! [`HttpClient`] sends HTTP/1.1 or HTTP/2 requests addressed by logical target (the
+//! request's authority, `payment-service:8080`); [`Channel`] is the same client bound to
+//! one target, for tonic-generated clients (`PaymentClient::new(mesh.channel(...))`).
+//! Per request: the current snapshot (lock-free) -> virtual host and route -> fault
+//! injection -> weighted cluster -> circuit breaker -> endpoint (LB, outlier ejection) ->
+//! pooled connection (TCP_NODELAY, mTLS when the cluster says) -> retries with backoff and
+//! budget, within the deadline. A target the policy does not know is resolved by DNS and
+//! dialed with default settings.
+
+pub(crate) mod cluster;
+pub(crate) mod connect;
+mod deadline;
+mod fault;
+mod response;
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Request, Response, Uri, Version};
+use http_body::Body;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::BodyExt;
+use mesh_core::classify::{classify, TransportError};
+use mesh_core::cluster::UpstreamProtocol;
+use mesh_core::live::LivePolicy;
+use mesh_core::retry::{RetryDecision, RetryPolicy, RetryState};
+use mesh_core::route::{
+    ClusterSpecifier, ForwardAction, HashPolicyKind, PathMatch, Route, RouteAction, VirtualHost,
+};
+use rand::{Rng, SeedableRng};
+use tokio::time::Instant;
+
+pub use cluster::{EndpointStatus, TlsProvider};
+pub use connect::{IoStream, TlsConnected, UpstreamTlsConnect};
+pub use response::ResponseBody;
+
+use crate::body::{BoxError, ReplayBody};
+use crate::error::MeshError;
+use cluster::{ClusterRegistry, ClusterState};
+use connect::ConnectError;
+use response::{error_response, grpc_status_response, is_grpc, AttemptGuard};
+
+/// Request bodies as the connection pools carry them.
+pub(crate) type RequestBody = ReplayBody<UnsyncBoxBody<Bytes, BoxError>>;
+
+/// Settings of the outbound client.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct OutboundConfig {
+    /// Bodies up to this size are kept for retries; larger ones are not retried.
+    pub retry_buffer_limit: usize,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        Self {
+            retry_buffer_limit: 64 * 1024,
+        }
+    }
+}
+
+/// The shared engine behind every client taken from one mesh.
+pub(crate) struct Outbound {
+    policy: LivePolicy,
+    clusters: ClusterRegistry,
+    faults: fault::ActiveFaults,
+    config: OutboundConfig,
+}
+
+impl std::fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbound")
+            .field("clusters", &self.clusters)
+            .finish()
+    }
+}
+
+impl Outbound {
+    pub(crate) fn new(
+        policy: LivePolicy,
+        tls: Option<Arc<dyn TlsProvider>>,
+        config: OutboundConfig,
+    ) -> Self {
+        Self {
+            policy,
+            clusters: ClusterRegistry::new(tls),
+            faults: fault::ActiveFaults::default(),
+            config,
+        }
+    }
+
+    /// The endpoints of every cluster in use, for admin pages and tests.
+    pub(crate) fn cluster_status(&self) -> Vec<(String, Vec<EndpointStatus>)> {
+        let mut out: Vec<_> = self
+            .clusters
+            .snapshot()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.endpoint_status()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Forgets the state of clusters the current policy no longer has.
+    pub(crate) fn prune(&self) {
+        let snap = self.policy.snapshot();
+        self.clusters
+            .retain(|name| snap.cluster(name).is_some() || name.starts_with("passthrough|"));
+    }
+}
+
+/// An HTTP client whose requests go through the mesh, addressed by their authority.
+pub struct HttpClient<B> {
+    outbound: Arc<Outbound>,
+    target: Option<Arc<str>>,
+    _body: PhantomData<fn(B)>,
+}
+
+impl<B> Clone for HttpClient<B> {
+    fn clone(&self) -> Self {
+        Self {
+            outbound: Arc::clone(&self.outbound),
+            target: self.target.clone(),
+            _body: PhantomData,
+        }
+    }
+}
+
+impl<B> std::fmt::Debug for HttpClient<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("target", &self.target)
+            .finish()
+    }
+}
+
+/// A client bound to one target, for tonic-generated clients: `B` is the body tonic sends
+/// (`tonic::body::Body`), inferred where the channel is used.
+pub type Channel<B> = HttpClient<B>;
+
+impl<B> HttpClient<B> {
+    pub(crate) fn new(outbound: Arc<Outbound>, target: Option<&str>) -> Self {
+        Self {
+            outbound,
+            target: target.map(Arc::from),
+            _body: PhantomData,
+        }
+    }
+}
+
+impl<B> tower::Service<Request<B>> for HttpClient<B>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // Limits are enforced per call (the breaker answers at once); nothing to wait for.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let outbound = Arc::clone(&self.outbound);
+        let target = self.target.clone();
+        let req = req.map(|b| b.map_err(Into::into).boxed_unsync());
+        Box::pin(async move { Ok(outbound.dispatch(target.as_deref(), req).await) })
+    }
+}
+
+/// What a request is sent to after routing.
+struct Routed<'s> {
+    state: Arc<ClusterState>,
+    retry: Option<&'s RetryPolicy>,
+    timeout: Option<Duration>,
+    hash: Option<u64>,
+    response_headers: Vec<&'s mesh_core::route::HeaderMutations>,
+}
+
+impl Outbound {
+    async fn dispatch(
+        &self,
+        target: Option<&str>,
+        req: Request<UnsyncBoxBody<Bytes, BoxError>>,
+    ) -> Response<ResponseBody> {
+        let grpc = is_grpc(req.headers());
+        match self.route_and_send(target, req, grpc).await {
+            Ok(resp) => resp,
+            Err(err) => error_response(err, grpc),
+        }
+    }
+
+    async fn route_and_send(
+        &self,
+        target: Option<&str>,
+        mut req: Request<UnsyncBoxBody<Bytes, BoxError>>,
+        grpc: bool,
+    ) -> Result<Response<ResponseBody>, MeshError> {
+        let mut rng = rand::rngs::SmallRng::from_rng(&mut rand::rng());
+        let authority: String = match target {
+            Some(t) => t.to_owned(),
+            None => req
+                .uri()
+                .authority()
+                .map(|a| a.as_str().to_owned())
+                .or_else(|| {
+                    req.headers()
+                        .get(http::header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                        .map(str::to_owned)
+                })
+                .ok_or_else(|| MeshError::NoRoute {
+                    authority: String::new(),
+                    path: req.uri().path().to_owned(),
+                })?,
+        };
+        let snap = self.policy.snapshot();
+        let Some(listener) = snap.outbound(&authority) else {
+            // Not in the policy: DNS, default settings (gRPC's dns: resolver).
+            let state = self.clusters.passthrough(&authority);
+            let routed = Routed {
+                state,
+                retry: None,
+                timeout: None,
+                hash: None,
+                response_headers: Vec::new(),
+            };
+            return self.send(routed, req, &authority, &mut rng).await;
+        };
+        let path_and_query = req
+            .uri()
+            .path_and_query()
+            .map_or("/", PathAndQuery::as_str)
+            .to_owned();
+        let no_route = || MeshError::NoRoute {
+            authority: authority.clone(),
+            path: path_and_query.clone(),
+        };
+        let rc = listener.route_config().ok_or_else(no_route)?;
+        let draw: u64 = rng.random();
+        let (vh, route) = rc
+            .route_for(&authority, &path_and_query, req.headers(), draw)
+            .ok_or_else(no_route)?;
+        let fwd = match route.action() {
+            RouteAction::Forward(f) => f,
+            RouteAction::Direct { status, body } => {
+                let mut resp = Response::new(ResponseBody::full(body.clone().unwrap_or_default()));
+                *resp.status_mut() =
+                    http::StatusCode::from_u16(*status).unwrap_or(http::StatusCode::OK);
+                return Ok(resp);
+            }
+            _ => return Err(MeshError::NonForwardingAction),
+        };
+
+        // Fault injection happens before anything else costs the upstream.
+        let _fault_slot = if let Some(fault) = route.fault() {
+            let (decision, slot) = fault::decide(
+                fault,
+                req.headers(),
+                &self.faults,
+                (rng.random(), rng.random()),
+            );
+            if let Some(delay) = decision.delay {
+                tokio::time::sleep(delay).await;
+            }
+            match decision.abort {
+                Some(fault::Abort::Grpc(code)) if grpc => {
+                    return Ok(grpc_status_response(code, "fault injected"))
+                }
+                Some(fault::Abort::Http(status)) if grpc => {
+                    return Ok(grpc_status_response(
+                        fault::http_to_grpc(status),
+                        "fault injected",
+                    ))
+                }
+                Some(fault::Abort::Http(status)) => {
+                    let mut resp = Response::new(ResponseBody::full("fault filter abort\n"));
+                    *resp.status_mut() = http::StatusCode::from_u16(status)
+                        .unwrap_or(http::StatusCode::SERVICE_UNAVAILABLE);
+                    resp.extensions_mut().insert(MeshError::FaultAbort);
+                    return Ok(resp);
+                }
+                Some(fault::Abort::Grpc(_)) => {
+                    return Err(MeshError::FaultAbort);
+                }
+                None => {}
+            }
+            slot
+        } else {
+            None
+        };
+
+        let (cluster_name, wc_headers) = match fwd.clusters() {
+            ClusterSpecifier::Cluster(c) => (c.as_str(), None),
+            ClusterSpecifier::Weighted(w) => {
+                let c = w.pick(rng.random());
+                (c.name(), Some(c))
+            }
+            _ => return Err(MeshError::NonForwardingAction),
+        };
+        let cluster = snap
+            .cluster(cluster_name)
+            .ok_or_else(|| MeshError::ClusterNotFound(cluster_name.to_owned()))?;
+        let state = self.clusters.get(cluster, snap.endpoints_of(cluster));
+
+        // Header changes, most general first so the most specific wins.
+        let headers = req.headers_mut();
+        vh.request_headers().apply(headers);
+        route.request_headers().apply(headers);
+        if let Some(wc) = wc_headers {
+            wc.request_headers().apply(headers);
+        }
+        rewrite(&mut req, route, fwd);
+
+        let hash = request_hash(fwd, &state, &req);
+        let mut response_headers = Vec::with_capacity(3);
+        if let Some(wc) = wc_headers {
+            response_headers.push(wc.response_headers());
+        }
+        response_headers.push(route.response_headers());
+        response_headers.push(vh.response_headers());
+        let routed = Routed {
+            timeout: deadline::effective_timeout(fwd, req.headers(), grpc),
+            retry: fwd.retry_policy.as_ref().or_else(|| vh_retry(vh)),
+            state,
+            hash,
+            response_headers,
+        };
+        self.send(routed, req, &authority, &mut rng).await
+    }
+
+    /// Sends with retries, timeouts and the breaker, to endpoints of the routed cluster.
+    async fn send(
+        &self,
+        routed: Routed<'_>,
+        req: Request<UnsyncBoxBody<Bytes, BoxError>>,
+        authority: &str,
+        rng: &mut rand::rngs::SmallRng,
+    ) -> Result<Response<ResponseBody>, MeshError> {
+        let state = &routed.state;
+        let cluster_name = state.config.name();
+        let started = Instant::now();
+        let deadline = routed.timeout.map(|t| started + t);
+        let retry = routed.retry.filter(|p| p.num_retries > 0);
+        let (parts, body) = req.into_parts();
+        let mut body = Some(match retry {
+            Some(_) => ReplayBody::buffer(body, self.config.retry_buffer_limit),
+            None => ReplayBody::Streaming {
+                prefix: None,
+                rest: body,
+            },
+        });
+        let _budget_request = state.budget.as_ref().map(|b| b.request());
+        let mut retry_state = RetryState::new();
+        // The retry slots of the attempt in flight (breaker max_retries, retry budget).
+        let mut _retry_slots = None;
+        let mut previous: Option<SocketAddr> = None;
+        let use_h2 =
+            state.config.protocol == UpstreamProtocol::Http2 || parts.version == Version::HTTP_2;
+        let host_header = HeaderValue::from_str(authority).ok();
+
+        loop {
+            let request_guard =
+                state
+                    .breaker
+                    .try_request()
+                    .map_err(|o| MeshError::CircuitOpen {
+                        cluster: cluster_name.to_owned(),
+                        limit: o.limit,
+                        max: o.max,
+                    })?;
+            // Requests beyond what the open connections can carry count as pending
+            // (HTTP/1.1 carries one request per connection).
+            let _pending = if !use_h2
+                && state
+                    .breaker
+                    .in_flight(mesh_core::breaker::BreakerLimit::MaxRequests)
+                    > state.config.circuit_breakers.max_connections
+            {
+                Some(
+                    state
+                        .breaker
+                        .try_pending()
+                        .map_err(|o| MeshError::CircuitOpen {
+                            cluster: cluster_name.to_owned(),
+                            limit: o.limit,
+                            max: o.max,
+                        })?,
+                )
+            } else {
+                None
+            };
+            let now = std::time::Instant::now();
+            let endpoint = state
+                .pick(routed.hash, previous, now, rng)
+                .ok_or_else(|| MeshError::NoHealthyEndpoint(cluster_name.to_owned()))?;
+
+            // This attempt's request: a copy of the body when a retry may follow.
+            let this_body = match body.as_ref().and_then(ReplayBody::try_clone) {
+                Some(copy) => copy,
+                None => body.take().unwrap_or_else(ReplayBody::empty),
+            };
+            let mut attempt_req = Request::from_parts(parts.clone(), this_body);
+            if retry.is_some() {
+                // As Envoy's include_request_attempt_count: upstreams can tell retries apart.
+                attempt_req.headers_mut().insert(
+                    "x-envoy-attempt-count",
+                    HeaderValue::from(retry_state.retries_made() + 1),
+                );
+            }
+            let mut uri_parts = parts.uri.clone().into_parts();
+            uri_parts.scheme = Some(Scheme::HTTP);
+            uri_parts.authority = Some(endpoint.authority.clone());
+            if uri_parts.path_and_query.is_none() {
+                uri_parts.path_and_query = Some(PathAndQuery::from_static("/"));
+            }
+            *attempt_req.uri_mut() =
+                Uri::from_parts(uri_parts).unwrap_or_else(|_| parts.uri.clone());
+            if !use_h2 {
+                if let Some(h) = &host_header {
+                    attempt_req
+                        .headers_mut()
+                        .entry(http::header::HOST)
+                        .or_insert_with(|| h.clone());
+                }
+            } else {
+                *attempt_req.version_mut() = Version::HTTP_2;
+            }
+            let pools = state.pools.as_ref().map_err(|reason| MeshError::Connect {
+                endpoint: endpoint.addr.to_string(),
+                reason: reason.clone(),
+            })?;
+            let pool = if use_h2 { &pools.http2 } else { &pools.http1 };
+            let guard = AttemptGuard::new(Some(request_guard), Arc::clone(&endpoint));
+
+            // The attempt's deadline: the per-try timeout within the overall one.
+            let per_try = retry.and_then(|p| p.per_try_timeout);
+            let attempt_deadline = match (deadline, per_try) {
+                (Some(d), Some(p)) => Some(d.min(Instant::now() + p)),
+                (Some(d), None) => Some(d),
+                (None, Some(p)) => Some(Instant::now() + p),
+                (None, None) => None,
+            };
+            let fut = pool.request(attempt_req);
+            let result = match attempt_deadline {
+                Some(d) => tokio::time::timeout_at(d, fut).await.ok(),
+                None => Some(fut.await),
+            };
+            let (class, outcome) = match result {
+                None => (
+                    classify(None, None, Some(TransportError::Timeout)),
+                    Err(MeshError::Timeout(started.elapsed())),
+                ),
+                Some(Ok(resp)) => {
+                    let status = resp.status().as_u16();
+                    let grpc_status = resp
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<i32>().ok());
+                    (classify(Some(status), grpc_status, None), Ok(resp))
+                }
+                Some(Err(e)) => {
+                    let (kind, err) = transport_error(&e, &endpoint.addr.to_string(), cluster_name);
+                    if let Some(err @ MeshError::CircuitOpen { .. }) = err {
+                        // max_connections: the call fails at once, not retried.
+                        return Err(err);
+                    }
+                    let err = err.unwrap_or_else(|| MeshError::Upstream {
+                        endpoint: endpoint.addr.to_string(),
+                        reason: error_chain(&e),
+                    });
+                    (classify(None, None, Some(kind)), Err(err))
+                }
+            };
+            state.record(
+                &endpoint,
+                class.outlier_outcome(),
+                std::time::Instant::now(),
+            );
+
+            let replayable = body.as_ref().is_some_and(ReplayBody::is_replayable);
+            let decision = match retry {
+                Some(policy) if replayable => retry_state.on_attempt(policy, &class),
+                _ => RetryDecision::Stop(mesh_core::retry::StopReason::NotRetriable),
+            };
+            if let RetryDecision::Retry { retry: n } = decision {
+                let backoff = retry.map_or(Duration::ZERO, |p| p.backoff.delay(n, rng));
+                let fits = deadline.is_none_or(|d| Instant::now() + backoff < d);
+                let breaker_ok = state.breaker.try_retry().ok();
+                let budget_ok = match &state.budget {
+                    Some(b) => b.try_retry().ok().map(Some),
+                    None => Some(None),
+                };
+                if let (true, Some(retry_slot), Some(budget_slot)) = (fits, breaker_ok, budget_ok) {
+                    drop(guard);
+                    drop(outcome);
+                    tokio::time::sleep(backoff).await;
+                    previous = Some(endpoint.addr);
+                    // Held through the next attempt: Envoy counts retries in flight.
+                    _retry_slots = Some((retry_slot, budget_slot));
+                    continue;
+                }
+                tracing::debug!(
+                    cluster = cluster_name,
+                    "retry not allowed by breaker, budget or deadline"
+                );
+            }
+            return match outcome {
+                Ok(resp) => {
+                    let (mut parts, incoming) = resp.into_parts();
+                    for muts in &routed.response_headers {
+                        muts.apply(&mut parts.headers);
+                    }
+                    Ok(Response::from_parts(
+                        parts,
+                        ResponseBody::upstream(incoming, Some(guard)),
+                    ))
+                }
+                Err(e) => Err(e),
+            };
+        }
+    }
+}
+
+fn vh_retry(vh: &VirtualHost) -> Option<&RetryPolicy> {
+    vh.retry_policy()
+}
+
+/// Applies the route's prefix and authority rewrites.
+fn rewrite<B>(req: &mut Request<B>, route: &Route, fwd: &ForwardAction) {
+    if let Some(new_prefix) = &fwd.prefix_rewrite {
+        let pq = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
+        let rewritten = match route.matcher().path_match() {
+            PathMatch::Prefix(p) if pq.starts_with(p.as_str()) => {
+                Some(format!("{new_prefix}{}", &pq[p.len()..]))
+            }
+            PathMatch::Exact(p) if pq.starts_with(p.as_str()) => {
+                Some(format!("{new_prefix}{}", &pq[p.len()..]))
+            }
+            _ => None,
+        };
+        if let Some(new) = rewritten.and_then(|s| PathAndQuery::try_from(s).ok()) {
+            let mut parts = req.uri().clone().into_parts();
+            parts.path_and_query = Some(new);
+            if let Ok(uri) = Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
+    }
+    if let Some(host) = &fwd.host_rewrite {
+        if let Ok(v) = HeaderValue::from_str(host) {
+            req.headers_mut().insert(http::header::HOST, v);
+        }
+        if let Ok(a) = Authority::try_from(host.as_str()) {
+            let mut parts = req.uri().clone().into_parts();
+            if parts.scheme.is_some() {
+                parts.authority = Some(a);
+                if let Ok(uri) = Uri::from_parts(parts) {
+                    *req.uri_mut() = uri;
+                }
+            }
+        }
+    }
+}
+
+/// The ring-hash key of a request from the route's hash policies (or the cluster's).
+fn request_hash<B>(fwd: &ForwardAction, state: &ClusterState, req: &Request<B>) -> Option<u64> {
+    let policies = if fwd.hash_policies.is_empty() {
+        &state.config.hash_policies
+    } else {
+        &fwd.hash_policies
+    };
+    let mut hash: Option<u64> = None;
+    for p in policies {
+        let h = match &p.kind {
+            HashPolicyKind::Header { name } => req
+                .headers()
+                .get(name.as_str())
+                .map(|v| xxhash_rust::xxh64::xxh64(v.as_bytes(), 0)),
+            _ => None,
+        };
+        if let Some(h) = h {
+            // Envoy combines several hashes by rotating and xoring.
+            hash = Some(hash.map_or(h, |acc| acc.rotate_left(1) ^ h));
+            if p.terminal {
+                break;
+            }
+        }
+    }
+    hash
+}
+
+/// Classifies a pool error as a transport failure; an overflow of `max_connections` becomes
+/// the breaker's error.
+fn transport_error(
+    e: &hyper_util::client::legacy::Error,
+    endpoint: &str,
+    cluster: &str,
+) -> (TransportError, Option<MeshError>) {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(ce) = s.downcast_ref::<ConnectError>() {
+            return match ce {
+                ConnectError::Overflow(o) => (
+                    TransportError::ConnectFailure,
+                    Some(MeshError::CircuitOpen {
+                        cluster: cluster.to_owned(),
+                        limit: o.limit,
+                        max: o.max,
+                    }),
+                ),
+                other => (
+                    TransportError::ConnectFailure,
+                    Some(MeshError::Connect {
+                        endpoint: endpoint.to_owned(),
+                        reason: other.to_string(),
+                    }),
+                ),
+            };
+        }
+        source = s.source();
+    }
+    if e.is_connect() {
+        return (TransportError::ConnectFailure, None);
+    }
+    (TransportError::Reset, None)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

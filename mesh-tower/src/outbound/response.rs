@@ -1,0 +1,182 @@
+//! Response bodies of the outbound client: the upstream's body, or one the mesh wrote.
+
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use mesh_core::breaker::BreakerGuard;
+
+use super::cluster::EndpointState;
+use crate::body::BoxError;
+use crate::error::MeshError;
+
+/// What an attempt holds until its response body is done: the breaker's request slot and
+/// the endpoint's in-flight count (least request reads it).
+pub(crate) struct AttemptGuard {
+    _request: Option<BreakerGuard>,
+    endpoint: Arc<EndpointState>,
+}
+
+impl AttemptGuard {
+    pub(crate) fn new(request: Option<BreakerGuard>, endpoint: Arc<EndpointState>) -> Self {
+        endpoint.active.fetch_add(1, Ordering::Relaxed);
+        Self {
+            _request: request,
+            endpoint,
+        }
+    }
+}
+
+impl Drop for AttemptGuard {
+    fn drop(&mut self) {
+        self.endpoint.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The body of a response from the outbound client.
+    pub struct ResponseBody {
+        #[pin]
+        kind: Kind,
+        guard: Option<AttemptGuard>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = KindProj]
+    enum Kind {
+        Upstream { #[pin] body: hyper::body::Incoming },
+        Full { data: Option<Bytes> },
+    }
+}
+
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.kind {
+            Kind::Upstream { .. } => "upstream",
+            Kind::Full { .. } => "local",
+        };
+        f.debug_struct("ResponseBody").field("kind", &kind).finish()
+    }
+}
+
+impl ResponseBody {
+    pub(crate) fn upstream(body: hyper::body::Incoming, guard: Option<AttemptGuard>) -> Self {
+        Self {
+            kind: Kind::Upstream { body },
+            guard,
+        }
+    }
+
+    /// A body the mesh wrote.
+    pub fn full(data: impl Into<Bytes>) -> Self {
+        let data = data.into();
+        Self {
+            kind: Kind::Full {
+                data: (!data.is_empty()).then_some(data),
+            },
+            guard: None,
+        }
+    }
+
+    /// An empty body.
+    pub fn empty() -> Self {
+        Self::full(Bytes::new())
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let polled = match this.kind.project() {
+            KindProj::Upstream { body } => body.poll_frame(cx).map_err(Into::into),
+            KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        };
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            // The exchange is over: release the breaker slot and in-flight count now.
+            this.guard.take();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Upstream { body } => body.is_end_stream(),
+            Kind::Full { data } => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Upstream { body } => body.size_hint(),
+            Kind::Full { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+        }
+    }
+}
+
+/// Whether a request is gRPC (so failures are answered with a `grpc-status`).
+pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The response for a mesh failure: 503-style for HTTP, trailers-only for gRPC.
+pub(crate) fn error_response(err: MeshError, grpc: bool) -> Response<ResponseBody> {
+    let mut resp = if grpc {
+        grpc_status_response(err.grpc_code(), &err.to_string())
+    } else {
+        let mut r = Response::new(ResponseBody::full(format!("{err}\n")));
+        *r.status_mut() = err.http_status();
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        r
+    };
+    resp.headers_mut()
+        .insert("x-mesh-error", HeaderValue::from_static(err.kind()));
+    resp.extensions_mut().insert(err);
+    resp
+}
+
+/// A trailers-only gRPC response with this status.
+pub(crate) fn grpc_status_response(code: u32, message: &str) -> Response<ResponseBody> {
+    let mut r = Response::new(ResponseBody::empty());
+    *r.status_mut() = StatusCode::OK;
+    let h = r.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    h.insert("grpc-status", HeaderValue::from(code));
+    if let Ok(v) = HeaderValue::from_str(&percent_encode(message)) {
+        h.insert("grpc-message", v);
+    }
+    r
+}
+
+/// gRPC's percent-encoding of `grpc-message`: printable ASCII except `%` stays.
+fn percent_encode(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for b in message.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

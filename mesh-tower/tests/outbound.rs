@@ -1,0 +1,293 @@
+//! The outbound client against real backends on 127.0.0.1.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mesh_core::breaker::Thresholds;
+use mesh_core::outlier::OutlierConfig;
+use mesh_core::retry::{RetryBudgetConfig, RetryOn, RetryPolicy};
+use mesh_core::Snapshot;
+use mesh_tower::Mesh;
+use support::*;
+use tokio::sync::Semaphore;
+
+fn retry_5xx(n: u32) -> RetryPolicy {
+    RetryPolicy::new(n, RetryOn::parse("5xx,reset,connect-failure").unwrap()).with_backoff(
+        mesh_core::retry::BackoffConfig::new(Duration::from_millis(1)),
+    )
+}
+
+#[tokio::test]
+async fn split_90_10_lands_within_tolerance() {
+    let v1 = Backend::start("v1", Script::Ok).await;
+    let v2 = Backend::start("v2", Script::Ok).await;
+    let b = Snapshot::builder();
+    let b = cluster(b, "pay-v1", &[&v1], |_| {});
+    let b = cluster(b, "pay-v2", &[&v2], |_| {});
+    let b = route(
+        b,
+        "payment-service:8080",
+        weighted(&[("pay-v1", 90), ("pay-v2", 10)]),
+    );
+    let mesh = Mesh::builder().snapshot(b.build()).build().unwrap();
+    let mut client = mesh.http_client();
+    let n = 1000;
+    let mut to_v2 = 0;
+    for _ in 0..n {
+        let (status, backend, _) = get(&mut client, "http://payment-service:8080/pay").await;
+        assert_eq!(status, 200);
+        if backend == "v2" {
+            to_v2 += 1;
+        }
+    }
+    // Binomial(1000, 0.1): sd ~ 9.5; +-4.5 sd.
+    assert!((57..=143).contains(&to_v2), "v2 got {to_v2} of {n}");
+    assert_eq!(v1.hits() + v2.hits(), n);
+}
+
+#[tokio::test]
+async fn unknown_target_is_dialed_by_dns_name() {
+    let be = Backend::start("plain", Script::Ok).await;
+    let mesh = Mesh::with_defaults();
+    let mut client = mesh.http_client();
+    let uri = format!("http://localhost:{}/x", be.addr.port());
+    let (status, backend, _) = get(&mut client, &uri).await;
+    assert_eq!((status, backend.as_str()), (200, "plain"));
+}
+
+#[tokio::test]
+async fn failing_replica_is_ejected_and_retries_hide_it() {
+    let good1 = Backend::start("good1", Script::Ok).await;
+    let good2 = Backend::start("good2", Script::Ok).await;
+    let bad = Backend::start("bad", Script::FailEveryOther).await;
+    let b = cluster(Snapshot::builder(), "pay", &[&good1, &good2, &bad], |c| {
+        c.outlier_detection = Some(
+            OutlierConfig::new()
+                .with_failure_percentage(30, 3, 4, 100)
+                .with_interval(Duration::from_millis(50))
+                .with_ejection_time(Duration::from_secs(60), Duration::from_secs(300))
+                .with_max_ejection_percent(50),
+        );
+    });
+    let mut action = mesh_core::route::ForwardAction::to_cluster("pay");
+    action.retry_policy = Some(retry_5xx(2));
+    let mesh = Mesh::builder()
+        .snapshot(route(b, "pay:80", action).build())
+        .build()
+        .unwrap();
+    let mut client = mesh.http_client();
+    let mut ejected = false;
+    // Bounded: at most 2,000 requests or 20 s, whichever comes first.
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    for _ in 0..2000 {
+        let (status, _, err) = get(&mut client, "http://pay:80/").await;
+        assert_eq!(status, 200, "a failure reached the caller ({err})");
+        let status = mesh.cluster_status();
+        ejected = status
+            .iter()
+            .flat_map(|(_, eps)| eps)
+            .any(|e| e.address == bad.addr && e.ejected);
+        if ejected || std::time::Instant::now() > until {
+            break;
+        }
+    }
+    assert!(ejected, "the failing replica was never ejected");
+    // Once ejected it gets nothing.
+    let before = bad.hits();
+    for _ in 0..20 {
+        assert_eq!(get(&mut client, "http://pay:80/").await.0, 200);
+    }
+    assert_eq!(bad.hits(), before);
+}
+
+#[tokio::test]
+async fn breaker_rejects_at_once_past_max_requests() {
+    let gate = Arc::new(Semaphore::new(0));
+    let slow = Backend::start("slow", Script::Gate(Arc::clone(&gate))).await;
+    let b = cluster(Snapshot::builder(), "pay", &[&slow], |c| {
+        c.circuit_breakers = Thresholds::default().with_max_requests(2);
+    });
+    let b = route(
+        b,
+        "pay:80",
+        mesh_core::route::ForwardAction::to_cluster("pay"),
+    );
+    let mesh = Mesh::builder().snapshot(b.build()).build().unwrap();
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let mut c = mesh.http_client();
+            tokio::spawn(async move { get(&mut c, "http://pay:80/").await })
+        })
+        .collect();
+    // Wait until both are at the backend.
+    while slow.hits() < 2 {
+        tokio::task::yield_now().await;
+    }
+    let mut client = mesh.http_client();
+    let (status, _, err) = get(&mut client, "http://pay:80/").await;
+    assert_eq!((status, err.as_str()), (503, "circuit-open:max-requests"));
+    gate.add_permits(2);
+    for h in held {
+        assert_eq!(h.await.unwrap().0, 200);
+    }
+    // With the slots free again, calls go through.
+    gate.add_permits(1);
+    assert_eq!(get(&mut client, "http://pay:80/").await.0, 200);
+}
+
+#[tokio::test]
+async fn retry_budget_caps_retries_in_flight() {
+    let failing =
+        Backend::start("failing", Script::DelayThen(Duration::from_millis(20), 503)).await;
+    let b = cluster(Snapshot::builder(), "pay", &[&failing], |c| {
+        c.circuit_breakers = Thresholds::default().with_max_retries(100);
+        c.retry_budget = Some(RetryBudgetConfig::new(0.0, 2));
+    });
+    let mut action = mesh_core::route::ForwardAction::to_cluster("pay");
+    action.retry_policy = Some(retry_5xx(3));
+    let mesh = Mesh::builder()
+        .snapshot(route(b, "pay:80", action).build())
+        .build()
+        .unwrap();
+    let calls: Vec<_> = (0..16)
+        .map(|_| {
+            let mut c = mesh.http_client();
+            tokio::spawn(async move { get(&mut c, "http://pay:80/").await })
+        })
+        .collect();
+    for c in calls {
+        assert_eq!(c.await.unwrap().0, 503);
+    }
+    let max = failing
+        .max_retries_in_flight
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(max >= 1, "some retries were made");
+    assert!(max <= 2, "the budget allows 2 retries in flight, saw {max}");
+    // Without the budget 16 calls x 4 attempts would reach the backend.
+    assert!(failing.hits() < 16 * 4, "hits {}", failing.hits());
+}
+
+#[tokio::test(start_paused = true)]
+async fn route_timeout_fires() {
+    let slow = Backend::start("slow", Script::Delay(Duration::from_secs(30))).await;
+    let b = cluster(Snapshot::builder(), "pay", &[&slow], |_| {});
+    let mut action = mesh_core::route::ForwardAction::to_cluster("pay");
+    action.timeout = Some(Duration::from_millis(200));
+    let mesh = Mesh::builder()
+        .snapshot(route(b, "pay:80", action).build())
+        .build()
+        .unwrap();
+    let mut client = mesh.http_client();
+    let (status, _, err) = get(&mut client, "http://pay:80/").await;
+    assert_eq!((status, err.as_str()), (504, "timeout"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_try_timeout_retries_then_gives_up_at_the_route_timeout() {
+    let slow = Backend::start("slow", Script::Delay(Duration::from_secs(30))).await;
+    let b = cluster(Snapshot::builder(), "pay", &[&slow], |_| {});
+    let mut action = mesh_core::route::ForwardAction::to_cluster("pay");
+    action.timeout = Some(Duration::from_secs(1));
+    action.retry_policy = Some(
+        RetryPolicy::new(5, RetryOn::parse("5xx,reset").unwrap())
+            .with_per_try_timeout(Some(Duration::from_millis(300))),
+    );
+    let mesh = Mesh::builder()
+        .snapshot(route(b, "pay:80", action).build())
+        .build()
+        .unwrap();
+    let mut client = mesh.http_client();
+    let (status, _, err) = get(&mut client, "http://pay:80/").await;
+    assert_eq!((status, err.as_str()), (504, "timeout"));
+    // 300 ms tries within a 1 s budget: more than one attempt, fewer than six.
+    assert!((2..=4).contains(&slow.hits()), "attempts: {}", slow.hits());
+}
+
+#[tokio::test]
+async fn weight_changes_apply_without_a_failed_request() {
+    let v1 = Backend::start("v1", Script::Ok).await;
+    let v2 = Backend::start("v2", Script::Ok).await;
+    let build = |w2: u32| {
+        let b = cluster(Snapshot::builder(), "pay-v1", &[&v1], |_| {});
+        let b = cluster(b, "pay-v2", &[&v2], |_| {});
+        let split = if w2 == 100 {
+            vec![("pay-v2", 100)]
+        } else {
+            vec![("pay-v1", 100 - w2), ("pay-v2", w2)]
+        };
+        route(b, "pay:80", weighted(&split)).build()
+    };
+    let mesh = Mesh::builder().snapshot(build(5)).build().unwrap();
+    let mut client = mesh.http_client();
+    for w in [5, 10, 25, 50, 100] {
+        mesh.policy().publish(build(w));
+        for _ in 0..50 {
+            let (status, _, err) = get(&mut client, "http://pay:80/").await;
+            assert_eq!(status, 200, "failed during weight {w}: {err}");
+        }
+    }
+    let before = v1.hits();
+    for _ in 0..50 {
+        let (_, backend, _) = get(&mut client, "http://pay:80/").await;
+        assert_eq!(backend, "v2");
+    }
+    assert_eq!(v1.hits(), before);
+}
+
+#[tokio::test]
+async fn http1_and_http2_callers() {
+    let be = Backend::start("b", Script::Ok).await;
+    let b = cluster(Snapshot::builder(), "pay", &[&be], |_| {});
+    let b = route(
+        b,
+        "pay:80",
+        mesh_core::route::ForwardAction::to_cluster("pay"),
+    );
+    let mesh = Mesh::builder().snapshot(b.build()).build().unwrap();
+    let mut client = mesh.http_client();
+    for version in [http::Version::HTTP_11, http::Version::HTTP_2] {
+        use tower::{Service, ServiceExt};
+        let req = http::Request::get("http://pay:80/v")
+            .version(version)
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(b"hi")))
+            .unwrap();
+        let resp = client.ready().await.unwrap().call(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let seen = resp
+            .headers()
+            .get("x-http-version")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(seen, format!("{version:?}"));
+    }
+}
+
+#[tokio::test]
+async fn no_route_and_no_endpoint_answer_with_typed_errors() {
+    let b = cluster(Snapshot::builder(), "empty", &[], |_| {});
+    let b = route(
+        b,
+        "pay:80",
+        mesh_core::route::ForwardAction::to_cluster("empty"),
+    );
+    let b = route(
+        b,
+        "gone:80",
+        mesh_core::route::ForwardAction::to_cluster("missing"),
+    );
+    let mesh = Mesh::builder().snapshot(b.build()).build().unwrap();
+    let mut client = mesh.http_client();
+    assert_eq!(
+        get(&mut client, "http://pay:80/").await.2,
+        "no-healthy-endpoint"
+    );
+    assert_eq!(
+        get(&mut client, "http://gone:80/").await.2,
+        "cluster-not-found"
+    );
+}
