@@ -9,8 +9,7 @@
 //! - [`shutdown_signal`]: resolves on Ctrl-C (and SIGTERM on Unix).
 //! - [`BackgroundServer`]: a service's `run` spawned on `127.0.0.1:0`, for tests.
 //!
-//! It does not build the mesh: the services only carry the flags until the mesh is
-//! wired in at their `// MESH:` spots.
+//! [`MeshArgs::build`] turns the flags into a [`mesh_tower::Mesh`].
 //!
 //! ```
 //! use clap::Parser;
@@ -33,7 +32,7 @@ mod mesh;
 mod net;
 
 pub use background::{BackgroundServer, BoxError, StopSignal};
-pub use mesh::MeshArgs;
+pub use mesh::{MeshArgs, MeshSetupError};
 pub use net::{bind, incoming_nodelay, set_nodelay, shutdown_signal, BindError};
 
 /// Installs a `tracing` subscriber that writes to stderr, filtered by `RUST_LOG`

@@ -1,11 +1,14 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use mesh_tower::Mesh;
+
 /// The mesh flags shared by every example service; flatten it into the service's parser
 /// with `#[command(flatten)]`.
 ///
-/// All three are optional: with none of them a service runs without a mesh.
-#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+/// All three are optional: with none of them a service runs on the mesh's built-in
+/// defaults (every target dialed by DNS, no TLS, no authorization).
+#[derive(Debug, Clone, Default, clap::Args)]
 #[non_exhaustive]
 pub struct MeshArgs {
     /// xDS bootstrap file (the one the Istio agent writes), for a control-plane-driven mesh.
@@ -19,6 +22,25 @@ pub struct MeshArgs {
     /// Address of the mesh admin endpoint (metrics, config dump).
     #[arg(long, value_name = "IP:PORT", env = "MESH_ADMIN")]
     pub admin: Option<SocketAddr>,
+
+    /// A mesh built in code (tests, the demo); when set, the flags above are not read.
+    #[arg(skip)]
+    pub prebuilt: Option<Mesh>,
+}
+
+/// Why the mesh could not be set up from the flags.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MeshSetupError {
+    /// The policy file is unreadable or invalid (the message names file, line and field).
+    #[error("mesh policy: {0}")]
+    Policy(#[from] mesh_tower::mesh::MeshBuildError),
+    /// An xDS bootstrap was given, but this build cannot use it yet.
+    #[error("{path}: xDS bootstrap files (--bootstrap / GRPC_XDS_BOOTSTRAP) are not supported by this build yet; use --policy FILE")]
+    XdsUnsupported {
+        /// The bootstrap file.
+        path: String,
+    },
 }
 
 impl MeshArgs {
@@ -27,12 +49,34 @@ impl MeshArgs {
         self.bootstrap.is_none() && self.policy.is_none() && self.admin.is_none()
     }
 
-    /// Logs a warning when mesh flags were given: until the mesh is wired in they are
-    /// accepted but have no effect, and a user should not be left thinking otherwise.
-    pub fn warn_if_unused(&self) {
-        if !self.is_empty() {
-            tracing::warn!(mesh = ?self, "mesh flags given, but this build does not wire the mesh in yet; they are ignored");
+    /// Uses a mesh built in code instead of the flags.
+    #[must_use]
+    pub fn with_mesh(mut self, mesh: Mesh) -> Self {
+        self.prebuilt = Some(mesh);
+        self
+    }
+
+    /// Builds the mesh the flags describe: `--bootstrap` (xDS), else `--policy` (a static
+    /// file, reloaded when it changes), else the built-in defaults.
+    pub fn build(&self) -> Result<Mesh, MeshSetupError> {
+        if let Some(mesh) = &self.prebuilt {
+            return Ok(mesh.clone());
         }
+        if let Some(path) = &self.bootstrap {
+            return Err(MeshSetupError::XdsUnsupported {
+                path: path.display().to_string(),
+            });
+        }
+        let mesh = match &self.policy {
+            Some(path) => Mesh::builder().policy_file(path).build()?,
+            None => Mesh::with_defaults(),
+        };
+        if self.admin.is_some() {
+            tracing::warn!(
+                "--admin is accepted but the admin server is not part of this build yet"
+            );
+        }
+        Ok(mesh)
     }
 }
 

@@ -10,7 +10,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use payment_api::{AuthorizeRequest, CaptureRequest, END_USER_METADATA, VERSION_METADATA};
+use payment_api::{AuthorizeRequest, END_USER_METADATA, VERSION_METADATA};
 use serde::{Deserialize, Serialize};
 use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 
@@ -150,38 +150,30 @@ struct Paid {
     payment_version: Option<String>,
 }
 
-/// Authorizes then captures `amount_cents` for order `order_id`.
+/// Authorizes and captures `amount_cents` for order `order_id` in one call, so one order
+/// is one routing decision (a canary split counts orders, and a capture can never land on
+/// a replica that does not hold the authorization).
 async fn pay(
     mut payments: PaymentClient,
     order_id: String,
     amount_cents: i64,
     end_user: Option<AsciiMetadataValue>,
 ) -> Result<Paid, ApiError> {
-    let authorize = with_end_user(
+    let sale = with_end_user(
         AuthorizeRequest {
             order_id,
             amount_cents,
             currency: CURRENCY.into(),
+            capture: true,
         },
         end_user.as_ref(),
     );
-    let authorized = payments
-        .authorize(authorize)
+    let paid = payments
+        .authorize(sale)
         .await
         .map_err(|status| ApiError::payment("Authorize", status))?;
-    let payment_version = version(authorized.metadata());
-    let payment_id = authorized.into_inner().payment_id;
-
-    let capture = with_end_user(
-        CaptureRequest {
-            payment_id: payment_id.clone(),
-        },
-        end_user.as_ref(),
-    );
-    payments
-        .capture(capture)
-        .await
-        .map_err(|status| ApiError::payment("Capture", status))?;
+    let payment_version = version(paid.metadata());
+    let payment_id = paid.into_inner().payment_id;
     Ok(Paid {
         payment_id,
         payment_version,

@@ -13,9 +13,9 @@
 //! instance's `payment_version`. The caller's `end-user` header travels to the payment
 //! service as `end-user` metadata. Orders live in memory.
 //!
-//! The payment client is built in one place, [`payment_client`] (marked
-//! `// MESH: outbound`), and the handlers only see the type-erased [`PaymentClient`], so the
-//! mesh's channel replaces the plain tonic `Channel` there and nowhere else.
+//! The payment client is the mesh's channel ([`payment_client`]): the policy (a static file
+//! with `--policy`, or the defaults) decides routing, retries, timeouts and breakers; the
+//! handlers only see the type-erased [`PaymentClient`].
 //!
 //! The package also has the `order-client` binary, which posts orders and tallies the
 //! answers by `payment_version`; [`client`] is its library half.
@@ -52,15 +52,9 @@ pub use payment::{
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The payment client could not be built from the target.
-    #[error("cannot build the payment client for {target}: {source}")]
-    PaymentClient {
-        /// The `--payment-target`.
-        target: PaymentTarget,
-        /// What went wrong.
-        #[source]
-        source: tonic::transport::Error,
-    },
+    /// The mesh could not be set up from the flags.
+    #[error(transparent)]
+    Mesh(#[from] example_common::MeshSetupError),
     /// The listener's address could not be read.
     #[error("cannot read the listen address: {0}")]
     LocalAddr(#[source] std::io::Error),
@@ -80,12 +74,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let addr = listener.local_addr().map_err(Error::LocalAddr)?;
-    config.mesh.warn_if_unused();
-    let payments =
-        payment_client(&config.payment_target).map_err(|source| Error::PaymentClient {
-            target: config.payment_target.clone(),
-            source,
-        })?;
+    let mesh = config.mesh.build()?;
+    let payments = payment_client(&config.payment_target, &mesh);
     let app = router(payments);
     tracing::info!(%addr, payment_target = %config.payment_target, "order-service listening");
     axum::serve(

@@ -1,7 +1,5 @@
 //! The order service's client of the payment service.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use payment_api::PaymentServiceClient;
 use tower::util::BoxCloneSyncService;
@@ -61,18 +59,9 @@ where
     )
 }
 
-/// Builds the payment client for `target`.
-///
-/// The connection is made lazily, on the first call, to the address DNS gives for the
-/// target's host; an `xds:///` target is resolved the same way for now.
-pub fn payment_client(target: &PaymentTarget) -> Result<PaymentClient, tonic::transport::Error> {
-    // MESH: outbound — replace this Channel with the mesh's outbound channel for `target`
-    // (routing, load balancing, retries, mTLS); wrap it with `boxed_channel` and nothing
-    // else in the service changes.
-    let channel =
-        tonic::transport::Endpoint::from_shared(format!("http://{}", target.authority()))?
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(5))
-            .connect_lazy();
-    Ok(PaymentServiceClient::new(boxed_channel(channel)))
+/// Builds the payment client for `target` on the mesh: routing, load balancing, circuit
+/// breaking, outlier detection, retries and timeouts all happen inside this channel, as the
+/// mesh policy says. A target the policy does not know is dialed by DNS.
+pub fn payment_client(target: &PaymentTarget, mesh: &mesh_tower::Mesh) -> PaymentClient {
+    PaymentServiceClient::new(boxed_channel(mesh.channel(target.authority())))
 }

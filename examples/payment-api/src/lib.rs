@@ -12,6 +12,7 @@
 //!     order_id: "ord-1".into(),
 //!     amount_cents: 1250,
 //!     currency: "USD".into(),
+//!     capture: false,
 //! };
 //! assert_eq!(request.amount_cents, 1250);
 //! assert_eq!(PaymentStatus::Captured.as_str_name(), "PAYMENT_STATUS_CAPTURED");
@@ -28,7 +29,7 @@ pub use v1::payment_service_client::PaymentServiceClient;
 pub use v1::payment_service_server::{PaymentService, PaymentServiceServer};
 pub use v1::{
     AuthorizeRequest, AuthorizeResponse, CaptureRequest, CaptureResponse, GetPaymentRequest,
-    Payment, PaymentStatus,
+    ListPaymentsRequest, Payment, PaymentStatus,
 };
 
 /// Response metadata key under which the payment service reports its version (`v1`, `v2`).

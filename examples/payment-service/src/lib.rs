@@ -46,6 +46,9 @@ pub enum Error {
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+    /// The mesh could not be set up from the flags.
+    #[error(transparent)]
+    Mesh(example_common::MeshSetupError),
 }
 
 /// Serves the payment service on `listener` until `shutdown` resolves, then waits for the
@@ -58,7 +61,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let addr = listener.local_addr().map_err(Error::LocalAddr)?;
-    config.mesh.warn_if_unused();
+    // The inbound side (mTLS, authorization) is not wired yet; the flags are checked.
+    let _mesh = config.mesh.build().map_err(Error::Mesh)?;
     tracing::info!(%addr, version = %config.version, fail_rate = %config.fail_rate, latency_ms = config.latency_ms, "payment-service listening");
 
     let service = PaymentServiceServer::new(Payments::new(&config));

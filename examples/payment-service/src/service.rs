@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use payment_api::{
     AuthorizeRequest, AuthorizeResponse, CaptureRequest, CaptureResponse, GetPaymentRequest,
-    Payment, PaymentService, PaymentStatus, END_USER_METADATA, VERSION_METADATA,
+    ListPaymentsRequest, Payment, PaymentService, PaymentStatus, END_USER_METADATA,
+    VERSION_METADATA,
 };
 use tonic::metadata::AsciiMetadataValue;
 use tonic::{Request, Response, Status};
@@ -109,7 +110,11 @@ impl Payments {
             order_id: req.order_id,
             amount_cents: req.amount_cents,
             currency: req.currency,
-            status: PaymentStatus::Authorized.into(),
+            status: if req.capture {
+                PaymentStatus::Captured.into()
+            } else {
+                PaymentStatus::Authorized.into()
+            },
             end_user,
         };
         let response = AuthorizeResponse {
@@ -181,6 +186,28 @@ impl PaymentService for Payments {
         self.with_version(result)
     }
 
+    type ListPaymentsStream =
+        futures_util::stream::Iter<std::vec::IntoIter<Result<Payment, Status>>>;
+
+    async fn list_payments(
+        &self,
+        request: Request<ListPaymentsRequest>,
+    ) -> Result<Response<Self::ListPaymentsStream>, Status> {
+        self.before_call().await?;
+        let limit = match request.get_ref().limit {
+            0 => usize::MAX,
+            n => n as usize,
+        };
+        let mut all: Vec<Payment> = self.store().values().cloned().collect();
+        all.sort_by(|a, b| a.payment_id.cmp(&b.payment_id));
+        let items: Vec<Result<Payment, Status>> = all.into_iter().take(limit).map(Ok).collect();
+        let mut response = Response::new(futures_util::stream::iter(items));
+        response
+            .metadata_mut()
+            .insert(VERSION_METADATA, self.inner.version.clone());
+        Ok(response)
+    }
+
     async fn get_payment(
         &self,
         request: Request<GetPaymentRequest>,
@@ -202,6 +229,7 @@ mod tests {
             order_id: "ord-1".into(),
             amount_cents,
             currency: currency.into(),
+            capture: false,
         }
     }
 

@@ -30,6 +30,7 @@ fn authorize(amount_cents: i64) -> AuthorizeRequest {
         order_id: "ord-7".into(),
         amount_cents,
         currency: "USD".into(),
+        capture: false,
     }
 }
 
