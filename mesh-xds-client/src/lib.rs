@@ -15,4 +15,5 @@ pub mod bootstrap;
 pub mod resource;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod translate;
 pub mod transport;

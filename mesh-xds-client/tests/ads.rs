@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_xds_client::ads::ResourceState;
-use mesh_xds_client::bootstrap::NodeConfig;
+use mesh_xds_client::bootstrap::{Bootstrap, BootstrapSource, NodeConfig};
 use mesh_xds_client::resource::{Resource, XdsType};
 use mesh_xds_client::testing::fixtures::*;
 use mesh_xds_client::testing::TestAdsServer;
@@ -227,7 +227,7 @@ async fn removed_listener_is_reported_and_its_tree_unsubscribed() {
 #[tokio::test]
 async fn reconnects_after_a_restart_keeping_the_cache() {
     let server = TestAdsServer::start().await.unwrap();
-    let addr = server.addr();
+    let addr = server.addr().unwrap();
     serve_cascade(&server);
     let client = client_for(&server);
     client.add_target("svc").await.unwrap();
@@ -276,4 +276,26 @@ async fn a_dropped_stream_is_reopened() {
     })
     .await;
     client.shutdown().await;
+}
+
+#[tokio::test]
+async fn connects_over_a_unix_socket_as_istio_agent_writes() {
+    let dir = std::env::temp_dir().join(format!("mesh-xds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("XDS");
+    let _ = std::fs::remove_file(&path);
+    let server = TestAdsServer::start_unix(&path).await.unwrap();
+    serve_cascade(&server);
+    let json = format!(
+        r#"{{"xds_servers":[{{"server_uri":"unix://{}","channel_creds":[{{"type":"insecure"}}],
+            "server_features":["xds_v3"]}}],"node":{{"id":"n","metadata":{{"GENERATOR":"grpc"}}}}}}"#,
+        path.display()
+    );
+    let bootstrap = Bootstrap::from_json(&json, BootstrapSource::Inline).unwrap();
+    let client = XdsClient::from_bootstrap(&bootstrap, config()).unwrap();
+    client.add_target("svc").await.unwrap();
+    wait_view(&client, all_acked).await;
+    client.shutdown().await;
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -60,6 +60,16 @@ impl XdsServer {
         }
     }
 
+    /// A plaintext server at a `server_uri` (`host:port`, `dns:///host:port`, `unix:///path`).
+    pub fn from_uri(server_uri: &str) -> Result<Self, String> {
+        Ok(Self {
+            server_uri: server_uri.to_owned(),
+            target: parse_target(server_uri)?,
+            channel_creds: ChannelCreds::Insecure,
+            server_features: Vec::new(),
+        })
+    }
+
     /// Whether `server_features` holds `feature`.
     pub fn has_feature(&self, feature: &str) -> bool {
         self.server_features.iter().any(|f| f == feature)

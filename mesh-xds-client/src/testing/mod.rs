@@ -12,6 +12,7 @@ mod service;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -118,7 +119,8 @@ impl Inner {
 /// The running server; see the [module docs](self).
 #[derive(Debug)]
 pub struct TestAdsServer {
-    addr: SocketAddr,
+    addr: Option<SocketAddr>,
+    xds_server: XdsServer,
     shared: Arc<Shared>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
@@ -134,6 +136,34 @@ impl TestAdsServer {
     pub async fn start_on(addr: SocketAddr) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        Ok(Self::serve(
+            incoming,
+            XdsServer::insecure(addr.to_string()),
+            Some(addr),
+        ))
+    }
+
+    /// Starts a server on a Unix socket at `path` (as the Istio agent's `unix:///etc/istio/XDS`).
+    pub async fn start_unix(path: &Path) -> std::io::Result<Self> {
+        let listener = tokio::net::UnixListener::bind(path)?;
+        let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+        let uri = format!("unix://{}", path.display());
+        let server = XdsServer::from_uri(&uri)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        Ok(Self::serve(incoming, server, None))
+    }
+
+    fn serve<S, IO>(incoming: S, xds_server: XdsServer, addr: Option<SocketAddr>) -> Self
+    where
+        S: futures_util::Stream<Item = std::io::Result<IO>> + Send + 'static,
+        IO: tokio::io::AsyncRead
+            + tokio::io::AsyncWrite
+            + tonic::transport::server::Connected
+            + Unpin
+            + Send
+            + 'static,
+    {
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner::default()),
             recorded: watch::channel(0).0,
@@ -142,7 +172,6 @@ impl TestAdsServer {
             shared: shared.clone(),
         });
         let (stop, stopped) = oneshot::channel::<()>();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let task = tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(svc)
@@ -150,22 +179,23 @@ impl TestAdsServer {
                     let _ = stopped.await;
                 }),
         );
-        Ok(Self {
+        Self {
             addr,
+            xds_server,
             shared,
             stop: Some(stop),
             task,
-        })
+        }
     }
 
-    /// Its address.
-    pub fn addr(&self) -> SocketAddr {
+    /// Its TCP address (`None` for a Unix socket server).
+    pub fn addr(&self) -> Option<SocketAddr> {
         self.addr
     }
 
     /// A bootstrap server entry pointing at it.
     pub fn xds_server(&self) -> XdsServer {
-        XdsServer::insecure(self.addr.to_string())
+        self.xds_server.clone()
     }
 
     /// Sets (adds or replaces) one resource and pushes its type to subscribed streams.

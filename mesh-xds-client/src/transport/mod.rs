@@ -39,6 +39,9 @@ pub enum TransportError {
     /// The server URI cannot be dialed.
     #[error("invalid server URI {0}")]
     InvalidUri(String),
+    /// The bootstrap lists no server.
+    #[error("the bootstrap lists no xDS server")]
+    NoServer,
 }
 
 /// The client's settings.
@@ -113,12 +116,19 @@ pub struct XdsClient {
 impl XdsClient {
     /// Starts a client talking to the bootstrap's first server, announcing its node and
     /// honouring its `ignore_resource_deletion` feature. Must be called within a tokio runtime.
-    pub fn from_bootstrap(bootstrap: &Bootstrap, mut config: XdsClientConfig) -> Option<Self> {
-        let server = bootstrap.xds_servers.first()?.clone();
+    pub fn from_bootstrap(
+        bootstrap: &Bootstrap,
+        mut config: XdsClientConfig,
+    ) -> Result<Self, TransportError> {
+        let server = bootstrap
+            .xds_servers
+            .first()
+            .ok_or(TransportError::NoServer)?
+            .clone();
         if server.ignore_resource_deletion() {
             config.ads.ignore_resource_deletion = true;
         }
-        Some(Self::start(server, bootstrap.node.to_proto(), config))
+        Ok(Self::start(server, bootstrap.node.to_proto(), config))
     }
 
     /// Starts a client for `server` with this node. Must be called within a tokio runtime.
@@ -160,9 +170,15 @@ impl XdsClient {
     }
 
     /// Stops the client and waits for its task to end.
-    pub async fn shutdown(self) {
-        let Self { commands, task, .. } = self;
-        drop(commands);
-        let _ = task.await;
+    pub async fn shutdown(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for XdsClient {
+    fn drop(&mut self) {
+        // The task owns nothing that needs a clean goodbye: the stream just ends.
+        self.task.abort();
     }
 }
