@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mesh_xds_client::ads::ResourceState;
+use mesh_xds_client::ads::{AdsConfig, ResourceState};
 use mesh_xds_client::bootstrap::{Bootstrap, BootstrapSource, NodeConfig};
 use mesh_xds_client::resource::{Resource, XdsType};
 use mesh_xds_client::testing::fixtures::*;
@@ -298,4 +298,28 @@ async fn connects_over_a_unix_socket_as_istio_agent_writes() {
     client.shutdown().await;
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_resource_the_server_never_sends_is_reported_missing() {
+    let server = TestAdsServer::start().await.unwrap();
+    let ads = AdsConfig::default().with_does_not_exist_timeout(Duration::from_millis(50));
+    let client = XdsClient::start(
+        server.xds_server(),
+        NodeConfig::new("n").to_proto(),
+        config().with_ads(ads),
+    );
+    client.add_target("nowhere").await.unwrap();
+    let view = wait_view(&client, |v| {
+        state(v, LDS, "nowhere") == Some(ResourceState::DoesNotExist)
+    })
+    .await;
+    assert!(view.connected);
+    // It still counts when it shows up later.
+    server.put(LDS, "nowhere", listener_rds("nowhere", "r"));
+    wait_view(&client, |v| {
+        state(v, LDS, "nowhere") == Some(ResourceState::Acked)
+    })
+    .await;
+    client.shutdown().await;
 }

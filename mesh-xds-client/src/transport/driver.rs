@@ -60,7 +60,7 @@ impl Driver {
     pub(super) async fn run(mut self) {
         let mut backoff = self.config.backoff.clone();
         loop {
-            match self.run_stream().await {
+            let got_response = match self.run_stream().await {
                 StreamEnd::Shutdown => return,
                 StreamEnd::Failed {
                     error,
@@ -68,13 +68,17 @@ impl Driver {
                 } => {
                     tracing::warn!(server = %self.server.server_uri, %error, "ADS stream down");
                     self.last_error = Some(error.to_string());
-                    if got_response {
-                        backoff.reset();
-                    }
+                    got_response
                 }
-            }
+            };
             self.core.on_stream_closed();
             self.publish();
+            // gRFC A57: a stream that got a response ended normally (the server may rebalance
+            // or hit its max connection age); open the next one at once, with fresh backoff.
+            if got_response {
+                backoff.reset();
+                continue;
+            }
             let delay = backoff.next_delay(rand::rng().random::<f64>());
             let wake = Instant::now() + delay;
             loop {
