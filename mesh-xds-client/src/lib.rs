@@ -4,9 +4,31 @@
 //!
 //! The protocol lives in [`ads::AdsCore`], a state machine without I/O or timers, fed with
 //! responses and [`std::time::Instant`]s and tested synchronously; [`transport`] is a thin
-//! tokio/tonic driver around it. What this crate does not do yet: translate every resource
-//! into a [`mesh_core::Snapshot`] (see [`translate`] for what is there), delta xDS, or
-//! server fallback.
+//! tokio/tonic driver around it. [`resource`] decodes and validates the four resource types
+//! with field paths, and [`translate`] turns accepted routes into mesh-core's model.
+//!
+//! What this crate does not do yet: translate clusters and endpoints, build one consistent
+//! [`mesh_core::Snapshot`] (gRFC A74), delta xDS, TLS to the control plane, or fall back to
+//! a second server (gRFC A71).
+//!
+//! ```no_run
+//! use mesh_xds_client::bootstrap::Bootstrap;
+//! use mesh_xds_client::transport::{XdsClient, XdsClientConfig};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! // GRPC_XDS_BOOTSTRAP=/etc/istio/proxy/grpc-bootstrap.json, as the Istio agent sets it.
+//! let bootstrap = Bootstrap::from_env()?;
+//! let client = XdsClient::from_bootstrap(&bootstrap, XdsClientConfig::default())?;
+//! client.add_target(&bootstrap.client_listener_name("payment-service:8080")).await?;
+//! let mut updates = client.watch();
+//! while updates.changed().await.is_ok() {
+//!     for (xds_type, name, entry) in updates.borrow().cache.iter() {
+//!         println!("{xds_type} {name}: {:?} version {:?}", entry.state, entry.version);
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

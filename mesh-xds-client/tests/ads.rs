@@ -323,3 +323,46 @@ async fn a_resource_the_server_never_sends_is_reported_missing() {
     .await;
     client.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_nacked_update_keeps_the_previous_config_in_force() {
+    let server = TestAdsServer::start().await.unwrap();
+    serve_cascade(&server);
+    let client = client_for(&server);
+    client.add_target("svc").await.unwrap();
+    wait_view(&client, all_acked).await;
+
+    let mut bad = cluster_eds_message("c", Some("c-eds"));
+    bad.eds_cluster_config = None;
+    server.put(CDS, "c", mesh_xds_client::resource::to_any(&bad));
+    let nack = server
+        .wait_for_request(PATIENCE, |r| r.xds_type() == Some(CDS) && r.is_nack())
+        .await
+        .unwrap();
+    assert_eq!(
+        nack.request.version_info, "1",
+        "the NACK names the version still in use"
+    );
+    let message = &nack.request.error_detail.as_ref().unwrap().message;
+    assert!(
+        message.contains("resource c: eds_cluster_config: missing"),
+        "{message}"
+    );
+    let view = wait_view(&client, |v| {
+        state(v, CDS, "c") == Some(ResourceState::Nacked)
+    })
+    .await;
+    let entry = view.cache.get(CDS, "c").unwrap();
+    let Some(Resource::Cluster(kept)) = &entry.resource else {
+        panic!("previous cluster dropped: {entry:?}");
+    };
+    assert_eq!(kept.eds_service_name.as_deref(), Some("c-eds"));
+    assert_eq!(entry.version.as_deref(), Some("1"));
+    assert_eq!(entry.last_error.as_ref().unwrap().version, "2");
+    assert_eq!(
+        state(&view, EDS, "c-eds"),
+        Some(ResourceState::Acked),
+        "endpoints stay subscribed"
+    );
+    client.shutdown().await;
+}

@@ -1,6 +1,8 @@
 //! CDS: clusters fed by EDS or a logical DNS name (gRFCs A27, A37).
 
-use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
+use envoy_types::pb::envoy::config::cluster::v3::cluster::{
+    ClusterDiscoveryType, DiscoveryType, LbPolicy,
+};
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 
 use super::listener::check_config_source;
@@ -75,6 +77,7 @@ impl ResourceType for ClusterResource {
                 ))
             }
         };
+        check_lb_policy(&cluster)?;
         Ok(Self {
             cluster,
             eds_service_name,
@@ -90,5 +93,24 @@ impl ResourceType for ClusterResource {
 
     fn into_resource(self) -> Resource {
         Resource::Cluster(self.into())
+    }
+}
+
+/// gRFCs A27, A42, A48: round robin, ring hash and least request are supported; a
+/// `load_balancing_policy` (gRFC A52) takes precedence and is checked at translation.
+fn check_lb_policy(cluster: &Cluster) -> Result<(), FieldError> {
+    if cluster.load_balancing_policy.is_some() {
+        return Ok(());
+    }
+    match LbPolicy::try_from(cluster.lb_policy) {
+        Ok(LbPolicy::RoundRobin | LbPolicy::RingHash | LbPolicy::LeastRequest) => Ok(()),
+        Ok(other) => Err(FieldError::new(
+            "lb_policy",
+            format!("{} is not supported", other.as_str_name()),
+        )),
+        Err(_) => Err(FieldError::new(
+            "lb_policy",
+            format!("unknown value {}", cluster.lb_policy),
+        )),
     }
 }

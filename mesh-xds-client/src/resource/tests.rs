@@ -1,4 +1,6 @@
-use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
+use envoy_types::pb::envoy::config::cluster::v3::cluster::{
+    ClusterDiscoveryType, DiscoveryType, LbPolicy,
+};
 use envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier;
 use envoy_types::pb::envoy::config::core::v3::{socket_address::PortSpecifier, PathConfigSource};
 use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
@@ -203,6 +205,11 @@ fn cluster_rules() {
         rejected_field(XdsType::Cluster, &to_any(&c)),
         "eds_cluster_config.eds_config"
     );
+    let mut c = cluster_eds_message("c", None);
+    c.lb_policy = LbPolicy::Maglev as i32;
+    assert_eq!(rejected_field(XdsType::Cluster, &to_any(&c)), "lb_policy");
+    c.lb_policy = LbPolicy::RingHash as i32;
+    valid(XdsType::Cluster, &to_any(&c));
 }
 
 #[test]
