@@ -1,0 +1,339 @@
+//! The ADS protocol, state-of-the-world flavour, as a state machine without I/O.
+//!
+//! [`AdsCore`] is fed what happens — a stream opened or closed, a response received, time
+//! passing — and answers with the [`DiscoveryRequest`]s to send ([`AdsCore::poll_request`]),
+//! the changes for watchers ([`AdsCore::poll_event`]) and when it next needs the clock
+//! ([`AdsCore::poll_timeout`]). It holds no timer and reads no clock: every call that
+//! depends on time takes an [`Instant`], so tests drive it synchronously.
+//!
+//! What it implements:
+//! - per type (LDS, RDS, CDS, EDS): the subscribed names, the last accepted version, the
+//!   last nonce; the node in the first request of each stream;
+//! - ACK (the response's version and nonce) and NACK (the previous version, the nonce and
+//!   an `INVALID_ARGUMENT` `error_detail` naming each rejected resource and field);
+//! - gRFC A46: valid resources of a response are applied even when others are rejected;
+//! - deletion of LDS/CDS resources a response no longer lists (unless
+//!   `ignore_resource_deletion`, gRFC A53), and gRFC A57's does-not-exist timer;
+//! - the cascade: targets -> listeners -> route configurations -> clusters -> endpoints,
+//!   with names no longer referenced unsubscribed.
+//!
+//! ```
+//! use std::time::Instant;
+//! use mesh_xds_client::ads::{AdsConfig, AdsCore};
+//! use mesh_xds_client::bootstrap::NodeConfig;
+//!
+//! let mut core = AdsCore::new(NodeConfig::new("node-1").to_proto(), AdsConfig::default());
+//! let now = Instant::now();
+//! core.add_target("payment-service:8080", now);
+//! core.on_stream_start(now);
+//! let first = core.poll_request().expect("an LDS subscription");
+//! assert!(first.node.is_some());
+//! assert_eq!(first.resource_names, ["payment-service:8080"]);
+//! ```
+
+mod cache;
+mod response;
+
+pub use cache::{ResourceCache, ResourceEntry, ResourceState, UpdateFailure};
+pub use response::{ProtocolError, ResponseOutcome};
+
+use std::collections::{BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+use envoy_types::pb::google::rpc::Status;
+
+use crate::resource::{ResourceError, XdsType};
+
+/// `google.rpc.Code.INVALID_ARGUMENT`, the code of a NACK's `error_detail`.
+const INVALID_ARGUMENT: i32 = 3;
+
+/// How the core behaves; the defaults are gRPC's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AdsConfig {
+    /// Keep LDS/CDS resources that a response stops listing (gRFC A53's
+    /// `ignore_resource_deletion` server feature).
+    pub ignore_resource_deletion: bool,
+    /// How long after subscribing, with the stream up, a resource that has not arrived is
+    /// declared missing (gRFC A57: 15 seconds).
+    pub does_not_exist_timeout: Duration,
+}
+
+impl Default for AdsConfig {
+    fn default() -> Self {
+        Self {
+            ignore_resource_deletion: false,
+            does_not_exist_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+impl AdsConfig {
+    /// Sets [`AdsConfig::ignore_resource_deletion`].
+    pub fn with_ignore_resource_deletion(mut self, yes: bool) -> Self {
+        self.ignore_resource_deletion = yes;
+        self
+    }
+
+    /// Sets [`AdsConfig::does_not_exist_timeout`].
+    pub fn with_does_not_exist_timeout(mut self, timeout: Duration) -> Self {
+        self.does_not_exist_timeout = timeout;
+        self
+    }
+}
+
+/// A change for the application's watchers.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum XdsEvent {
+    /// New data was accepted for a resource.
+    Updated {
+        /// Its type.
+        xds_type: XdsType,
+        /// Its name.
+        name: String,
+    },
+    /// The resource was deleted, or is known not to exist (timer or server).
+    DoesNotExist {
+        /// Its type.
+        xds_type: XdsType,
+        /// Its name.
+        name: String,
+    },
+    /// An update of the resource was rejected; its previous data, if any, stays.
+    Rejected {
+        /// Its type.
+        xds_type: XdsType,
+        /// Its name.
+        name: String,
+        /// Why.
+        error: ResourceError,
+    },
+}
+
+/// Per-type protocol state.
+#[derive(Debug, Default)]
+struct TypeState {
+    /// The names the server was (or is about to be) told.
+    subscribed: BTreeSet<String>,
+    /// The last accepted `version_info`.
+    version: String,
+    /// The nonce of the last response on this stream.
+    nonce: String,
+    /// The NACK message for the next request.
+    pending_error: Option<String>,
+}
+
+/// The sans-I/O ADS client; see the [module docs](self).
+#[derive(Debug)]
+pub struct AdsCore {
+    node: Node,
+    config: AdsConfig,
+    targets: BTreeSet<String>,
+    types: [TypeState; 4],
+    cache: ResourceCache,
+    /// Types with a request to send, in the order they became due.
+    queue: VecDeque<XdsType>,
+    events: VecDeque<XdsEvent>,
+    connected: bool,
+    node_sent: bool,
+}
+
+impl AdsCore {
+    /// A core for this node (sent in the first request of every stream).
+    pub fn new(node: Node, config: AdsConfig) -> Self {
+        Self {
+            node,
+            config,
+            targets: BTreeSet::new(),
+            types: Default::default(),
+            cache: ResourceCache::default(),
+            queue: VecDeque::new(),
+            events: VecDeque::new(),
+            connected: false,
+            node_sent: false,
+        }
+    }
+
+    /// Starts watching a listener (an outbound target's or an inbound listener's name).
+    pub fn add_target(&mut self, listener_name: &str, now: Instant) {
+        if self.targets.insert(listener_name.to_owned()) {
+            self.sync_subscriptions(now);
+        }
+    }
+
+    /// Stops watching a listener; what only it referenced is unsubscribed.
+    pub fn remove_target(&mut self, listener_name: &str, now: Instant) {
+        if self.targets.remove(listener_name) {
+            self.sync_subscriptions(now);
+        }
+    }
+
+    /// The watched listener names.
+    pub fn targets(&self) -> impl Iterator<Item = &str> {
+        self.targets.iter().map(String::as_str)
+    }
+
+    /// A new stream is open: every subscription is sent again with the last accepted
+    /// version and no nonce, the node goes in the first request, and the does-not-exist
+    /// timers of resources still without data start.
+    pub fn on_stream_start(&mut self, now: Instant) {
+        self.connected = true;
+        self.node_sent = false;
+        self.queue.clear();
+        for t in XdsType::ALL {
+            let state = &mut self.types[t.index()];
+            state.nonce.clear();
+            state.pending_error = None;
+            if !state.subscribed.is_empty() {
+                self.queue.push_back(t);
+            }
+        }
+        let deadline = now + self.config.does_not_exist_timeout;
+        for (_, _, entry) in self.cache.entries_mut() {
+            if entry.resource.is_none() && entry.state == ResourceState::Requested {
+                entry.does_not_exist_at = Some(deadline);
+            }
+        }
+    }
+
+    /// The stream is gone: nothing is sent until the next [`AdsCore::on_stream_start`], and
+    /// the does-not-exist timers stop (gRFC A57). The cache is kept.
+    pub fn on_stream_closed(&mut self) {
+        self.connected = false;
+        self.queue.clear();
+        for (_, _, entry) in self.cache.entries_mut() {
+            entry.does_not_exist_at = None;
+        }
+    }
+
+    /// Whether a stream is open.
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    /// The next request to send on the open stream, if any.
+    pub fn poll_request(&mut self) -> Option<DiscoveryRequest> {
+        if !self.connected {
+            return None;
+        }
+        let t = self.queue.pop_front()?;
+        let state = &mut self.types[t.index()];
+        let node = if self.node_sent {
+            None
+        } else {
+            self.node_sent = true;
+            Some(self.node.clone())
+        };
+        Some(DiscoveryRequest {
+            version_info: state.version.clone(),
+            node,
+            resource_names: state.subscribed.iter().cloned().collect(),
+            type_url: t.type_url().to_owned(),
+            response_nonce: state.nonce.clone(),
+            error_detail: state.pending_error.take().map(|message| Status {
+                code: INVALID_ARGUMENT,
+                message,
+                details: Vec::new(),
+            }),
+            ..DiscoveryRequest::default()
+        })
+    }
+
+    /// The next change for watchers, if any. Drain after every call that feeds the core.
+    pub fn poll_event(&mut self) -> Option<XdsEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`AdsCore::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.cache
+            .iter()
+            .filter_map(|(_, _, e)| e.does_not_exist_at)
+            .min()
+    }
+
+    /// Declares missing every resource whose does-not-exist timer has expired by `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut expired = Vec::new();
+        for (t, name, entry) in self.cache.entries_mut() {
+            if entry.does_not_exist_at.is_some_and(|at| at <= now) {
+                entry.does_not_exist_at = None;
+                entry.state = ResourceState::DoesNotExist;
+                expired.push(XdsEvent::DoesNotExist {
+                    xds_type: t,
+                    name: name.clone(),
+                });
+            }
+        }
+        self.events.extend(expired);
+    }
+
+    /// The cache, with every subscribed resource's data and status.
+    pub fn cache(&self) -> &ResourceCache {
+        &self.cache
+    }
+
+    /// The last accepted version of a type (empty before the first).
+    pub fn version(&self, xds_type: XdsType) -> &str {
+        &self.types[xds_type.index()].version
+    }
+
+    /// The names subscribed for a type.
+    pub fn subscriptions(&self, xds_type: XdsType) -> impl Iterator<Item = &str> {
+        self.types[xds_type.index()]
+            .subscribed
+            .iter()
+            .map(String::as_str)
+    }
+
+    fn enqueue(&mut self, t: XdsType) {
+        if !self.queue.contains(&t) {
+            self.queue.push_back(t);
+        }
+    }
+
+    /// Recomputes the names each type needs from the targets and the accepted data, and
+    /// queues a request for each type whose set changed.
+    fn sync_subscriptions(&mut self, now: Instant) {
+        let mut wanted: [BTreeSet<String>; 4] = Default::default();
+        wanted[XdsType::Listener.index()] = self.targets.clone();
+        // References only point down the cascade, so one pass in order suffices.
+        for t in XdsType::ALL {
+            let names: Vec<String> = wanted[t.index()].iter().cloned().collect();
+            for name in names {
+                if let Some(resource) = self.cache.resource(t, &name) {
+                    for (rt, rn) in resource.references() {
+                        wanted[rt.index()].insert(rn);
+                    }
+                }
+            }
+        }
+        for (t, want) in XdsType::ALL.into_iter().zip(wanted) {
+            let have = &self.types[t.index()].subscribed;
+            if *have == want {
+                continue;
+            }
+            let removed: Vec<String> = have.difference(&want).cloned().collect();
+            let added: Vec<String> = want.difference(have).cloned().collect();
+            for name in &removed {
+                self.cache.remove(t, name);
+            }
+            let deadline = self
+                .connected
+                .then(|| now + self.config.does_not_exist_timeout);
+            for name in &added {
+                let entry = self.cache.insert_requested(t, name);
+                entry.does_not_exist_at = deadline;
+            }
+            self.types[t.index()].subscribed = want;
+            self.enqueue(t);
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests;

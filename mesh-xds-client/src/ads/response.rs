@@ -1,0 +1,153 @@
+//! Applying one DiscoveryResponse (gRFC A46: per resource, NACK if any was rejected).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
+
+use super::{AdsCore, ResourceState, UpdateFailure, XdsEvent};
+use crate::resource::{decode, Decoded, ResourceError, XdsType};
+
+/// A response the core could not take at all (nothing changes, nothing is sent).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// The response's type is not one of the four this client subscribes to.
+    #[error("response for unknown type {0}")]
+    UnknownType(String),
+    /// A response arrived while no stream is open (the driver's bug).
+    #[error("response received with no stream open")]
+    NotConnected,
+}
+
+/// What a response did, for logs and tests.
+#[derive(Debug, Clone, PartialEq, Default)]
+#[non_exhaustive]
+pub struct ResponseOutcome {
+    /// Resources whose data was accepted (changed or not).
+    pub accepted: Vec<String>,
+    /// Resources (or unnamed entries) that were rejected.
+    pub rejected: Vec<ResourceError>,
+    /// Resources deleted because the response no longer lists them.
+    pub removed: Vec<String>,
+    /// Whether the response is ACKed (`false`: NACKed).
+    pub acked: bool,
+}
+
+impl AdsCore {
+    /// Applies a response received at `now` and queues its ACK or NACK, then any
+    /// subscription changes it causes.
+    pub fn handle_response(
+        &mut self,
+        response: DiscoveryResponse,
+        now: Instant,
+    ) -> Result<ResponseOutcome, ProtocolError> {
+        if !self.connected {
+            return Err(ProtocolError::NotConnected);
+        }
+        let t = XdsType::from_type_url(&response.type_url)
+            .ok_or_else(|| ProtocolError::UnknownType(response.type_url.clone()))?;
+        let mut outcome = ResponseOutcome::default();
+        let mut valid = BTreeMap::new();
+        let mut seen = BTreeSet::new();
+        let mut undecodable = false;
+        let subscribed = &self.types[t.index()].subscribed;
+        for (index, any) in response.resources.iter().enumerate() {
+            match decode(t, index, any) {
+                Decoded::Undecodable(error) => {
+                    undecodable = true;
+                    outcome.rejected.push(error);
+                }
+                // A resource we did not ask for is ignored, valid or not.
+                Decoded::Valid(name, _) | Decoded::Invalid(name, _)
+                    if !subscribed.contains(&name) => {}
+                Decoded::Valid(name, _) | Decoded::Invalid(name, _)
+                    if !seen.insert(name.clone()) =>
+                {
+                    valid.remove(&name);
+                    outcome.rejected.push(ResourceError::Duplicate { name });
+                }
+                Decoded::Valid(name, resource) => {
+                    valid.insert(name, resource);
+                }
+                Decoded::Invalid(_, error) => outcome.rejected.push(error),
+            }
+        }
+
+        let version = response.version_info;
+        for (name, resource) in valid {
+            let Some(entry) = self.cache.get_mut(t, &name) else {
+                continue;
+            };
+            let changed = entry.resource.as_ref() != Some(&resource);
+            entry.resource = Some(resource);
+            entry.state = ResourceState::Acked;
+            entry.version = Some(version.clone());
+            entry.last_error = None;
+            entry.does_not_exist_at = None;
+            if changed {
+                entry.last_updated = Some(now);
+                self.events.push_back(XdsEvent::Updated {
+                    xds_type: t,
+                    name: name.clone(),
+                });
+            }
+            outcome.accepted.push(name);
+        }
+        for error in &outcome.rejected {
+            let Some(name) = error.name() else { continue };
+            let Some(entry) = self.cache.get_mut(t, name) else {
+                continue;
+            };
+            entry.state = ResourceState::Nacked;
+            entry.does_not_exist_at = None;
+            entry.last_error = Some(UpdateFailure {
+                version: version.clone(),
+                error: error.clone(),
+                at: now,
+            });
+            self.events.push_back(XdsEvent::Rejected {
+                xds_type: t,
+                name: name.to_owned(),
+                error: error.clone(),
+            });
+        }
+
+        // State of the world: an LDS/CDS resource we hold that the response omits is gone.
+        // When an entry's name could not be read, it might have been any of them: keep all.
+        if t.is_full_state() && !self.config.ignore_resource_deletion && !undecodable {
+            for (name, entry) in self.cache.of_type_mut(t).iter_mut() {
+                if entry.resource.is_some() && !seen.contains(name) {
+                    entry.resource = None;
+                    entry.state = ResourceState::DoesNotExist;
+                    entry.version = Some(version.clone());
+                    entry.last_updated = Some(now);
+                    outcome.removed.push(name.clone());
+                    self.events.push_back(XdsEvent::DoesNotExist {
+                        xds_type: t,
+                        name: name.clone(),
+                    });
+                }
+            }
+        }
+
+        let state = &mut self.types[t.index()];
+        state.nonce = response.nonce;
+        outcome.acked = outcome.rejected.is_empty();
+        if outcome.acked {
+            state.version = version;
+            state.pending_error = None;
+        } else {
+            let messages: Vec<String> = outcome.rejected.iter().map(|e| e.to_string()).collect();
+            state.pending_error = Some(format!(
+                "{} of {} resources rejected (version {version}): {}",
+                outcome.rejected.len(),
+                response.resources.len(),
+                messages.join("; ")
+            ));
+        }
+        self.enqueue(t);
+        self.sync_subscriptions(now);
+        Ok(outcome)
+    }
+}

@@ -1,0 +1,146 @@
+//! `xds_servers` entries: where the control plane is and how to reach it.
+
+use std::path::PathBuf;
+
+use super::error::BootstrapError;
+use super::raw::RawServer;
+
+/// How the channel to a control plane is secured: the first entry of `channel_creds`
+/// that this client supports.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ChannelCreds {
+    /// Plaintext (the Istio agent's local socket).
+    Insecure,
+    /// TLS with the system roots, or the `config` given.
+    Tls {
+        /// The entry's `config`, untouched.
+        config: Option<serde_json::Value>,
+    },
+    /// Google default credentials.
+    GoogleDefault,
+}
+
+/// Where a control plane listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ServerTarget {
+    /// A Unix domain socket (`unix:///etc/istio/XDS`, `unix:relative/path`).
+    Unix(PathBuf),
+    /// `host:port`, with any `dns:///` or `xds:///`-free prefix removed.
+    Tcp {
+        /// `host:port` as written.
+        authority: String,
+    },
+}
+
+/// One `xds_servers` entry.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct XdsServer {
+    /// `server_uri` as written.
+    pub server_uri: String,
+    /// Where it leads.
+    pub target: ServerTarget,
+    /// The credentials picked from `channel_creds`.
+    pub channel_creds: ChannelCreds,
+    /// `server_features` as written (`xds_v3`, `ignore_resource_deletion`).
+    pub server_features: Vec<String>,
+}
+
+impl XdsServer {
+    /// A plaintext server at `host:port`, with no features.
+    pub fn insecure(authority: impl Into<String>) -> Self {
+        let authority = authority.into();
+        Self {
+            server_uri: authority.clone(),
+            target: ServerTarget::Tcp { authority },
+            channel_creds: ChannelCreds::Insecure,
+            server_features: Vec::new(),
+        }
+    }
+
+    /// A plaintext server at a `server_uri` (`host:port`, `dns:///host:port`, `unix:///path`).
+    pub fn from_uri(server_uri: &str) -> Result<Self, String> {
+        Ok(Self {
+            server_uri: server_uri.to_owned(),
+            target: parse_target(server_uri)?,
+            channel_creds: ChannelCreds::Insecure,
+            server_features: Vec::new(),
+        })
+    }
+
+    /// Whether `server_features` holds `feature`.
+    pub fn has_feature(&self, feature: &str) -> bool {
+        self.server_features.iter().any(|f| f == feature)
+    }
+
+    /// gRFC A53: keep LDS/CDS resources a response no longer lists.
+    pub fn ignore_resource_deletion(&self) -> bool {
+        self.has_feature("ignore_resource_deletion")
+    }
+}
+
+/// Parses a `server_uri`.
+pub(super) fn parse_target(uri: &str) -> Result<ServerTarget, String> {
+    if let Some(rest) = uri.strip_prefix("unix:") {
+        // `unix:///abs/path` and `unix:/abs/path` are absolute; `unix:rel` is relative.
+        let path = rest.strip_prefix("//").unwrap_or(rest);
+        if path.is_empty() {
+            return Err("unix: URI without a path".into());
+        }
+        return Ok(ServerTarget::Unix(PathBuf::from(path)));
+    }
+    let authority = if let Some(rest) = uri.strip_prefix("dns:") {
+        // `dns:///host:port` or `dns://resolver/host:port`: the host is after the last `/`.
+        rest.rsplit('/').next().unwrap_or(rest)
+    } else if let Some((scheme, _)) = uri.split_once("://") {
+        return Err(format!("unsupported URI scheme `{scheme}`"));
+    } else {
+        uri
+    };
+    let Some((host, port)) = authority.rsplit_once(':') else {
+        return Err(format!("`{authority}` has no port"));
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(format!("`{authority}` is not host:port"));
+    }
+    Ok(ServerTarget::Tcp {
+        authority: authority.to_owned(),
+    })
+}
+
+pub(super) fn check_servers(
+    raw: Vec<RawServer>,
+    at: &str,
+    invalid: &impl Fn(String, String) -> BootstrapError,
+) -> Result<Vec<XdsServer>, BootstrapError> {
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, server)| {
+            let target = parse_target(&server.server_uri)
+                .map_err(|reason| invalid(format!("{at}[{i}].server_uri"), reason))?;
+            let channel_creds = server
+                .channel_creds
+                .into_iter()
+                .find_map(|c| match c.kind.as_str() {
+                    "insecure" => Some(ChannelCreds::Insecure),
+                    "tls" => Some(ChannelCreds::Tls { config: c.config }),
+                    "google_default" => Some(ChannelCreds::GoogleDefault),
+                    _ => None,
+                })
+                .ok_or_else(|| {
+                    invalid(
+                        format!("{at}[{i}].channel_creds"),
+                        "no supported type (insecure, tls, google_default)".into(),
+                    )
+                })?;
+            Ok(XdsServer {
+                server_uri: server.server_uri,
+                target,
+                channel_creds,
+                server_features: server.server_features,
+            })
+        })
+        .collect()
+}

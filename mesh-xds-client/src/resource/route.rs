@@ -1,0 +1,173 @@
+//! RDS: route configurations, validated as gRPC's client does (gRFC A28).
+
+use std::collections::BTreeSet;
+
+use envoy_types::pb::envoy::config::route::v3::header_matcher::HeaderMatchSpecifier;
+use envoy_types::pb::envoy::config::route::v3::route::Action;
+use envoy_types::pb::envoy::config::route::v3::route_action::ClusterSpecifier;
+use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
+use envoy_types::pb::envoy::config::route::v3::{HeaderMatcher, Route, RouteConfiguration};
+
+use super::{FieldError, Resource, ResourceType, XdsType};
+
+/// An accepted route configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfigurationResource {
+    /// The route configuration as received.
+    pub route_configuration: RouteConfiguration,
+    /// The clusters its routes send to, sorted and without duplicates.
+    pub cluster_names: Vec<String>,
+}
+
+impl ResourceType for RouteConfigurationResource {
+    type Message = RouteConfiguration;
+    const TYPE: XdsType = XdsType::RouteConfiguration;
+
+    fn name(message: &RouteConfiguration) -> &str {
+        &message.name
+    }
+
+    fn validate(route_configuration: RouteConfiguration) -> Result<Self, FieldError> {
+        validate_route_configuration(&route_configuration)?;
+        let cluster_names = route_cluster_names(&route_configuration);
+        Ok(Self {
+            route_configuration,
+            cluster_names,
+        })
+    }
+
+    fn references(&self) -> Vec<(XdsType, String)> {
+        self.cluster_names
+            .iter()
+            .map(|c| (XdsType::Cluster, c.clone()))
+            .collect()
+    }
+
+    fn into_resource(self) -> Resource {
+        Resource::RouteConfiguration(self.into())
+    }
+}
+
+/// Checks a route configuration (from RDS or inline in a listener).
+pub(super) fn validate_route_configuration(rc: &RouteConfiguration) -> Result<(), FieldError> {
+    for (v, vh) in rc.virtual_hosts.iter().enumerate() {
+        let at = format!("virtual_hosts[{v}]");
+        if vh.domains.is_empty() {
+            return Err(FieldError::new(format!("{at}.domains"), "empty"));
+        }
+        for (d, domain) in vh.domains.iter().enumerate() {
+            // Envoy and gRPC accept `*` only alone, as a whole prefix or as a whole suffix.
+            let inner = domain.trim_start_matches('*').trim_end_matches('*');
+            if domain.is_empty() || inner.contains('*') || domain.matches('*').count() > 1 {
+                return Err(FieldError::new(
+                    format!("{at}.domains[{d}]"),
+                    format!("invalid domain pattern `{domain}`"),
+                ));
+            }
+        }
+        for (r, route) in vh.routes.iter().enumerate() {
+            validate_route(route).map_err(|e| e.under(&format!("{at}.routes[{r}]")))?;
+        }
+    }
+    Ok(())
+}
+
+fn validate_route(route: &Route) -> Result<(), FieldError> {
+    let matcher = route
+        .r#match
+        .as_ref()
+        .ok_or_else(|| FieldError::new("match", "missing"))?;
+    match &matcher.path_specifier {
+        Some(PathSpecifier::SafeRegex(re)) => check_regex(&re.regex, "match.safe_regex.regex")?,
+        Some(PathSpecifier::Path(p)) if !p.is_empty() && !p.starts_with('/') => {
+            return Err(FieldError::new("match.path", "must start with `/`"))
+        }
+        None => return Err(FieldError::new("match.path_specifier", "missing")),
+        // Other kinds are ignored by gRPC's client (the route never matches).
+        _ => {}
+    }
+    for (h, header) in matcher.headers.iter().enumerate() {
+        check_header(header).map_err(|e| e.under(&format!("match.headers[{h}]")))?;
+    }
+    match &route.action {
+        Some(Action::Route(action)) => match &action.cluster_specifier {
+            Some(ClusterSpecifier::Cluster(name)) if name.is_empty() => {
+                Err(FieldError::new("route.cluster", "empty"))
+            }
+            Some(ClusterSpecifier::WeightedClusters(wc)) => {
+                let at = "route.weighted_clusters";
+                if wc.clusters.is_empty() {
+                    return Err(FieldError::new(format!("{at}.clusters"), "empty"));
+                }
+                let mut total: u64 = 0;
+                for (c, cw) in wc.clusters.iter().enumerate() {
+                    if cw.name.is_empty() {
+                        return Err(FieldError::new(format!("{at}.clusters[{c}].name"), "empty"));
+                    }
+                    total += u64::from(cw.weight.as_ref().map_or(0, |w| w.value));
+                }
+                if total == 0 {
+                    return Err(FieldError::new(at, "the weights sum to zero"));
+                }
+                if total > u64::from(u32::MAX) {
+                    return Err(FieldError::new(
+                        at,
+                        format!("the weights sum to {total}, above 2^32-1"),
+                    ));
+                }
+                Ok(())
+            }
+            Some(_) => Ok(()),
+            None => Err(FieldError::new("route.cluster_specifier", "missing")),
+        },
+        Some(_) => Ok(()),
+        None => Err(FieldError::new("action", "missing")),
+    }
+}
+
+fn check_header(header: &HeaderMatcher) -> Result<(), FieldError> {
+    use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
+    if header.name.is_empty() {
+        return Err(FieldError::new("name", "empty"));
+    }
+    #[allow(deprecated)]
+    match &header.header_match_specifier {
+        Some(HeaderMatchSpecifier::SafeRegexMatch(re)) => {
+            check_regex(&re.regex, "safe_regex_match.regex")
+        }
+        Some(HeaderMatchSpecifier::RangeMatch(range)) if range.start > range.end => {
+            Err(FieldError::new("range_match", "start is greater than end"))
+        }
+        Some(HeaderMatchSpecifier::StringMatch(sm)) => match &sm.match_pattern {
+            Some(MatchPattern::SafeRegex(re)) => check_regex(&re.regex, "string_match.safe_regex"),
+            None => Err(FieldError::new("string_match", "no pattern")),
+            _ => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
+fn check_regex(pattern: &str, field: &str) -> Result<(), FieldError> {
+    mesh_core::matcher::Regex::new(pattern)
+        .map(|_| ())
+        .map_err(|e| FieldError::new(field, e.to_string()))
+}
+
+/// The clusters a route configuration's routes send to, sorted, without duplicates.
+pub(super) fn route_cluster_names(rc: &RouteConfiguration) -> Vec<String> {
+    let mut names = BTreeSet::new();
+    for route in rc.virtual_hosts.iter().flat_map(|vh| &vh.routes) {
+        if let Some(Action::Route(action)) = &route.action {
+            match &action.cluster_specifier {
+                Some(ClusterSpecifier::Cluster(name)) => {
+                    names.insert(name.clone());
+                }
+                Some(ClusterSpecifier::WeightedClusters(wc)) => {
+                    names.extend(wc.clusters.iter().map(|c| c.name.clone()));
+                }
+                _ => {}
+            }
+        }
+    }
+    names.into_iter().collect()
+}

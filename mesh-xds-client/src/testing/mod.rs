@@ -1,0 +1,287 @@
+//! An in-process ADS server over real gRPC on 127.0.0.1, for tests of this crate and of
+//! the crates built on it (enabled by the `testing` feature).
+//!
+//! It serves whatever resources a test puts in it, state-of-the-world: a response per type
+//! when a stream first asks for it or changes its names, and a push to every subscribed
+//! stream when the test changes that type. It records every request, so a test can check
+//! ACKs, NACKs and their `error_detail`, and it can drop its streams or stop and start again
+//! on the same port.
+
+pub mod fixtures;
+mod service;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::google::protobuf::Any;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::bootstrap::XdsServer;
+use crate::resource::XdsType;
+
+/// A request the server received, with the stream it came on (streams count from 1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedRequest {
+    /// The stream.
+    pub stream: u64,
+    /// The request.
+    pub request: DiscoveryRequest,
+}
+
+impl RecordedRequest {
+    /// Whether it is an ACK or NACK of a response (it carries a nonce).
+    pub fn is_reply(&self) -> bool {
+        !self.request.response_nonce.is_empty()
+    }
+
+    /// Whether it is a NACK (it carries an `error_detail`).
+    pub fn is_nack(&self) -> bool {
+        self.request.error_detail.is_some()
+    }
+
+    /// Its type.
+    pub fn xds_type(&self) -> Option<XdsType> {
+        XdsType::from_type_url(&self.request.type_url)
+    }
+}
+
+#[derive(Debug)]
+struct StreamHandle {
+    id: u64,
+    tx: mpsc::Sender<Result<DiscoveryResponse, tonic::Status>>,
+    subscribed: BTreeMap<XdsType, BTreeSet<String>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    resources: BTreeMap<XdsType, BTreeMap<String, Any>>,
+    versions: BTreeMap<XdsType, u64>,
+    requests: Vec<RecordedRequest>,
+    streams: Vec<StreamHandle>,
+    next_stream: u64,
+    next_nonce: u64,
+    closed: bool,
+}
+
+/// State shared by the server handle and the gRPC service.
+#[derive(Debug)]
+struct Shared {
+    inner: Mutex<Inner>,
+    /// Bumped whenever a request is recorded.
+    recorded: watch::Sender<usize>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A test that panicked while holding the lock has failed already; keep going.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Inner {
+    fn response(&mut self, t: XdsType, names: &BTreeSet<String>) -> DiscoveryResponse {
+        self.next_nonce += 1;
+        let empty = BTreeMap::new();
+        let resources = self.resources.get(&t).unwrap_or(&empty);
+        DiscoveryResponse {
+            version_info: self.versions.get(&t).copied().unwrap_or(0).to_string(),
+            resources: names
+                .iter()
+                .filter_map(|n| resources.get(n).cloned())
+                .collect(),
+            type_url: t.type_url().to_owned(),
+            nonce: self.next_nonce.to_string(),
+            ..DiscoveryResponse::default()
+        }
+    }
+
+    fn push(&mut self, t: XdsType) {
+        *self.versions.entry(t).or_default() += 1;
+        let mut pending = Vec::new();
+        for i in 0..self.streams.len() {
+            if let Some(names) = self.streams[i].subscribed.get(&t).cloned() {
+                pending.push((i, self.response(t, &names)));
+            }
+        }
+        for (i, response) in pending {
+            // A full buffer means the client stopped reading; the test will notice.
+            let _ = self.streams[i].tx.try_send(Ok(response));
+        }
+    }
+}
+
+/// The running server; see the [module docs](self).
+#[derive(Debug)]
+pub struct TestAdsServer {
+    addr: Option<SocketAddr>,
+    xds_server: XdsServer,
+    shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl TestAdsServer {
+    /// Starts a server on `127.0.0.1:0`.
+    pub async fn start() -> std::io::Result<Self> {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Starts a server on `addr` (a restarted server reuses its predecessor's address).
+    pub async fn start_on(addr: SocketAddr) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        Ok(Self::serve(
+            incoming,
+            XdsServer::insecure(addr.to_string()),
+            Some(addr),
+        ))
+    }
+
+    /// Starts a server on a Unix socket at `path` (as the Istio agent's `unix:///etc/istio/XDS`).
+    pub async fn start_unix(path: &Path) -> std::io::Result<Self> {
+        let listener = tokio::net::UnixListener::bind(path)?;
+        let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+        let uri = format!("unix://{}", path.display());
+        let server = XdsServer::from_uri(&uri)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        Ok(Self::serve(incoming, server, None))
+    }
+
+    fn serve<S, IO>(incoming: S, xds_server: XdsServer, addr: Option<SocketAddr>) -> Self
+    where
+        S: futures_util::Stream<Item = std::io::Result<IO>> + Send + 'static,
+        IO: tokio::io::AsyncRead
+            + tokio::io::AsyncWrite
+            + tonic::transport::server::Connected
+            + Unpin
+            + Send
+            + 'static,
+    {
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner::default()),
+            recorded: watch::channel(0).0,
+        });
+        let svc = AggregatedDiscoveryServiceServer::new(service::AdsService {
+            shared: shared.clone(),
+        });
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stopped.await;
+                }),
+        );
+        Self {
+            addr,
+            xds_server,
+            shared,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Its TCP address (`None` for a Unix socket server).
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.addr
+    }
+
+    /// A bootstrap server entry pointing at it.
+    pub fn xds_server(&self) -> XdsServer {
+        self.xds_server.clone()
+    }
+
+    /// Sets (adds or replaces) one resource and pushes its type to subscribed streams.
+    pub fn put(&self, xds_type: XdsType, name: &str, resource: Any) {
+        let mut inner = self.shared.lock();
+        inner
+            .resources
+            .entry(xds_type)
+            .or_default()
+            .insert(name.to_owned(), resource);
+        inner.push(xds_type);
+    }
+
+    /// Sets several resources of one type at once, in one push.
+    pub fn put_all(&self, xds_type: XdsType, resources: Vec<(String, Any)>) {
+        let mut inner = self.shared.lock();
+        inner
+            .resources
+            .entry(xds_type)
+            .or_default()
+            .extend(resources);
+        inner.push(xds_type);
+    }
+
+    /// Removes one resource and pushes its type.
+    pub fn remove(&self, xds_type: XdsType, name: &str) {
+        let mut inner = self.shared.lock();
+        if let Some(map) = inner.resources.get_mut(&xds_type) {
+            map.remove(name);
+        }
+        inner.push(xds_type);
+    }
+
+    /// Ends every open stream with `UNAVAILABLE`.
+    pub fn drop_streams(&self) {
+        let streams = std::mem::take(&mut self.shared.lock().streams);
+        for stream in streams {
+            let _ = stream.tx.try_send(Err(tonic::Status::unavailable(
+                "stream dropped by the test",
+            )));
+        }
+    }
+
+    /// Every request received so far.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.lock().requests.clone()
+    }
+
+    /// How many streams were opened.
+    pub fn streams_opened(&self) -> u64 {
+        self.shared.lock().next_stream
+    }
+
+    /// Waits until a recorded request satisfies `pred` and returns the first that does,
+    /// or `None` after `within` (a deadline for a hung test, not a timing assertion).
+    pub async fn wait_for_request(
+        &self,
+        within: Duration,
+        mut pred: impl FnMut(&RecordedRequest) -> bool,
+    ) -> Option<RecordedRequest> {
+        let mut rx = self.shared.recorded.subscribe();
+        let search = async {
+            loop {
+                if let Some(found) = self.requests().into_iter().find(|r| pred(r)) {
+                    return Some(found);
+                }
+                rx.changed().await.ok()?;
+            }
+        };
+        tokio::time::timeout(within, search).await.ok().flatten()
+    }
+
+    /// Stops the server: open streams end with `UNAVAILABLE`, new ones are refused, and the
+    /// listening socket closes.
+    pub async fn shutdown(mut self) {
+        self.shared.lock().closed = true;
+        self.drop_streams();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for TestAdsServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,68 @@
+//! Accepted Envoy resources -> mesh-core's model, following gRPC's rules for what is
+//! honoured and what is ignored (gRFC A28 for routes).
+//!
+//! So far: a listener's routes (RDS name or inline) and route configurations (domains,
+//! prefix/path/regex matches, case sensitivity, headers, query parameters, runtime
+//! fractions, single and weighted clusters, timeouts, direct responses). Retry and hash
+//! policies, faults, header mutations, clusters and endpoints come next.
+//!
+//! ```
+//! use mesh_xds_client::testing::fixtures::route_config_message;
+//! use mesh_xds_client::translate::route_config;
+//!
+//! let rc = route_config(&route_config_message("routes", "payments"))?;
+//! let (_, route) = rc
+//!     .route_for("payment-service:8080", "/pay", &http::HeaderMap::new(), 0)
+//!     .expect("a route");
+//! # let _ = route;
+//! # Ok::<(), mesh_xds_client::resource::FieldError>(())
+//! ```
+
+mod route;
+
+pub use route::route_config;
+
+use envoy_types::pb::google::protobuf::Duration as PbDuration;
+use mesh_core::route::RouteConfig;
+
+use crate::resource::{FieldError, ListenerResource, ListenerRoute};
+
+/// Where a client listener's routes are.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ListenerRoutes {
+    /// In the RDS resource of this name.
+    Rds(String),
+    /// Inline, translated.
+    Inline(RouteConfig),
+}
+
+/// A client listener's routes; an error for server-side listeners, whose translation is
+/// not written yet.
+pub fn listener_routes(listener: &ListenerResource) -> Result<ListenerRoutes, FieldError> {
+    match &listener.route {
+        ListenerRoute::Rds(name) => Ok(ListenerRoutes::Rds(name.clone())),
+        ListenerRoute::Inline(rc) => route_config(rc)
+            .map(ListenerRoutes::Inline)
+            .map_err(|e| e.under("api_listener.api_listener.route_config")),
+        ListenerRoute::Server => Err(FieldError::new(
+            "api_listener",
+            "a server-side listener has no outbound routes",
+        )),
+    }
+}
+
+/// A protobuf duration; negative or out-of-range values are errors at `field`.
+pub(crate) fn duration(d: &PbDuration, field: &str) -> Result<std::time::Duration, FieldError> {
+    let secs = u64::try_from(d.seconds)
+        .map_err(|_| FieldError::new(field, format!("negative duration {}s", d.seconds)))?;
+    let nanos = u32::try_from(d.nanos)
+        .ok()
+        .filter(|n| *n < 1_000_000_000)
+        .ok_or_else(|| FieldError::new(field, format!("invalid nanos {}", d.nanos)))?;
+    Ok(std::time::Duration::new(secs, nanos))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests;

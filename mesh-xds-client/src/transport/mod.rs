@@ -1,0 +1,184 @@
+//! The thin async driver: one ADS stream over tonic, reconnected with backoff, feeding an
+//! [`AdsCore`](crate::ads::AdsCore) and publishing its cache.
+//!
+//! The cache survives reconnects: on a new stream every subscription is sent again with the
+//! last accepted versions, and the last good data stays in force meanwhile.
+
+mod backoff;
+mod connect;
+mod driver;
+
+pub use backoff::Backoff;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::ads::{AdsConfig, ResourceCache};
+use crate::bootstrap::{Bootstrap, XdsServer};
+
+/// Why a stream could not be opened or ended.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The channel could not be opened.
+    #[error("cannot connect: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    /// The stream failed or the server ended it.
+    #[error("stream ended: {0}")]
+    Stream(#[from] tonic::Status),
+    /// The server closed the stream cleanly.
+    #[error("stream closed by the server")]
+    Closed,
+    /// The bootstrap's credentials for this server are not supported yet.
+    #[error("{0}: only insecure channel credentials are supported so far")]
+    UnsupportedCredentials(String),
+    /// The server URI cannot be dialed.
+    #[error("invalid server URI {0}")]
+    InvalidUri(String),
+    /// The bootstrap lists no server.
+    #[error("the bootstrap lists no xDS server")]
+    NoServer,
+}
+
+/// The client's settings.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct XdsClientConfig {
+    /// Protocol settings.
+    pub ads: AdsConfig,
+    /// Delay between reconnection attempts.
+    pub backoff: Backoff,
+    /// Time allowed to open a connection.
+    pub connect_timeout: Duration,
+}
+
+impl Default for XdsClientConfig {
+    fn default() -> Self {
+        Self {
+            ads: AdsConfig::default(),
+            backoff: Backoff::default(),
+            connect_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+impl XdsClientConfig {
+    /// Sets the protocol settings.
+    pub fn with_ads(mut self, ads: AdsConfig) -> Self {
+        self.ads = ads;
+        self
+    }
+
+    /// Sets the reconnection backoff.
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+}
+
+/// What the client knows, published after every change.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ClientView {
+    /// Every subscribed resource with its data and status.
+    pub cache: ResourceCache,
+    /// Whether a stream is open.
+    pub connected: bool,
+    /// How many streams have been opened.
+    pub streams_opened: u64,
+    /// The last transport error, if the stream is down.
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug)]
+pub(crate) enum Command {
+    AddTarget(String),
+    RemoveTarget(String),
+}
+
+/// The client task has stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the xDS client has stopped")]
+pub struct ClientStopped;
+
+/// A running ADS client. Dropping it stops the task.
+#[derive(Debug)]
+pub struct XdsClient {
+    commands: mpsc::Sender<Command>,
+    view: watch::Receiver<Arc<ClientView>>,
+    task: JoinHandle<()>,
+}
+
+impl XdsClient {
+    /// Starts a client talking to the bootstrap's first server, announcing its node and
+    /// honouring its `ignore_resource_deletion` feature. Must be called within a tokio runtime.
+    pub fn from_bootstrap(
+        bootstrap: &Bootstrap,
+        mut config: XdsClientConfig,
+    ) -> Result<Self, TransportError> {
+        let server = bootstrap
+            .xds_servers
+            .first()
+            .ok_or(TransportError::NoServer)?
+            .clone();
+        if server.ignore_resource_deletion() {
+            config.ads.ignore_resource_deletion = true;
+        }
+        Ok(Self::start(server, bootstrap.node.to_proto(), config))
+    }
+
+    /// Starts a client for `server` with this node. Must be called within a tokio runtime.
+    pub fn start(server: XdsServer, node: Node, config: XdsClientConfig) -> Self {
+        let (commands, rx) = mpsc::channel(64);
+        let (view_tx, view) = watch::channel(Arc::new(ClientView::default()));
+        let task = tokio::spawn(driver::Driver::new(server, node, config, rx, view_tx).run());
+        Self {
+            commands,
+            view,
+            task,
+        }
+    }
+
+    /// Starts watching a listener by name.
+    pub async fn add_target(&self, listener_name: &str) -> Result<(), ClientStopped> {
+        self.commands
+            .send(Command::AddTarget(listener_name.to_owned()))
+            .await
+            .map_err(|_| ClientStopped)
+    }
+
+    /// Stops watching a listener.
+    pub async fn remove_target(&self, listener_name: &str) -> Result<(), ClientStopped> {
+        self.commands
+            .send(Command::RemoveTarget(listener_name.to_owned()))
+            .await
+            .map_err(|_| ClientStopped)
+    }
+
+    /// A receiver of the client's view, updated after every change.
+    pub fn watch(&self) -> watch::Receiver<Arc<ClientView>> {
+        self.view.clone()
+    }
+
+    /// The current view.
+    pub fn view(&self) -> Arc<ClientView> {
+        self.view.borrow().clone()
+    }
+
+    /// Stops the client and waits for its task to end.
+    pub async fn shutdown(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for XdsClient {
+    fn drop(&mut self) {
+        // The task owns nothing that needs a clean goodbye: the stream just ends.
+        self.task.abort();
+    }
+}
