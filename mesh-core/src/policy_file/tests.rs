@@ -268,3 +268,14 @@ authorizationPolicies:
         .with_peer_principal(Some("spiffe://cluster.local/ns/default/sa/fraud"));
     assert!(!inbound.authorization.evaluate(&other).is_allowed());
 }
+
+#[test]
+fn the_example_policy_file_is_valid() {
+    let text = include_str!("../../../examples/policy/local.yaml");
+    let snap = PolicyFile::parse(text, "local.yaml")
+        .expect("parses")
+        .to_snapshot("local.yaml")
+        .expect("valid");
+    snap.validate().expect("no dangling references");
+    assert!(snap.outbound("payment-service:8080").is_some());
+}
