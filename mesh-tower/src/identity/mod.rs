@@ -58,3 +58,8 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
         .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
         .clone()
 }
+
+/// The SPIFFE ID of a verified peer's leaf certificate.
+pub(crate) fn peer_spiffe_id(leaf: &[u8]) -> Option<mesh_core::identity::SpiffeId> {
+    certs::leaf_info(leaf).ok()?.spiffe_id.ok()
+}
