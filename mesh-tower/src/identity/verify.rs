@@ -141,7 +141,11 @@ fn map_webpki(e: webpki::Error, now: UnixTime) -> VerifyError {
             not_before: secs(not_before),
             now: secs(now),
         },
-        webpki::Error::UnknownIssuer => VerifyError::UnknownIssuer,
+        // A bad signature on the path means the issuer named is not the trusted one (a CA
+        // with a root's name but another key): to the operator, an unknown issuer.
+        webpki::Error::UnknownIssuer | webpki::Error::InvalidSignatureForPublicKey => {
+            VerifyError::UnknownIssuer
+        }
         #[allow(deprecated)]
         webpki::Error::RequiredEkuNotFound | webpki::Error::RequiredEkuNotFoundContext(_) => {
             VerifyError::WrongKeyUsage(format!("extended key usage: {e}"))
