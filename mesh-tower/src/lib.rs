@@ -2,13 +2,17 @@
 //!
 //! An application builds one [`Mesh`] (from a policy file, an xDS bootstrap or defaults),
 //! takes clients from it ([`Mesh::http_client`], [`Mesh::channel`] for tonic) and serves
-//! its own API through the inbound listener. Everything the policy says — routing, load
-//! balancing, circuit breaking, outlier detection, retries, timeouts, fault injection —
-//! happens inside those clients, in the application's process.
+//! its own API through the inbound listener ([`inbound::MeshListener`]), which terminates
+//! mTLS with SPIFFE identities and puts the peer's identity on each request for the
+//! [`inbound::AuthorizationLayer`]. Everything the policy says — routing, load balancing,
+//! circuit breaking, outlier detection, retries, timeouts, fault injection, mTLS,
+//! authorization — happens inside the application's process.
 #![forbid(unsafe_code)]
 
 pub mod body;
 pub mod error;
+pub mod identity;
+pub mod inbound;
 pub mod mesh;
 pub mod outbound;
 

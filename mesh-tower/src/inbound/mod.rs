@@ -1,0 +1,234 @@
+//! The inbound side: [`MeshListener`] accepts connections, applies the TLS mode of the
+//! local port (STRICT, PERMISSIVE, DISABLE) from the live policy, and serves HTTP/1.1 and
+//! HTTP/2 with the application's service (an axum `Router`, tonic `Routes`, any
+//! `tower::Service<http::Request<hyper::body::Incoming>>`). Every request carries a
+//! [`PeerIdentity`] extension; [`AuthorizationLayer`] decides who may call what.
+//!
+//! # The TLS mode of a connection
+//!
+//! Read per connection from `snapshot.inbound_for(local_addr)`, so a policy change applies
+//! to new connections. When the policy says nothing about inbound traffic, the listener is
+//! PERMISSIVE if it has certificates (Istio's default with no `PeerAuthentication`) and
+//! DISABLE if it has none. A port the policy makes STRICT on a listener without
+//! certificates refuses every connection (fail closed); PERMISSIVE without certificates
+//! serves plaintext and refuses TLS.
+//!
+//! # Limits
+//!
+//! Handshakes run in each connection's own task, never on the accept loop, and must finish
+//! (for PERMISSIVE: the first byte must arrive) within the handshake timeout. At most
+//! `max_connections` connections are open; past that the loop stops accepting until one
+//! closes (the kernel's backlog queues the rest).
+//!
+//! ```no_run
+//! # async fn demo(policy: mesh_core::live::LivePolicy, certs: mesh_tower::identity::CertificateSource) -> std::io::Result<()> {
+//! use axum::{routing::get, Extension, Router};
+//! use mesh_tower::inbound::{MeshListener, PeerIdentity};
+//!
+//! let app = Router::new().route(
+//!     "/whoami",
+//!     get(|Extension(peer): Extension<PeerIdentity>| async move {
+//!         peer.spiffe_id.map(|id| id.to_string()).unwrap_or_default()
+//!     }),
+//! );
+//! let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
+//! MeshListener::new(listener, policy, Some(certs))
+//!     .serve(app, std::future::pending())
+//!     .await
+//! # }
+//! ```
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mesh_core::identity::SpiffeId;
+use mesh_core::inbound::TlsMode;
+use mesh_core::live::LivePolicy;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+
+use crate::identity::CertificateSource;
+
+mod authz;
+mod connection;
+
+pub use authz::{Authorization, AuthorizationLayer, Authorize, PermissionDenied, ResponseFuture};
+pub use connection::{HttpService, ResponseBody};
+
+/// Handshake timeout when none is set.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connection limit when none is set.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// Who is on the other end of a request's connection; in every request's extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PeerIdentity {
+    /// The SPIFFE ID of the peer's verified client certificate; `None` without mTLS.
+    pub spiffe_id: Option<SpiffeId>,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+    /// The peer's address.
+    pub remote_addr: SocketAddr,
+    /// Our address the connection arrived on.
+    pub local_addr: SocketAddr,
+    /// The server name the client asked for in its ClientHello.
+    pub sni: Option<String>,
+}
+
+impl PeerIdentity {
+    /// A plaintext peer (for tests and servers that do their own TLS).
+    pub fn plaintext(remote_addr: SocketAddr, local_addr: SocketAddr) -> Self {
+        Self {
+            spiffe_id: None,
+            tls: false,
+            remote_addr,
+            local_addr,
+            sni: None,
+        }
+    }
+
+    /// The same peer with a verified SPIFFE ID over TLS.
+    pub fn with_spiffe_id(mut self, id: Option<SpiffeId>) -> Self {
+        self.tls = true;
+        self.spiffe_id = id;
+        self
+    }
+}
+
+/// The accept loop and its settings.
+#[derive(Debug)]
+pub struct MeshListener {
+    listener: TcpListener,
+    policy: LivePolicy,
+    tls: Option<CertificateSource>,
+    handshake_timeout: Duration,
+    max_connections: usize,
+}
+
+impl MeshListener {
+    /// A listener serving under `policy`, with `tls` certificates (none: plaintext only).
+    pub fn new(listener: TcpListener, policy: LivePolicy, tls: Option<CertificateSource>) -> Self {
+        Self {
+            listener,
+            policy,
+            tls,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+
+    /// Sets the time a client has to finish its TLS handshake (or, on a PERMISSIVE port,
+    /// to send its first byte).
+    pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Sets the most connections open at once (at least 1).
+    pub fn with_max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves `service` on every connection until `shutdown` resolves; then stops
+    /// accepting, asks open connections to finish their requests (graceful shutdown), and
+    /// returns once they have. Fails only when the TLS configs cannot be built.
+    pub async fn serve<S, B>(self, service: S, shutdown: impl Future<Output = ()>) -> io::Result<()>
+    where
+        S: HttpService<B>,
+        B: ResponseBody,
+    {
+        let acceptors = match &self.tls {
+            Some(source) => Some(Arc::new(connection::Acceptors::new(source)?)),
+            None => None,
+        };
+        let limit = Arc::new(Semaphore::new(self.max_connections));
+        let (closing_tx, closing_rx) = watch::channel(false);
+        let ctx = Arc::new(connection::Context {
+            policy: self.policy,
+            acceptors,
+            handshake_timeout: self.handshake_timeout,
+            closing: closing_rx,
+        });
+        tokio::pin!(shutdown);
+        loop {
+            let permit = tokio::select! {
+                permit = limit.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => break, // the semaphore is never closed
+                },
+                () = &mut shutdown => break,
+            };
+            let (stream, remote) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(error) => {
+                        accept_error(error).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let ctx = ctx.clone();
+            let service = service.clone();
+            tokio::spawn(async move {
+                connection::handle(ctx, stream, remote, service).await;
+                drop(permit);
+            });
+        }
+        let _ = closing_tx.send(true);
+        // Every connection holds a permit: having them all back means all have closed.
+        let all = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
+        let _ = limit.acquire_many(all).await;
+        Ok(())
+    }
+}
+
+/// Serves `service` on `listener` with the default limits: see [`MeshListener`].
+pub async fn serve<S, B>(
+    listener: TcpListener,
+    policy: LivePolicy,
+    tls: Option<CertificateSource>,
+    service: S,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()>
+where
+    S: HttpService<B>,
+    B: ResponseBody,
+{
+    MeshListener::new(listener, policy, tls)
+        .serve(service, shutdown)
+        .await
+}
+
+/// Out of file descriptors or a connection reset before accept: log, pause briefly so a
+/// persistent condition does not spin the loop, go on.
+async fn accept_error(error: io::Error) {
+    tracing::warn!(%error, "accept failed");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// The mode of a connection: the policy's for the port, else PERMISSIVE with certificates
+/// and DISABLE without.
+pub(crate) fn effective_mode(policy: &LivePolicy, local: SocketAddr, has_certs: bool) -> TlsMode {
+    match policy.load().inbound_for(local) {
+        Some(inbound) => inbound.mode_for_port(local.port()),
+        None if has_certs => TlsMode::Permissive,
+        None => TlsMode::Disable,
+    }
+}
+
+fn set_nodelay(stream: &TcpStream) {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "TCP_NODELAY failed");
+    }
+}
