@@ -39,7 +39,6 @@ mod payment;
 
 use std::future::Future;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 pub use api::{router, Order};
@@ -76,15 +75,13 @@ pub async fn run(
     let addr = listener.local_addr().map_err(Error::LocalAddr)?;
     let mesh = config.mesh.build()?;
     let payments = payment_client(&config.payment_target, &mesh);
-    let app = router(payments);
-    tracing::info!(%addr, payment_target = %config.payment_target, "order-service listening");
-    axum::serve(
-        listener.tap_io(|stream| example_common::set_nodelay(stream)),
-        app,
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .map_err(Error::Serve)?;
+    let app = router(payments).layer(mesh.authorization_layer());
+    tracing::info!(%addr, payment_target = %config.payment_target, mtls = mesh.certificates().is_some(), "order-service listening");
+    // The mesh's inbound listener: TCP_NODELAY, TLS mode per port, the peer's identity.
+    mesh.listener(listener)
+        .serve(app, shutdown)
+        .await
+        .map_err(Error::Serve)?;
     tracing::info!("order-service stopped");
     Ok(())
 }
