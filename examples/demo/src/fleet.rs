@@ -3,7 +3,6 @@
 //! the mesh. Replicas can be restarted on the same port with other behaviour (failing,
 //! slow), the way an operator would roll a bad build.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -147,10 +146,9 @@ pub struct Fleet {
 }
 
 /// A shutdown future for a `run` function, resolving when the stop sender fires or drops.
-fn signal(stopped: oneshot::Receiver<()>) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = stopped.await;
-    }
+async fn signal(stopped: oneshot::Receiver<()>) {
+    // A dropped sender means the owner went away: that is a stop request too.
+    let _ = stopped.await;
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, DemoError> {
@@ -164,12 +162,10 @@ async fn start_replica(
     behaviour: Behaviour,
     listener: TcpListener,
 ) -> Result<Replica, DemoError> {
-    let addr = listener
-        .local_addr()
-        .map_err(|source| DemoError::Bind {
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            source,
-        })?;
+    let addr = listener.local_addr().map_err(|source| DemoError::Bind {
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        source,
+    })?;
     let config = payment_service::Config::default()
         .with_version(id.version())
         .with_fail_rate(behaviour.fail_rate)?
@@ -178,9 +174,7 @@ async fn start_replica(
         format!("payment-service {}", id.name()),
         listener,
         addr,
-        |listener, stopped| {
-            tokio::spawn(payment_service::run(config, listener, signal(stopped)))
-        },
+        |listener, stopped| tokio::spawn(payment_service::run(config, listener, signal(stopped))),
     );
     Ok(Replica { behaviour, server })
 }

@@ -33,7 +33,9 @@ struct Cli {
 fn parse_secs(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 && v <= 3600.0 => Ok(v),
-        _ => Err(format!("expected a number of seconds between 0 and 3600, got {s:?}")),
+        _ => Err(format!(
+            "expected a number of seconds between 0 and 3600, got {s:?}"
+        )),
     }
 }
 

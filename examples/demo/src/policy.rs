@@ -58,6 +58,8 @@ pub struct Pool {
     pub http1_max_pending_requests: u32,
     /// `http.http2MaxRequests`: requests in flight at once (gRPC runs on HTTP/2).
     pub http2_max_requests: u32,
+    /// `http.maxRetries`: retries in flight at once (Envoy's default is 3).
+    pub max_retries: u32,
 }
 
 /// What a story wants the mesh to do; [`Policy::yaml`] writes it as a policy file.
@@ -149,8 +151,9 @@ impl Policy {
             let _ = write!(
                 y,
                 "        connectionPool:\n          tcp:\n            maxConnections: {}\n          \
-                 http:\n            http1MaxPendingRequests: {}\n            http2MaxRequests: {}\n",
-                p.max_connections, p.http1_max_pending_requests, p.http2_max_requests
+                 http:\n            http1MaxPendingRequests: {}\n            http2MaxRequests: {}\n            \
+                 maxRetries: {}\n",
+                p.max_connections, p.http1_max_pending_requests, p.http2_max_requests, p.max_retries
             );
         }
         if let Some(o) = &self.outlier {
@@ -218,7 +221,7 @@ impl Policy {
 /// An Istio duration string (`250ms`, `2s`).
 fn duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
@@ -261,6 +264,7 @@ mod tests {
                 max_connections: 1,
                 http1_max_pending_requests: 1,
                 http2_max_requests: 4,
+                max_retries: 3,
             });
         for policy in [Policy::all_v1(), Policy::all_v1().with_v2_weight(100), full] {
             let snap = policy.snapshot(&endpoints(), "test")?;

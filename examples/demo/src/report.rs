@@ -74,9 +74,7 @@ impl Reporter {
             return;
         }
         let added = self.upsert(key, text.into());
-        let due = self
-            .last_draw
-            .is_none_or(|at| at.elapsed() >= REDRAW_EVERY);
+        let due = self.last_draw.is_none_or(|at| at.elapsed() >= REDRAW_EVERY);
         if added || due {
             self.redraw();
         }

@@ -25,15 +25,14 @@ pub(crate) async fn run(story: &mut Story<'_>) -> Result<Outcome, DemoError> {
         );
         let key = weight.to_string();
         let tally = story
-            .drive(
-                batch,
-                &key,
-                |t| row(weight, t, "..."),
-                |_| Flow::Continue,
-            )
+            .drive(batch, &key, |t| row(weight, t, "..."), |_| Flow::Continue)
             .await;
         let verdict = judge(weight, &tally);
-        let status = if verdict.is_ok() { "ok" } else { "NOT AS EXPECTED" };
+        let status = if verdict.is_ok() {
+            "ok"
+        } else {
+            "NOT AS EXPECTED"
+        };
         story.out.row(&key, row(weight, &tally, status));
         if let Err(why) = verdict {
             problems.push(format!("v2 at {weight}%: {why}"));
@@ -73,7 +72,11 @@ fn judge(weight: u32, t: &Tally) -> Result<(), String> {
         return Err("no order was answered".to_owned());
     }
     if t.failed_total() > 0 {
-        return Err(format!("{} orders failed: {}", t.failed_total(), t.failures()));
+        return Err(format!(
+            "{} orders failed: {}",
+            t.failed_total(),
+            t.failures()
+        ));
     }
     let other = t.created_total() - t.created_by("v1") - t.created_by("v2");
     if other > 0 {
@@ -108,8 +111,18 @@ mod tests {
                 });
             }
         };
-        add(OrderResult::Created { version: "v1".into() }, v1);
-        add(OrderResult::Created { version: "v2".into() }, v2);
+        add(
+            OrderResult::Created {
+                version: "v1".into(),
+            },
+            v1,
+        );
+        add(
+            OrderResult::Created {
+                version: "v2".into(),
+            },
+            v2,
+        );
         add(
             OrderResult::Failed {
                 kind: "502 UNAVAILABLE".into(),

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use crate::fleet::{Behaviour, ReplicaId};
 use crate::load::{Batch, Flow, Tally};
-use crate::policy::{Outlier, Policy, Retries};
+use crate::policy::{Outlier, Policy, Pool, Retries};
 use crate::DemoError;
 
 use super::{Outcome, Story};
@@ -25,6 +25,14 @@ const OUTLIER: Outlier = Outlier {
     base_ejection_time: Duration::from_secs(2),
     max_ejection_percent: 50,
 };
+/// Room for every order in flight to retry at once (Envoy's default `maxRetries` is 3,
+/// which would turn some hidden failures into failed orders under concurrency).
+const POOL: Pool = Pool {
+    max_connections: 1024,
+    http1_max_pending_requests: 1024,
+    http2_max_requests: 1024,
+    max_retries: 64,
+};
 /// Extra time allowed, beyond the base ejection time, for the replica to return.
 const RETURN_SLACK: Duration = Duration::from_secs(8);
 
@@ -33,12 +41,19 @@ pub(crate) async fn run(story: &mut Story<'_>) -> Result<Outcome, DemoError> {
         attempts: 3,
         per_try_timeout: Duration::from_secs(1),
     };
-    let policy = Policy::all_v1().with_retries(retries).with_outlier(OUTLIER);
+    let policy = Policy::all_v1()
+        .with_retries(retries)
+        .with_outlier(OUTLIER)
+        .with_pool(POOL);
     story.publish(&policy, "failing-replica")?;
     story.out.line(format!(
-        "  policy: all orders to v1 (2 replicas); retries {} on unavailable; outlierDetection \
-         consecutive5xxErrors {}, interval {:?}, baseEjectionTime {:?}",
-        retries.attempts, OUTLIER.consecutive_5xx, OUTLIER.interval, OUTLIER.base_ejection_time
+        "  policy: all orders to v1 (2 replicas); retries {} on unavailable (maxRetries {}); \
+         outlierDetection consecutive5xxErrors {}, interval {:?}, baseEjectionTime {:?}",
+        retries.attempts,
+        POOL.max_retries,
+        OUTLIER.consecutive_5xx,
+        OUTLIER.interval,
+        OUTLIER.base_ejection_time
     ));
     let addr = story.fleet.addr(VICTIM);
     let result = break_and_heal(story, addr).await;
@@ -75,8 +90,20 @@ async fn break_and_heal(story: &mut Story<'_>, addr: SocketAddr) -> Result<Outco
         .drive(
             batch,
             "broken",
-            |t| format!("  while {name} fails: {} orders, {} failed  ...", t.total(), t.failed_total()),
-            |_| if is_ejected(&mesh, addr) { Flow::Stop } else { Flow::Continue },
+            |t| {
+                format!(
+                    "  while {name} fails: {} orders, {} failed  ...",
+                    t.total(),
+                    t.failed_total()
+                )
+            },
+            |_| {
+                if is_ejected(&mesh, addr) {
+                    Flow::Stop
+                } else {
+                    Flow::Continue
+                }
+            },
         )
         .await;
     let ejected = is_ejected(&mesh, addr);
@@ -86,13 +113,19 @@ async fn break_and_heal(story: &mut Story<'_>, addr: SocketAddr) -> Result<Outco
             "  while {name} fails: {} orders, {} failed (retries hid its failures)  {}",
             broken.total(),
             broken.failed_total(),
-            if broken.failed_total() == 0 { "ok" } else { "NOT AS EXPECTED" },
+            if broken.failed_total() == 0 {
+                "ok"
+            } else {
+                "NOT AS EXPECTED"
+            },
         ),
     );
     story.out.row(
         "ejected",
         if ejected {
-            format!("  outlier detection: {name} ejected (mesh.cluster_status(): ejected = true)  ok")
+            format!(
+                "  outlier detection: {name} ejected (mesh.cluster_status(): ejected = true)  ok"
+            )
         } else {
             format!("  outlier detection: {name} was never ejected  NOT AS EXPECTED")
         },
@@ -130,7 +163,13 @@ async fn break_and_heal(story: &mut Story<'_>, addr: SocketAddr) -> Result<Outco
                     t.failed_total()
                 )
             },
-            |_| if is_ejected(&mesh, addr) { Flow::Continue } else { Flow::Stop },
+            |_| {
+                if is_ejected(&mesh, addr) {
+                    Flow::Continue
+                } else {
+                    Flow::Stop
+                }
+            },
         )
         .await;
     let returned = !is_ejected(&mesh, addr);
@@ -151,12 +190,19 @@ async fn break_and_heal(story: &mut Story<'_>, addr: SocketAddr) -> Result<Outco
     );
 
     // Phase 3: a few orders with both replicas in service.
-    let batch = Batch::new(story.options.orders.min(50), story.options.concurrency, story.deadline(0.25));
+    let batch = Batch::new(
+        story.options.orders.min(50),
+        story.options.concurrency,
+        story.deadline(0.25),
+    );
     let back = story
         .drive(batch, "back", |t| back_row(t, "..."), |_| Flow::Continue)
         .await;
     let back_ok = back.failed_total() == 0;
-    story.out.row("back", back_row(&back, if back_ok { "ok" } else { "NOT AS EXPECTED" }));
+    story.out.row(
+        "back",
+        back_row(&back, if back_ok { "ok" } else { "NOT AS EXPECTED" }),
+    );
 
     let failed = broken.failed_total() + waiting.failed_total() + back.failed_total();
     Ok(if returned && failed == 0 {
@@ -167,7 +213,10 @@ async fn break_and_heal(story: &mut Story<'_>, addr: SocketAddr) -> Result<Outco
             after.as_secs_f64()
         ))
     } else if !returned {
-        Outcome::Failed(format!("{name} did not return within {:?}", OUTLIER.base_ejection_time + RETURN_SLACK))
+        Outcome::Failed(format!(
+            "{name} did not return within {:?}",
+            OUTLIER.base_ejection_time + RETURN_SLACK
+        ))
     } else {
         Outcome::Failed(format!(
             "{failed} orders failed: {}; {}; {}",

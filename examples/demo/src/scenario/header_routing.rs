@@ -28,14 +28,24 @@ pub(crate) async fn run(story: &mut Story<'_>) -> Result<Outcome, DemoError> {
         )
         .as_user(user);
         let tally = story
-            .drive(batch, user, |t| row(user, expected, t, "..."), |_| Flow::Continue)
+            .drive(
+                batch,
+                user,
+                |t| row(user, expected, t, "..."),
+                |_| Flow::Continue,
+            )
             .await;
         let n = tally.total();
         let hit = tally.created_by(expected);
         let ok = n > 0 && hit == n;
         story.out.row(
             user,
-            row(user, expected, &tally, if ok { "ok" } else { "NOT AS EXPECTED" }),
+            row(
+                user,
+                expected,
+                &tally,
+                if ok { "ok" } else { "NOT AS EXPECTED" },
+            ),
         );
         if !ok {
             problems.push(format!(

@@ -231,7 +231,10 @@ pub(crate) fn default_retries() -> Retries {
 }
 
 /// Runs one story and returns its outcome; a story that cannot run yet is skipped.
-pub(crate) async fn run_one(scenario: Scenario, story: &mut Story<'_>) -> Result<Outcome, DemoError> {
+pub(crate) async fn run_one(
+    scenario: Scenario,
+    story: &mut Story<'_>,
+) -> Result<Outcome, DemoError> {
     if let Some(feature) = scenario.needs() {
         return Ok(Outcome::Skipped(feature.to_owned()));
     }

@@ -19,6 +19,7 @@ const POOL: Pool = Pool {
     max_connections: 10,
     http1_max_pending_requests: 10,
     http2_max_requests: 4,
+    max_retries: 3,
 };
 /// Orders per burst, all sent at once.
 const BURST: usize = 32;
@@ -72,7 +73,11 @@ async fn bursts(story: &mut Story<'_>) -> Outcome {
             .drive(batch, &key, |t| row(n, t, "..."), |_| Flow::Continue)
             .await;
         let verdict = judge(&tally);
-        let status = if verdict.is_ok() { "ok" } else { "NOT AS EXPECTED" };
+        let status = if verdict.is_ok() {
+            "ok"
+        } else {
+            "NOT AS EXPECTED"
+        };
         story.out.row(&key, row(n, &tally, status));
         if let Err(why) = verdict {
             problems.push(format!("burst {n}: {why}"));
@@ -163,5 +168,8 @@ fn row(n: usize, t: &Tally, status: &str) -> String {
 }
 
 fn ms(d: Option<Duration>) -> String {
-    d.map_or_else(|| "-".to_owned(), |d| format!("{:.0} ms", d.as_secs_f64() * 1000.0))
+    d.map_or_else(
+        || "-".to_owned(),
+        |d| format!("{:.0} ms", d.as_secs_f64() * 1000.0),
+    )
 }
