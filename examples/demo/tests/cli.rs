@@ -33,7 +33,10 @@ fn a_skipped_story_says_what_it_needs_and_exits_0() {
     let out = demo(&["--scenario", "authorization", "--duration", "1"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
-    assert!(stdout.contains("skipped: needs mTLS identities"), "{stdout}");
+    assert!(
+        stdout.contains("skipped: needs mTLS identities"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -43,6 +43,8 @@ async fn shutdown_stops_the_walkthrough_and_every_service() -> Result<(), demo::
     let stop = tokio::time::sleep(Duration::from_millis(300));
     let summary = demo::run(&options, &[Scenario::Canary], &mut out, stop).await?;
     assert!(summary.interrupted, "{}", buf.contents());
-    assert!(buf.contents().contains("interrupted: stopping every service"));
+    assert!(buf
+        .contents()
+        .contains("interrupted: stopping every service"));
     Ok(())
 }

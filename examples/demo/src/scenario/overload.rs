@@ -46,7 +46,7 @@ pub(crate) async fn run(story: &mut Story<'_>) -> Result<Outcome, DemoError> {
         .await?;
     story.out.line(format!(
         "  payment-service v2 now takes {LATENCY:?} per call; policy: all orders to v2, \
-         connectionPool http2MaxRequests {}",
+         connectionPool http2MaxRequests {}; bursts of {BURST} orders at once",
         POOL.http2_max_requests
     ));
     let result = bursts(story).await;
@@ -86,12 +86,24 @@ async fn bursts(story: &mut Story<'_>) -> Outcome {
             all.add(answer);
         }
     }
+    let example = all.answers.iter().find_map(|a| match &a.result {
+        OrderResult::Failed { kind, message } if is_shed(&a.result) => {
+            Some(format!("{kind}: {message}"))
+        }
+        _ => None,
+    });
+    if let Some(example) = example {
+        story
+            .out
+            .line(format!("  a shed order's answer: {example}"));
+    }
     if !problems.is_empty() {
         return Outcome::Failed(problems.join("; "));
     }
     let (served, shed) = split(&all);
     Outcome::Passed(format!(
-        "{} orders in bursts of {BURST}: {} served (median {}), {} shed by the circuit breaker (median {})",
+        "{} orders in bursts of {BURST}: {} served (median {}), {} shed by the circuit breaker \
+         as 502 UNAVAILABLE \"circuit open\" (median {})",
         all.total(),
         served.len(),
         ms(median(served)),
@@ -158,7 +170,7 @@ fn judge(t: &Tally) -> Result<(), String> {
 fn row(n: usize, t: &Tally, status: &str) -> String {
     let (served, shed) = split(t);
     format!(
-        "  burst {n}: {:>2} orders at once -> {:>2} served in {:>6} (median), {:>2} shed in {:>6} (502 UNAVAILABLE, circuit open)  {status}",
+        "  burst {n}: {:>2}/{BURST} answered: {:>2} served (median {:>6}), {:>2} shed by the breaker (median {:>6})  {status}",
         t.total(),
         served.len(),
         ms(median(served)),
