@@ -207,7 +207,7 @@ async fn break_and_heal(story: &mut Story<'_>, addr: SocketAddr) -> Result<Outco
     let failed = broken.failed_total() + waiting.failed_total() + back.failed_total();
     Ok(if returned && failed == 0 {
         Outcome::Passed(format!(
-            "0 of {} orders failed; {name} ejected after {} orders, back after {:.1}s",
+            "0 of {} orders failed; {name} ejected after {} answered orders, back after {:.1}s",
             broken.total() + waiting.total() + back.total(),
             broken.total(),
             after.as_secs_f64()
