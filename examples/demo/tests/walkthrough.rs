@@ -39,7 +39,10 @@ async fn every_story_turns_out_as_expected() -> Result<(), demo::DemoError> {
 async fn shutdown_stops_the_walkthrough_and_every_service() -> Result<(), demo::DemoError> {
     let buf = SharedBuffer::default();
     let mut out = Reporter::plain(buf.clone());
-    let options = Options::default().with_duration(Duration::from_secs(30));
+    // Far more work than 300 ms allows, so the shutdown always comes first.
+    let options = Options::default()
+        .with_duration(Duration::from_secs(30))
+        .with_orders(100_000);
     let stop = tokio::time::sleep(Duration::from_millis(300));
     let summary = demo::run(&options, &[Scenario::Canary], &mut out, stop).await?;
     assert!(summary.interrupted, "{}", buf.contents());
