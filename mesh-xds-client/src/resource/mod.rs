@@ -14,7 +14,7 @@ mod route;
 pub use cluster::ClusterResource;
 pub use endpoints::EndpointsResource;
 pub use error::{FieldError, ResourceError};
-pub use listener::{ListenerResource, ListenerRoute};
+pub use listener::{ListenerModel, ListenerResource, ListenerRoute};
 pub use route::RouteConfigurationResource;
 
 use std::fmt;

@@ -1,10 +1,16 @@
 //! Accepted Envoy resources -> mesh-core's model, following gRPC's rules for what is
 //! honoured and what is ignored (gRFC A28 for routes).
 //!
-//! So far: a listener's routes (RDS name or inline) and route configurations (domains,
-//! prefix/path/regex matches, case sensitivity, headers, query parameters, runtime
-//! fractions, single and weighted clusters, timeouts, direct responses). Retry and hash
-//! policies, faults, header mutations, clusters and endpoints come next.
+//! Translation runs when a resource is validated, so a resource that cannot be translated
+//! is NACKed with the field path, and the cache holds the translated model behind `Arc`s
+//! that [`crate::snapshot`] reuses from one snapshot to the next.
+//!
+//! - [`route`]: route configurations (gRFC A28, A31, A42, A44; Envoy's HTTP retry
+//!   conditions, `per_try_timeout`, header mutations, rewrites);
+//! - [`filters`]: HTTP filters (A39), fault injection (A33) and RBAC (A41, fail closed);
+//! - [`listener`]: client listeners and server listeners (A36: TLS mode, authorization);
+//! - [`cluster`]: clusters (A27, A29 TLS, A32/Envoy circuit breakers, A42, A50, A52);
+//! - [`endpoints`]: endpoint assignments (A27).
 //!
 //! ```
 //! use mesh_xds_client::testing::fixtures::route_config_message;
@@ -18,9 +24,21 @@
 //! # Ok::<(), mesh_xds_client::resource::FieldError>(())
 //! ```
 
-mod route;
+pub mod cluster;
+pub mod endpoints;
+mod fault;
+pub mod filters;
+pub mod listener;
+mod rbac;
+pub mod route;
+mod route_policy;
+mod tls;
 
-pub use route::route_config;
+pub use cluster::cluster;
+pub use endpoints::cluster_load_assignment;
+pub use filters::{FaultOverrides, HttpFilterChain};
+pub use listener::{ClientListener, ClientRoutes, ServerListener};
+pub use route::{route_config, route_config_parts, RouteFaultOverrides};
 
 use envoy_types::pb::google::protobuf::Duration as PbDuration;
 use mesh_core::route::RouteConfig;
