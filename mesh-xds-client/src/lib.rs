@@ -7,8 +7,11 @@
 //! tokio/tonic driver around it. [`resource`] decodes and validates the four resource types
 //! with field paths, and [`translate`] turns accepted routes into mesh-core's model.
 //!
-//! What this crate does not do yet: translate clusters and endpoints, build one consistent
-//! [`mesh_core::Snapshot`] (gRFC A74), delta xDS, TLS to the control plane, or fall back to
+//! [`snapshot`] assembles one consistent [`mesh_core::Snapshot`] from the cache once every
+//! watched listener's cascade is complete (gRFC A74); the client publishes it to a
+//! [`mesh_core::live::LivePolicy`] ([`transport::XdsClient::start_with_policy`]).
+//!
+//! What this crate does not do yet: delta xDS, TLS to the control plane, or fall back to
 //! a second server (gRFC A71).
 //!
 //! ```no_run
@@ -35,6 +38,7 @@
 pub mod ads;
 pub mod bootstrap;
 pub mod resource;
+pub mod snapshot;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod translate;

@@ -130,7 +130,8 @@ impl ResourceType for ListenerResource {
                 ))
             }
         };
-        let model = ListenerModel::Client(client_listener(&hcm).map_err(|e| e.under(at))?);
+        let model =
+            ListenerModel::Client(client_listener(&hcm, &listener.name).map_err(|e| e.under(at))?);
         Ok(Self {
             listener,
             http_connection_manager: Some(hcm),

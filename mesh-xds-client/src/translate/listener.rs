@@ -58,13 +58,22 @@ pub struct ServerListener {
     pub policy: Arc<InboundPolicy>,
 }
 
-/// Translates a client listener's HttpConnectionManager (field paths from the HCM).
-pub(crate) fn client_listener(hcm: &HttpConnectionManager) -> Result<ClientListener, FieldError> {
+/// Translates a client listener's HttpConnectionManager (field paths from the HCM). An
+/// inline route configuration is renamed `<listener>#inline`, so it never collides with an
+/// RDS resource in the snapshot.
+pub(crate) fn client_listener(
+    hcm: &HttpConnectionManager,
+    listener_name: &str,
+) -> Result<ClientListener, FieldError> {
     let filters = http_filters(hcm, Side::Client)?;
     let routes = match &hcm.route_specifier {
         Some(RouteSpecifier::Rds(rds)) => ClientRoutes::Rds(rds.route_config_name.clone()),
         Some(RouteSpecifier::RouteConfig(rc)) => {
             let (rc, faults) = route_config_parts(rc).map_err(|e| e.under("route_config"))?;
+            let rc = RouteConfig::new(
+                format!("{listener_name}#inline"),
+                rc.virtual_hosts().to_vec(),
+            );
             ClientRoutes::Inline(Arc::new(rc), Arc::new(faults))
         }
         _ => {
