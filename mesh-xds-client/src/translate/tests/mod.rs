@@ -181,3 +181,5 @@ fn listener_routes_from_rds_or_inline() {
     };
     assert_eq!(rc.name(), "inline");
 }
+
+mod cluster;
