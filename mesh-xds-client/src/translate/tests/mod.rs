@@ -183,3 +183,4 @@ fn listener_routes_from_rds_or_inline() {
 }
 
 mod cluster;
+mod policy;
