@@ -283,7 +283,7 @@ fn hash_policies_and_rewrites() {
             ),
             (
                 HashPolicyKind::Header {
-                    name: "x-bin".into()
+                    name: "x-binary".into()
                 },
                 false
             ),
