@@ -183,4 +183,6 @@ fn listener_routes_from_rds_or_inline() {
 }
 
 mod cluster;
+mod endpoints;
+mod listener;
 mod policy;
