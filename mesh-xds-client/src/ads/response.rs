@@ -80,7 +80,11 @@ impl AdsCore {
                 continue;
             };
             let changed = entry.resource.as_ref() != Some(&resource);
-            entry.resource = Some(resource);
+            // An unchanged resource keeps its `Arc`s, so snapshots and whatever the layers
+            // built from them (pickers, rings) are reused across state-of-the-world pushes.
+            if changed {
+                entry.resource = Some(resource);
+            }
             entry.state = ResourceState::Acked;
             entry.version = Some(version.clone());
             entry.last_error = None;

@@ -190,7 +190,7 @@ fn circuit_breakers_all_four_thresholds_and_budget() {
         ..Thresholds::default()
     };
     m.circuit_breakers = Some(CircuitBreakers {
-        thresholds: vec![high, default.clone()],
+        thresholds: vec![high, default],
         ..CircuitBreakers::default()
     });
     let c = ok(&m);
