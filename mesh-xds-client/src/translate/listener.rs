@@ -108,10 +108,41 @@ struct ChainView {
 /// agree on their RBAC filters, since one address has one authorization; anything the
 /// model cannot say rejects the listener rather than opening access.
 pub(crate) fn server_listener(listener: &Listener) -> Result<ServerListener, FieldError> {
-    let address = listener_address(listener)?;
+    // The address, or the `IP:PORT` the Istio template puts at the end of the name.
+    let address = listener_address(listener)?.or_else(|| {
+        let (_, tail) = listener.name.rsplit_once('/')?;
+        tail.parse().ok()
+    });
     let mut chains = Vec::new();
+    let mut restricted = None;
     for (i, chain) in listener.filter_chains.iter().enumerate() {
-        chains.push(filter_chain(chain).map_err(|e| e.under(&format!("filter_chains[{i}]")))?);
+        let m = chain.filter_chain_match.clone().unwrap_or_default();
+        // gRFC A36: chains that need SNI or ALPN inspection never match a proxyless server.
+        let protocol_ok = matches!(m.transport_protocol.as_str(), "" | "raw_buffer" | "tls");
+        if !m.server_names.is_empty() || !m.application_protocols.is_empty() || !protocol_ok {
+            continue;
+        }
+        let view = filter_chain(chain).map_err(|e| e.under(&format!("filter_chains[{i}]")))?;
+        let by_connection = m.destination_port.is_some()
+            || !m.prefix_ranges.is_empty()
+            || !m.source_prefix_ranges.is_empty()
+            || !m.direct_source_prefix_ranges.is_empty()
+            || !m.source_ports.is_empty()
+            || m.source_type != 0;
+        if by_connection {
+            restricted = Some((i, view.tls));
+        }
+        chains.push(view);
+    }
+    // Chains picked by addresses or ports cannot be told apart here: harmless when every
+    // chain has the same TLS settings, unsafe otherwise.
+    if let Some((i, tls)) = restricted {
+        if chains.iter().any(|c| c.tls != tls) {
+            return Err(FieldError::new(
+                format!("filter_chains[{i}].filter_chain_match"),
+                "chains chosen by address or port with different TLS settings are not supported",
+            ));
+        }
     }
     if let Some(chain) = &listener.default_filter_chain {
         chains.push(filter_chain(chain).map_err(|e| e.under("default_filter_chain"))?);

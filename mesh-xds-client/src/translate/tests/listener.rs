@@ -226,6 +226,30 @@ fn server_tls_modes() {
         server(vec![chain(Some(mtls(false)), vec![router()])]).unwrap_err(),
         "filter_chains"
     );
+    // A chain that needs SNI never matches a proxyless server: ignored.
+    let mut sni = chain(None, vec![router()]);
+    sni.filter_chain_match.as_mut().unwrap().server_names = vec!["x".into()];
+    assert_eq!(
+        server(vec![chain(Some(mtls(true)), vec![router()]), sni])
+            .unwrap()
+            .policy
+            .default_mode,
+        TlsMode::Strict
+    );
+    // A plaintext chain for some sources only cannot be honoured without opening the rest.
+    let mut by_source = chain(None, vec![router()]);
+    by_source
+        .filter_chain_match
+        .as_mut()
+        .unwrap()
+        .source_prefix_ranges = vec![CidrRange {
+        address_prefix: "10.0.0.0".into(),
+        prefix_len: Some(UInt32Value { value: 8 }),
+    }];
+    assert_eq!(
+        server(vec![chain(Some(mtls(true)), vec![router()]), by_source]).unwrap_err(),
+        "filter_chains[1].filter_chain_match"
+    );
     let none = server(vec![]).unwrap();
     assert!(
         !none
@@ -356,4 +380,21 @@ fn server_rbac_allows_denies_and_fails_closed() {
         server(vec![chain(None, vec![rbac(Action::Allow, vec![("p", bad_cidr)]), router()])]).unwrap_err(),
         "filter_chains[0].filters[0].typed_config.http_filters[0].typed_config.rules.policies[p].principals[0].direct_remote_ip.address_prefix"
     );
+}
+
+#[test]
+fn server_address_from_the_istio_listener_name() {
+    let l = Listener {
+        name: "xds.istio.io/grpc/lds/inbound/127.0.0.1:9000".into(),
+        filter_chains: vec![chain(None, vec![router()])],
+        ..Listener::default()
+    };
+    let Ok(ListenerResource {
+        model: ListenerModel::Server(s),
+        ..
+    }) = ListenerResource::validate(l)
+    else {
+        panic!()
+    };
+    assert_eq!(s.address, Some("127.0.0.1:9000".parse().unwrap()));
 }
