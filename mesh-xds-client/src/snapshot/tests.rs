@@ -203,3 +203,60 @@ fn the_listener_filters_apply_to_its_routes() {
         again.outbound("svc:80").unwrap().route_config().unwrap()
     ));
 }
+
+#[test]
+fn server_listeners_become_inbound_policies_by_address() {
+    use envoy_types::pb::envoy::config::core::v3::{address, socket_address, Address, SocketAddress};
+    use envoy_types::pb::envoy::config::listener::v3::{filter, Filter, FilterChain, Listener};
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
+
+    let hcm = HttpConnectionManager {
+        route_specifier: Some(RouteSpecifier::RouteConfig(route_config_message(
+            "inbound", "x",
+        ))),
+        http_filters: vec![HttpFilter {
+            name: "router".into(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(to_any(
+                &Router::default(),
+            ))),
+            ..HttpFilter::default()
+        }],
+        ..HttpConnectionManager::default()
+    };
+    let name = "xds.istio.io/grpc/lds/inbound/0.0.0.0:8080";
+    let l = Listener {
+        name: name.into(),
+        address: Some(Address {
+            address: Some(address::Address::SocketAddress(SocketAddress {
+                address: "0.0.0.0".into(),
+                port_specifier: Some(socket_address::PortSpecifier::PortValue(8080)),
+                ..SocketAddress::default()
+            })),
+        }),
+        filter_chains: vec![FilterChain {
+            filters: vec![Filter {
+                name: "hcm".into(),
+                config_type: Some(filter::ConfigType::TypedConfig(to_any(&hcm))),
+            }],
+            ..FilterChain::default()
+        }],
+        ..Listener::default()
+    };
+    let mut cache = full_cache();
+    put(
+        &mut cache,
+        LDS,
+        name,
+        Some(ListenerResource::validate(l).unwrap().into_resource()),
+    );
+    let s = SnapshotAssembler::new("xds:///%s")
+        .assemble(["xds:///svc:80", name], &cache, "")
+        .unwrap();
+    let inbound = s.inbound_for("10.1.2.3:8080".parse().unwrap()).unwrap();
+    assert_eq!(inbound.default_mode, mesh_core::inbound::TlsMode::Disable);
+    assert!(s.inbound_for("10.1.2.3:9090".parse().unwrap()).is_none());
+    assert!(
+        s.outbound("svc:80").is_some(),
+        "outbound and inbound in one snapshot"
+    );
+}

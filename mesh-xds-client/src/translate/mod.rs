@@ -12,6 +12,17 @@
 //! - [`cluster`]: clusters (A27, A29 TLS, A32/Envoy circuit breakers, A42, A50, A52);
 //! - [`endpoints`]: endpoint assignments (A27).
 //!
+//! What is honoured, ignored and rejected, in short (each module says more):
+//!
+//! | area | honoured | ignored (as gRPC does) | rejected |
+//! |---|---|---|---|
+//! | routes | matches, weighted clusters, `timeout`, `max_stream_duration`, retry (gRPC codes and Envoy's HTTP conditions, backoff, `per_try_timeout`), hash policies (header, source IP, channel id), header mutations, prefix and literal host rewrites, fault overrides | unknown `retry_on` tokens, cookie/query hashing, `cluster_header`, other rewrites | zero or oversized weight sums, bad regexes, bad backoff, pseudo-header mutations, unknown non-optional filter overrides, per-route RBAC |
+//! | HTTP filters | router (last), fault (client), RBAC (server) | unknown filters marked `is_optional` | unknown non-optional filters, `TypedStruct`, ECDS, a filter on the wrong side |
+//! | RBAC | every rule the model evaluates; metadata, filter state, CEL, extensions become rules that never grant access | `LOG` action, shadow rules | malformed CIDRs, ports, matchers |
+//! | server listeners | TLS mode from the filter chains, one authorization per address | chains needing SNI or ALPN | TLS without client certificates, chains with different RBAC, address-picked chains with different TLS |
+//! | clusters | EDS, LOGICAL_DNS, round robin, least request, ring hash, `load_balancing_policy` (incl. `wrr_locality`), all four thresholds and the retry budget (DEFAULT priority), outlier detection, HTTP/1/2, TLS from provider instances (current and deprecated fields), URI SAN matchers | other priorities, `transport_socket_matches` | other discovery types and LB policies, percentages above 100, inline/SDS certificates, pinning, CRLs, non-URI SANs, HTTP/3 |
+//! | endpoints | localities, priorities, weights, health status, overprovisioning factor, `envoy.lb` labels | `drop_overloads` | non-IP addresses, ports out of range, zero overprovisioning |
+//!
 //! ```
 //! use mesh_xds_client::testing::fixtures::route_config_message;
 //! use mesh_xds_client::translate::route_config;
