@@ -9,7 +9,7 @@
 //!   conditions, `per_try_timeout`, header mutations, rewrites);
 //! - [`filters`]: HTTP filters (A39), fault injection (A33) and RBAC (A41, fail closed);
 //! - [`listener`]: client listeners and server listeners (A36: TLS mode, authorization);
-//! - [`cluster`]: clusters (A27, A29 TLS, A32/Envoy circuit breakers, A42, A50, A52);
+//! - [`mod@cluster`]: clusters (A27, A29 TLS, A32/Envoy circuit breakers, A42, A50, A52);
 //! - [`endpoints`]: endpoint assignments (A27).
 //!
 //! What is honoured, ignored and rejected, in short (each module says more):
