@@ -6,7 +6,7 @@ use std::time::Instant;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
 
 use super::{AdsCore, ResourceState, UpdateFailure, XdsEvent};
-use crate::resource::{decode, Decoded, ResourceError, XdsType};
+use crate::resource::{decode_with, Decoded, ResourceError, XdsType};
 
 /// A response the core could not take at all (nothing changes, nothing is sent).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,8 +52,10 @@ impl AdsCore {
         let mut seen = BTreeSet::new();
         let mut undecodable = false;
         let subscribed = &self.types[t.index()].subscribed;
+        let cache = &self.cache;
+        let previous = |name: &str| cache.resource(t, name).cloned();
         for (index, any) in response.resources.iter().enumerate() {
-            match decode(t, index, any) {
+            match decode_with(t, index, any, &previous) {
                 Decoded::Undecodable(error) => {
                     undecodable = true;
                     outcome.rejected.push(error);

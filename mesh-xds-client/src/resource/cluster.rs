@@ -102,6 +102,17 @@ impl ResourceType for ClusterResource {
     fn into_resource(self) -> Resource {
         Resource::Cluster(self.into())
     }
+
+    fn message(&self) -> &Self::Message {
+        &self.cluster
+    }
+
+    fn from_resource(resource: &Resource) -> Option<&Self> {
+        match resource {
+            Resource::Cluster(r) => Some(r),
+            _ => None,
+        }
+    }
 }
 
 /// gRFCs A27, A42, A48: round robin, ring hash and least request are supported; a

@@ -58,6 +58,17 @@ impl ResourceType for EndpointsResource {
     fn into_resource(self) -> Resource {
         Resource::ClusterLoadAssignment(self.into())
     }
+
+    fn message(&self) -> &Self::Message {
+        &self.assignment
+    }
+
+    fn from_resource(resource: &Resource) -> Option<&Self> {
+        match resource {
+            Resource::ClusterLoadAssignment(r) => Some(r),
+            _ => None,
+        }
+    }
 }
 
 fn check_endpoint(endpoint: &LbEndpoint) -> Result<(), FieldError> {

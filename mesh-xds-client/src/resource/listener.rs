@@ -154,4 +154,15 @@ impl ResourceType for ListenerResource {
     fn into_resource(self) -> Resource {
         Resource::Listener(self.into())
     }
+
+    fn message(&self) -> &Self::Message {
+        &self.listener
+    }
+
+    fn from_resource(resource: &Resource) -> Option<&Self> {
+        match resource {
+            Resource::Listener(r) => Some(r),
+            _ => None,
+        }
+    }
 }

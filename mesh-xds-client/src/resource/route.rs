@@ -56,6 +56,17 @@ impl ResourceType for RouteConfigurationResource {
     fn into_resource(self) -> Resource {
         Resource::RouteConfiguration(self.into())
     }
+
+    fn message(&self) -> &Self::Message {
+        &self.route_configuration
+    }
+
+    fn from_resource(resource: &Resource) -> Option<&Self> {
+        match resource {
+            Resource::RouteConfiguration(r) => Some(r),
+            _ => None,
+        }
+    }
 }
 
 /// Checks a route configuration (from RDS or inline in a listener).

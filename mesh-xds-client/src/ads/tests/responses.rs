@@ -279,3 +279,24 @@ fn responses_need_a_stream_and_a_known_type() {
         .unwrap_err();
     assert_eq!(err, ProtocolError::NotConnected);
 }
+
+#[test]
+fn an_unchanged_resource_keeps_its_arc_and_raises_no_event() {
+    let (mut core, now) = connected(&["svc"]);
+    full_cascade(&mut core, now);
+    events(&mut core);
+    let before = core.cache().resource(CDS, "c").cloned().unwrap();
+    let repeat = response(CDS, "2", "n9", vec![cluster_eds("c", Some("c-eds"))]);
+    assert!(core.handle_response(repeat, now).unwrap().acked);
+    let after = core.cache().resource(CDS, "c").cloned().unwrap();
+    use crate::resource::Resource;
+    let (Resource::Cluster(a), Resource::Cluster(b)) = (before, after) else {
+        panic!("not clusters")
+    };
+    assert!(std::sync::Arc::ptr_eq(&a, &b));
+    assert!(events(&mut core).is_empty());
+    assert_eq!(
+        core.cache().get(CDS, "c").unwrap().version.as_deref(),
+        Some("2")
+    );
+}
