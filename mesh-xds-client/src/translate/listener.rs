@@ -2,6 +2,7 @@
 //! listener's filter chains (gRFC A36) -> the TLS mode and authorization of an inbound
 //! address.
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +57,8 @@ pub struct ServerListener {
     pub address: Option<SocketAddr>,
     /// The TLS mode and authorization.
     pub policy: Arc<InboundPolicy>,
+    /// The certificate provider instances its TLS contexts name.
+    pub certificate_providers: BTreeSet<String>,
 }
 
 /// Translates a client listener's HttpConnectionManager (field paths from the HCM). An
@@ -101,6 +104,7 @@ pub(crate) fn client_listener(
 struct ChainView {
     tls: Option<bool>,
     rbac: Vec<RbacEngine>,
+    providers: Vec<String>,
 }
 
 /// Translates a server listener (gRFC A36). TLS modes: every chain mutual TLS -> STRICT,
@@ -153,6 +157,7 @@ pub(crate) fn server_listener(listener: &Listener) -> Result<ServerListener, Fie
         return Ok(ServerListener {
             address,
             policy: Arc::new(InboundPolicy::new(TlsMode::Strict).with_authorization(deny_all)),
+            certificate_providers: BTreeSet::new(),
         });
     };
     if let Some(i) = chains.iter().position(|c| c.rbac != first.rbac) {
@@ -175,9 +180,14 @@ pub(crate) fn server_listener(listener: &Listener) -> Result<ServerListener, Fie
         ));
     };
     let authorization = Authorization::new(first.rbac.clone());
+    let certificate_providers = chains
+        .iter()
+        .flat_map(|c| c.providers.iter().cloned())
+        .collect();
     Ok(ServerListener {
         address,
         policy: Arc::new(InboundPolicy::new(mode).with_authorization(authorization)),
+        certificate_providers,
     })
 }
 
@@ -203,6 +213,7 @@ fn listener_address(listener: &Listener) -> Result<Option<SocketAddr>, FieldErro
 }
 
 fn filter_chain(chain: &FilterChain) -> Result<ChainView, FieldError> {
+    let mut providers = Vec::new();
     let tls = match chain
         .transport_socket
         .as_ref()
@@ -210,11 +221,11 @@ fn filter_chain(chain: &FilterChain) -> Result<ChainView, FieldError> {
     {
         None => None,
         Some(SocketConfig::TypedConfig(any)) if any.type_url == RawBuffer::type_url() => None,
-        Some(SocketConfig::TypedConfig(any)) => Some(
-            downstream_tls(any)
-                .map_err(|e| e.under("transport_socket.typed_config"))?
-                .require_client_certificate,
-        ),
+        Some(SocketConfig::TypedConfig(any)) => {
+            let tls = downstream_tls(any).map_err(|e| e.under("transport_socket.typed_config"))?;
+            providers = tls.providers;
+            Some(tls.require_client_certificate)
+        }
     };
     // gRFC A36: exactly one network filter, the HttpConnectionManager.
     let [filter] = chain.filters.as_slice() else {
@@ -256,5 +267,6 @@ fn filter_chain(chain: &FilterChain) -> Result<ChainView, FieldError> {
     Ok(ChainView {
         tls,
         rbac: filters.rbac,
+        providers,
     })
 }

@@ -31,6 +31,8 @@ struct CommonTls {
 pub(crate) struct DownstreamTls {
     /// Whether clients must present a certificate (mutual TLS).
     pub require_client_certificate: bool,
+    /// The certificate provider instances it names.
+    pub providers: Vec<String>,
 }
 
 fn decode<M: Message + Name + Default>(any: &Any) -> Result<M, FieldError> {
@@ -90,8 +92,14 @@ pub(crate) fn downstream_tls(any: &Any) -> Result<DownstreamTls, FieldError> {
     if ctx.require_sni.is_some_and(|b| b.value) {
         return Err(FieldError::new("require_sni", "not supported"));
     }
+    let providers = [parts.identity, parts.roots]
+        .into_iter()
+        .flatten()
+        .map(|i| i.instance_name)
+        .collect();
     Ok(DownstreamTls {
         require_client_certificate: require,
+        providers,
     })
 }
 

@@ -166,6 +166,8 @@ impl XdsClient {
         config.client_listener_template = bootstrap
             .client_default_listener_resource_name_template
             .clone();
+        config.ads.certificate_providers =
+            Some(bootstrap.certificate_providers.keys().cloned().collect());
         Ok(Self::start_inner(
             server,
             bootstrap.node.to_proto(),
