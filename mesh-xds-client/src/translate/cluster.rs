@@ -46,7 +46,10 @@ pub fn cluster(c: &pb::Cluster, eds_service_name: Option<&str>) -> Result<Cluste
         None => logical_dns(c)?,
     };
     out.connect_timeout = match &c.connect_timeout {
-        Some(d) => duration(d, "connect_timeout")?,
+        // Envoy requires a positive timeout: zero would fail every connection.
+        Some(d) => Some(duration(d, "connect_timeout")?)
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| FieldError::new("connect_timeout", "must be above zero"))?,
         None => DEFAULT_CONNECT_TIMEOUT,
     };
     out.lb = lb_policy(c)?;
@@ -321,8 +324,12 @@ fn outlier_detection(od: &pb::OutlierDetection) -> Result<OutlierConfig, FieldEr
         d.max_ejection_time.max(base),
         "max_ejection_time",
     )?;
+    let interval = dur(&od.interval, d.interval, "interval")?;
+    if interval.is_zero() {
+        return Err(FieldError::new("interval", "must be above zero"));
+    }
     Ok(OutlierConfig::new()
-        .with_interval(dur(&od.interval, d.interval, "interval")?)
+        .with_interval(interval)
         .with_ejection_time(base, max)
         .with_max_ejection_percent(pct(
             &od.max_ejection_percent,

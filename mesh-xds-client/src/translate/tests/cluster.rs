@@ -95,6 +95,8 @@ fn discovery_and_defaults() {
         nanos: 0,
     });
     assert_eq!(rejected(&m), "connect_timeout");
+    m.connect_timeout = secs(0);
+    assert_eq!(rejected(&m), "connect_timeout");
 }
 
 #[test]
@@ -285,6 +287,11 @@ fn outlier_detection_fields_and_limits() {
         rejected(&m),
         "outlier_detection.failure_percentage_threshold"
     );
+    m.outlier_detection = Some(OutlierDetection {
+        interval: secs(0),
+        ..OutlierDetection::default()
+    });
+    assert_eq!(rejected(&m), "outlier_detection.interval");
     m.outlier_detection = Some(OutlierDetection::default());
     assert_eq!(
         ok(&m).outlier_detection,
