@@ -10,7 +10,9 @@ use mesh_core::Snapshot;
 
 use crate::identity::{CertificateError, CertificateSource, FileWatcherConfig, MeshTls};
 use crate::inbound::{AuthorizationLayer, MeshListener};
-use crate::outbound::{EndpointStatus, HttpClient, Outbound, OutboundConfig, TlsProvider};
+use crate::outbound::{
+    EndpointStatus, HttpClient, Outbound, OutboundConfig, TlsProvider, XdsTargets,
+};
 
 /// Where the mesh took its policy from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +24,8 @@ pub enum PolicySource {
     File(PathBuf),
     /// Given in code.
     Snapshot,
+    /// A control plane, from an xDS bootstrap file.
+    Xds(PathBuf),
 }
 
 /// Why the mesh could not be built.
@@ -34,6 +38,23 @@ pub enum MeshBuildError {
     /// The certificates named by the policy file cannot be loaded.
     #[error(transparent)]
     Certificates(#[from] CertificateError),
+    /// The xDS bootstrap is unreadable or invalid.
+    #[error(transparent)]
+    Bootstrap(#[from] mesh_xds_client::bootstrap::BootstrapError),
+    /// The bootstrap names a certificate provider that cannot be used.
+    #[error("bootstrap certificate provider {name:?}: {reason}")]
+    CertificateProvider {
+        /// The instance name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// The xDS client could not start.
+    #[error("xDS client: {0}")]
+    Xds(String),
+    /// xDS needs a tokio runtime.
+    #[error("an xDS mesh must be built inside a tokio runtime")]
+    NoRuntime,
 }
 
 /// The mesh: one per process, cheap to clone.
@@ -49,11 +70,19 @@ struct Inner {
     source: PolicySource,
     file: Option<PolicyFile>,
     certificates: Option<CertificateSource>,
+    xds: Option<XdsState>,
+}
+
+#[derive(Debug)]
+struct XdsState {
+    client: Arc<mesh_xds_client::transport::XdsClient>,
+    bootstrap: mesh_xds_client::bootstrap::Bootstrap,
 }
 
 /// Builds a [`Mesh`].
 #[derive(Default)]
 pub struct MeshBuilder {
+    bootstrap: Option<PathBuf>,
     policy_file: Option<PathBuf>,
     snapshot: Option<Snapshot>,
     tls: Option<Arc<dyn TlsProvider>>,
@@ -72,6 +101,14 @@ impl std::fmt::Debug for MeshBuilder {
 }
 
 impl MeshBuilder {
+    /// Takes the policy from the control plane named by this gRPC xDS bootstrap file (the
+    /// one the Istio agent writes; `GRPC_XDS_BOOTSTRAP`). Certificates come from its
+    /// `file_watcher` certificate providers. Wins over a policy file.
+    pub fn bootstrap(mut self, path: impl Into<PathBuf>) -> Self {
+        self.bootstrap = Some(path.into());
+        self
+    }
+
     /// Takes the policy from a static file (reloaded when it changes).
     pub fn policy_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.policy_file = Some(path.into());
@@ -114,6 +151,9 @@ impl MeshBuilder {
     /// Builds the mesh. With a policy file, the file is read now (a bad file is an error)
     /// and, inside a tokio runtime, watched for changes.
     pub fn build(self) -> Result<Mesh, MeshBuildError> {
+        if let Some(path) = self.bootstrap.clone() {
+            return self.build_xds(path);
+        }
         let (snapshot, source, file) = match (self.snapshot, &self.policy_file) {
             (Some(s), _) => (s, PolicySource::Snapshot, None),
             (None, Some(path)) => {
@@ -135,7 +175,7 @@ impl MeshBuilder {
             (None, None) => None,
         };
         let policy = LivePolicy::new(snapshot);
-        let outbound = Arc::new(Outbound::new(policy.clone(), tls, self.outbound));
+        let outbound = Arc::new(Outbound::new(policy.clone(), tls, self.outbound, None));
         let mesh = Mesh {
             inner: Arc::new(Inner {
                 policy,
@@ -143,6 +183,7 @@ impl MeshBuilder {
                 source,
                 file,
                 certificates,
+                xds: None,
             }),
         };
         if let Some(path) = self.policy_file {
@@ -158,6 +199,83 @@ impl MeshBuilder {
             ));
         }
         Ok(mesh)
+    }
+}
+
+impl MeshBuilder {
+    fn build_xds(self, path: PathBuf) -> Result<Mesh, MeshBuildError> {
+        use mesh_xds_client::bootstrap::{Bootstrap, CertificateProvider};
+        use mesh_xds_client::transport::{XdsClient, XdsClientConfig};
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(MeshBuildError::NoRuntime);
+        }
+        let bootstrap = Bootstrap::from_file(&path)?;
+        // Certificate provider instances (Istio: `default`, file_watcher).
+        let mut tls = MeshTls::default();
+        let mut default_source = self.certificates.clone();
+        for (name, provider) in &bootstrap.certificate_providers {
+            let CertificateProvider::FileWatcher(fw) = provider else {
+                continue;
+            };
+            let (Some(cert), Some(key), Some(ca)) = (
+                &fw.certificate_file,
+                &fw.private_key_file,
+                &fw.ca_certificate_file,
+            ) else {
+                return Err(MeshBuildError::CertificateProvider {
+                    name: name.clone(),
+                    reason: "file_watcher needs certificate_file, private_key_file and ca_certificate_file".into(),
+                });
+            };
+            let source = CertificateSource::file_watcher(
+                FileWatcherConfig::new(cert, key, ca).with_refresh_interval(fw.refresh_interval),
+            )?;
+            if name == "default" && default_source.is_none() {
+                default_source = Some(source.clone());
+            }
+            tls = tls.with_instance(name.clone(), source);
+        }
+        let tls: Option<Arc<dyn TlsProvider>> = match self.tls {
+            Some(t) => Some(t),
+            None => Some(Arc::new(tls)),
+        };
+        let policy = LivePolicy::new(Snapshot::empty());
+        let client = XdsClient::from_bootstrap_with_policy(
+            &bootstrap,
+            XdsClientConfig::default(),
+            policy.clone(),
+        )
+        .map_err(|e| MeshBuildError::Xds(e.to_string()))?;
+        let client = Arc::new(client);
+        let subscriber = Arc::clone(&client);
+        let names = bootstrap.clone();
+        let subscribe = Box::new(move |target: String| {
+            let client = Arc::clone(&subscriber);
+            let name = names.client_listener_name(&target);
+            tokio::spawn(async move {
+                if client.add_target(&name).await.is_err() {
+                    tracing::error!(listener = name, "the xDS client has stopped");
+                }
+            });
+        });
+        let xds_targets = XdsTargets::new(subscribe, Duration::from_secs(15));
+        let outbound = Arc::new(Outbound::new(
+            policy.clone(),
+            tls,
+            self.outbound,
+            Some(xds_targets),
+        ));
+        tokio::spawn(prune_on_change(Arc::downgrade(&outbound), policy.watch()));
+        Ok(Mesh {
+            inner: Arc::new(Inner {
+                policy,
+                outbound,
+                source: PolicySource::Xds(path),
+                file: None,
+                certificates: default_source,
+                xds: Some(XdsState { client, bootstrap }),
+            }),
+        })
     }
 }
 
@@ -200,7 +318,10 @@ impl Mesh {
     /// `dns:///host:port`), for tonic-generated clients:
     /// `PaymentServiceClient::new(mesh.channel("payment-service:8080"))`.
     pub fn channel<B>(&self, target: &str) -> HttpClient<B> {
-        HttpClient::new(Arc::clone(&self.inner.outbound), Some(strip_scheme(target)))
+        let target = strip_scheme(target);
+        // With xDS, start watching the target's listener now, before the first call.
+        self.inner.outbound.subscribe(target);
+        HttpClient::new(Arc::clone(&self.inner.outbound), Some(target))
     }
 
     /// This workload's certificates, when it has any.
@@ -212,11 +333,32 @@ impl Mesh {
     /// live policy, this workload's certificates. Serve the application on it with
     /// [`MeshListener::serve`], wrapped in [`Mesh::authorization_layer`].
     pub fn listener(&self, listener: tokio::net::TcpListener) -> MeshListener {
+        let mut require = false;
+        if let (Some(xds), Ok(local)) = (&self.inner.xds, listener.local_addr()) {
+            // gRFC A36: the server's policy is the listener named by the template.
+            if let Some(template) = &xds.bootstrap.server_listener_resource_name_template {
+                let name = template.replace("%s", &local.to_string());
+                let client = Arc::clone(&xds.client);
+                tokio::spawn(async move {
+                    if client.add_target(&name).await.is_err() {
+                        tracing::error!(listener = name, "the xDS client has stopped");
+                    }
+                });
+                require = true;
+            }
+        }
         MeshListener::new(
             listener,
             self.inner.policy.clone(),
             self.inner.certificates.clone(),
         )
+        .require_inbound_policy(require)
+    }
+
+    /// The xDS client's view (per-resource status, connection state), when the policy
+    /// comes from a control plane.
+    pub fn xds_view(&self) -> Option<Arc<mesh_xds_client::transport::ClientView>> {
+        self.inner.xds.as_ref().map(|x| x.client.view())
     }
 
     /// The layer that enforces the live policy's authorization on each request (403 for
@@ -238,6 +380,7 @@ fn unreachable_build(e: MeshBuildError) -> Mesh {
         policy.clone(),
         None,
         OutboundConfig::default(),
+        None,
     ));
     Mesh {
         inner: Arc::new(Inner {
@@ -246,6 +389,7 @@ fn unreachable_build(e: MeshBuildError) -> Mesh {
             source: PolicySource::Defaults,
             file: None,
             certificates: None,
+            xds: None,
         }),
     }
 }

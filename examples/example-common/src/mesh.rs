@@ -35,12 +35,6 @@ pub enum MeshSetupError {
     /// The policy file is unreadable or invalid (the message names file, line and field).
     #[error("mesh policy: {0}")]
     Policy(#[from] mesh_tower::mesh::MeshBuildError),
-    /// An xDS bootstrap was given, but this build cannot use it yet.
-    #[error("{path}: xDS bootstrap files (--bootstrap / GRPC_XDS_BOOTSTRAP) are not supported by this build yet; use --policy FILE")]
-    XdsUnsupported {
-        /// The bootstrap file.
-        path: String,
-    },
 }
 
 impl MeshArgs {
@@ -62,14 +56,10 @@ impl MeshArgs {
         if let Some(mesh) = &self.prebuilt {
             return Ok(mesh.clone());
         }
-        if let Some(path) = &self.bootstrap {
-            return Err(MeshSetupError::XdsUnsupported {
-                path: path.display().to_string(),
-            });
-        }
-        let mesh = match &self.policy {
-            Some(path) => Mesh::builder().policy_file(path).build()?,
-            None => Mesh::with_defaults(),
+        let mesh = match (&self.bootstrap, &self.policy) {
+            (Some(bootstrap), _) => Mesh::builder().bootstrap(bootstrap).build()?,
+            (None, Some(path)) => Mesh::builder().policy_file(path).build()?,
+            (None, None) => Mesh::with_defaults(),
         };
         if self.admin.is_some() {
             tracing::warn!(

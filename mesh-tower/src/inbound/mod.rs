@@ -107,6 +107,7 @@ pub struct MeshListener {
     tls: Option<CertificateSource>,
     handshake_timeout: Duration,
     max_connections: usize,
+    require_policy: bool,
 }
 
 impl MeshListener {
@@ -118,7 +119,16 @@ impl MeshListener {
             tls,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            require_policy: false,
         }
+    }
+
+    /// Serves nothing until the policy has an inbound policy for this listener's address
+    /// (gRFC A36's not-serving state, for a server whose policy comes from xDS): until
+    /// then connections wait in the accept queue.
+    pub fn require_inbound_policy(mut self, yes: bool) -> Self {
+        self.require_policy = yes;
+        self
     }
 
     /// Sets the time a client has to finish its TLS handshake (or, on a PERMISSIVE port,
@@ -160,6 +170,18 @@ impl MeshListener {
             closing: closing_rx,
         });
         tokio::pin!(shutdown);
+        if self.require_policy {
+            let local = self.listener.local_addr()?;
+            let mut watch = ctx.policy.watch();
+            tracing::info!(%local, "not serving until the control plane sends this listener's policy");
+            while ctx.policy.load().inbound_for(local).is_none() {
+                tokio::select! {
+                    _ = watch.changed() => {}
+                    () = &mut shutdown => return Ok(()),
+                }
+            }
+            tracing::info!(%local, "serving");
+        }
         loop {
             let permit = tokio::select! {
                 permit = limit.clone().acquire_owned() => match permit {

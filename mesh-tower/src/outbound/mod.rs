@@ -68,12 +68,51 @@ impl Default for OutboundConfig {
     }
 }
 
+/// Subscribes targets with the control plane, when the policy comes from xDS.
+pub(crate) struct XdsTargets {
+    /// Asks the xDS client to watch a target's listener.
+    pub(crate) subscribe: Box<dyn Fn(String) + Send + Sync>,
+    /// Targets already asked for.
+    known: arc_swap::ArcSwap<std::collections::HashSet<String>>,
+    lock: std::sync::Mutex<()>,
+    /// How long a call waits for a new target's policy (gRFC A57's does-not-exist time).
+    pub(crate) wait: Duration,
+}
+
+impl XdsTargets {
+    pub(crate) fn new(subscribe: Box<dyn Fn(String) + Send + Sync>, wait: Duration) -> Self {
+        Self {
+            subscribe,
+            known: arc_swap::ArcSwap::from_pointee(std::collections::HashSet::new()),
+            lock: std::sync::Mutex::new(()),
+            wait,
+        }
+    }
+
+    /// Subscribes `target` once.
+    pub(crate) fn ensure(&self, target: &str) {
+        if self.known.load().contains(target) {
+            return;
+        }
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.known.load_full();
+        if current.contains(target) {
+            return;
+        }
+        let mut next = std::collections::HashSet::clone(&current);
+        next.insert(target.to_owned());
+        self.known.store(Arc::new(next));
+        (self.subscribe)(target.to_owned());
+    }
+}
+
 /// The shared engine behind every client taken from one mesh.
 pub(crate) struct Outbound {
     policy: LivePolicy,
     clusters: ClusterRegistry,
     faults: fault::ActiveFaults,
     config: OutboundConfig,
+    xds: Option<XdsTargets>,
 }
 
 impl std::fmt::Debug for Outbound {
@@ -89,12 +128,49 @@ impl Outbound {
         policy: LivePolicy,
         tls: Option<Arc<dyn TlsProvider>>,
         config: OutboundConfig,
+        xds: Option<XdsTargets>,
     ) -> Self {
         Self {
             policy,
             clusters: ClusterRegistry::new(tls),
             faults: fault::ActiveFaults::default(),
             config,
+            xds,
+        }
+    }
+
+    /// Subscribes a target with the control plane (no-op without xDS).
+    pub(crate) fn subscribe(&self, target: &str) {
+        if let Some(x) = &self.xds {
+            x.ensure(target);
+        }
+    }
+
+    /// With xDS, a target not yet in the policy is waited for (up to the does-not-exist
+    /// time) rather than dialed by DNS at once.
+    async fn await_target(&self, target: &str) -> Arc<mesh_core::Snapshot> {
+        let snap = self.policy.snapshot();
+        let Some(xds) = &self.xds else {
+            return snap;
+        };
+        if snap.outbound(target).is_some() {
+            return snap;
+        }
+        xds.ensure(target);
+        let mut watch = self.policy.watch();
+        let deadline = Instant::now() + xds.wait;
+        loop {
+            let snap = self.policy.snapshot();
+            if snap.outbound(target).is_some() {
+                return snap;
+            }
+            if tokio::time::timeout_at(deadline, watch.changed())
+                .await
+                .is_err()
+            {
+                tracing::warn!(target, "the control plane sent no listener for this target");
+                return self.policy.snapshot();
+            }
         }
     }
 
@@ -225,7 +301,7 @@ impl Outbound {
                     path: req.uri().path().to_owned(),
                 })?,
         };
-        let snap = self.policy.snapshot();
+        let snap = self.await_target(&authority).await;
         let Some(listener) = snap.outbound(&authority) else {
             // Not in the policy: DNS, default settings (gRPC's dns: resolver).
             let state = self.clusters.passthrough(&authority);
