@@ -8,6 +8,7 @@ use mesh_core::live::LivePolicy;
 use mesh_core::policy_file::{PolicyError, PolicyFile};
 use mesh_core::Snapshot;
 
+use crate::metrics::{Metrics, WorkloadLabels};
 use crate::outbound::{EndpointStatus, HttpClient, Outbound, OutboundConfig, TlsProvider};
 
 /// Where the mesh took its policy from.
@@ -43,6 +44,7 @@ struct Inner {
     outbound: Arc<Outbound>,
     source: PolicySource,
     file: Option<PolicyFile>,
+    metrics: Metrics,
 }
 
 /// Builds a [`Mesh`].
@@ -53,6 +55,7 @@ pub struct MeshBuilder {
     tls: Option<Arc<dyn TlsProvider>>,
     outbound: OutboundConfig,
     watch_interval: Option<Duration>,
+    workload: Option<WorkloadLabels>,
 }
 
 impl std::fmt::Debug for MeshBuilder {
@@ -95,6 +98,12 @@ impl MeshBuilder {
         self
     }
 
+    /// Who this workload is, for the metrics' labels (default: unknown).
+    pub fn workload(mut self, labels: WorkloadLabels) -> Self {
+        self.workload = Some(labels);
+        self
+    }
+
     /// Builds the mesh. With a policy file, the file is read now (a bad file is an error)
     /// and, inside a tokio runtime, watched for changes.
     pub fn build(self) -> Result<Mesh, MeshBuildError> {
@@ -108,13 +117,17 @@ impl MeshBuilder {
             (None, None) => (Snapshot::empty(), PolicySource::Defaults, None),
         };
         let policy = LivePolicy::new(snapshot);
-        let outbound = Arc::new(Outbound::new(policy.clone(), self.tls, self.outbound));
+        let metrics = Metrics::new(self.workload.unwrap_or_default());
+        let outbound = Arc::new(
+            Outbound::new(policy.clone(), self.tls, self.outbound).with_metrics(metrics.clone()),
+        );
         let mesh = Mesh {
             inner: Arc::new(Inner {
                 policy,
                 outbound,
                 source,
                 file,
+                metrics,
             }),
         };
         if let Some(path) = self.policy_file {
@@ -179,6 +192,17 @@ impl Mesh {
     pub fn cluster_status(&self) -> Vec<(String, Vec<EndpointStatus>)> {
         self.inner.outbound.cluster_status()
     }
+
+    /// Each cluster's circuit-breaker limits: `(limit, in flight, max)`.
+    pub fn breaker_status(&self) -> Vec<(String, Vec<(&'static str, u32, u32)>)> {
+        self.inner.outbound.breaker_status()
+    }
+
+    /// The mesh's metrics: the outbound client records here; hand it to
+    /// [`MetricsLayer`](crate::metrics::MetricsLayer) and the admin server.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
 }
 
 fn unreachable_build(e: MeshBuildError) -> Mesh {
@@ -195,6 +219,7 @@ fn unreachable_build(e: MeshBuildError) -> Mesh {
             outbound,
             source: PolicySource::Defaults,
             file: None,
+            metrics: Metrics::default(),
         }),
     }
 }

@@ -74,9 +74,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let addr = listener.local_addr().map_err(Error::LocalAddr)?;
-    let mesh = config.mesh.build()?;
+    let mesh = config.mesh.build_named("order-service")?;
+    let _admin = config.mesh.start_admin(&mesh).await?;
     let payments = payment_client(&config.payment_target, &mesh);
-    let app = router(payments);
+    // Trace context and metrics for every request: the handlers' payment calls continue
+    // the caller's trace with no header copying.
+    let app = router(payments).layer(example_common::mesh_layers(&mesh));
     tracing::info!(%addr, payment_target = %config.payment_target, "order-service listening");
     axum::serve(
         listener.tap_io(|stream| example_common::set_nodelay(stream)),

@@ -61,8 +61,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let addr = listener.local_addr().map_err(Error::LocalAddr)?;
-    // The inbound side (mTLS, authorization) is not wired yet; the flags are checked.
-    let _mesh = config.mesh.build().map_err(Error::Mesh)?;
+    // The inbound TLS side (mTLS, authorization) is not wired yet; trace context,
+    // metrics and the admin server are.
+    let mesh = config
+        .mesh
+        .build_named("payment-service")
+        .map_err(Error::Mesh)?;
+    let _admin = config.mesh.start_admin(&mesh).await.map_err(Error::Mesh)?;
     tracing::info!(%addr, version = %config.version, fail_rate = %config.fail_rate, latency_ms = config.latency_ms, "payment-service listening");
 
     let service = PaymentServiceServer::new(Payments::new(&config));
@@ -70,6 +75,7 @@ pub async fn run(
     // MESH: inbound — the mesh's inbound stack goes here: its layer on this builder
     // (`Server::builder().layer(...)`) and its TLS listener in place of `incoming`.
     tonic::transport::Server::builder()
+        .layer(example_common::mesh_layers(&mesh))
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;

@@ -13,6 +13,7 @@ pub(crate) mod cluster;
 pub(crate) mod connect;
 mod deadline;
 mod fault;
+mod observed;
 mod response;
 
 use std::future::Future;
@@ -49,6 +50,8 @@ use cluster::{ClusterRegistry, ClusterState};
 use connect::ConnectError;
 use response::{error_response, grpc_status_response, is_grpc, AttemptGuard};
 
+pub(crate) use response::is_grpc as is_grpc_request;
+
 /// Request bodies as the connection pools carry them.
 pub(crate) type RequestBody = ReplayBody<UnsyncBoxBody<Bytes, BoxError>>;
 
@@ -74,6 +77,7 @@ pub(crate) struct Outbound {
     clusters: ClusterRegistry,
     faults: fault::ActiveFaults,
     config: OutboundConfig,
+    metrics: crate::metrics::Metrics,
 }
 
 impl std::fmt::Debug for Outbound {
@@ -95,7 +99,14 @@ impl Outbound {
             clusters: ClusterRegistry::new(tls),
             faults: fault::ActiveFaults::default(),
             config,
+            metrics: crate::metrics::Metrics::default(),
         }
+    }
+
+    /// Records into `metrics`.
+    pub(crate) fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The endpoints of every cluster in use, for admin pages and tests.
@@ -108,6 +119,29 @@ impl Outbound {
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
+    }
+
+    /// Each cluster's breaker limits: `(limit, in flight, max)`.
+    pub(crate) fn breaker_status(&self) -> Vec<(String, Vec<(&'static str, u32, u32)>)> {
+        use mesh_core::breaker::BreakerLimit as L;
+        let limits = [
+            L::MaxConnections,
+            L::MaxPendingRequests,
+            L::MaxRequests,
+            L::MaxRetries,
+        ];
+        self.clusters
+            .snapshot()
+            .iter()
+            .map(|(k, v)| {
+                let t = v.breaker.thresholds();
+                let row = limits
+                    .iter()
+                    .map(|l| (l.as_str(), v.breaker.in_flight(*l), t.get(*l)))
+                    .collect();
+                (k.clone(), row)
+            })
+            .collect()
     }
 
     /// Forgets the state of clusters the current policy no longer has.
@@ -192,13 +226,17 @@ impl Outbound {
     async fn dispatch(
         &self,
         target: Option<&str>,
-        req: Request<UnsyncBoxBody<Bytes, BoxError>>,
+        mut req: Request<UnsyncBoxBody<Bytes, BoxError>>,
     ) -> Response<ResponseBody> {
         let grpc = is_grpc(req.headers());
-        match self.route_and_send(target, req, grpc).await {
+        // Trace inject (the current request's context, a client span) before routing;
+        // the span and the metrics finish when the response body ends.
+        let observer = observed::start(&self.metrics, target, &mut req, grpc);
+        let resp = match self.route_and_send(target, req, grpc).await {
             Ok(resp) => resp,
             Err(err) => error_response(err, grpc),
-        }
+        };
+        observer.finish(resp)
     }
 
     async fn route_and_send(
@@ -484,11 +522,15 @@ impl Outbound {
                     (classify(None, None, Some(kind)), Err(err))
                 }
             };
+            let was_ejected = endpoint.ejected.load(std::sync::atomic::Ordering::Relaxed);
             state.record(
                 &endpoint,
                 class.outlier_outcome(),
                 std::time::Instant::now(),
             );
+            if !was_ejected && endpoint.ejected.load(std::sync::atomic::Ordering::Relaxed) {
+                self.metrics.outlier_ejection(cluster_name);
+            }
 
             let replayable = body.as_ref().is_some_and(ReplayBody::is_replayable);
             let decision = match retry {
@@ -510,7 +552,11 @@ impl Outbound {
                     previous = Some(endpoint.addr);
                     // Held through the next attempt: Envoy counts retries in flight.
                     _retry_slots = Some((retry_slot, budget_slot));
+                    self.metrics.retry(cluster_name);
                     continue;
+                }
+                if fits {
+                    self.metrics.retry_budget_exhausted(cluster_name);
                 }
                 tracing::debug!(
                     cluster = cluster_name,
