@@ -9,7 +9,13 @@ use axum::Router;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
+use mesh_core::cluster::{Cluster, ClusterLoadAssignment, Endpoint};
 use mesh_core::inbound::TlsMode;
+use mesh_core::route::{
+    ClusterSpecifier, ForwardAction, Route, RouteAction, RouteConfig, RouteMatch, VirtualHost,
+    WeightedCluster, WeightedClusters,
+};
+use mesh_core::Snapshot;
 use mesh_tower::admin::AdminServer;
 use mesh_tower::metrics::{MetricsLayer, WorkloadLabels};
 use mesh_tower::trace::TraceLayer;
@@ -21,6 +27,35 @@ fn backend() -> Router {
         "/fail",
         get(|| async { (StatusCode::SERVICE_UNAVAILABLE, "no") }),
     )
+}
+
+/// `payment.default.svc.cluster.local:8080` split 90/10 over two clusters, both at `addr`.
+fn policy(addr: std::net::SocketAddr) -> Snapshot {
+    let target = "payment.default.svc.cluster.local:8080";
+    let split = WeightedClusters::new(vec![
+        WeightedCluster::new("payment-v1", 90),
+        WeightedCluster::new("payment-v2", 10),
+    ])
+    .unwrap();
+    let rc = RouteConfig::new(
+        target,
+        vec![VirtualHost::new(
+            "vh",
+            vec!["*".into()],
+            vec![Route::new(
+                "r",
+                RouteMatch::default(),
+                RouteAction::Forward(ForwardAction::new(ClusterSpecifier::Weighted(split))),
+            )],
+        )],
+    );
+    let mut b = Snapshot::builder().listener(target, target).route_config(rc);
+    for name in ["payment-v1", "payment-v2"] {
+        b = b
+            .cluster(Cluster::new(name))
+            .endpoints(ClusterLoadAssignment::from_endpoints(name, vec![Endpoint::new(addr)]));
+    }
+    b.build()
 }
 
 fn line<'a>(text: &'a str, prefix: &str, must: &[&str]) -> Option<&'a str> {
@@ -112,14 +147,15 @@ async fn inbound_and_outbound_labels_admin_pages_and_promtool() {
     );
 
     // The order workload calls a plaintext backend through the mesh client.
+    let plain = common::start(common::policy(TlsMode::Disable), None, backend()).await;
     let order_mesh = Mesh::builder()
         .workload(WorkloadLabels::named("order").with_namespace("default"))
+        .snapshot(policy(plain.addr))
         .build()
         .unwrap();
-    let plain = common::start(common::policy(TlsMode::Disable), None, backend()).await;
     let client = order_mesh.http_client::<Empty<Bytes>>();
     for path in ["/pay", "/fail"] {
-        let req = Request::get(format!("http://{}{path}", plain.addr))
+        let req = Request::get(format!("http://payment.default.svc.cluster.local:8080{path}"))
             .body(Empty::new())
             .unwrap();
         let resp = tower::ServiceExt::oneshot(client.clone(), req)
@@ -138,7 +174,9 @@ async fn inbound_and_outbound_labels_admin_pages_and_promtool() {
         "source_workload=\"order\"",
         "source_workload_namespace=\"default\"",
         "source_app=\"order\"",
-        "destination_service=\"127.0.0.1\"",
+        "destination_service=\"payment.default.svc.cluster.local\"",
+        "destination_service_name=\"payment\"",
+        "destination_service_namespace=\"default\"",
         "destination_principal=\"unknown\"",
         "connection_security_policy=\"unknown\"",
         "request_protocol=\"http\"",
@@ -179,13 +217,7 @@ async fn inbound_and_outbound_labels_admin_pages_and_promtool() {
     assert_eq!(s, StatusCode::OK);
     let clusters: serde_json::Value = serde_json::from_str(&clusters).unwrap();
     let first = &clusters[0];
-    assert!(
-        first["name"]
-            .as_str()
-            .unwrap_or_default()
-            .starts_with("passthrough|"),
-        "{clusters}"
-    );
+    assert_eq!(first["name"], "payment-v1", "{clusters}");
     assert_eq!(first["endpoints"][0]["healthy"], true);
     assert!(first["circuit_breakers"]
         .as_array()
@@ -197,7 +229,11 @@ async fn inbound_and_outbound_labels_admin_pages_and_promtool() {
     assert!(ct.starts_with("text/html"));
     assert!(page.contains("<h2>Routes</h2>") && page.contains("<h2>Clusters</h2>"));
     assert!(
-        page.contains("127.0.0.1"),
+        page.contains("payment-v1 (90)") && page.contains("payment-v2 (10)"),
+        "{page}"
+    );
+    assert!(
+        page.contains("payment.default.svc.cluster.local"),
         "the request table names the service"
     );
     assert_eq!(
