@@ -9,7 +9,9 @@ use mesh_core::policy_file::{PolicyError, PolicyFile};
 use mesh_core::Snapshot;
 
 use crate::metrics::{Metrics, WorkloadLabels};
-use crate::outbound::{EndpointStatus, HttpClient, Outbound, OutboundConfig, TlsProvider};
+use crate::outbound::{
+    BreakerStatus, EndpointStatus, HttpClient, Outbound, OutboundConfig, TlsProvider,
+};
 
 /// Where the mesh took its policy from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,8 +195,8 @@ impl Mesh {
         self.inner.outbound.cluster_status()
     }
 
-    /// Each cluster's circuit-breaker limits: `(limit, in flight, max)`.
-    pub fn breaker_status(&self) -> Vec<(String, Vec<(&'static str, u32, u32)>)> {
+    /// Each cluster's circuit-breaker limits in use.
+    pub fn breaker_status(&self) -> Vec<(String, Vec<BreakerStatus>)> {
         self.inner.outbound.breaker_status()
     }
 

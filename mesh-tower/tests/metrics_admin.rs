@@ -49,11 +49,16 @@ fn policy(addr: std::net::SocketAddr) -> Snapshot {
             )],
         )],
     );
-    let mut b = Snapshot::builder().listener(target, target).route_config(rc);
+    let mut b = Snapshot::builder()
+        .listener(target, target)
+        .route_config(rc);
     for name in ["payment-v1", "payment-v2"] {
         b = b
             .cluster(Cluster::new(name))
-            .endpoints(ClusterLoadAssignment::from_endpoints(name, vec![Endpoint::new(addr)]));
+            .endpoints(ClusterLoadAssignment::from_endpoints(
+                name,
+                vec![Endpoint::new(addr)],
+            ));
     }
     b.build()
 }
@@ -155,9 +160,11 @@ async fn inbound_and_outbound_labels_admin_pages_and_promtool() {
         .unwrap();
     let client = order_mesh.http_client::<Empty<Bytes>>();
     for path in ["/pay", "/fail"] {
-        let req = Request::get(format!("http://payment.default.svc.cluster.local:8080{path}"))
-            .body(Empty::new())
-            .unwrap();
+        let req = Request::get(format!(
+            "http://payment.default.svc.cluster.local:8080{path}"
+        ))
+        .body(Empty::new())
+        .unwrap();
         let resp = tower::ServiceExt::oneshot(client.clone(), req)
             .await
             .unwrap();

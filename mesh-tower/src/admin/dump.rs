@@ -159,9 +159,9 @@ pub(crate) fn clusters_status(mesh: &Mesh) -> Value {
                     .iter()
                     .filter(|b| b.0 == name)
                     .flat_map(|b| b.1.iter())
-                    .map(|(limit, in_flight, max)| {
-                        json!({"limit": limit, "in_flight": in_flight, "max": max,
-                               "open": in_flight >= max})
+                    .map(|b| {
+                        json!({"limit": b.limit.as_str(), "in_flight": b.in_flight,
+                               "max": b.max, "open": b.in_flight >= b.max})
                     })
                     .collect();
                 let eps: Vec<Value> = eps

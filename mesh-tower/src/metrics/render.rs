@@ -175,7 +175,8 @@ pub(super) fn render(r: &Registry) -> String {
             s.requests.load(Ordering::Relaxed)
         );
     }
-    let hists: [(&str, &str, fn(&super::HttpSeries) -> &Histogram); 3] = [
+    type Pick = fn(&super::HttpSeries) -> &Histogram;
+    let hists: [(&str, &str, Pick); 3] = [
         (
             "istio_request_duration_milliseconds",
             "Request duration in milliseconds.",

@@ -121,8 +121,8 @@ impl Outbound {
         out
     }
 
-    /// Each cluster's breaker limits: `(limit, in flight, max)`.
-    pub(crate) fn breaker_status(&self) -> Vec<(String, Vec<(&'static str, u32, u32)>)> {
+    /// Each cluster's breaker limits.
+    pub(crate) fn breaker_status(&self) -> Vec<(String, Vec<BreakerStatus>)> {
         use mesh_core::breaker::BreakerLimit as L;
         let limits = [
             L::MaxConnections,
@@ -137,7 +137,11 @@ impl Outbound {
                 let t = v.breaker.thresholds();
                 let row = limits
                     .iter()
-                    .map(|l| (l.as_str(), v.breaker.in_flight(*l), t.get(*l)))
+                    .map(|l| BreakerStatus {
+                        limit: *l,
+                        in_flight: v.breaker.in_flight(*l),
+                        max: t.get(*l),
+                    })
                     .collect();
                 (k.clone(), row)
             })
@@ -150,6 +154,18 @@ impl Outbound {
         self.clusters
             .retain(|name| snap.cluster(name).is_some() || name.starts_with("passthrough|"));
     }
+}
+
+/// One circuit-breaker limit of a cluster, as the admin server shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BreakerStatus {
+    /// The limit.
+    pub limit: mesh_core::breaker::BreakerLimit,
+    /// How much of it is in use.
+    pub in_flight: u32,
+    /// Its maximum.
+    pub max: u32,
 }
 
 /// An HTTP client whose requests go through the mesh, addressed by their authority.

@@ -158,9 +158,7 @@ pub enum InvalidTraceState {
 /// when there is none or it is empty.
 pub fn tracestate_from(headers: &http::HeaderMap) -> Option<Result<TraceState, InvalidTraceState>> {
     let values = headers.get_all(TRACESTATE);
-    if values.iter().next().is_none() {
-        return None;
-    }
+    values.iter().next()?;
     parse_tracestate(values.iter().map(HeaderValue::as_bytes)).transpose()
 }
 
