@@ -8,6 +8,8 @@ use mesh_core::live::LivePolicy;
 use mesh_core::policy_file::{PolicyError, PolicyFile};
 use mesh_core::Snapshot;
 
+use crate::identity::{CertificateError, CertificateSource, FileWatcherConfig, MeshTls};
+use crate::inbound::{AuthorizationLayer, MeshListener};
 use crate::metrics::{Metrics, WorkloadLabels};
 use crate::outbound::{
     BreakerStatus, EndpointStatus, HttpClient, Outbound, OutboundConfig, TlsProvider,
@@ -32,6 +34,9 @@ pub enum MeshBuildError {
     /// The policy file is unreadable or invalid.
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    /// The certificates named by the policy file cannot be loaded.
+    #[error(transparent)]
+    Certificates(#[from] CertificateError),
 }
 
 /// The mesh: one per process, cheap to clone.
@@ -46,6 +51,7 @@ struct Inner {
     outbound: Arc<Outbound>,
     source: PolicySource,
     file: Option<PolicyFile>,
+    certificates: Option<CertificateSource>,
     metrics: Metrics,
 }
 
@@ -55,6 +61,7 @@ pub struct MeshBuilder {
     policy_file: Option<PathBuf>,
     snapshot: Option<Snapshot>,
     tls: Option<Arc<dyn TlsProvider>>,
+    certificates: Option<CertificateSource>,
     outbound: OutboundConfig,
     watch_interval: Option<Duration>,
     workload: Option<WorkloadLabels>,
@@ -82,9 +89,18 @@ impl MeshBuilder {
         self
     }
 
-    /// Uses this TLS provider for clusters that ask for TLS.
+    /// Uses this TLS provider for clusters that ask for TLS (instead of the one made from
+    /// [`identity`](Self::identity)).
     pub fn tls(mut self, tls: Arc<dyn TlsProvider>) -> Self {
         self.tls = Some(tls);
+        self
+    }
+
+    /// This workload's SVID and trust bundle: presented and verified on outbound mTLS, and
+    /// served by [`Mesh::listener`]. The certificate provider instance `default` of the
+    /// policy (Istio's name) is this source.
+    pub fn identity(mut self, certificates: CertificateSource) -> Self {
+        self.certificates = Some(certificates);
         self
     }
 
@@ -118,10 +134,21 @@ impl MeshBuilder {
             }
             (None, None) => (Snapshot::empty(), PolicySource::Defaults, None),
         };
+        let mut certificates = self.certificates;
+        if certificates.is_none() {
+            if let Some(files) = file.as_ref().and_then(|f| f.certificates.as_ref()) {
+                certificates = Some(load_certificates(files)?);
+            }
+        }
+        let tls: Option<Arc<dyn TlsProvider>> = match (self.tls, &certificates) {
+            (Some(t), _) => Some(t),
+            (None, Some(c)) => Some(Arc::new(MeshTls::new(c.clone()))),
+            (None, None) => None,
+        };
         let policy = LivePolicy::new(snapshot);
         let metrics = Metrics::new(self.workload.unwrap_or_default());
         let outbound = Arc::new(
-            Outbound::new(policy.clone(), self.tls, self.outbound).with_metrics(metrics.clone()),
+            Outbound::new(policy.clone(), tls, self.outbound).with_metrics(metrics.clone()),
         );
         let mesh = Mesh {
             inner: Arc::new(Inner {
@@ -129,6 +156,7 @@ impl MeshBuilder {
                 outbound,
                 source,
                 file,
+                certificates,
                 metrics,
             }),
         };
@@ -190,6 +218,28 @@ impl Mesh {
         HttpClient::new(Arc::clone(&self.inner.outbound), Some(strip_scheme(target)))
     }
 
+    /// This workload's certificates, when it has any.
+    pub fn certificates(&self) -> Option<&CertificateSource> {
+        self.inner.certificates.as_ref()
+    }
+
+    /// The inbound listener for `listener`: TLS mode per port and authorization from the
+    /// live policy, this workload's certificates. Serve the application on it with
+    /// [`MeshListener::serve`], wrapped in [`Mesh::authorization_layer`].
+    pub fn listener(&self, listener: tokio::net::TcpListener) -> MeshListener {
+        MeshListener::new(
+            listener,
+            self.inner.policy.clone(),
+            self.inner.certificates.clone(),
+        )
+    }
+
+    /// The layer that enforces the live policy's authorization on each request (403 for
+    /// HTTP, `PERMISSION_DENIED` for gRPC).
+    pub fn authorization_layer(&self) -> AuthorizationLayer {
+        AuthorizationLayer::new(self.inner.policy.clone())
+    }
+
     /// The endpoints of every cluster in use, with health and ejections.
     pub fn cluster_status(&self) -> Vec<(String, Vec<EndpointStatus>)> {
         self.inner.outbound.cluster_status()
@@ -221,8 +271,31 @@ fn unreachable_build(e: MeshBuildError) -> Mesh {
             outbound,
             source: PolicySource::Defaults,
             file: None,
+            certificates: None,
             metrics: Metrics::default(),
         }),
+    }
+}
+
+/// The policy file's certificates: watched for changes inside a runtime (rotation without
+/// restart), read once otherwise.
+fn load_certificates(
+    files: &mesh_core::policy_file::CertificateFiles,
+) -> Result<CertificateSource, CertificateError> {
+    let config = FileWatcherConfig::new(
+        PathBuf::from(&files.certificate_file),
+        PathBuf::from(&files.private_key_file),
+        PathBuf::from(&files.ca_certificate_file),
+    )
+    .with_refresh_interval(Duration::from_secs(1));
+    if tokio::runtime::Handle::try_current().is_ok() {
+        CertificateSource::file_watcher(config)
+    } else {
+        CertificateSource::from_pem_files(
+            Path::new(&files.certificate_file),
+            Path::new(&files.private_key_file),
+            Path::new(&files.ca_certificate_file),
+        )
     }
 }
 

@@ -5,28 +5,38 @@
 //! The protocol lives in [`ads::AdsCore`], a state machine without I/O or timers, fed with
 //! responses and [`std::time::Instant`]s and tested synchronously; [`transport`] is a thin
 //! tokio/tonic driver around it. [`resource`] decodes and validates the four resource types
-//! with field paths, and [`translate`] turns accepted routes into mesh-core's model.
+//! with field paths, and [`translate`] turns them into mesh-core's model as they are
+//! accepted (listeners, routes, clusters, endpoints), so an untranslatable resource is NACKed.
 //!
-//! What this crate does not do yet: translate clusters and endpoints, build one consistent
-//! [`mesh_core::Snapshot`] (gRFC A74), delta xDS, TLS to the control plane, or fall back to
+//! [`snapshot`] assembles one consistent [`mesh_core::Snapshot`] from the cache once every
+//! watched listener's cascade is complete (gRFC A74); the client publishes it to a
+//! [`mesh_core::live::LivePolicy`] ([`transport::XdsClient::start_with_policy`]).
+//!
+//! What this crate does not do yet: delta xDS, TLS to the control plane, or fall back to
 //! a second server (gRFC A71).
 //!
 //! ```no_run
+//! use mesh_core::live::LivePolicy;
+//! use mesh_core::Snapshot;
 //! use mesh_xds_client::bootstrap::Bootstrap;
 //! use mesh_xds_client::transport::{XdsClient, XdsClientConfig};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! // GRPC_XDS_BOOTSTRAP=/etc/istio/proxy/grpc-bootstrap.json, as the Istio agent sets it.
 //! let bootstrap = Bootstrap::from_env()?;
-//! let client = XdsClient::from_bootstrap(&bootstrap, XdsClientConfig::default())?;
+//! // The handle mesh-tower's layers read; the client swaps in every complete snapshot.
+//! let policy = LivePolicy::new(Snapshot::empty());
+//! let client =
+//!     XdsClient::from_bootstrap_with_policy(&bootstrap, XdsClientConfig::default(), policy.clone())?;
 //! client.add_target(&bootstrap.client_listener_name("payment-service:8080")).await?;
-//! let mut updates = client.watch();
-//! while updates.changed().await.is_ok() {
-//!     for (xds_type, name, entry) in updates.borrow().cache.iter() {
-//!         println!("{xds_type} {name}: {:?} version {:?}", entry.state, entry.version);
+//! let mut changes = policy.watch();
+//! loop {
+//!     let snapshot = changes.changed().await;
+//!     println!("{}: {:?}", snapshot.version(), snapshot.outbound("payment-service:8080"));
+//!     for (xds_type, name, entry) in client.view().cache.iter() {
+//!         println!("  {xds_type} {name}: {:?} version {:?}", entry.state, entry.version);
 //!     }
 //! }
-//! # Ok(())
 //! # }
 //! ```
 #![forbid(unsafe_code)]
@@ -35,6 +45,7 @@
 pub mod ads;
 pub mod bootstrap;
 pub mod resource;
+pub mod snapshot;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod translate;

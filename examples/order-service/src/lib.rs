@@ -39,7 +39,6 @@ mod payment;
 
 use std::future::Future;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 pub use api::{router, Order};
@@ -77,17 +76,16 @@ pub async fn run(
     let mesh = config.mesh.build_named("order-service")?;
     let _admin = config.mesh.start_admin(&mesh).await?;
     let payments = payment_client(&config.payment_target, &mesh);
-    // Trace context and metrics for every request: the handlers' payment calls continue
-    // the caller's trace with no header copying.
-    let app = router(payments).layer(example_common::mesh_layers(&mesh));
-    tracing::info!(%addr, payment_target = %config.payment_target, "order-service listening");
-    axum::serve(
-        listener.tap_io(|stream| example_common::set_nodelay(stream)),
-        app,
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .map_err(Error::Serve)?;
+    // Trace context and metrics for every request (the handlers' payment calls continue
+    // the caller's trace with no header copying), then authorization: one stack.
+    let app = router(payments)
+        .layer(example_common::mesh_layers(&mesh).layer(mesh.authorization_layer()));
+    tracing::info!(%addr, payment_target = %config.payment_target, mtls = mesh.certificates().is_some(), "order-service listening");
+    // The mesh's inbound listener: TCP_NODELAY, TLS mode per port, the peer's identity.
+    mesh.listener(listener)
+        .serve(app, shutdown)
+        .await
+        .map_err(Error::Serve)?;
     tracing::info!("order-service stopped");
     Ok(())
 }

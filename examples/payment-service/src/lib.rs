@@ -11,7 +11,8 @@
 //!   (`Payment.end_user`), to show header propagation.
 //!
 //! [`run`] serves on a listener handed to it, so tests run it in-process on `127.0.0.1:0`.
-//! The mesh is not wired in yet: the spot is marked `// MESH: inbound` in [`run`].
+//! The service runs on the mesh's inbound listener: mTLS per the policy's TLS mode and
+//! authorization on every call (`--policy FILE`, or the defaults: plaintext, allow all).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -49,6 +50,9 @@ pub enum Error {
     /// The mesh could not be set up from the flags.
     #[error(transparent)]
     Mesh(example_common::MeshSetupError),
+    /// The mesh listener failed.
+    #[error("listener failed: {0}")]
+    Listener(#[source] std::io::Error),
 }
 
 /// Serves the payment service on `listener` until `shutdown` resolves, then waits for the
@@ -61,24 +65,24 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let addr = listener.local_addr().map_err(Error::LocalAddr)?;
-    // The inbound TLS side (mTLS, authorization) is not wired yet; trace context,
-    // metrics and the admin server are.
     let mesh = config
         .mesh
         .build_named("payment-service")
         .map_err(Error::Mesh)?;
     let _admin = config.mesh.start_admin(&mesh).await.map_err(Error::Mesh)?;
-    tracing::info!(%addr, version = %config.version, fail_rate = %config.fail_rate, latency_ms = config.latency_ms, "payment-service listening");
+    tracing::info!(%addr, version = %config.version, fail_rate = %config.fail_rate, latency_ms = config.latency_ms, mtls = mesh.certificates().is_some(), "payment-service listening");
 
-    let service = PaymentServiceServer::new(Payments::new(&config));
-    let incoming = example_common::incoming_nodelay(listener);
-    // MESH: inbound — the mesh's inbound stack goes here: its layer on this builder
-    // (`Server::builder().layer(...)`) and its TLS listener in place of `incoming`.
-    tonic::transport::Server::builder()
-        .layer(example_common::mesh_layers(&mesh))
-        .add_service(service)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
+    // The mesh's inbound side: TLS mode per port (STRICT / PERMISSIVE / DISABLE) and the
+    // peer's SPIFFE ID from the listener; trace context, metrics and authorization on
+    // every call, composed once.
+    let routes = tonic::service::Routes::new(PaymentServiceServer::new(Payments::new(&config)));
+    let service = example_common::mesh_layers(&mesh)
+        .layer(mesh.authorization_layer())
+        .service(routes);
+    mesh.listener(listener)
+        .serve(service, shutdown)
+        .await
+        .map_err(Error::Listener)?;
     tracing::info!("payment-service stopped");
     Ok(())
 }

@@ -157,8 +157,11 @@ fn build_cluster(
             }
         }
     }
+    // istiod's defaults: every threshold at 2^32-1 unless the DestinationRule sets it
+    // (Envoy's own defaults, 1024 and 3 retries, would cap a busy service).
+    cluster.circuit_breakers = Thresholds::new(u32::MAX, u32::MAX, u32::MAX, u32::MAX);
     if let Some((pool, path)) = &eff.pool {
-        let mut t = Thresholds::default();
+        let mut t = cluster.circuit_breakers.clone();
         if let Some(tcp) = &pool.tcp {
             if let Some(n) = tcp.max_connections {
                 t = t.with_max_connections(n);

@@ -90,7 +90,7 @@ pub struct PolicyFile {
     #[serde(default)]
     pub trust_domain: Option<String>,
     /// Send mTLS to services that have service accounts unless a DestinationRule disables
-    /// it (Istio's auto mTLS; default false until certificates are configured).
+    /// it (Istio's auto mTLS; default: on when `certificates` is set).
     #[serde(default)]
     pub auto_mtls: Option<bool>,
     /// This workload.
@@ -220,7 +220,8 @@ impl PolicyFile {
             default_namespace: self.namespace(),
             domain_suffix: self.domain_suffix.as_deref().unwrap_or("cluster.local"),
             trust_domain: self.trust_domain(),
-            auto_mtls: self.auto_mtls.unwrap_or(false),
+            // With certificates configured, mTLS is on by default, as in Istio.
+            auto_mtls: self.auto_mtls.unwrap_or(self.certificates.is_some()),
         };
         let invalid = |errors| PolicyError::Invalid {
             file: origin.to_owned(),

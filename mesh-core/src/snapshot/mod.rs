@@ -284,6 +284,37 @@ impl SnapshotBuilder {
         self
     }
 
+    /// Adds or replaces a route configuration already shared behind an `Arc`, so a source
+    /// that keeps translated parts (the xDS client) reuses them across snapshots.
+    pub fn route_config_arc(mut self, rc: Arc<RouteConfig>) -> Self {
+        self.route_configs.insert(rc.name().to_owned(), rc);
+        self
+    }
+
+    /// Adds or replaces a shared cluster (see [`route_config_arc`](Self::route_config_arc)).
+    pub fn cluster_arc(mut self, cluster: Arc<Cluster>) -> Self {
+        self.clusters.insert(cluster.name().to_owned(), cluster);
+        self
+    }
+
+    /// Adds or replaces shared endpoints (see [`route_config_arc`](Self::route_config_arc)).
+    pub fn endpoints_arc(mut self, cla: Arc<ClusterLoadAssignment>) -> Self {
+        self.endpoints.insert(cla.cluster_name.clone(), cla);
+        self
+    }
+
+    /// Sets the shared inbound policy of the listener on `addr`.
+    pub fn inbound_listener_arc(mut self, addr: SocketAddr, policy: Arc<InboundPolicy>) -> Self {
+        self.inbound_by_addr.insert(addr, policy);
+        self
+    }
+
+    /// Sets the shared inbound policy of every listener that has none of its own.
+    pub fn inbound_default_arc(mut self, policy: Arc<InboundPolicy>) -> Self {
+        self.inbound_default = Some(policy);
+        self
+    }
+
     /// Removes the listener for `target`.
     pub fn remove_listener(mut self, target: &str) -> Self {
         self.listeners.remove(target);

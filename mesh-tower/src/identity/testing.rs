@@ -170,8 +170,13 @@ impl IssuedCert {
         )
     }
 
-    /// Writes `cert-chain.pem` and `key.pem` into `dir`, and `root-cert.pem` from `ca`.
+    /// Writes `cert-chain.pem` and `key.pem` into `dir` (made if missing), and
+    /// `root-cert.pem` from `ca`.
     pub fn write_istio_files(&self, dir: &Path, ca: &TestCa) -> Result<(), IssueError> {
+        std::fs::create_dir_all(dir).map_err(|source| IssueError::Write {
+            path: dir.display().to_string(),
+            source,
+        })?;
         for (name, text) in [
             (super::ISTIO_CERT_CHAIN, self.chain_pem.as_str()),
             (super::ISTIO_KEY, self.key_pem.as_str()),

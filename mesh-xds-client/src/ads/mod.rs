@@ -59,6 +59,9 @@ pub struct AdsConfig {
     /// How long after subscribing, with the stream up, a resource that has not arrived is
     /// declared missing (gRFC A57: 15 seconds).
     pub does_not_exist_timeout: Duration,
+    /// The certificate provider instances the bootstrap defines; a TLS context naming
+    /// another one is rejected (gRFC A29). `None` skips the check.
+    pub certificate_providers: Option<BTreeSet<String>>,
 }
 
 impl Default for AdsConfig {
@@ -66,6 +69,7 @@ impl Default for AdsConfig {
         Self {
             ignore_resource_deletion: false,
             does_not_exist_timeout: Duration::from_secs(15),
+            certificate_providers: None,
         }
     }
 }
@@ -74,6 +78,12 @@ impl AdsConfig {
     /// Sets [`AdsConfig::ignore_resource_deletion`].
     pub fn with_ignore_resource_deletion(mut self, yes: bool) -> Self {
         self.ignore_resource_deletion = yes;
+        self
+    }
+
+    /// Sets [`AdsConfig::certificate_providers`].
+    pub fn with_certificate_providers(mut self, names: Option<BTreeSet<String>>) -> Self {
+        self.certificate_providers = names;
         self
     }
 

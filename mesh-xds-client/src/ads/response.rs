@@ -6,7 +6,9 @@ use std::time::Instant;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
 
 use super::{AdsCore, ResourceState, UpdateFailure, XdsEvent};
-use crate::resource::{decode, Decoded, ResourceError, XdsType};
+use crate::resource::{
+    decode_with, Decoded, FieldError, ListenerModel, Resource, ResourceError, XdsType,
+};
 
 /// A response the core could not take at all (nothing changes, nothing is sent).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,8 +54,10 @@ impl AdsCore {
         let mut seen = BTreeSet::new();
         let mut undecodable = false;
         let subscribed = &self.types[t.index()].subscribed;
+        let cache = &self.cache;
+        let previous = |name: &str| cache.resource(t, name).cloned();
         for (index, any) in response.resources.iter().enumerate() {
-            match decode(t, index, any) {
+            match decode_with(t, index, any, &previous) {
                 Decoded::Undecodable(error) => {
                     undecodable = true;
                     outcome.rejected.push(error);
@@ -67,9 +71,14 @@ impl AdsCore {
                     valid.remove(&name);
                     outcome.rejected.push(ResourceError::Duplicate { name });
                 }
-                Decoded::Valid(name, resource) => {
-                    valid.insert(name, resource);
-                }
+                Decoded::Valid(name, resource) => match self.unknown_provider(&resource) {
+                    None => {
+                        valid.insert(name, resource);
+                    }
+                    Some(error) => outcome
+                        .rejected
+                        .push(ResourceError::Invalid { name, error }),
+                },
                 Decoded::Invalid(_, error) => outcome.rejected.push(error),
             }
         }
@@ -80,7 +89,11 @@ impl AdsCore {
                 continue;
             };
             let changed = entry.resource.as_ref() != Some(&resource);
-            entry.resource = Some(resource);
+            // An unchanged resource keeps its `Arc`s, so snapshots and whatever the layers
+            // built from them (pickers, rings) are reused across state-of-the-world pushes.
+            if changed {
+                entry.resource = Some(resource);
+            }
             entry.state = ResourceState::Acked;
             entry.version = Some(version.clone());
             entry.last_error = None;
@@ -149,5 +162,36 @@ impl AdsCore {
         self.enqueue(t);
         self.sync_subscriptions(now);
         Ok(outcome)
+    }
+
+    /// gRFC A29: a TLS context may only name certificate provider instances the bootstrap
+    /// defines.
+    fn unknown_provider(&self, resource: &Resource) -> Option<FieldError> {
+        let known = self.config.certificate_providers.as_ref()?;
+        let (field, used): (&str, Vec<&str>) = match resource {
+            Resource::Cluster(c) => (
+                "transport_socket.typed_config.common_tls_context",
+                c.model
+                    .tls
+                    .iter()
+                    .flat_map(|t| [&t.identity, &t.roots])
+                    .flatten()
+                    .map(|i| i.instance_name.as_str())
+                    .collect(),
+            ),
+            Resource::Listener(l) => match &l.model {
+                ListenerModel::Server(s) => (
+                    "filter_chains",
+                    s.certificate_providers.iter().map(String::as_str).collect(),
+                ),
+                _ => return None,
+            },
+            _ => return None,
+        };
+        let missing = used.into_iter().find(|name| !known.contains(*name))?;
+        Some(FieldError::new(
+            field,
+            format!("certificate provider instance `{missing}` is not in the bootstrap"),
+        ))
     }
 }

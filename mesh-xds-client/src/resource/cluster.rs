@@ -7,6 +7,7 @@ use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 
 use super::listener::check_config_source;
 use super::{FieldError, Resource, ResourceType, XdsType};
+use std::sync::Arc;
 
 /// An accepted cluster.
 #[derive(Debug, Clone, PartialEq)]
@@ -15,6 +16,8 @@ pub struct ClusterResource {
     pub cluster: Cluster,
     /// The EDS resource holding its endpoints (`None` for a LOGICAL_DNS cluster).
     pub eds_service_name: Option<String>,
+    /// The cluster translated.
+    pub model: Arc<mesh_core::cluster::Cluster>,
 }
 
 impl ResourceType for ClusterResource {
@@ -78,9 +81,14 @@ impl ResourceType for ClusterResource {
             }
         };
         check_lb_policy(&cluster)?;
+        let model = Arc::new(crate::translate::cluster(
+            &cluster,
+            eds_service_name.as_deref(),
+        )?);
         Ok(Self {
             cluster,
             eds_service_name,
+            model,
         })
     }
 
@@ -93,6 +101,17 @@ impl ResourceType for ClusterResource {
 
     fn into_resource(self) -> Resource {
         Resource::Cluster(self.into())
+    }
+
+    fn message(&self) -> &Self::Message {
+        &self.cluster
+    }
+
+    fn from_resource(resource: &Resource) -> Option<&Self> {
+        match resource {
+            Resource::Cluster(r) => Some(r),
+            _ => None,
+        }
     }
 }
 

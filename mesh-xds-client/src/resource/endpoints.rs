@@ -12,6 +12,8 @@ use super::{FieldError, Resource, ResourceType, XdsType};
 pub struct EndpointsResource {
     /// The assignment as received.
     pub assignment: ClusterLoadAssignment,
+    /// The assignment translated.
+    pub model: std::sync::Arc<mesh_core::cluster::ClusterLoadAssignment>,
 }
 
 impl ResourceType for EndpointsResource {
@@ -45,7 +47,8 @@ impl ResourceType for EndpointsResource {
                 format!("priorities are not contiguous: {p} present but not {i}"),
             ));
         }
-        Ok(Self { assignment })
+        let model = std::sync::Arc::new(crate::translate::cluster_load_assignment(&assignment)?);
+        Ok(Self { assignment, model })
     }
 
     fn references(&self) -> Vec<(XdsType, String)> {
@@ -54,6 +57,17 @@ impl ResourceType for EndpointsResource {
 
     fn into_resource(self) -> Resource {
         Resource::ClusterLoadAssignment(self.into())
+    }
+
+    fn message(&self) -> &Self::Message {
+        &self.assignment
+    }
+
+    fn from_resource(resource: &Resource) -> Option<&Self> {
+        match resource {
+            Resource::ClusterLoadAssignment(r) => Some(r),
+            _ => None,
+        }
     }
 }
 

@@ -6,14 +6,24 @@ use envoy_types::pb::envoy::config::core::v3::ConfigSource;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    http_connection_manager::RouteSpecifier, http_filter::ConfigType, HttpConnectionManager,
+    http_connection_manager::RouteSpecifier, HttpConnectionManager,
 };
 use prost::{Message, Name};
 
 use super::route::{route_cluster_names, validate_route_configuration};
 use super::{FieldError, Resource, ResourceType, XdsType};
+use crate::translate::listener::{client_listener, server_listener};
+use crate::translate::{ClientListener, ServerListener};
 
-const ROUTER_TYPE_URL: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
+/// A listener in the model's terms.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ListenerModel {
+    /// A client (outbound) listener.
+    Client(ClientListener),
+    /// A server (inbound) listener.
+    Server(ServerListener),
+}
 
 /// Where a listener's routes come from.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +46,8 @@ pub struct ListenerResource {
     pub http_connection_manager: Option<HttpConnectionManager>,
     /// Where its routes come from.
     pub route: ListenerRoute,
+    /// The listener translated.
+    pub model: ListenerModel,
 }
 
 impl ListenerResource {
@@ -67,10 +79,12 @@ impl ResourceType for ListenerResource {
 
     fn validate(listener: Listener) -> Result<Self, FieldError> {
         let Some(api) = listener.api_listener.as_ref() else {
+            let model = ListenerModel::Server(server_listener(&listener)?);
             return Ok(Self {
                 listener,
                 http_connection_manager: None,
                 route: ListenerRoute::Server,
+                model,
             });
         };
         let at = "api_listener.api_listener";
@@ -86,7 +100,6 @@ impl ResourceType for ListenerResource {
         }
         let hcm = HttpConnectionManager::decode(any.value.as_slice())
             .map_err(|e| FieldError::new(at, format!("cannot decode: {e}")))?;
-        check_http_filters(&hcm).map_err(|e| e.under(at))?;
         let route = match &hcm.route_specifier {
             Some(RouteSpecifier::Rds(rds)) => {
                 check_config_source(rds.config_source.as_ref())
@@ -117,10 +130,13 @@ impl ResourceType for ListenerResource {
                 ))
             }
         };
+        let model =
+            ListenerModel::Client(client_listener(&hcm, &listener.name).map_err(|e| e.under(at))?);
         Ok(Self {
             listener,
             http_connection_manager: Some(hcm),
             route,
+            model,
         })
     }
 
@@ -138,32 +154,15 @@ impl ResourceType for ListenerResource {
     fn into_resource(self) -> Resource {
         Resource::Listener(self.into())
     }
-}
 
-/// gRFC A39: filter names are unique, each has a config, and the router comes last.
-fn check_http_filters(hcm: &HttpConnectionManager) -> Result<(), FieldError> {
-    let filters = &hcm.http_filters;
-    for (i, filter) in filters.iter().enumerate() {
-        let at = format!("http_filters[{i}]");
-        if filter.name.is_empty() {
-            return Err(FieldError::new(format!("{at}.name"), "empty"));
-        }
-        if filters[..i].iter().any(|f| f.name == filter.name) {
-            return Err(FieldError::new(
-                format!("{at}.name"),
-                format!("`{}` appears twice", filter.name),
-            ));
-        }
-        if filter.config_type.is_none() && !filter.is_optional {
-            return Err(FieldError::new(format!("{at}.typed_config"), "missing"));
-        }
+    fn message(&self) -> &Self::Message {
+        &self.listener
     }
-    match filters.last().and_then(|f| f.config_type.as_ref()) {
-        Some(ConfigType::TypedConfig(any)) if any.type_url == ROUTER_TYPE_URL => Ok(()),
-        _ if filters.is_empty() => Err(FieldError::new("http_filters", "empty: no router")),
-        _ => Err(FieldError::new(
-            format!("http_filters[{}]", filters.len() - 1),
-            "the last filter must be the router",
-        )),
+
+    fn from_resource(resource: &Resource) -> Option<&Self> {
+        match resource {
+            Resource::Listener(r) => Some(r),
+            _ => None,
+        }
     }
 }

@@ -14,7 +14,7 @@ mod route;
 pub use cluster::ClusterResource;
 pub use endpoints::EndpointsResource;
 pub use error::{FieldError, ResourceError};
-pub use listener::{ListenerResource, ListenerRoute};
+pub use listener::{ListenerModel, ListenerResource, ListenerRoute};
 pub use route::RouteConfigurationResource;
 
 use std::fmt;
@@ -107,6 +107,10 @@ pub trait ResourceType: Sized + Clone + fmt::Debug + Send + Sync + 'static {
     fn references(&self) -> Vec<(XdsType, String)>;
     /// Wraps it into a [`Resource`].
     fn into_resource(self) -> Resource;
+    /// The message it was accepted from.
+    fn message(&self) -> &Self::Message;
+    /// The resource of this type inside `resource`, if it is one.
+    fn from_resource(resource: &Resource) -> Option<&Self>;
 }
 
 /// An accepted resource of any type.
@@ -159,7 +163,20 @@ pub(crate) enum Decoded {
 const WRAPPER_TYPE_URL: &str = "type.googleapis.com/envoy.service.discovery.v3.Resource";
 
 /// Decodes and validates the `index`-th resource of a response of type `xds_type`.
+#[cfg(test)]
 pub(crate) fn decode(xds_type: XdsType, index: usize, any: &Any) -> Decoded {
+    decode_with(xds_type, index, any, &|_| None)
+}
+
+/// [`decode`], reusing `previous(name)` as is when the message is the one it was accepted
+/// from: a state-of-the-world response repeats unchanged resources, which then cost a
+/// decode and a comparison, not a validation and a translation.
+pub(crate) fn decode_with(
+    xds_type: XdsType,
+    index: usize,
+    any: &Any,
+    previous: &dyn Fn(&str) -> Option<Resource>,
+) -> Decoded {
     // With the `xds.config.resource-in-sotw` client feature, a server may wrap resources.
     if any.type_url == WRAPPER_TYPE_URL {
         use envoy_types::pb::envoy::service::discovery::v3::Resource as Wrapper;
@@ -167,7 +184,7 @@ pub(crate) fn decode(xds_type: XdsType, index: usize, any: &Any) -> Decoded {
             Ok(Wrapper {
                 resource: Some(inner),
                 ..
-            }) => decode(xds_type, index, &inner),
+            }) => decode_with(xds_type, index, &inner, previous),
             Ok(Wrapper { name, .. }) => Decoded::Invalid(
                 name.clone(),
                 ResourceError::Invalid {
@@ -190,14 +207,23 @@ pub(crate) fn decode(xds_type: XdsType, index: usize, any: &Any) -> Decoded {
         });
     }
     match xds_type {
-        XdsType::Listener => decode_as::<ListenerResource>(index, any),
-        XdsType::RouteConfiguration => decode_as::<RouteConfigurationResource>(index, any),
-        XdsType::Cluster => decode_as::<ClusterResource>(index, any),
-        XdsType::ClusterLoadAssignment => decode_as::<EndpointsResource>(index, any),
+        XdsType::Listener => decode_as::<ListenerResource>(index, any, previous),
+        XdsType::RouteConfiguration => {
+            decode_as::<RouteConfigurationResource>(index, any, previous)
+        }
+        XdsType::Cluster => decode_as::<ClusterResource>(index, any, previous),
+        XdsType::ClusterLoadAssignment => decode_as::<EndpointsResource>(index, any, previous),
     }
 }
 
-fn decode_as<T: ResourceType>(index: usize, any: &Any) -> Decoded {
+fn decode_as<T: ResourceType>(
+    index: usize,
+    any: &Any,
+    previous: &dyn Fn(&str) -> Option<Resource>,
+) -> Decoded
+where
+    T::Message: PartialEq,
+{
     let message = match T::Message::decode(any.value.as_slice()) {
         Ok(m) => m,
         Err(e) => {
@@ -214,6 +240,11 @@ fn decode_as<T: ResourceType>(index: usize, any: &Any) -> Decoded {
             name: format!("#{index}"),
             error: FieldError::new("name", "empty"),
         });
+    }
+    if let Some(prev) = previous(&name) {
+        if T::from_resource(&prev).is_some_and(|p| *p.message() == message) {
+            return Decoded::Valid(name, prev);
+        }
     }
     match T::validate(message) {
         Ok(valid) => Decoded::Valid(name, valid.into_resource()),

@@ -1,6 +1,7 @@
 //! RDS: route configurations, validated as gRPC's client does (gRFC A28).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::route::v3::header_matcher::HeaderMatchSpecifier;
 use envoy_types::pb::envoy::config::route::v3::route::Action;
@@ -9,6 +10,7 @@ use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
 use envoy_types::pb::envoy::config::route::v3::{HeaderMatcher, Route, RouteConfiguration};
 
 use super::{FieldError, Resource, ResourceType, XdsType};
+use crate::translate::{route_config_parts, RouteFaultOverrides};
 
 /// An accepted route configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,6 +19,11 @@ pub struct RouteConfigurationResource {
     pub route_configuration: RouteConfiguration,
     /// The clusters its routes send to, sorted and without duplicates.
     pub cluster_names: Vec<String>,
+    /// The route configuration translated (without per-route faults, which depend on the
+    /// listener's filters).
+    pub model: Arc<mesh_core::route::RouteConfig>,
+    /// The per-route fault-filter overrides, aligned with `model`'s routes.
+    pub fault_overrides: Arc<RouteFaultOverrides>,
 }
 
 impl ResourceType for RouteConfigurationResource {
@@ -30,9 +37,12 @@ impl ResourceType for RouteConfigurationResource {
     fn validate(route_configuration: RouteConfiguration) -> Result<Self, FieldError> {
         validate_route_configuration(&route_configuration)?;
         let cluster_names = route_cluster_names(&route_configuration);
+        let (model, faults) = route_config_parts(&route_configuration)?;
         Ok(Self {
             route_configuration,
             cluster_names,
+            model: Arc::new(model),
+            fault_overrides: Arc::new(faults),
         })
     }
 
@@ -45,6 +55,17 @@ impl ResourceType for RouteConfigurationResource {
 
     fn into_resource(self) -> Resource {
         Resource::RouteConfiguration(self.into())
+    }
+
+    fn message(&self) -> &Self::Message {
+        &self.route_configuration
+    }
+
+    fn from_resource(resource: &Resource) -> Option<&Self> {
+        match resource {
+            Resource::RouteConfiguration(r) => Some(r),
+            _ => None,
+        }
     }
 }
 

@@ -85,7 +85,7 @@ fn listener_rules_name_the_field() {
     });
     assert_eq!(
         rejected_field(XdsType::Listener, &to_any(&l)),
-        "api_listener.api_listener.http_filters[0]"
+        "api_listener.api_listener.http_filters[0].typed_config"
     );
 
     let mut l = listener_rds_message("l", "r");

@@ -11,8 +11,12 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{connect::connect, ClientView, Command, TransportError, XdsClientConfig};
-use crate::ads::AdsCore;
+use crate::ads::{AdsCore, XdsEvent};
 use crate::bootstrap::XdsServer;
+use crate::resource::XdsType;
+use crate::snapshot::SnapshotAssembler;
+use mesh_core::live::LivePolicy;
+use mesh_core::Snapshot;
 
 /// Requests waiting for the stream; the core queues at most one per type at a time.
 const REQUEST_BUFFER: usize = 16;
@@ -25,6 +29,11 @@ pub(super) struct Driver {
     view: watch::Sender<Arc<ClientView>>,
     streams_opened: u64,
     last_error: Option<String>,
+    assembler: SnapshotAssembler,
+    /// Whether the cache or the targets changed since the last snapshot attempt.
+    dirty: bool,
+    snapshot: Option<Arc<Snapshot>>,
+    policy: Option<LivePolicy>,
 }
 
 enum StreamEnd {
@@ -44,8 +53,10 @@ impl Driver {
         config: XdsClientConfig,
         commands: mpsc::Receiver<Command>,
         view: watch::Sender<Arc<ClientView>>,
+        policy: Option<LivePolicy>,
     ) -> Self {
         let core = AdsCore::new(node, config.ads.clone());
+        let assembler = SnapshotAssembler::new(&config.client_listener_template);
         Self {
             server,
             config,
@@ -54,6 +65,10 @@ impl Driver {
             view,
             streams_opened: 0,
             last_error: None,
+            assembler,
+            dirty: false,
+            snapshot: None,
+            policy,
         }
     }
 
@@ -99,19 +114,52 @@ impl Driver {
             Command::AddTarget(name) => self.core.add_target(&name, now),
             Command::RemoveTarget(name) => self.core.remove_target(&name, now),
         }
+        self.dirty = true;
     }
 
     fn publish(&mut self) {
         while let Some(event) = self.core.poll_event() {
             tracing::debug!(?event, "xDS change");
+            // A rejection leaves the cache's data as it was: nothing to rebuild.
+            if !matches!(event, XdsEvent::Rejected { .. }) {
+                self.dirty = true;
+            }
+        }
+        if self.dirty {
+            self.try_snapshot();
         }
         let view = ClientView {
             cache: self.core.cache().clone(),
             connected: self.core.is_connected(),
             streams_opened: self.streams_opened,
             last_error: self.last_error.clone(),
+            snapshot: self.snapshot.clone(),
         };
         self.view.send_replace(Arc::new(view));
+    }
+
+    /// Builds a snapshot if the cascade of every target is decided (gRFC A74) and hands
+    /// it to the live policy; otherwise the previous one stays.
+    fn try_snapshot(&mut self) {
+        let version = XdsType::ALL
+            .iter()
+            .map(|t| format!("{}={}", t.short_name(), self.core.version(*t)))
+            .collect::<Vec<_>>()
+            .join(",");
+        match self
+            .assembler
+            .assemble(self.core.targets(), self.core.cache(), &version)
+        {
+            Ok(snapshot) => {
+                self.dirty = false;
+                let snapshot = Arc::new(snapshot);
+                if let Some(policy) = &self.policy {
+                    policy.publish_arc(snapshot.clone());
+                }
+                self.snapshot = Some(snapshot);
+            }
+            Err(waiting) => tracing::debug!(%waiting, "snapshot not complete yet"),
+        }
     }
 
     async fn flush(&mut self, tx: &mpsc::Sender<DiscoveryRequest>) -> bool {

@@ -17,6 +17,9 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use mesh_core::live::LivePolicy;
+use mesh_core::Snapshot;
+
 use crate::ads::{AdsConfig, ResourceCache};
 use crate::bootstrap::{Bootstrap, XdsServer};
 
@@ -54,6 +57,9 @@ pub struct XdsClientConfig {
     pub backoff: Backoff,
     /// Time allowed to open a connection.
     pub connect_timeout: Duration,
+    /// How outbound listener names are made from targets (`%s` is the target), so that
+    /// snapshots key listeners by target (`payment-service:8080`).
+    pub client_listener_template: String,
 }
 
 impl Default for XdsClientConfig {
@@ -62,6 +68,7 @@ impl Default for XdsClientConfig {
             ads: AdsConfig::default(),
             backoff: Backoff::default(),
             connect_timeout: Duration::from_secs(20),
+            client_listener_template: "%s".to_owned(),
         }
     }
 }
@@ -70,6 +77,12 @@ impl XdsClientConfig {
     /// Sets the protocol settings.
     pub fn with_ads(mut self, ads: AdsConfig) -> Self {
         self.ads = ads;
+        self
+    }
+
+    /// Sets the outbound listener name template (`%s` is the target).
+    pub fn with_client_listener_template(mut self, template: &str) -> Self {
+        self.client_listener_template = template.to_owned();
         self
     }
 
@@ -92,6 +105,9 @@ pub struct ClientView {
     pub streams_opened: u64,
     /// The last transport error, if the stream is down.
     pub last_error: Option<String>,
+    /// The last complete snapshot (gRFC A74), once every watched listener's cascade has
+    /// been decided; it stays while later updates are incomplete or rejected.
+    pub snapshot: Option<Arc<Snapshot>>,
 }
 
 #[derive(Debug)]
@@ -115,10 +131,29 @@ pub struct XdsClient {
 
 impl XdsClient {
     /// Starts a client talking to the bootstrap's first server, announcing its node and
-    /// honouring its `ignore_resource_deletion` feature. Must be called within a tokio runtime.
+    /// honouring its `ignore_resource_deletion` feature and its listener name template.
+    /// Must be called within a tokio runtime.
     pub fn from_bootstrap(
         bootstrap: &Bootstrap,
+        config: XdsClientConfig,
+    ) -> Result<Self, TransportError> {
+        Self::from_bootstrap_inner(bootstrap, config, None)
+    }
+
+    /// As [`from_bootstrap`](Self::from_bootstrap), publishing every complete snapshot to
+    /// `policy` (the handle mesh-tower's layers read).
+    pub fn from_bootstrap_with_policy(
+        bootstrap: &Bootstrap,
+        config: XdsClientConfig,
+        policy: LivePolicy,
+    ) -> Result<Self, TransportError> {
+        Self::from_bootstrap_inner(bootstrap, config, Some(policy))
+    }
+
+    fn from_bootstrap_inner(
+        bootstrap: &Bootstrap,
         mut config: XdsClientConfig,
+        policy: Option<LivePolicy>,
     ) -> Result<Self, TransportError> {
         let server = bootstrap
             .xds_servers
@@ -128,14 +163,44 @@ impl XdsClient {
         if server.ignore_resource_deletion() {
             config.ads.ignore_resource_deletion = true;
         }
-        Ok(Self::start(server, bootstrap.node.to_proto(), config))
+        config.client_listener_template = bootstrap
+            .client_default_listener_resource_name_template
+            .clone();
+        config.ads.certificate_providers =
+            Some(bootstrap.certificate_providers.keys().cloned().collect());
+        Ok(Self::start_inner(
+            server,
+            bootstrap.node.to_proto(),
+            config,
+            policy,
+        ))
     }
 
     /// Starts a client for `server` with this node. Must be called within a tokio runtime.
     pub fn start(server: XdsServer, node: Node, config: XdsClientConfig) -> Self {
+        Self::start_inner(server, node, config, None)
+    }
+
+    /// As [`start`](Self::start), publishing every complete snapshot to `policy`.
+    pub fn start_with_policy(
+        server: XdsServer,
+        node: Node,
+        config: XdsClientConfig,
+        policy: LivePolicy,
+    ) -> Self {
+        Self::start_inner(server, node, config, Some(policy))
+    }
+
+    fn start_inner(
+        server: XdsServer,
+        node: Node,
+        config: XdsClientConfig,
+        policy: Option<LivePolicy>,
+    ) -> Self {
         let (commands, rx) = mpsc::channel(64);
         let (view_tx, view) = watch::channel(Arc::new(ClientView::default()));
-        let task = tokio::spawn(driver::Driver::new(server, node, config, rx, view_tx).run());
+        let driver = driver::Driver::new(server, node, config, rx, view_tx, policy);
+        let task = tokio::spawn(driver.run());
         Self {
             commands,
             view,

@@ -279,3 +279,78 @@ fn responses_need_a_stream_and_a_known_type() {
         .unwrap_err();
     assert_eq!(err, ProtocolError::NotConnected);
 }
+
+#[test]
+fn an_unchanged_resource_keeps_its_arc_and_raises_no_event() {
+    let (mut core, now) = connected(&["svc"]);
+    full_cascade(&mut core, now);
+    events(&mut core);
+    let before = core.cache().resource(CDS, "c").cloned().unwrap();
+    let repeat = response(CDS, "2", "n9", vec![cluster_eds("c", Some("c-eds"))]);
+    assert!(core.handle_response(repeat, now).unwrap().acked);
+    let after = core.cache().resource(CDS, "c").cloned().unwrap();
+    use crate::resource::Resource;
+    let (Resource::Cluster(a), Resource::Cluster(b)) = (before, after) else {
+        panic!("not clusters")
+    };
+    assert!(std::sync::Arc::ptr_eq(&a, &b));
+    assert!(events(&mut core).is_empty());
+    assert_eq!(
+        core.cache().get(CDS, "c").unwrap().version.as_deref(),
+        Some("2")
+    );
+}
+
+#[test]
+fn a29_certificate_providers_must_be_in_the_bootstrap() {
+    use envoy_types::pb::envoy::config::core::v3::{transport_socket, TransportSocket};
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        common_tls_context::ValidationContextType, CertificateProviderPluginInstance,
+        CertificateValidationContext, CommonTlsContext, UpstreamTlsContext,
+    };
+    let tls_cluster = |instance: &str| {
+        let provider = Some(CertificateProviderPluginInstance {
+            instance_name: instance.into(),
+            certificate_name: "ROOTCA".into(),
+        });
+        let ctx = UpstreamTlsContext {
+            common_tls_context: Some(CommonTlsContext {
+                validation_context_type: Some(ValidationContextType::ValidationContext(
+                    CertificateValidationContext {
+                        ca_certificate_provider_instance: provider,
+                        ..CertificateValidationContext::default()
+                    },
+                )),
+                ..CommonTlsContext::default()
+            }),
+            ..UpstreamTlsContext::default()
+        };
+        let mut c = cluster_eds_message("c", None);
+        c.transport_socket = Some(TransportSocket {
+            name: "tls".into(),
+            config_type: Some(transport_socket::ConfigType::TypedConfig(
+                crate::resource::to_any(&ctx),
+            )),
+        });
+        crate::resource::to_any(&c)
+    };
+    let now = Instant::now();
+    let config = AdsConfig::default()
+        .with_certificate_providers(Some(["default".to_owned()].into_iter().collect()));
+    let mut core = AdsCore::new(NodeConfig::new("n").to_proto(), config);
+    core.add_target("svc", now);
+    core.on_stream_start(now);
+    full_cascade(&mut core, now);
+    let outcome = core
+        .handle_response(response(CDS, "2", "n9", vec![tls_cluster("other")]), now)
+        .unwrap();
+    assert!(!outcome.acked);
+    assert_eq!(
+        outcome.rejected[0].field(),
+        Some("transport_socket.typed_config.common_tls_context")
+    );
+    let outcome = core
+        .handle_response(response(CDS, "3", "n10", vec![tls_cluster("default")]), now)
+        .unwrap();
+    assert!(outcome.acked);
+}

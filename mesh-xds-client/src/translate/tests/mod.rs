@@ -181,3 +181,8 @@ fn listener_routes_from_rds_or_inline() {
     };
     assert_eq!(rc.name(), "inline");
 }
+
+mod cluster;
+mod endpoints;
+mod listener;
+mod policy;

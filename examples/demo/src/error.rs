@@ -1,0 +1,53 @@
+//! Why the demo could not run (as opposed to a story whose outcome was not as expected,
+//! which is a [`crate::Outcome`]).
+
+use std::net::SocketAddr;
+
+/// The demo could not set up or drive its services.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DemoError {
+    /// A listener could not be bound on 127.0.0.1.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for (port 0 for an ephemeral one).
+        addr: SocketAddr,
+        /// Why the OS refused.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A payment-service config was refused (a fail rate outside 0..=1).
+    #[error("payment-service config: {0}")]
+    PaymentConfig(#[from] payment_service::InvalidFailRate),
+    /// The order-service's payment target did not parse.
+    #[error(transparent)]
+    PaymentTarget(#[from] order_service::InvalidPaymentTarget),
+    /// The demo's own policy YAML was rejected (the message names the field path).
+    #[error("demo policy {origin}: {source}")]
+    Policy {
+        /// Which policy (story and step).
+        origin: String,
+        /// What the parser or translator said.
+        #[source]
+        source: mesh_core::policy_file::PolicyError,
+    },
+    /// The mesh could not be built.
+    #[error("mesh: {0}")]
+    Mesh(#[from] mesh_tower::mesh::MeshBuildError),
+    /// The order client could not be built.
+    #[error("order client: {0}")]
+    Client(#[from] order_service::client::ClientError),
+    /// A server stopped with an error, or did not stop in time.
+    #[error("{name} on {addr}: {reason}")]
+    Server {
+        /// Which server (`payment-service v1 #2`).
+        name: String,
+        /// Where it listened.
+        addr: SocketAddr,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Writing the output failed (a closed pipe, for instance).
+    #[error("cannot write the output: {0}")]
+    Output(#[from] std::io::Error),
+}

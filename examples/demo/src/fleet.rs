@@ -1,0 +1,311 @@
+//! The services of the demo, all in this process on 127.0.0.1: payment-service v1 (two
+//! replicas) and v2 (one), and the order-service calling `payment-service:8080` through
+//! the mesh. Replicas can be restarted on the same port with other behaviour (failing,
+//! slow), the way an operator would roll a bad build.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use example_common::MeshArgs;
+use mesh_tower::Mesh;
+use order_service::client::OrderClient;
+use payment_service::PaymentVersion;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::policy::{Endpoint, Policy, PAYMENT_TARGET};
+use crate::DemoError;
+
+/// How long a server gets to finish its calls in flight when it is stopped.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long a restarted replica keeps trying to take its old port back.
+const REBIND_FOR: Duration = Duration::from_secs(2);
+
+/// What a payment replica does with each call.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Behaviour {
+    /// Fraction of calls failing with `UNAVAILABLE`.
+    pub fail_rate: f64,
+    /// Delay added to every call.
+    pub latency: Duration,
+}
+
+impl Behaviour {
+    /// Answers every call at once.
+    pub const HEALTHY: Self = Self {
+        fail_rate: 0.0,
+        latency: Duration::ZERO,
+    };
+}
+
+/// Which payment replica: the two v1 replicas, then v2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaId {
+    /// payment-service v1, replica 1.
+    V1First,
+    /// payment-service v1, replica 2.
+    V1Second,
+    /// payment-service v2.
+    V2,
+}
+
+impl ReplicaId {
+    const ALL: [Self; 3] = [Self::V1First, Self::V1Second, Self::V2];
+
+    fn index(self) -> usize {
+        match self {
+            Self::V1First => 0,
+            Self::V1Second => 1,
+            Self::V2 => 2,
+        }
+    }
+
+    /// The replica's version.
+    pub fn version(self) -> PaymentVersion {
+        match self {
+            Self::V1First | Self::V1Second => PaymentVersion::V1,
+            Self::V2 => PaymentVersion::V2,
+        }
+    }
+
+    /// `v1 #2`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::V1First => "v1 #1",
+            Self::V1Second => "v1 #2",
+            Self::V2 => "v2",
+        }
+    }
+}
+
+/// A server task and the way to stop it.
+#[derive(Debug)]
+struct Running<E> {
+    name: String,
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), E>>,
+}
+
+impl<E: std::fmt::Display> Running<E> {
+    fn spawn<F>(name: String, listener: TcpListener, addr: SocketAddr, serve: F) -> Self
+    where
+        F: FnOnce(TcpListener, oneshot::Receiver<()>) -> JoinHandle<Result<(), E>>,
+    {
+        let (stop, stopped) = oneshot::channel();
+        let task = serve(listener, stopped);
+        Self {
+            name,
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Asks the server to stop and waits (a bounded time) until it has.
+    async fn stop(mut self) -> Result<(), DemoError> {
+        if let Some(stop) = self.stop.take() {
+            // An error means it already ended; its result is read below.
+            let _ = stop.send(());
+        }
+        let failed = |reason: String| DemoError::Server {
+            name: self.name.clone(),
+            addr: self.addr,
+            reason,
+        };
+        match tokio::time::timeout(STOP_GRACE, &mut self.task).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(failed(e.to_string())),
+            Ok(Err(join)) => Err(failed(format!("task failed: {join}"))),
+            Err(_) => {
+                self.task.abort();
+                Err(failed(format!("did not stop within {STOP_GRACE:?}")))
+            }
+        }
+    }
+}
+
+/// A payment replica and how it behaves.
+#[derive(Debug)]
+struct Replica {
+    behaviour: Behaviour,
+    server: Running<payment_service::Error>,
+}
+
+/// Every service of the demo.
+#[derive(Debug)]
+pub struct Fleet {
+    /// Where each replica listens, in [`ReplicaId`] order; a restart keeps the port.
+    addrs: Vec<SocketAddr>,
+    /// The replicas, in the same order (`None` only between a stop and a restart).
+    replicas: Vec<Option<Replica>>,
+    order: Running<order_service::Error>,
+    mesh: Mesh,
+    client: OrderClient,
+}
+
+/// A shutdown future for a `run` function, resolving when the stop sender fires or drops.
+async fn signal(stopped: oneshot::Receiver<()>) {
+    // A dropped sender means the owner went away: that is a stop request too.
+    let _ = stopped.await;
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, DemoError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| DemoError::Bind { addr, source })
+}
+
+async fn start_replica(
+    id: ReplicaId,
+    behaviour: Behaviour,
+    listener: TcpListener,
+) -> Result<Replica, DemoError> {
+    let addr = listener.local_addr().map_err(|source| DemoError::Bind {
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        source,
+    })?;
+    let config = payment_service::Config::default()
+        .with_version(id.version())
+        .with_fail_rate(behaviour.fail_rate)?
+        .with_latency(behaviour.latency);
+    let server = Running::spawn(
+        format!("payment-service {}", id.name()),
+        listener,
+        addr,
+        |listener, stopped| tokio::spawn(payment_service::run(config, listener, signal(stopped))),
+    );
+    Ok(Replica { behaviour, server })
+}
+
+impl Fleet {
+    /// Starts the three payment replicas on ephemeral ports, then the order-service on a
+    /// mesh whose first policy is `initial`.
+    pub async fn start(initial: &Policy) -> Result<Self, DemoError> {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut replicas = Vec::with_capacity(ReplicaId::ALL.len());
+        let mut addrs = Vec::with_capacity(ReplicaId::ALL.len());
+        for id in ReplicaId::ALL {
+            let replica = start_replica(id, Behaviour::HEALTHY, bind(any).await?).await?;
+            addrs.push(replica.server.addr);
+            replicas.push(Some(replica));
+        }
+        let endpoints = endpoints_of(&addrs);
+        let mesh = Mesh::builder()
+            .snapshot(initial.snapshot(&endpoints, "demo:start")?)
+            .build()?;
+        let config = order_service::Config::new(PAYMENT_TARGET.parse()?)
+            .with_mesh(MeshArgs::default().with_mesh(mesh.clone()));
+        let listener = bind(any).await?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| DemoError::Bind { addr: any, source })?;
+        let order = Running::spawn(
+            "order-service".to_owned(),
+            listener,
+            addr,
+            |listener, stopped| tokio::spawn(order_service::run(config, listener, signal(stopped))),
+        );
+        let client = OrderClient::new(&format!("http://{addr}"))?;
+        Ok(Self {
+            addrs,
+            replicas,
+            order,
+            mesh,
+            client,
+        })
+    }
+
+    /// The mesh the order-service calls through.
+    pub fn mesh(&self) -> &Mesh {
+        &self.mesh
+    }
+
+    /// A client of the order-service.
+    pub fn client(&self) -> &OrderClient {
+        &self.client
+    }
+
+    /// The order-service's address.
+    pub fn order_addr(&self) -> SocketAddr {
+        self.order.addr
+    }
+
+    /// Where a replica listens.
+    pub fn addr(&self, id: ReplicaId) -> SocketAddr {
+        self.addrs
+            .get(id.index())
+            .copied()
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// The endpoints as Kubernetes would list them.
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        endpoints_of(&self.addrs)
+    }
+
+    /// Renders `policy` as a policy file, parses it and publishes it to the mesh.
+    /// Returns the policy generation.
+    pub fn publish(&self, policy: &Policy, origin: &str) -> Result<u64, DemoError> {
+        let snapshot = policy.snapshot(&self.endpoints(), origin)?;
+        Ok(self.mesh.policy().publish(snapshot))
+    }
+
+    /// Stops replica `id` and starts it again on the same port, behaving as `behaviour`.
+    pub async fn restart(&mut self, id: ReplicaId, behaviour: Behaviour) -> Result<(), DemoError> {
+        let addr = self.addr(id);
+        let Some(slot) = self.replicas.get_mut(id.index()) else {
+            return Ok(());
+        };
+        if slot.as_ref().is_some_and(|r| r.behaviour == behaviour) {
+            return Ok(());
+        }
+        if let Some(old) = slot.take() {
+            old.server.stop().await?;
+        }
+        let listener = rebind(addr).await?;
+        *slot = Some(start_replica(id, behaviour, listener).await?);
+        Ok(())
+    }
+
+    /// Stops the order-service, then every replica; reports the first failure after
+    /// trying them all.
+    pub async fn stop(self) -> Result<(), DemoError> {
+        let mut first = self.order.stop().await.err();
+        for replica in self.replicas.into_iter().flatten() {
+            if let Err(e) = replica.server.stop().await {
+                first.get_or_insert(e);
+            }
+        }
+        match first {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+fn endpoints_of(addrs: &[SocketAddr]) -> Vec<Endpoint> {
+    ReplicaId::ALL
+        .iter()
+        .zip(addrs)
+        .map(|(id, addr)| Endpoint {
+            addr: *addr,
+            version: id.version().as_str(),
+        })
+        .collect()
+}
+
+/// Binds `addr` again after its server stopped, retrying briefly while the OS lets go.
+async fn rebind(addr: SocketAddr) -> Result<TcpListener, DemoError> {
+    let until = tokio::time::Instant::now() + REBIND_FOR;
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(source) if tokio::time::Instant::now() >= until => {
+                return Err(DemoError::Bind { addr, source })
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}

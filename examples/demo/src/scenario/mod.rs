@@ -1,0 +1,252 @@
+//! The seed guide's stories, one module each, and the hooks for the stories still to come.
+//!
+//! A story publishes the policy it needs (so each one also runs alone with `--scenario`),
+//! drives orders, shows what happens as it happens, and ends with an [`Outcome`] judged
+//! from what it measured.
+
+mod canary;
+mod failing_replica;
+mod header_routing;
+mod overload;
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::fleet::Fleet;
+use crate::load::{self, Batch, Flow, Tally};
+use crate::policy::{Policy, Retries};
+use crate::report::Reporter;
+use crate::DemoError;
+
+/// A story of the walkthrough.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+#[non_exhaustive]
+pub enum Scenario {
+    /// v2 takes 5% -> 10% -> 25% -> 50% -> 100% of the orders.
+    Canary,
+    /// `end-user: beta-tester` always reaches v2.
+    HeaderRouting,
+    /// A v1 replica fails: retries hide it, outlier detection ejects it, it returns.
+    FailingReplica,
+    /// A slow replica and a burst: the circuit breaker sheds load fast.
+    Overload,
+    /// A caller with another identity is denied (needs mTLS identities).
+    Authorization,
+    /// One trace id across order -> payment (needs tracing).
+    Tracing,
+    /// The control plane stops and restarts (needs the dev control plane).
+    ControlPlane,
+}
+
+impl Scenario {
+    /// Every story, in walkthrough order.
+    pub const ALL: [Self; 7] = [
+        Self::Canary,
+        Self::HeaderRouting,
+        Self::FailingReplica,
+        Self::Overload,
+        Self::Authorization,
+        Self::Tracing,
+        Self::ControlPlane,
+    ];
+
+    /// The name `--scenario` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Canary => "canary",
+            Self::HeaderRouting => "header-routing",
+            Self::FailingReplica => "failing-replica",
+            Self::Overload => "overload",
+            Self::Authorization => "authorization",
+            Self::Tracing => "tracing",
+            Self::ControlPlane => "control-plane",
+        }
+    }
+
+    /// One line saying what the story shows.
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::Canary => "canary: shift orders from payment v1 to v2 by VirtualService weights",
+            Self::HeaderRouting => "header routing: end-user: beta-tester always reaches v2",
+            Self::FailingReplica => {
+                "failing replica: retries hide it, outlier detection ejects it, it returns"
+            }
+            Self::Overload => "overload: the circuit breaker sheds load fast instead of queueing",
+            Self::Authorization => "authorization: a caller with another identity is denied",
+            Self::Tracing => "tracing: one trace id across order -> payment",
+            Self::ControlPlane => {
+                "control plane: traffic continues on the last policy while it is down"
+            }
+        }
+    }
+
+    /// HOOK: the feature a story is waiting for. When the feature lands, implement the
+    /// story in its own module, dispatch to it in [`run_one`], and return `None` here.
+    pub fn needs(self) -> Option<&'static str> {
+        match self {
+            Self::Authorization => Some(
+                "mTLS identities (SPIFFE certificates and the inbound mesh in payment-service)",
+            ),
+            Self::Tracing => Some("trace propagation and span export in the mesh"),
+            Self::ControlPlane => Some("the dev control plane (examples/control-plane)"),
+            Self::Canary | Self::HeaderRouting | Self::FailingReplica | Self::Overload => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Scenario {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How a story ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Everything measured was as expected; the summary says what.
+    Passed(String),
+    /// Something measured was not as expected; the reason says what.
+    Failed(String),
+    /// The story cannot run yet; it needs this feature.
+    Skipped(String),
+}
+
+impl Outcome {
+    /// Not a failure (passed, or skipped for a missing feature).
+    pub fn is_ok(&self) -> bool {
+        !matches!(self, Self::Failed(_))
+    }
+
+    /// `passed: ...`, `FAILED: ...`, `skipped: needs ...`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Passed(s) => format!("passed: {s}"),
+            Self::Failed(s) => format!("FAILED: {s}"),
+            Self::Skipped(s) => format!("skipped: needs {s}"),
+        }
+    }
+}
+
+/// How much load the stories drive.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Options {
+    /// Bound on each story's load phase (a multi-step story splits it between its steps).
+    pub duration: Duration,
+    /// Orders per step.
+    pub orders: usize,
+    /// Orders in flight at once.
+    pub concurrency: usize,
+    /// Print every policy file as it is published.
+    pub show_policy: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            duration: Duration::from_secs(4),
+            orders: 200,
+            concurrency: 8,
+            show_policy: false,
+        }
+    }
+}
+
+impl Options {
+    /// Sets the bound on each story's load phase.
+    #[must_use]
+    pub fn with_duration(mut self, duration: Duration) -> Self {
+        self.duration = duration;
+        self
+    }
+
+    /// Sets the orders per step.
+    #[must_use]
+    pub fn with_orders(mut self, orders: usize) -> Self {
+        self.orders = orders.max(1);
+        self
+    }
+
+    /// Prints every policy file as it is published.
+    #[must_use]
+    pub fn with_show_policy(mut self, show: bool) -> Self {
+        self.show_policy = show;
+        self
+    }
+}
+
+/// What a story works with.
+#[derive(Debug)]
+pub(crate) struct Story<'a> {
+    pub fleet: &'a mut Fleet,
+    pub out: &'a mut Reporter,
+    pub options: &'a Options,
+}
+
+impl Story<'_> {
+    /// Publishes `policy` to the mesh, saying so (and printing it with `--show-policy`).
+    pub fn publish(&mut self, policy: &Policy, origin: &str) -> Result<(), DemoError> {
+        let generation = self.fleet.publish(policy, origin)?;
+        if self.options.show_policy {
+            self.out.line(format!("  --- policy {origin} ---"));
+            for line in policy.yaml(&self.fleet.endpoints()).lines() {
+                self.out.line(format!("  | {line}"));
+            }
+        }
+        tracing::debug!(origin, generation, "policy published");
+        Ok(())
+    }
+
+    /// Sends `batch`, showing a progress row `key` drawn by `show`; `until` may end it early.
+    pub async fn drive(
+        &mut self,
+        batch: Batch<'_>,
+        key: &str,
+        show: impl Fn(&Tally) -> String,
+        mut until: impl FnMut(&Tally) -> Flow,
+    ) -> Tally {
+        let client = self.fleet.client().clone();
+        let out = &mut *self.out;
+        load::run(&client, batch, |tally| {
+            out.progress(key, show(tally));
+            until(tally)
+        })
+        .await
+    }
+
+    /// A deadline `fraction` of the story's duration from now.
+    pub fn deadline(&self, fraction: f64) -> Instant {
+        Instant::now() + self.options.duration.mul_f64(fraction.max(0.0))
+    }
+}
+
+/// The retries every story's routes carry unless it says otherwise.
+pub(crate) fn default_retries() -> Retries {
+    Retries {
+        attempts: 2,
+        per_try_timeout: Duration::from_secs(2),
+    }
+}
+
+/// Runs one story and returns its outcome; a story that cannot run yet is skipped.
+pub(crate) async fn run_one(
+    scenario: Scenario,
+    story: &mut Story<'_>,
+) -> Result<Outcome, DemoError> {
+    if let Some(feature) = scenario.needs() {
+        return Ok(Outcome::Skipped(feature.to_owned()));
+    }
+    match scenario {
+        Scenario::Canary => canary::run(story).await,
+        Scenario::HeaderRouting => header_routing::run(story).await,
+        Scenario::FailingReplica => failing_replica::run(story).await,
+        Scenario::Overload => overload::run(story).await,
+        // HOOK: authorization, tracing and control-plane dispatch here once their
+        // features exist (see `Scenario::needs`).
+        Scenario::Authorization | Scenario::Tracing | Scenario::ControlPlane => Ok(
+            Outcome::Skipped(scenario.needs().unwrap_or("its feature").to_owned()),
+        ),
+    }
+}

@@ -1,0 +1,53 @@
+//! The whole walkthrough in-process, short: every story must report success (or, for the
+//! stories still waiting for their feature, an honest skip).
+
+use std::time::Duration;
+
+use demo::{Options, Outcome, Reporter, Scenario, SharedBuffer};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_story_turns_out_as_expected() -> Result<(), demo::DemoError> {
+    let buf = SharedBuffer::default();
+    let mut out = Reporter::plain(buf.clone());
+    let options = Options::default()
+        .with_duration(Duration::from_secs(1))
+        .with_orders(60);
+    let summary = demo::run(&options, &Scenario::ALL, &mut out, std::future::pending()).await?;
+    let output = buf.contents();
+
+    assert!(!summary.interrupted);
+    assert_eq!(summary.outcomes.len(), Scenario::ALL.len(), "{output}");
+    for (scenario, outcome) in &summary.outcomes {
+        match (scenario.needs(), outcome) {
+            (None, Outcome::Passed(_)) => {}
+            (Some(feature), Outcome::Skipped(needs)) => assert_eq!(feature, needs),
+            _ => panic!("{scenario}: {outcome:?}\n{output}"),
+        }
+        assert!(
+            output.contains(&format!("=> {scenario}: {}", outcome.describe())),
+            "{output}"
+        );
+    }
+    assert!(summary.all_ok(), "{output}");
+    assert!(output.contains("every story ran as expected"), "{output}");
+    // Plain output: no terminal escapes.
+    assert!(!output.contains('\x1b'), "{output}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn shutdown_stops_the_walkthrough_and_every_service() -> Result<(), demo::DemoError> {
+    let buf = SharedBuffer::default();
+    let mut out = Reporter::plain(buf.clone());
+    // Far more work than 300 ms allows, so the shutdown always comes first.
+    let options = Options::default()
+        .with_duration(Duration::from_secs(30))
+        .with_orders(100_000);
+    let stop = tokio::time::sleep(Duration::from_millis(300));
+    let summary = demo::run(&options, &[Scenario::Canary], &mut out, stop).await?;
+    assert!(summary.interrupted, "{}", buf.contents());
+    assert!(buf
+        .contents()
+        .contains("interrupted: stopping every service"));
+    Ok(())
+}
