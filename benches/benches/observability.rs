@@ -33,11 +33,9 @@ where
     B: http_body::Body,
 {
     block_on(async {
-        if let Ok(resp) = svc.ready().await {
-            if let Ok(resp) = resp.call(req).await {
-                let _ = resp.into_body().collect().await;
-            }
-        }
+        let Ok(svc) = svc.ready().await;
+        let Ok(resp) = svc.call(req).await;
+        let _ = resp.into_body().collect().await;
     });
 }
 
