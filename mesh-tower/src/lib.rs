@@ -9,12 +9,16 @@
 //! authorization — happens inside the application's process.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod body;
 pub mod error;
 pub mod identity;
 pub mod inbound;
 pub mod mesh;
+pub mod metrics;
+pub mod observe;
 pub mod outbound;
+pub mod trace;
 
 pub use error::MeshError;
 pub use mesh::{Mesh, MeshBuilder, PolicySource};

@@ -10,8 +10,9 @@ use mesh_core::Snapshot;
 
 use crate::identity::{CertificateError, CertificateSource, FileWatcherConfig, MeshTls};
 use crate::inbound::{AuthorizationLayer, MeshListener};
+use crate::metrics::{Metrics, WorkloadLabels};
 use crate::outbound::{
-    EndpointStatus, HttpClient, Outbound, OutboundConfig, TlsProvider, XdsTargets,
+    BreakerStatus, EndpointStatus, HttpClient, Outbound, OutboundConfig, TlsProvider, XdsTargets,
 };
 
 /// Where the mesh took its policy from.
@@ -71,6 +72,7 @@ struct Inner {
     file: Option<PolicyFile>,
     certificates: Option<CertificateSource>,
     xds: Option<XdsState>,
+    metrics: Metrics,
 }
 
 #[derive(Debug)]
@@ -89,6 +91,7 @@ pub struct MeshBuilder {
     certificates: Option<CertificateSource>,
     outbound: OutboundConfig,
     watch_interval: Option<Duration>,
+    workload: Option<WorkloadLabels>,
 }
 
 impl std::fmt::Debug for MeshBuilder {
@@ -148,6 +151,12 @@ impl MeshBuilder {
         self
     }
 
+    /// Who this workload is, for the metrics' labels (default: unknown).
+    pub fn workload(mut self, labels: WorkloadLabels) -> Self {
+        self.workload = Some(labels);
+        self
+    }
+
     /// Builds the mesh. With a policy file, the file is read now (a bad file is an error)
     /// and, inside a tokio runtime, watched for changes.
     pub fn build(self) -> Result<Mesh, MeshBuildError> {
@@ -175,7 +184,10 @@ impl MeshBuilder {
             (None, None) => None,
         };
         let policy = LivePolicy::new(snapshot);
-        let outbound = Arc::new(Outbound::new(policy.clone(), tls, self.outbound, None));
+        let metrics = Metrics::new(self.workload.unwrap_or_default());
+        let outbound = Arc::new(
+            Outbound::new(policy.clone(), tls, self.outbound, None).with_metrics(metrics.clone()),
+        );
         let mesh = Mesh {
             inner: Arc::new(Inner {
                 policy,
@@ -184,6 +196,7 @@ impl MeshBuilder {
                 file,
                 certificates,
                 xds: None,
+                metrics,
             }),
         };
         if let Some(path) = self.policy_file {
@@ -259,12 +272,11 @@ impl MeshBuilder {
             });
         });
         let xds_targets = XdsTargets::new(subscribe, Duration::from_secs(15));
-        let outbound = Arc::new(Outbound::new(
-            policy.clone(),
-            tls,
-            self.outbound,
-            Some(xds_targets),
-        ));
+        let metrics = Metrics::new(self.workload.unwrap_or_default());
+        let outbound = Arc::new(
+            Outbound::new(policy.clone(), tls, self.outbound, Some(xds_targets))
+                .with_metrics(metrics.clone()),
+        );
         tokio::spawn(prune_on_change(Arc::downgrade(&outbound), policy.watch()));
         Ok(Mesh {
             inner: Arc::new(Inner {
@@ -274,6 +286,7 @@ impl MeshBuilder {
                 file: None,
                 certificates: default_source,
                 xds: Some(XdsState { client, bootstrap }),
+                metrics,
             }),
         })
     }
@@ -371,6 +384,17 @@ impl Mesh {
     pub fn cluster_status(&self) -> Vec<(String, Vec<EndpointStatus>)> {
         self.inner.outbound.cluster_status()
     }
+
+    /// Each cluster's circuit-breaker limits in use.
+    pub fn breaker_status(&self) -> Vec<(String, Vec<BreakerStatus>)> {
+        self.inner.outbound.breaker_status()
+    }
+
+    /// The mesh's metrics: the outbound client records here; hand it to
+    /// [`MetricsLayer`](crate::metrics::MetricsLayer) and the admin server.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
 }
 
 fn unreachable_build(e: MeshBuildError) -> Mesh {
@@ -390,6 +414,7 @@ fn unreachable_build(e: MeshBuildError) -> Mesh {
             file: None,
             certificates: None,
             xds: None,
+            metrics: Metrics::default(),
         }),
     }
 }

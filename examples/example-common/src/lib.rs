@@ -2,7 +2,9 @@
 //!
 //! - [`MeshArgs`]: the mesh flags every example accepts (`--bootstrap`, `--policy`,
 //!   `--admin`), flattened into each service's own clap parser.
-//! - [`init_tracing`]: log set-up driven by `RUST_LOG`.
+//! - [`init_tracing`]: log set-up driven by `RUST_LOG`; [`init_telemetry`]: span export
+//!   driven by the `OTEL_*` variables; [`mesh_layers`]: the inbound trace and metrics
+//!   layers; [`MeshArgs::start_admin`]: the admin server on `--admin`.
 //! - [`bind`], [`set_nodelay`] and [`incoming_nodelay`]: a listener whose accepted
 //!   sockets all get `TCP_NODELAY` (axum 0.8's `serve` and tonic's `serve_with_incoming`
 //!   leave it off, which costs HTTP/2 requests tens of milliseconds).
@@ -34,6 +36,45 @@ mod net;
 pub use background::{BackgroundServer, BoxError, StopSignal};
 pub use mesh::{MeshArgs, MeshSetupError};
 pub use net::{bind, incoming_nodelay, set_nodelay, shutdown_signal, BindError};
+
+/// Sets up span export from the standard OpenTelemetry variables
+/// (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_PROTOCOL`, `OTEL_SERVICE_NAME`,
+/// `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`); call it inside the runtime, before
+/// building the mesh layers, and keep the guard. `None` when no export is configured (trace
+/// context is still propagated) or when the variables are invalid (logged).
+pub fn init_telemetry(service_name: &str) -> Option<mesh_tower::trace::otel::TelemetryGuard> {
+    match mesh_tower::trace::otel::init_from_env(service_name) {
+        Ok(Some(guard)) => {
+            tracing::info!(
+                endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").unwrap_or_default(),
+                "exporting spans with OTLP"
+            );
+            Some(guard)
+        }
+        Ok(None) => None,
+        Err(error) => {
+            tracing::error!(%error, "span export disabled");
+            None
+        }
+    }
+}
+
+/// The mesh's inbound observability layers, composed once: trace context (W3C, B3,
+/// `x-request-id`, server spans) outermost, then Istio's request metrics.
+pub fn mesh_layers(
+    mesh: &mesh_tower::Mesh,
+) -> tower::ServiceBuilder<
+    tower::layer::util::Stack<
+        mesh_tower::metrics::MetricsLayer,
+        tower::layer::util::Stack<mesh_tower::trace::TraceLayer, tower::layer::util::Identity>,
+    >,
+> {
+    tower::ServiceBuilder::new()
+        .layer(mesh_tower::trace::TraceLayer::new())
+        .layer(mesh_tower::metrics::MetricsLayer::new(
+            mesh.metrics().clone(),
+        ))
+}
 
 /// Installs a `tracing` subscriber that writes to stderr, filtered by `RUST_LOG`
 /// (`info` when unset or unparsable).

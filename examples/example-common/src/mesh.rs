@@ -1,6 +1,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use mesh_tower::admin::{AdminHandle, AdminServer};
+use mesh_tower::metrics::WorkloadLabels;
 use mesh_tower::Mesh;
 
 /// The mesh flags shared by every example service; flatten it into the service's parser
@@ -19,7 +21,8 @@ pub struct MeshArgs {
     #[arg(long, value_name = "FILE", env = "MESH_POLICY")]
     pub policy: Option<PathBuf>,
 
-    /// Address of the mesh admin endpoint (metrics, config dump).
+    /// Address of the mesh admin server (`/`, `/metrics`, `/config_dump`, `/clusters`,
+    /// `/ready`); off when unset. Use a loopback address unless the port is protected.
     #[arg(long, value_name = "IP:PORT", env = "MESH_ADMIN")]
     pub admin: Option<SocketAddr>,
 
@@ -35,6 +38,15 @@ pub enum MeshSetupError {
     /// The policy file is unreadable or invalid (the message names file, line and field).
     #[error("mesh policy: {0}")]
     Policy(#[from] mesh_tower::mesh::MeshBuildError),
+    /// The admin server could not bind its address.
+    #[error("admin server on {addr}: {source}")]
+    Admin {
+        /// The `--admin` address.
+        addr: SocketAddr,
+        /// Why binding failed.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl MeshArgs {
@@ -53,20 +65,36 @@ impl MeshArgs {
     /// Builds the mesh the flags describe: `--bootstrap` (xDS), else `--policy` (a static
     /// file, reloaded when it changes), else the built-in defaults.
     pub fn build(&self) -> Result<Mesh, MeshSetupError> {
+        self.build_named("unknown")
+    }
+
+    /// As [`MeshArgs::build`], labelling the metrics as workload `service` (Istio's
+    /// environment variables and `OTEL_SERVICE_NAME` take precedence).
+    pub fn build_named(&self, service: &str) -> Result<Mesh, MeshSetupError> {
         if let Some(mesh) = &self.prebuilt {
             return Ok(mesh.clone());
         }
+        let builder = Mesh::builder().workload(WorkloadLabels::from_env(service));
         let mesh = match (&self.bootstrap, &self.policy) {
-            (Some(bootstrap), _) => Mesh::builder().bootstrap(bootstrap).build()?,
-            (None, Some(path)) => Mesh::builder().policy_file(path).build()?,
-            (None, None) => Mesh::with_defaults(),
+            (Some(bootstrap), _) => builder.bootstrap(bootstrap).build()?,
+            (None, Some(path)) => builder.policy_file(path).build()?,
+            (None, None) => builder.build()?,
         };
-        if self.admin.is_some() {
-            tracing::warn!(
-                "--admin is accepted but the admin server is not part of this build yet"
-            );
-        }
         Ok(mesh)
+    }
+
+    /// Starts the admin server on `--admin` for `mesh` (nothing when unset); it runs until
+    /// the handle is dropped.
+    pub async fn start_admin(&self, mesh: &Mesh) -> Result<Option<AdminHandle>, MeshSetupError> {
+        let Some(addr) = self.admin else {
+            return Ok(None);
+        };
+        let handle = AdminServer::new(mesh.clone())
+            .spawn(addr)
+            .await
+            .map_err(|source| MeshSetupError::Admin { addr, source })?;
+        tracing::info!(admin = %format!("http://{}/", handle.local_addr()), "mesh admin server listening");
+        Ok(Some(handle))
     }
 }
 

@@ -73,9 +73,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let addr = listener.local_addr().map_err(Error::LocalAddr)?;
-    let mesh = config.mesh.build()?;
+    let mesh = config.mesh.build_named("order-service")?;
+    let _admin = config.mesh.start_admin(&mesh).await?;
     let payments = payment_client(&config.payment_target, &mesh);
-    let app = router(payments).layer(mesh.authorization_layer());
+    // Trace context and metrics for every request (the handlers' payment calls continue
+    // the caller's trace with no header copying), then authorization: one stack.
+    let app = router(payments)
+        .layer(example_common::mesh_layers(&mesh).layer(mesh.authorization_layer()));
     tracing::info!(%addr, payment_target = %config.payment_target, mtls = mesh.certificates().is_some(), "order-service listening");
     // The mesh's inbound listener: TCP_NODELAY, TLS mode per port, the peer's identity.
     mesh.listener(listener)

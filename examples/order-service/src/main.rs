@@ -23,6 +23,7 @@ struct Cli {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     example_common::init_tracing();
+    let _telemetry = example_common::init_telemetry("order-service");
     let listener = match example_common::bind(cli.listen).await {
         Ok(listener) => listener,
         Err(err) => {

@@ -65,13 +65,18 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let addr = listener.local_addr().map_err(Error::LocalAddr)?;
-    let mesh = config.mesh.build().map_err(Error::Mesh)?;
+    let mesh = config
+        .mesh
+        .build_named("payment-service")
+        .map_err(Error::Mesh)?;
+    let _admin = config.mesh.start_admin(&mesh).await.map_err(Error::Mesh)?;
     tracing::info!(%addr, version = %config.version, fail_rate = %config.fail_rate, latency_ms = config.latency_ms, mtls = mesh.certificates().is_some(), "payment-service listening");
 
     // The mesh's inbound side: TLS mode per port (STRICT / PERMISSIVE / DISABLE) and the
-    // peer's SPIFFE ID from the listener, authorization on every call.
+    // peer's SPIFFE ID from the listener; trace context, metrics and authorization on
+    // every call, composed once.
     let routes = tonic::service::Routes::new(PaymentServiceServer::new(Payments::new(&config)));
-    let service = tower::ServiceBuilder::new()
+    let service = example_common::mesh_layers(&mesh)
         .layer(mesh.authorization_layer())
         .service(routes);
     mesh.listener(listener)

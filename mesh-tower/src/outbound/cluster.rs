@@ -45,7 +45,7 @@ pub(crate) struct EndpointState {
     pub(crate) authority: http::uri::Authority,
     weight: u32,
     usable: bool,
-    ejected: AtomicBool,
+    pub(crate) ejected: AtomicBool,
     pub(crate) active: AtomicU64,
     /// Index in the cluster's outlier detector.
     detector_index: usize,

@@ -13,6 +13,7 @@ pub(crate) mod cluster;
 pub(crate) mod connect;
 mod deadline;
 mod fault;
+mod observed;
 mod response;
 
 use std::future::Future;
@@ -48,6 +49,8 @@ use crate::error::MeshError;
 use cluster::{ClusterRegistry, ClusterState};
 use connect::ConnectError;
 use response::{error_response, grpc_status_response, is_grpc, AttemptGuard};
+
+pub(crate) use response::is_grpc as is_grpc_request;
 
 /// Request bodies as the connection pools carry them.
 pub(crate) type RequestBody = ReplayBody<UnsyncBoxBody<Bytes, BoxError>>;
@@ -113,6 +116,7 @@ pub(crate) struct Outbound {
     faults: fault::ActiveFaults,
     config: OutboundConfig,
     xds: Option<XdsTargets>,
+    metrics: crate::metrics::Metrics,
 }
 
 impl std::fmt::Debug for Outbound {
@@ -136,6 +140,7 @@ impl Outbound {
             faults: fault::ActiveFaults::default(),
             config,
             xds,
+            metrics: crate::metrics::Metrics::default(),
         }
     }
 
@@ -174,6 +179,12 @@ impl Outbound {
         }
     }
 
+    /// Records into `metrics`.
+    pub(crate) fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
     /// The endpoints of every cluster in use, for admin pages and tests.
     pub(crate) fn cluster_status(&self) -> Vec<(String, Vec<EndpointStatus>)> {
         let mut out: Vec<_> = self
@@ -186,12 +197,51 @@ impl Outbound {
         out
     }
 
+    /// Each cluster's breaker limits.
+    pub(crate) fn breaker_status(&self) -> Vec<(String, Vec<BreakerStatus>)> {
+        use mesh_core::breaker::BreakerLimit as L;
+        let limits = [
+            L::MaxConnections,
+            L::MaxPendingRequests,
+            L::MaxRequests,
+            L::MaxRetries,
+        ];
+        self.clusters
+            .snapshot()
+            .iter()
+            .map(|(k, v)| {
+                let t = v.breaker.thresholds();
+                let row = limits
+                    .iter()
+                    .map(|l| BreakerStatus {
+                        limit: *l,
+                        in_flight: v.breaker.in_flight(*l),
+                        max: t.get(*l),
+                    })
+                    .collect();
+                (k.clone(), row)
+            })
+            .collect()
+    }
+
     /// Forgets the state of clusters the current policy no longer has.
     pub(crate) fn prune(&self) {
         let snap = self.policy.snapshot();
         self.clusters
             .retain(|name| snap.cluster(name).is_some() || name.starts_with("passthrough|"));
     }
+}
+
+/// One circuit-breaker limit of a cluster, as the admin server shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BreakerStatus {
+    /// The limit.
+    pub limit: mesh_core::breaker::BreakerLimit,
+    /// How much of it is in use.
+    pub in_flight: u32,
+    /// Its maximum.
+    pub max: u32,
 }
 
 /// An HTTP client whose requests go through the mesh, addressed by their authority.
@@ -268,13 +318,17 @@ impl Outbound {
     async fn dispatch(
         &self,
         target: Option<&str>,
-        req: Request<UnsyncBoxBody<Bytes, BoxError>>,
+        mut req: Request<UnsyncBoxBody<Bytes, BoxError>>,
     ) -> Response<ResponseBody> {
         let grpc = is_grpc(req.headers());
-        match self.route_and_send(target, req, grpc).await {
+        // Trace inject (the current request's context, a client span) before routing;
+        // the span and the metrics finish when the response body ends.
+        let observer = observed::start(&self.metrics, target, &mut req, grpc);
+        let resp = match self.route_and_send(target, req, grpc).await {
             Ok(resp) => resp,
             Err(err) => error_response(err, grpc),
-        }
+        };
+        observer.finish(resp)
     }
 
     async fn route_and_send(
@@ -560,11 +614,15 @@ impl Outbound {
                     (classify(None, None, Some(kind)), Err(err))
                 }
             };
+            let was_ejected = endpoint.ejected.load(std::sync::atomic::Ordering::Relaxed);
             state.record(
                 &endpoint,
                 class.outlier_outcome(),
                 std::time::Instant::now(),
             );
+            if !was_ejected && endpoint.ejected.load(std::sync::atomic::Ordering::Relaxed) {
+                self.metrics.outlier_ejection(cluster_name);
+            }
 
             let replayable = body.as_ref().is_some_and(ReplayBody::is_replayable);
             let decision = match retry {
@@ -586,7 +644,11 @@ impl Outbound {
                     previous = Some(endpoint.addr);
                     // Held through the next attempt: Envoy counts retries in flight.
                     _retry_slots = Some((retry_slot, budget_slot));
+                    self.metrics.retry(cluster_name);
                     continue;
+                }
+                if fits {
+                    self.metrics.retry_budget_exhausted(cluster_name);
                 }
                 tracing::debug!(
                     cluster = cluster_name,

@@ -11,8 +11,10 @@ use http_body::{Body, Frame, SizeHint};
 use mesh_core::breaker::BreakerGuard;
 
 use super::cluster::EndpointState;
+use super::observed::OutboundObserver;
 use crate::body::BoxError;
 use crate::error::MeshError;
+use crate::observe::Watch;
 
 /// What an attempt holds until its response body is done: the breaker's request slot and
 /// the endpoint's in-flight count (least request reads it).
@@ -43,6 +45,8 @@ pin_project_lite::pin_project! {
         #[pin]
         kind: Kind,
         guard: Option<AttemptGuard>,
+        // Observability: the call's span and metrics, finished when the body ends.
+        observer: Option<Watch<OutboundObserver>>,
     }
 }
 
@@ -69,6 +73,7 @@ impl ResponseBody {
         Self {
             kind: Kind::Upstream { body },
             guard,
+            observer: None,
         }
     }
 
@@ -80,7 +85,18 @@ impl ResponseBody {
                 data: (!data.is_empty()).then_some(data),
             },
             guard: None,
+            observer: None,
         }
+    }
+
+    /// Watches this body for the end of the exchange.
+    pub(crate) fn observe(mut self, observer: OutboundObserver, headers: &HeaderMap) -> Self {
+        let mut watch = Watch::new(observer, headers);
+        if self.is_end_stream() {
+            watch.ended_early();
+        }
+        self.observer = Some(watch);
+        self
     }
 
     /// An empty body.
@@ -97,11 +113,18 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        let polled = match this.kind.project() {
+        let mut this = self.project();
+        let polled = match this.kind.as_mut().project() {
             KindProj::Upstream { body } => body.poll_frame(cx).map_err(Into::into),
             KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         };
+        if let Some(watch) = this.observer.as_mut() {
+            let end_stream = match &*this.kind {
+                Kind::Upstream { body } => body.is_end_stream(),
+                Kind::Full { data } => data.is_none(),
+            };
+            watch.on_poll(&polled, end_stream);
+        }
         if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
             // The exchange is over: release the breaker slot and in-flight count now.
             this.guard.take();

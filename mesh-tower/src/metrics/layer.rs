@@ -1,0 +1,185 @@
+//! [`MetricsLayer`]: Istio's request metrics for inbound requests (`reporter="destination"`).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tokio::time::Instant;
+
+use super::{host_of, HttpKey, Metrics, Reporter, ResponseFlags, SecurityPolicy};
+use crate::inbound::PeerIdentity;
+use crate::observe::{ExchangeEnd, ExchangeObserver, ObservedBody};
+
+/// Records every inbound request into [`Metrics`] when its response ends: the caller's
+/// principal and connection security from the [`PeerIdentity`] the listener attached,
+/// the status and `grpc-status`, duration and sizes (the request's from its exact size
+/// hint, i.e. `content-length`).
+#[derive(Debug, Clone)]
+pub struct MetricsLayer {
+    metrics: Metrics,
+}
+
+impl MetricsLayer {
+    /// Records into `metrics` (usually `mesh.metrics()`).
+    pub fn new(metrics: Metrics) -> Self {
+        Self { metrics }
+    }
+}
+
+impl<S> tower::Layer<S> for MetricsLayer {
+    type Service = Metered<S>;
+
+    fn layer(&self, inner: S) -> Metered<S> {
+        Metered {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// The service [`MetricsLayer`] makes.
+#[derive(Debug, Clone)]
+pub struct Metered<S> {
+    inner: S,
+    metrics: Metrics,
+}
+
+/// What an inbound request is recorded with, once its response ends.
+#[derive(Debug)]
+pub struct InboundSample {
+    metrics: Metrics,
+    peer: u32,
+    service: u32,
+    grpc: bool,
+    security: SecurityPolicy,
+    started: Instant,
+    request_bytes: u64,
+    code: u16,
+}
+
+impl ExchangeObserver for InboundSample {
+    fn on_end(self, end: ExchangeEnd) {
+        let key = HttpKey {
+            reporter: Reporter::Destination,
+            peer: self.peer,
+            service: self.service,
+            grpc: self.grpc,
+            code: self.code,
+            grpc_status: end.grpc_status.or((self.grpc && end.complete).then_some(0)),
+            flags: if end.complete {
+                ResponseFlags::None
+            } else {
+                ResponseFlags::DownstreamTermination
+            },
+            security: self.security,
+        };
+        self.metrics
+            .record(key, self.started.elapsed(), (self.request_bytes, end.bytes));
+    }
+}
+
+impl<S, B, RB> tower::Service<Request<B>> for Metered<S>
+where
+    S: tower::Service<Request<B>, Response = Response<RB>>,
+    B: http_body::Body,
+    RB: http_body::Body,
+{
+    type Response = Response<ObservedBody<RB, InboundSample>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let started = Instant::now();
+        let r = &self.metrics.inner;
+        let peer = req.extensions().get::<PeerIdentity>();
+        let principal = peer
+            .and_then(|p| p.spiffe_id.as_ref())
+            .map(|id| id.as_str());
+        let security = match peer {
+            Some(p) if p.tls && p.spiffe_id.is_some() => SecurityPolicy::MutualTls,
+            Some(_) => SecurityPolicy::None,
+            None => SecurityPolicy::Unknown,
+        };
+        let service = if r.local.service != "unknown" {
+            r.local.service.as_str()
+        } else {
+            req.uri()
+                .authority()
+                .map(|a| a.as_str())
+                .or_else(|| {
+                    req.headers()
+                        .get(http::header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                })
+                .map_or("unknown", host_of)
+        };
+        let sample = InboundSample {
+            metrics: self.metrics.clone(),
+            peer: r.strings.intern(principal.unwrap_or("unknown")),
+            service: r.strings.intern(service),
+            grpc: crate::outbound::is_grpc_request(req.headers()),
+            security,
+            started,
+            request_bytes: http_body::Body::size_hint(req.body()).lower(),
+            code: 0,
+        };
+        ResponseFuture {
+            inner: self.inner.call(req),
+            sample: Some(sample),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Metered`].
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        sample: Option<InboundSample>,
+    }
+}
+
+impl<F> std::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, RB, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+    RB: http_body::Body,
+{
+    type Output = Result<Response<ObservedBody<RB, InboundSample>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.inner.poll(cx));
+        let Some(mut sample) = this.sample.take() else {
+            return Poll::Pending;
+        };
+        Poll::Ready(match result {
+            Ok(resp) => {
+                sample.code = resp.status().as_u16();
+                let (parts, body) = resp.into_parts();
+                let body = ObservedBody::new(body, &parts.headers, sample);
+                Ok(Response::from_parts(parts, body))
+            }
+            Err(e) => {
+                // The service failed: the connection is reset, as a 500 would be counted.
+                sample.code = 500;
+                sample.on_end(ExchangeEnd {
+                    bytes: 0,
+                    grpc_status: None,
+                    complete: true,
+                });
+                Err(e)
+            }
+        })
+    }
+}

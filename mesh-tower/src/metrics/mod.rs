@@ -1,0 +1,416 @@
+//! Metrics with Istio's names and labels, so Istio's Grafana dashboards and Kiali read
+//! them unchanged, plus the mesh's own (breaker rejections, retries, retry-budget
+//! exhaustion, outlier ejections, xDS updates and NACKs), in the Prometheus text format.
+//!
+//! | metric | type |
+//! |---|---|
+//! | `istio_requests_total` | counter |
+//! | `istio_request_duration_milliseconds` | histogram (Istio's buckets, 0.5 ms .. 1 h) |
+//! | `istio_request_bytes`, `istio_response_bytes` | histogram (1 .. 10^9) |
+//! | `istio_tcp_connections_opened_total`, `istio_tcp_connections_closed_total` | counter |
+//! | `mesh_circuit_breaker_rejections_total{cluster,limit}` | counter |
+//! | `mesh_retries_total{cluster}`, `mesh_retry_budget_exhausted_total{cluster}` | counter |
+//! | `mesh_outlier_ejections_total{cluster}` | counter |
+//! | `mesh_xds_updates_total{type_url,result}` (`result` = `ack` / `nack`) | counter |
+//!
+//! Requests carry Istio's standard label set (`reporter`, `source_*`, `destination_*`,
+//! `request_protocol`, `response_code`, `grpc_response_status`, `response_flags`,
+//! `connection_security_policy`). The outbound client records with `reporter="source"`;
+//! [`MetricsLayer`] records inbound requests with `reporter="destination"`.
+//!
+//! Recording allocates nothing and formats nothing: label strings are built once per
+//! distinct label set and found again through small integer keys in lock-free maps.
+
+mod labels;
+mod layer;
+mod registry;
+mod render;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mesh_core::breaker::BreakerLimit;
+
+pub use labels::WorkloadLabels;
+pub use layer::{InboundSample, Metered, MetricsLayer, ResponseFuture};
+
+use registry::{Counter, Histogram, Interner, SeriesMap};
+
+pub(crate) use labels::host_of;
+
+/// Appends `name="value"` to a label list, escaped for the text format.
+pub(crate) fn push_label_pub(out: &mut String, name: &str, value: &str) {
+    registry::push_label(out, name, value);
+}
+
+/// Istio's buckets for `istio_request_duration_milliseconds`.
+pub const DURATION_BUCKETS_MS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+
+/// Istio's buckets for the request and response size histograms.
+pub const BYTES_BUCKETS: [f64; 10] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
+
+/// Which side reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Reporter {
+    /// The caller (outbound).
+    Source,
+    /// The callee (inbound).
+    Destination,
+}
+
+/// `connection_security_policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SecurityPolicy {
+    /// mTLS with a verified peer.
+    MutualTls,
+    /// Plaintext (or TLS without a client certificate).
+    None,
+    /// Not known (always so for `reporter="source"`, as in Istio).
+    Unknown,
+}
+
+impl SecurityPolicy {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::MutualTls => "mutual_tls",
+            Self::None => "none",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// Envoy's response flags the mesh can set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ResponseFlags {
+    /// None: `-`.
+    None,
+    /// `UO`: upstream overflow (circuit breaker).
+    UpstreamOverflow,
+    /// `NR`: no route.
+    NoRoute,
+    /// `UH`: no healthy upstream.
+    NoHealthyUpstream,
+    /// `UT`: upstream request timeout.
+    UpstreamTimeout,
+    /// `UF`: upstream connection failure.
+    UpstreamConnectionFailure,
+    /// `UC`: upstream connection termination.
+    UpstreamTermination,
+    /// `FI`: fault injected abort.
+    FaultInjected,
+    /// `URX`: retry budget or retry limit exhausted.
+    RetryLimitExceeded,
+    /// `DC`: the downstream went away before the response was complete.
+    DownstreamTermination,
+}
+
+impl ResponseFlags {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "-",
+            Self::UpstreamOverflow => "UO",
+            Self::NoRoute => "NR",
+            Self::NoHealthyUpstream => "UH",
+            Self::UpstreamTimeout => "UT",
+            Self::UpstreamConnectionFailure => "UF",
+            Self::UpstreamTermination => "UC",
+            Self::FaultInjected => "FI",
+            Self::RetryLimitExceeded => "URX",
+            Self::DownstreamTermination => "DC",
+        }
+    }
+
+    /// The flag for a mesh failure.
+    pub fn for_error(err: &crate::MeshError) -> Self {
+        use crate::MeshError as E;
+        match err {
+            E::NoRoute { .. } | E::NonForwardingAction => Self::NoRoute,
+            E::ClusterNotFound(_) | E::NoHealthyEndpoint(_) => Self::NoHealthyUpstream,
+            E::CircuitOpen { .. } => Self::UpstreamOverflow,
+            E::RetryBudgetExhausted(_) => Self::RetryLimitExceeded,
+            E::Timeout(_) => Self::UpstreamTimeout,
+            E::Connect { .. } => Self::UpstreamConnectionFailure,
+            E::FaultAbort => Self::FaultInjected,
+            _ => Self::UpstreamTermination,
+        }
+    }
+}
+
+/// A finished request, as the recorder sees it.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct RequestSample<'a> {
+    /// Who reports.
+    pub reporter: Reporter,
+    /// The other side's SPIFFE ID, if known.
+    pub peer_principal: Option<&'a str>,
+    /// The destination service host (no port).
+    pub service: &'a str,
+    /// gRPC (else HTTP).
+    pub grpc: bool,
+    /// HTTP status.
+    pub code: u16,
+    /// gRPC status, if any.
+    pub grpc_status: Option<i32>,
+    /// Response flags.
+    pub flags: ResponseFlags,
+    /// Connection security.
+    pub security: SecurityPolicy,
+    /// Time from request to the end of the response.
+    pub duration: Duration,
+    /// Request body bytes.
+    pub request_bytes: u64,
+    /// Response body bytes.
+    pub response_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct HttpKey {
+    pub(crate) reporter: Reporter,
+    pub(crate) peer: u32,
+    pub(crate) service: u32,
+    pub(crate) grpc: bool,
+    pub(crate) code: u16,
+    pub(crate) grpc_status: Option<i32>,
+    pub(crate) flags: ResponseFlags,
+    pub(crate) security: SecurityPolicy,
+}
+
+#[derive(Debug)]
+struct HttpSeries {
+    labels: Box<str>,
+    requests: std::sync::atomic::AtomicU64,
+    duration: Histogram,
+    request_bytes: Histogram,
+    response_bytes: Histogram,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct TcpKey {
+    reporter: Reporter,
+    peer: u32,
+    security: SecurityPolicy,
+}
+
+#[derive(Debug)]
+struct TcpSeries {
+    labels: Box<str>,
+    opened: std::sync::atomic::AtomicU64,
+    closed: std::sync::atomic::AtomicU64,
+}
+
+/// The mesh's own counter families.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum MeshFamily {
+    BreakerRejections,
+    Retries,
+    RetryBudgetExhausted,
+    OutlierEjections,
+    XdsUpdates,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct MeshKey {
+    family: MeshFamily,
+    a: u32,
+    b: u32,
+}
+
+#[derive(Debug)]
+struct Registry {
+    local: WorkloadLabels,
+    strings: Interner,
+    http: SeriesMap<HttpKey, HttpSeries>,
+    tcp: SeriesMap<TcpKey, TcpSeries>,
+    mesh: SeriesMap<MeshKey, (MeshFamily, Counter)>,
+}
+
+/// The metrics of one mesh: cheap to clone, shared by the outbound client, the inbound
+/// layers and the admin server.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    inner: Arc<Registry>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new(WorkloadLabels::unknown())
+    }
+}
+
+impl Metrics {
+    /// Metrics for the workload `local`.
+    pub fn new(local: WorkloadLabels) -> Self {
+        Self {
+            inner: Arc::new(Registry {
+                local,
+                strings: Interner::default(),
+                http: SeriesMap::default(),
+                tcp: SeriesMap::default(),
+                mesh: SeriesMap::default(),
+            }),
+        }
+    }
+
+    /// Who this workload is.
+    pub fn local(&self) -> &WorkloadLabels {
+        &self.inner.local
+    }
+
+    /// Records a finished request.
+    pub fn record_request(&self, s: &RequestSample<'_>) {
+        let r = &self.inner;
+        let key = HttpKey {
+            reporter: s.reporter,
+            peer: r.strings.intern(s.peer_principal.unwrap_or("unknown")),
+            service: r.strings.intern(s.service),
+            grpc: s.grpc,
+            code: s.code,
+            grpc_status: s.grpc_status,
+            flags: s.flags,
+            security: s.security,
+        };
+        self.record_key(key, s.duration, s.request_bytes, s.response_bytes);
+    }
+
+    /// The id of a label value (peer principal or service), looked up once per request.
+    pub(crate) fn intern(&self, s: &str) -> u32 {
+        self.inner.strings.intern(s)
+    }
+
+    fn record_key(
+        &self,
+        key: HttpKey,
+        duration: Duration,
+        request_bytes: u64,
+        response_bytes: u64,
+    ) {
+        let r = &self.inner;
+        let series = r.http.get_or_insert(key, || HttpSeries {
+            labels: render::http_labels(r, &key).into_boxed_str(),
+            requests: Default::default(),
+            duration: Histogram::new(&DURATION_BUCKETS_MS, 1000.0),
+            request_bytes: Histogram::new(&BYTES_BUCKETS, 1.0),
+            response_bytes: Histogram::new(&BYTES_BUCKETS, 1.0),
+        });
+        series
+            .requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        series
+            .duration
+            .observe(u64::try_from(duration.as_micros()).unwrap_or(u64::MAX));
+        series.request_bytes.observe(request_bytes);
+        series.response_bytes.observe(response_bytes);
+    }
+
+    fn tcp(
+        &self,
+        reporter: Reporter,
+        peer: Option<&str>,
+        security: SecurityPolicy,
+    ) -> Arc<TcpSeries> {
+        let r = &self.inner;
+        let key = TcpKey {
+            reporter,
+            peer: r.strings.intern(peer.unwrap_or("unknown")),
+            security,
+        };
+        r.tcp.get_or_insert(key, || TcpSeries {
+            labels: render::tcp_labels(r, &key).into_boxed_str(),
+            opened: Default::default(),
+            closed: Default::default(),
+        })
+    }
+
+    /// A connection was opened (accepted for `Destination`, dialed for `Source`).
+    pub fn tcp_opened(&self, reporter: Reporter, peer: Option<&str>, security: SecurityPolicy) {
+        self.tcp(reporter, peer, security)
+            .opened
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A connection was closed.
+    pub fn tcp_closed(&self, reporter: Reporter, peer: Option<&str>, security: SecurityPolicy) {
+        self.tcp(reporter, peer, security)
+            .closed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn mesh_counter(&self, family: MeshFamily, a: &str, b: &str) {
+        let r = &self.inner;
+        let key = MeshKey {
+            family,
+            a: r.strings.intern(a),
+            b: r.strings.intern(b),
+        };
+        r.mesh
+            .get_or_insert(key, || (family, Counter::new(render::mesh_labels(r, &key))))
+            .1
+            .inc();
+    }
+
+    /// A call was refused by a circuit-breaker limit.
+    pub fn breaker_rejection(&self, cluster: &str, limit: BreakerLimit) {
+        self.mesh_counter(MeshFamily::BreakerRejections, cluster, limit.as_str());
+    }
+
+    /// A retry was sent.
+    pub fn retry(&self, cluster: &str) {
+        self.mesh_counter(MeshFamily::Retries, cluster, "");
+    }
+
+    /// A retry was wanted but the retry budget (or the breaker's `max_retries`) refused.
+    pub fn retry_budget_exhausted(&self, cluster: &str) {
+        self.mesh_counter(MeshFamily::RetryBudgetExhausted, cluster, "");
+    }
+
+    /// Outlier detection ejected an endpoint.
+    pub fn outlier_ejection(&self, cluster: &str) {
+        self.mesh_counter(MeshFamily::OutlierEjections, cluster, "");
+    }
+
+    /// An xDS response for `type_url` was accepted (ACK) or rejected (NACK).
+    pub fn xds_update(&self, type_url: &str, accepted: bool) {
+        let result = if accepted { "ack" } else { "nack" };
+        self.mesh_counter(MeshFamily::XdsUpdates, type_url, result);
+    }
+
+    /// The Prometheus text exposition of everything recorded.
+    pub fn render(&self) -> String {
+        render::render(&self.inner)
+    }
+
+    /// Records a finished request whose label values are interned already.
+    pub(crate) fn record(&self, key: HttpKey, duration: Duration, bytes: (u64, u64)) {
+        self.record_key(key, duration, bytes.0, bytes.1);
+    }
+
+    /// Total requests and error responses (5xx, or a non-OK gRPC status) by reporter and
+    /// destination service, for the admin page.
+    pub fn request_totals(&self) -> Vec<RequestTotals> {
+        render::totals(&self.inner)
+    }
+}
+
+/// Totals per (reporter, destination service).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RequestTotals {
+    /// `source` or `destination`.
+    pub reporter: &'static str,
+    /// The destination service.
+    pub service: String,
+    /// Requests.
+    pub requests: u64,
+    /// Of which errors.
+    pub errors: u64,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,224 @@
+//! The storage behind the metrics: interned strings, series keyed by small copyable keys,
+//! atomic cells. Reads are lock-free (an `ArcSwap` of an immutable map); a new string or
+//! series takes a mutex and republishes the map, which happens once per distinct label
+//! set, never per request.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::ArcSwap;
+
+/// Id of a string the interner refused (it was full): rendered as `unknown`.
+pub(crate) const OVERFLOW: u32 = u32::MAX;
+
+/// Most distinct strings per interner (peers, services, clusters): label values come from
+/// outside (authorities, peer identities), so their number is bounded.
+pub(crate) const MAX_INTERNED: usize = 4096;
+
+/// Strings to small ids, lock-free for the ones seen before.
+#[derive(Debug, Default)]
+pub(crate) struct Interner {
+    ids: ArcSwap<HashMap<Arc<str>, u32>>,
+    names: ArcSwap<Vec<Arc<str>>>,
+    write: Mutex<()>,
+}
+
+impl Interner {
+    /// The id of `s`, adding it when new (or [`OVERFLOW`] when full).
+    pub(crate) fn intern(&self, s: &str) -> u32 {
+        if let Some(id) = self.ids.load().get(s) {
+            return *id;
+        }
+        let _w = self.write.lock().unwrap_or_else(PoisonError::into_inner);
+        let ids = self.ids.load_full();
+        if let Some(id) = ids.get(s) {
+            return *id;
+        }
+        if ids.len() >= MAX_INTERNED {
+            return OVERFLOW;
+        }
+        let id = ids.len() as u32;
+        let name: Arc<str> = Arc::from(s);
+        let mut names = Vec::clone(&self.names.load_full());
+        names.push(Arc::clone(&name));
+        self.names.store(Arc::new(names));
+        let mut next = HashMap::clone(&ids);
+        next.insert(name, id);
+        self.ids.store(Arc::new(next));
+        id
+    }
+
+    /// The string of an id (`unknown` for [`OVERFLOW`]).
+    pub(crate) fn name(&self, id: u32) -> Arc<str> {
+        self.names
+            .load()
+            .get(id as usize)
+            .cloned()
+            .unwrap_or_else(|| Arc::from("unknown"))
+    }
+}
+
+/// Series by key; the value is created once, from the key, under the write lock.
+#[derive(Debug)]
+pub(crate) struct SeriesMap<K, V> {
+    map: ArcSwap<HashMap<K, Arc<V>>>,
+    write: Mutex<()>,
+}
+
+impl<K, V> Default for SeriesMap<K, V> {
+    fn default() -> Self {
+        Self {
+            map: ArcSwap::from_pointee(HashMap::new()),
+            write: Mutex::new(()),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Copy, V> SeriesMap<K, V> {
+    /// The series of `key`, made by `make` the first time.
+    pub(crate) fn get_or_insert(&self, key: K, make: impl FnOnce() -> V) -> Arc<V> {
+        if let Some(v) = self.map.load().get(&key) {
+            return Arc::clone(v);
+        }
+        let _w = self.write.lock().unwrap_or_else(PoisonError::into_inner);
+        let map = self.map.load_full();
+        if let Some(v) = map.get(&key) {
+            return Arc::clone(v);
+        }
+        let v = Arc::new(make());
+        let mut next = HashMap::clone(&map);
+        next.insert(key, Arc::clone(&v));
+        self.map.store(Arc::new(next));
+        v
+    }
+
+    /// Every key and series.
+    pub(crate) fn entries(&self) -> Vec<(K, Arc<V>)> {
+        self.map
+            .load()
+            .iter()
+            .map(|(k, v)| (*k, Arc::clone(v)))
+            .collect()
+    }
+
+    /// Every series, for rendering.
+    pub(crate) fn all(&self) -> Vec<Arc<V>> {
+        self.map.load().values().cloned().collect()
+    }
+}
+
+/// A cumulative histogram over fixed bounds.
+#[derive(Debug)]
+pub(crate) struct Histogram {
+    pub(crate) bounds: &'static [f64],
+    /// One cell per bound plus `+Inf`; not cumulative (summed when rendered).
+    pub(crate) counts: Box<[AtomicU64]>,
+    /// The sum in units of `1 / sum_scale`.
+    pub(crate) sum: AtomicU64,
+    pub(crate) sum_scale: f64,
+}
+
+impl Histogram {
+    pub(crate) fn new(bounds: &'static [f64], sum_scale: f64) -> Self {
+        Self {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum: AtomicU64::new(0),
+            sum_scale,
+        }
+    }
+
+    /// Records `value`, given in units of `1 / sum_scale` (microseconds for a histogram in
+    /// milliseconds with scale 1000).
+    pub(crate) fn observe(&self, scaled: u64) {
+        let value = scaled as f64 / self.sum_scale;
+        let i = self
+            .bounds
+            .iter()
+            .position(|b| value <= *b)
+            .unwrap_or(self.bounds.len());
+        if let Some(c) = self.counts.get(i) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum.fetch_add(scaled, Ordering::Relaxed);
+    }
+}
+
+/// A counter with its label set.
+#[derive(Debug)]
+pub(crate) struct Counter {
+    pub(crate) labels: Box<str>,
+    pub(crate) value: AtomicU64,
+}
+
+impl Counter {
+    pub(crate) fn new(labels: String) -> Self {
+        Self {
+            labels: labels.into_boxed_str(),
+            value: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn inc(&self) {
+        self.value.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Appends `name="value"` (escaped as the text format requires) to `out`.
+pub(crate) fn push_label(out: &mut String, name: &str, value: &str) {
+    if !out.is_empty() {
+        out.push(',');
+    }
+    out.push_str(name);
+    out.push_str("=\"");
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interner_is_stable_and_bounded() {
+        let i = Interner::default();
+        let a = i.intern("a");
+        assert_eq!(i.intern("a"), a);
+        assert_ne!(i.intern("b"), a);
+        assert_eq!(&*i.name(a), "a");
+        for n in 0..MAX_INTERNED + 5 {
+            i.intern(&n.to_string());
+        }
+        assert_eq!(i.intern("one too many"), OVERFLOW);
+        assert_eq!(&*i.name(OVERFLOW), "unknown");
+    }
+
+    #[test]
+    fn histogram_buckets() {
+        static B: [f64; 3] = [1.0, 10.0, 100.0];
+        let h = Histogram::new(&B, 1000.0);
+        h.observe(500); // 0.5
+        h.observe(10_000); // 10
+        h.observe(1_000_000); // 1000
+        let counts: Vec<u64> = h.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        assert_eq!(counts, [1, 1, 0, 1]);
+        assert_eq!(h.sum.load(Ordering::Relaxed), 1_010_500);
+    }
+
+    #[test]
+    fn labels_are_escaped() {
+        let mut s = String::new();
+        push_label(&mut s, "a", "x\"y\\z\n");
+        push_label(&mut s, "b", "");
+        assert_eq!(s, r#"a="x\"y\\z\n",b="""#);
+    }
+}

@@ -1,0 +1,65 @@
+use std::time::Duration;
+
+use super::*;
+
+fn sample<'a>(reporter: Reporter, code: u16) -> RequestSample<'a> {
+    RequestSample {
+        reporter,
+        peer_principal: Some("spiffe://cluster.local/ns/shop/sa/order"),
+        service: "payment.shop.svc.cluster.local",
+        grpc: true,
+        code,
+        grpc_status: Some(0),
+        flags: ResponseFlags::None,
+        security: SecurityPolicy::MutualTls,
+        duration: Duration::from_micros(1500),
+        request_bytes: 20,
+        response_bytes: 2000,
+    }
+}
+
+#[test]
+fn records_and_renders_istio_metrics() {
+    let m = Metrics::new(WorkloadLabels::named("payment").with_namespace("shop"));
+    m.record_request(&sample(Reporter::Destination, 200));
+    m.record_request(&sample(Reporter::Destination, 200));
+    m.record_request(&sample(Reporter::Source, 503));
+    m.breaker_rejection(
+        "outbound|8080||payment",
+        mesh_core::breaker::BreakerLimit::MaxRequests,
+    );
+    m.xds_update("type.googleapis.com/envoy.config.cluster.v3.Cluster", false);
+    let text = m.render();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("istio_requests_total{reporter=\"destination\""))
+        .unwrap_or_default();
+    for label in [
+        "source_principal=\"spiffe://cluster.local/ns/shop/sa/order\"",
+        "source_workload_namespace=\"shop\"",
+        "destination_workload=\"payment\"",
+        "destination_service=\"payment.shop.svc.cluster.local\"",
+        "destination_service_name=\"payment\"",
+        "destination_service_namespace=\"shop\"",
+        "request_protocol=\"grpc\"",
+        "response_code=\"200\"",
+        "grpc_response_status=\"0\"",
+        "response_flags=\"-\"",
+        "connection_security_policy=\"mutual_tls\"",
+    ] {
+        assert!(line.contains(label), "{label} missing in {line}");
+    }
+    assert!(line.ends_with(" 2"), "{line}");
+    assert!(text.contains("istio_request_duration_milliseconds_bucket{reporter=\"destination\""));
+    assert!(
+        text.contains(",le=\"5\"} 2"),
+        "1.5 ms falls in the 5 ms bucket"
+    );
+    assert!(text.contains("mesh_circuit_breaker_rejections_total{cluster=\"outbound|8080||payment\",limit=\"max_requests\"} 1"));
+    assert!(text.contains("result=\"nack\"} 1"));
+    let totals = m.request_totals();
+    assert_eq!(totals.len(), 2);
+    assert!(totals
+        .iter()
+        .any(|t| t.reporter == "source" && t.errors == 1));
+}

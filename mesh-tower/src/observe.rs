@@ -1,0 +1,167 @@
+//! Watching a response body to its end: how many bytes it carried and the `grpc-status`
+//! it ended with (from the headers of a trailers-only response, or from the trailers).
+//! The trace and metrics layers end their spans and record their samples here, when the
+//! exchange is really over rather than when the headers are out.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Buf;
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+
+/// How an exchange ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ExchangeEnd {
+    /// Body bytes sent.
+    pub bytes: u64,
+    /// The gRPC status, if the response carried one.
+    pub grpc_status: Option<i32>,
+    /// False when the body failed or was dropped before its end.
+    pub complete: bool,
+}
+
+/// Told once when a watched body ends (or is dropped).
+pub trait ExchangeObserver: Send + 'static {
+    /// The exchange is over.
+    fn on_end(self, end: ExchangeEnd);
+}
+
+impl<A: ExchangeObserver, B: ExchangeObserver> ExchangeObserver for (A, B) {
+    fn on_end(self, end: ExchangeEnd) {
+        self.0.on_end(end);
+        self.1.on_end(end);
+    }
+}
+
+impl<A: ExchangeObserver> ExchangeObserver for Option<A> {
+    fn on_end(self, end: ExchangeEnd) {
+        if let Some(a) = self {
+            a.on_end(end);
+        }
+    }
+}
+
+/// The `grpc-status` in these headers or trailers.
+pub fn grpc_status(headers: &HeaderMap) -> Option<i32> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The bookkeeping of a watched body, for bodies that embed it.
+pub(crate) struct Watch<O: ExchangeObserver> {
+    observer: Option<O>,
+    end: ExchangeEnd,
+}
+
+impl<O: ExchangeObserver> Watch<O> {
+    pub(crate) fn new(observer: O, headers: &HeaderMap) -> Self {
+        Self {
+            observer: Some(observer),
+            end: ExchangeEnd {
+                bytes: 0,
+                grpc_status: grpc_status(headers),
+                complete: false,
+            },
+        }
+    }
+
+    fn finish(&mut self, complete: bool) {
+        if let Some(o) = self.observer.take() {
+            self.end.complete = complete;
+            o.on_end(self.end);
+        }
+    }
+
+    /// Notes what a poll of the body returned; `end_stream` is the body's state after it.
+    pub(crate) fn on_poll<D: Buf, E>(
+        &mut self,
+        polled: &Poll<Option<Result<Frame<D>, E>>>,
+        end_stream: bool,
+    ) {
+        match polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.end.bytes += data.remaining() as u64;
+                } else if let Some(trailers) = frame.trailers_ref() {
+                    if let Some(s) = grpc_status(trailers) {
+                        self.end.grpc_status = Some(s);
+                    }
+                }
+                // hyper stops polling once the body says it is done.
+                if end_stream {
+                    self.finish(true);
+                }
+            }
+            Poll::Ready(None) => self.finish(true),
+            Poll::Ready(Some(Err(_))) => self.finish(false),
+            Poll::Pending => {}
+        }
+    }
+
+    /// The body was already at its end when watching began.
+    pub(crate) fn ended_early(&mut self) {
+        self.finish(true);
+    }
+}
+
+impl<O: ExchangeObserver> Drop for Watch<O> {
+    fn drop(&mut self) {
+        self.finish(false);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that tells an [`ExchangeObserver`] when it ends.
+    pub struct ObservedBody<B, O: ExchangeObserver> {
+        #[pin]
+        inner: B,
+        pending: Watch<O>,
+    }
+}
+
+impl<B, O: ExchangeObserver> std::fmt::Debug for ObservedBody<B, O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObservedBody")
+            .field("bytes", &self.pending.end.bytes)
+            .finish()
+    }
+}
+
+impl<B: Body, O: ExchangeObserver> ObservedBody<B, O> {
+    /// Watches `inner`; `headers` are the response's (a trailers-only gRPC status is there).
+    pub fn new(inner: B, headers: &HeaderMap, observer: O) -> Self {
+        let mut pending = Watch::new(observer, headers);
+        if inner.is_end_stream() {
+            pending.ended_early();
+        }
+        Self { inner, pending }
+    }
+}
+
+impl<B: Body, O: ExchangeObserver> Body for ObservedBody<B, O> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
+        let end_stream = this.inner.is_end_stream();
+        this.pending.on_poll(&polled, end_stream);
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

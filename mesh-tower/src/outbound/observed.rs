@@ -1,0 +1,102 @@
+//! What the outbound client reports about each call: a client span (its context written
+//! onto the request, continuing the current request's trace) and Istio's request metrics
+//! with `reporter="source"`, both finished when the response body ends.
+
+use http::{Request, Response};
+use tokio::time::Instant;
+
+use super::response::ResponseBody;
+use crate::error::MeshError;
+use crate::metrics::{host_of, HttpKey, Metrics, Reporter, ResponseFlags, SecurityPolicy};
+use crate::observe::{ExchangeEnd, ExchangeObserver};
+use crate::trace::{self, Exchange, SpanGuard};
+
+/// One call in flight.
+#[derive(Debug)]
+pub(crate) struct OutboundObserver {
+    span: SpanGuard,
+    metrics: Metrics,
+    service: u32,
+    grpc: bool,
+    started: Instant,
+    request_bytes: u64,
+    code: u16,
+    flags: ResponseFlags,
+}
+
+/// Starts observing a call to `target` (else the request's authority): the client span's
+/// context goes onto the request's headers.
+pub(crate) fn start<B: http_body::Body>(
+    metrics: &Metrics,
+    target: Option<&str>,
+    req: &mut Request<B>,
+    grpc: bool,
+) -> OutboundObserver {
+    let started = Instant::now();
+    let uri = req.uri().clone();
+    let method = req.method().clone();
+    let host_header = req.headers().get(http::header::HOST).cloned();
+    let authority = target
+        .or_else(|| uri.authority().map(|a| a.as_str()))
+        .or_else(|| host_header.as_ref().and_then(|h| h.to_str().ok()));
+    let service = metrics.intern(authority.map_or("unknown", host_of));
+    let request_bytes = req.body().size_hint().lower();
+    let ex = Exchange {
+        method: &method,
+        path: uri.path(),
+        grpc,
+        server: authority,
+        peer: None,
+    };
+    let span = trace::start_client(
+        &trace::global_tracer(),
+        trace::current(),
+        req.headers_mut(),
+        &ex,
+    );
+    OutboundObserver {
+        span,
+        metrics: metrics.clone(),
+        service,
+        grpc,
+        started,
+        request_bytes,
+        code: 0,
+        flags: ResponseFlags::None,
+    }
+}
+
+impl OutboundObserver {
+    /// Attaches itself to the response, to finish when its body ends.
+    pub(crate) fn finish(mut self, resp: Response<ResponseBody>) -> Response<ResponseBody> {
+        self.code = resp.status().as_u16();
+        self.span.set_status(self.code);
+        if let Some(err) = resp.extensions().get::<MeshError>() {
+            self.flags = ResponseFlags::for_error(err);
+            if let MeshError::CircuitOpen { cluster, limit, .. } = err {
+                self.metrics.breaker_rejection(cluster, *limit);
+            }
+        }
+        let (parts, body) = resp.into_parts();
+        let body = body.observe(self, &parts.headers);
+        Response::from_parts(parts, body)
+    }
+}
+
+impl ExchangeObserver for OutboundObserver {
+    fn on_end(self, end: ExchangeEnd) {
+        let key = HttpKey {
+            reporter: Reporter::Source,
+            peer: self.metrics.intern("unknown"),
+            service: self.service,
+            grpc: self.grpc,
+            code: self.code,
+            grpc_status: end.grpc_status,
+            flags: self.flags,
+            security: SecurityPolicy::Unknown,
+        };
+        self.metrics
+            .record(key, self.started.elapsed(), (self.request_bytes, end.bytes));
+        self.span.on_end(end);
+    }
+}

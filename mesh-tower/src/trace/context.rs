@@ -1,0 +1,238 @@
+//! The trace context of the request being handled, and how it is read from headers,
+//! made current for the handler's work, and written onto outbound calls.
+
+use std::future::Future;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use tokio::task::futures::TaskLocalFuture;
+
+use super::b3::{self, B3Context, B3Headers, Sampling};
+use super::ids::{new_request_id, SpanId, TraceId};
+use super::w3c::{self, TraceState};
+
+/// The request id header (Envoy's).
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Longest `x-request-id` passed on; a longer one is replaced.
+const MAX_REQUEST_ID_LEN: usize = 256;
+
+/// The sampled bit of the trace flags.
+pub const FLAG_SAMPLED: u8 = 0x01;
+
+/// What the caller sent: its trace, its span, whether it samples.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Incoming {
+    /// The caller's trace and span, when a valid `traceparent` or B3 context came.
+    pub parent: Option<(TraceId, SpanId)>,
+    /// The caller's sampling decision, if it made one.
+    pub sampled: Option<bool>,
+    /// Debug sampling (B3 `d` / `x-b3-flags: 1`).
+    pub debug: bool,
+    /// The `tracestate`, kept only with a valid `traceparent`.
+    pub tracestate: Option<TraceState>,
+    /// The request id (the caller's, or a new one).
+    pub request_id: HeaderValue,
+}
+
+/// Reads the trace headers of a request. W3C `traceparent` wins over B3 (single `b3`,
+/// then the multi-header form); an invalid header is ignored, which restarts the trace.
+/// Never fails: malformed input only loses the caller's context.
+pub fn extract(headers: &HeaderMap) -> Incoming {
+    let request_id = headers
+        .get(&X_REQUEST_ID)
+        .filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID_LEN && v.to_str().is_ok())
+        .cloned()
+        .unwrap_or_else(new_request_id);
+    let mut incoming = Incoming {
+        parent: None,
+        sampled: None,
+        debug: false,
+        tracestate: None,
+        request_id,
+    };
+    if let Some(Ok(tp)) = w3c::traceparent_from(headers) {
+        incoming.parent = Some((tp.trace_id, tp.parent_id));
+        incoming.sampled = Some(tp.flags & FLAG_SAMPLED != 0);
+        incoming.tracestate = w3c::tracestate_from(headers).and_then(Result::ok);
+        return incoming;
+    }
+    let b3 = match b3::single_from(headers) {
+        Some(Ok(b)) => Some(b),
+        _ => b3::parse_multi(headers).and_then(Result::ok),
+    };
+    match b3 {
+        Some(B3Headers::Context(c)) => {
+            incoming.parent = Some((c.trace_id, c.span_id));
+            incoming.sampled = c.sampling.map(Sampling::sampled);
+            incoming.debug = c.sampling == Some(Sampling::Debug);
+        }
+        Some(B3Headers::SamplingOnly(s)) => {
+            incoming.sampled = Some(s.sampled());
+            incoming.debug = s == Sampling::Debug;
+        }
+        None => {}
+    }
+    incoming
+}
+
+/// The context of a span: what outbound calls made under it continue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TraceContext {
+    /// The trace.
+    pub trace_id: TraceId,
+    /// This span.
+    pub span_id: SpanId,
+    /// The span this one is a child of.
+    pub parent_span_id: Option<SpanId>,
+    /// Trace flags (bit 0: sampled).
+    pub flags: u8,
+    /// Debug sampling, carried on in B3.
+    pub debug: bool,
+    /// The `tracestate` passed on.
+    pub tracestate: Option<TraceState>,
+    /// The request id passed on.
+    pub request_id: HeaderValue,
+}
+
+impl TraceContext {
+    /// A new root context (a new trace, sampled).
+    pub fn new_root() -> Self {
+        Self {
+            trace_id: TraceId::random(),
+            span_id: SpanId::random(),
+            parent_span_id: None,
+            flags: FLAG_SAMPLED,
+            debug: false,
+            tracestate: None,
+            request_id: new_request_id(),
+        }
+    }
+
+    /// Whether the trace is sampled.
+    pub fn is_sampled(&self) -> bool {
+        self.flags & FLAG_SAMPLED != 0
+    }
+
+    /// A child span's context: same trace, flags, state and request id, a new span id.
+    pub fn child(&self, span_id: SpanId) -> Self {
+        Self {
+            span_id,
+            parent_span_id: Some(self.span_id),
+            ..self.clone()
+        }
+    }
+
+    /// Writes this context onto an outbound request: `traceparent` (+ `tracestate`), the
+    /// B3 multi-header form and `x-request-id`, replacing what was there.
+    pub fn inject(&self, headers: &mut HeaderMap) {
+        headers.insert(
+            w3c::TRACEPARENT,
+            w3c::format_traceparent(&self.trace_id, &self.span_id, self.flags),
+        );
+        match &self.tracestate {
+            Some(ts) => {
+                headers.insert(w3c::TRACESTATE, ts.header_value().clone());
+            }
+            None => {
+                headers.remove(w3c::TRACESTATE);
+            }
+        }
+        headers.remove(b3::B3);
+        let sampling = match (self.debug, self.is_sampled()) {
+            (true, _) => Sampling::Debug,
+            (false, true) => Sampling::Accept,
+            (false, false) => Sampling::Deny,
+        };
+        b3::insert_multi(
+            headers,
+            &B3Context {
+                trace_id: self.trace_id,
+                span_id: self.span_id,
+                parent_span_id: self.parent_span_id,
+                sampling: Some(sampling),
+            },
+        );
+        headers.insert(X_REQUEST_ID, self.request_id.clone());
+    }
+}
+
+tokio::task_local! {
+    static CURRENT: TraceContext;
+}
+
+/// The context of the request being handled by this task, if any.
+pub fn current() -> Option<TraceContext> {
+    CURRENT.try_with(Clone::clone).ok()
+}
+
+/// Runs `fut` with `ctx` as the current trace context.
+pub fn scope<F: Future>(ctx: TraceContext, fut: F) -> TaskLocalFuture<TraceContext, F> {
+    CURRENT.scope(ctx, fut)
+}
+
+/// Runs `f` synchronously with `ctx` current (for a service's `call`).
+pub(crate) fn sync_scope<R>(ctx: TraceContext, f: impl FnOnce() -> R) -> R {
+    CURRENT.sync_scope(ctx, f)
+}
+
+/// Carries the current trace context into a future that runs elsewhere.
+pub trait InCurrentTrace: Future + Sized {
+    /// The future, with the context of the request being handled now (if any).
+    fn in_current_trace(self) -> WithTrace<Self> {
+        match current() {
+            Some(ctx) => WithTrace::Scoped {
+                fut: scope(ctx, self),
+            },
+            None => WithTrace::Plain { fut: self },
+        }
+    }
+}
+
+impl<F: Future> InCurrentTrace for F {}
+
+pin_project_lite::pin_project! {
+    /// A future carrying a trace context: see [`InCurrentTrace`].
+    #[project = WithTraceProj]
+    #[allow(missing_docs)]
+    pub enum WithTrace<F: Future> {
+        /// With a context.
+        Scoped { #[pin] fut: TaskLocalFuture<TraceContext, F> },
+        /// There was none.
+        Plain { #[pin] fut: F },
+    }
+}
+
+impl<F: Future> std::fmt::Debug for WithTrace<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Scoped { .. } => "WithTrace::Scoped",
+            Self::Plain { .. } => "WithTrace::Plain",
+        })
+    }
+}
+
+impl<F: Future> Future for WithTrace<F> {
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        match self.project() {
+            WithTraceProj::Scoped { fut } => fut.poll(cx),
+            WithTraceProj::Plain { fut } => fut.poll(cx),
+        }
+    }
+}
+
+/// `tokio::spawn` with the current trace context carried into the task, so its outbound
+/// calls join the request's trace.
+pub fn spawn<F>(fut: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(fut.in_current_trace())
+}

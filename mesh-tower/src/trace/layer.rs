@@ -1,0 +1,187 @@
+//! [`TraceLayer`]: the inbound half of trace propagation.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use opentelemetry::global::BoxedTracer;
+use tokio::task::futures::TaskLocalFuture;
+use tracing::instrument::{Instrument, Instrumented};
+
+use super::context::{extract, scope, sync_scope, TraceContext, X_REQUEST_ID};
+use super::span::{global_tracer, start_server, Exchange, SpanGuard};
+use crate::inbound::PeerIdentity;
+use crate::observe::{ExchangeEnd, ExchangeObserver, ObservedBody};
+
+/// Reads the caller's trace context (W3C, B3, `x-request-id`), starts a server span, and
+/// runs the inner service with the request's [`TraceContext`] current, so that every call
+/// made through the mesh's clients while handling it continues the trace. The context is
+/// also in the request's extensions, and `x-request-id` is set on the request when the
+/// caller sent none.
+///
+/// Spans go to the OpenTelemetry tracer given (by default the global provider's, taken
+/// when the layer is built: install the provider first), and a `tracing` span named
+/// `inbound` wraps the handler's work.
+#[derive(Clone)]
+pub struct TraceLayer {
+    tracer: Arc<BoxedTracer>,
+}
+
+impl std::fmt::Debug for TraceLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TraceLayer").finish_non_exhaustive()
+    }
+}
+
+impl Default for TraceLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TraceLayer {
+    /// A layer exporting through the global tracer provider.
+    pub fn new() -> Self {
+        Self::with_tracer(global_tracer())
+    }
+
+    /// A layer exporting through `tracer`.
+    pub fn with_tracer(tracer: BoxedTracer) -> Self {
+        Self {
+            tracer: Arc::new(tracer),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for TraceLayer {
+    type Service = Trace<S>;
+
+    fn layer(&self, inner: S) -> Trace<S> {
+        Trace {
+            inner,
+            tracer: Arc::clone(&self.tracer),
+        }
+    }
+}
+
+/// The service [`TraceLayer`] makes.
+#[derive(Clone)]
+pub struct Trace<S> {
+    inner: S,
+    tracer: Arc<BoxedTracer>,
+}
+
+impl<S> std::fmt::Debug for Trace<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trace").finish_non_exhaustive()
+    }
+}
+
+impl<S, B, RB> tower::Service<Request<B>> for Trace<S>
+where
+    S: tower::Service<Request<B>, Response = Response<RB>>,
+    RB: http_body::Body,
+{
+    type Response = Response<ObservedBody<RB, SpanGuard>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let incoming = extract(req.headers());
+        let grpc = crate::outbound::is_grpc_request(req.headers());
+        let server = req.uri().authority().map(|a| a.as_str()).or_else(|| {
+            req.headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        });
+        let ex = Exchange {
+            method: req.method(),
+            path: req.uri().path(),
+            grpc,
+            server,
+            peer: req
+                .extensions()
+                .get::<PeerIdentity>()
+                .map(|p| p.remote_addr),
+        };
+        let (ctx, guard) = start_server(&self.tracer, incoming, &ex);
+        let span = tracing::info_span!(
+            "inbound",
+            otel.kind = "server",
+            http.request.method = %req.method(),
+            url.path = %req.uri().path(),
+            trace_id = tracing::field::Empty,
+            request_id = tracing::field::Empty,
+        );
+        if !span.is_disabled() {
+            span.record("trace_id", tracing::field::display(ctx.trace_id));
+            if let Ok(id) = ctx.request_id.to_str() {
+                span.record("request_id", id);
+            }
+        }
+        req.headers_mut()
+            .entry(X_REQUEST_ID)
+            .or_insert_with(|| ctx.request_id.clone());
+        req.extensions_mut().insert(ctx.clone());
+        let inner = &mut self.inner;
+        let fut = sync_scope(ctx.clone(), || span.in_scope(|| inner.call(req)));
+        ResponseFuture {
+            inner: scope(ctx, fut.instrument(span)),
+            guard: Some(guard),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Trace`]: the inner future with the trace context current.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: TaskLocalFuture<TraceContext, Instrumented<F>>,
+        guard: Option<SpanGuard>,
+    }
+}
+
+impl<F> std::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, RB, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+    RB: http_body::Body,
+{
+    type Output = Result<Response<ObservedBody<RB, SpanGuard>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.inner.poll(cx));
+        let Some(mut guard) = this.guard.take() else {
+            // Polled after completion: a contract breach by the caller; end quietly.
+            return Poll::Pending;
+        };
+        Poll::Ready(match result {
+            Ok(resp) => {
+                guard.set_status(resp.status().as_u16());
+                let (parts, body) = resp.into_parts();
+                let body = ObservedBody::new(body, &parts.headers, guard);
+                Ok(Response::from_parts(parts, body))
+            }
+            Err(e) => {
+                guard.on_end(ExchangeEnd {
+                    bytes: 0,
+                    grpc_status: None,
+                    complete: false,
+                });
+                Err(e)
+            }
+        })
+    }
+}

@@ -1,0 +1,397 @@
+//! The W3C trace-context test suite's cases (github.com/w3c/trace-context, `test/`),
+//! written as Rust tests against the parsers and `extract`, and B3 round trips.
+
+use http::{HeaderMap, HeaderValue};
+use proptest::prelude::*;
+
+use super::b3::{self, B3Context, B3Headers, Sampling};
+use super::w3c::{parse_traceparent, parse_tracestate, InvalidTraceParent, InvalidTraceState};
+use super::*;
+
+const T: &str = "12345678901234567890123456789012";
+const S: &str = "1234567890123456";
+
+fn tp(s: &str) -> Result<w3c::TraceParent, InvalidTraceParent> {
+    parse_traceparent(s.as_bytes())
+}
+
+fn ts(values: &[&str]) -> Result<Option<w3c::TraceState>, InvalidTraceState> {
+    parse_tracestate(values.iter().map(|v| v.as_bytes()))
+}
+
+fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            h.append(*k, v);
+        }
+    }
+    h
+}
+
+#[test]
+fn traceparent_valid_and_sampled_flag() {
+    let p = tp(&format!("00-{T}-{S}-01")).ok();
+    assert_eq!(p.map(|p| (p.version, p.flags)), Some((0, 1)));
+    assert_eq!(tp(&format!("00-{T}-{S}-00")).map(|p| p.flags), Ok(0));
+    // Other flag bits are accepted (and not propagated).
+    assert_eq!(tp(&format!("00-{T}-{S}-09")).map(|p| p.flags), Ok(9));
+}
+
+#[test]
+fn traceparent_version() {
+    assert_eq!(
+        tp(&format!("ff-{T}-{S}-01")),
+        Err(InvalidTraceParent::Version)
+    );
+    for v in ["0x", ".0", "0.", "FF", "Cc", "-0"] {
+        assert!(tp(&format!("{v}-{T}-{S}-01")).is_err(), "version {v}");
+    }
+    // A future version parses like 00.
+    assert_eq!(tp(&format!("cc-{T}-{S}-01")).map(|p| p.version), Ok(0xcc));
+}
+
+#[test]
+fn traceparent_extra_fields_only_for_future_versions() {
+    assert!(tp(&format!("00-{T}-{S}-01-what-the-future-will-be-like")).is_err());
+    assert!(tp(&format!("cc-{T}-{S}-01-what-the-future-will-be-like")).is_ok());
+    assert_eq!(
+        tp(&format!("cc-{T}-{S}-01.what-the-future-will-be-like")),
+        Err(InvalidTraceParent::Delimiter)
+    );
+    assert!(tp(&format!("00-{T}-{S}-01-")).is_err());
+}
+
+#[test]
+fn traceparent_trace_id() {
+    let zeros = "0".repeat(32);
+    assert_eq!(
+        tp(&format!("00-{zeros}-{S}-01")),
+        Err(InvalidTraceParent::TraceId)
+    );
+    let upper = "ABCDEF78901234567890123456789012";
+    assert_eq!(
+        tp(&format!("00-{upper}-{S}-01")),
+        Err(InvalidTraceParent::TraceId)
+    );
+    for bad in [
+        "1234567890123456789012345678901",
+        "123456789012345678901234567890123",
+    ] {
+        assert!(tp(&format!("00-{bad}-{S}-01")).is_err(), "{bad}");
+    }
+    let illegal = "1234567890123456789012345678901.";
+    assert!(tp(&format!("00-{illegal}-{S}-01")).is_err());
+}
+
+#[test]
+fn traceparent_parent_id() {
+    assert_eq!(
+        tp(&format!("00-{T}-0000000000000000-01")),
+        Err(InvalidTraceParent::ParentId)
+    );
+    assert!(tp(&format!("00-{T}-ABCDEF7890123456-01")).is_err());
+    assert!(tp(&format!("00-{T}-123456789012345-01")).is_err());
+    assert!(tp(&format!("00-{T}-12345678901234567-01")).is_err());
+    assert!(tp(&format!("00-{T}-123456789012345.-01")).is_err());
+}
+
+#[test]
+fn traceparent_flags() {
+    for bad in ["0", "000", ".1", "0.", "AB", "0G"] {
+        assert!(tp(&format!("00-{T}-{S}-{bad}")).is_err(), "flags {bad}");
+    }
+}
+
+#[test]
+fn traceparent_whitespace_and_delimiters() {
+    assert!(tp(&format!(" \t00-{T}-{S}-01 \t")).is_ok());
+    assert!(tp(&format!("00_{T}-{S}-01")).is_err());
+    assert!(tp(&format!("00-{T}_{S}-01")).is_err());
+    assert!(tp("").is_err());
+    assert!(tp("00").is_err());
+}
+
+#[test]
+fn invalid_traceparent_restarts_the_trace_and_drops_tracestate() {
+    let h = headers(&[
+        ("traceparent", &format!("00-{T}-0000000000000000-01")),
+        ("tracestate", "foo=1"),
+    ]);
+    let incoming = extract(&h);
+    assert_eq!(incoming.parent, None);
+    assert_eq!(incoming.tracestate, None);
+}
+
+#[test]
+fn duplicated_traceparent_restarts_the_trace() {
+    let a = format!("00-{T}-{S}-01");
+    let b = format!("00-{}-{S}-01", "1".repeat(32));
+    let h = headers(&[("traceparent", &a), ("traceparent", &b)]);
+    assert_eq!(extract(&h).parent, None);
+}
+
+#[test]
+fn traceparent_wins_over_b3() {
+    let h = headers(&[
+        ("traceparent", &format!("00-{T}-{S}-01")),
+        ("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"),
+    ]);
+    let p = extract(&h)
+        .parent
+        .map(|(t, s)| (t.to_string(), s.to_string()));
+    assert_eq!(p, Some((T.to_owned(), S.to_owned())));
+}
+
+#[test]
+fn tracestate_valid_lists() {
+    let st = ts(&["foo=1, bar=2"]).ok().flatten();
+    assert_eq!(
+        st.as_ref().map(w3c::TraceState::as_str),
+        Some("foo=1,bar=2")
+    );
+    // Several headers are one list; empty members are skipped.
+    let st = ts(&["foo=1,,", " ,bar=2"]).ok().flatten();
+    assert_eq!(
+        st.as_ref().map(w3c::TraceState::as_str),
+        Some("foo=1,bar=2")
+    );
+    assert_eq!(ts(&[""]), Ok(None));
+    assert!(ts(&["tenant@system=x", "a*b/c_d-e=y", "0tenant@s=1"]).is_ok());
+}
+
+#[test]
+fn tracestate_duplicates_are_dropped() {
+    assert_eq!(
+        ts(&["foo=1,foo=1"]),
+        Err(InvalidTraceState::DuplicateKey(1))
+    );
+    assert_eq!(
+        ts(&["foo=1", "foo=2"]),
+        Err(InvalidTraceState::DuplicateKey(1))
+    );
+    assert!(ts(&["foo=1,foobar=2"]).is_ok());
+}
+
+#[test]
+fn tracestate_keys() {
+    for bad in [
+        "Foo=1",
+        "foo.bar=1",
+        "1foo=1",
+        "=1",
+        "foo =1",
+        "foo@=1",
+        "@foo=1",
+        "foo@1bar=1",
+        "foo@bar@baz=1",
+    ] {
+        assert!(ts(&[bad]).is_err(), "key {bad:?}");
+    }
+    let key256 = format!("a{}", "b".repeat(255));
+    assert!(ts(&[&format!("{key256}=1")]).is_ok());
+    assert!(ts(&[&format!("{key256}b=1")]).is_err());
+    let tenant241 = "t".repeat(241);
+    let system14 = "s".repeat(14);
+    assert!(ts(&[&format!("{tenant241}@{system14}=1")]).is_ok());
+    assert!(ts(&[&format!("{tenant241}t@{system14}=1")]).is_err());
+    assert!(ts(&[&format!("{tenant241}@{system14}s=1")]).is_err());
+}
+
+#[test]
+fn tracestate_values() {
+    let v256 = "v".repeat(256);
+    assert!(ts(&[&format!("foo={v256}")]).is_ok());
+    assert!(ts(&[&format!("foo={v256}v")]).is_err());
+    for bad in ["foo=", "foo=a=b", "foo=a\u{7f}", "foo=\u{1}x"] {
+        assert!(ts(&[bad]).is_err(), "value {bad:?}");
+    }
+    // Inner spaces are allowed; trailing ones belong to the list's whitespace.
+    assert!(ts(&["foo=a b"]).is_ok());
+}
+
+#[test]
+fn tracestate_member_limit() {
+    let members = |n: usize| {
+        (0..n)
+            .map(|i| format!("k{i}=v"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    assert!(ts(&[&members(32)]).is_ok());
+    assert_eq!(ts(&[&members(33)]), Err(InvalidTraceState::TooManyMembers));
+    let h = headers(&[
+        ("traceparent", &format!("00-{T}-{S}-01")),
+        ("tracestate", &members(33)),
+    ]);
+    let incoming = extract(&h);
+    assert!(incoming.parent.is_some());
+    assert_eq!(incoming.tracestate, None);
+}
+
+#[test]
+fn inject_writes_w3c_b3_and_request_id() {
+    let h = headers(&[
+        ("traceparent", &format!("cc-{T}-{S}-01-future")),
+        ("tracestate", "foo=1"),
+        ("x-request-id", "req-1"),
+    ]);
+    let incoming = extract(&h);
+    let (trace_id, _) = incoming.parent.unwrap_or_default();
+    let mut ctx = TraceContext::new_root();
+    ctx.trace_id = trace_id;
+    ctx.tracestate = incoming.tracestate;
+    ctx.request_id = incoming.request_id;
+    let child = ctx.child(SpanId([7; 8]));
+    let mut out = HeaderMap::new();
+    child.inject(&mut out);
+    let get = |k: &str| {
+        out.get(k)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(get("traceparent"), format!("00-{T}-0707070707070707-01"));
+    assert_eq!(get("tracestate"), "foo=1");
+    assert_eq!(get("x-b3-traceid"), T);
+    assert_eq!(get("x-b3-spanid"), "0707070707070707");
+    assert_eq!(get("x-b3-parentspanid"), ctx.span_id.to_string());
+    assert_eq!(get("x-b3-sampled"), "1");
+    assert_eq!(get("x-request-id"), "req-1");
+}
+
+#[test]
+fn request_id_is_made_when_absent_or_bad() {
+    assert_eq!(extract(&HeaderMap::new()).request_id.len(), 36);
+    let long = "x".repeat(300);
+    assert_eq!(
+        extract(&headers(&[("x-request-id", &long)]))
+            .request_id
+            .len(),
+        36
+    );
+    let kept = extract(&headers(&[("x-request-id", "abc")])).request_id;
+    assert_eq!(kept, "abc");
+}
+
+#[test]
+fn b3_single_round_trips() {
+    for v in [
+        "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90",
+        "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-d",
+        "64fe8b2a57d3eff7-e457b5a2e4d86bd1-0",
+        "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1",
+    ] {
+        let Ok(B3Headers::Context(c)) = b3::parse_single(v.as_bytes()) else {
+            panic!("{v} did not parse");
+        };
+        assert_eq!(b3::format_single(&c), v);
+    }
+    assert_eq!(
+        b3::parse_single(b"0"),
+        Ok(B3Headers::SamplingOnly(Sampling::Deny))
+    );
+    assert_eq!(
+        b3::parse_single(b"d"),
+        Ok(B3Headers::SamplingOnly(Sampling::Debug))
+    );
+    for bad in [
+        "",
+        "2",
+        "x-y",
+        "0000000000000000-e457b5a2e4d86bd1-1",
+        "64fe8b2a57d3eff7-e457b5a2e4d86bd1-2",
+        "64fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90-x",
+        "64fe8b2a57d3eff-e457b5a2e4d86bd1",
+    ] {
+        assert!(b3::parse_single(bad.as_bytes()).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn b3_multi_round_trips() {
+    for (trace, parent, sampled, flags) in [
+        (
+            "80f198ee56343ba864fe8b2a57d3eff7",
+            Some("05e3ac9a4f6e3b90"),
+            Some("1"),
+            None,
+        ),
+        ("64fe8b2a57d3eff7", None, Some("0"), None),
+        ("64fe8b2a57d3eff7", None, None, Some("1")),
+    ] {
+        let mut h = headers(&[("x-b3-traceid", trace), ("x-b3-spanid", "e457b5a2e4d86bd1")]);
+        for (k, v) in [
+            ("x-b3-parentspanid", parent),
+            ("x-b3-sampled", sampled),
+            ("x-b3-flags", flags),
+        ] {
+            if let Some(v) = v {
+                h.insert(k, HeaderValue::from_static(v));
+            }
+        }
+        let Some(Ok(B3Headers::Context(c))) = b3::parse_multi(&h) else {
+            panic!("{trace} did not parse");
+        };
+        let mut out = HeaderMap::new();
+        b3::insert_multi(&mut out, &c);
+        assert_eq!(out, h);
+    }
+    let only = headers(&[("x-b3-sampled", "0")]);
+    assert_eq!(
+        b3::parse_multi(&only),
+        Some(Ok(B3Headers::SamplingOnly(Sampling::Deny)))
+    );
+    let bad = headers(&[("x-b3-traceid", "64fe8b2a57d3eff7")]);
+    assert!(matches!(b3::parse_multi(&bad), Some(Err(_))));
+}
+
+#[test]
+fn b3_is_used_without_traceparent() {
+    let h = headers(&[("b3", "64fe8b2a57d3eff7-e457b5a2e4d86bd1-0")]);
+    let incoming = extract(&h);
+    assert_eq!(incoming.sampled, Some(false));
+    let (t, s) = incoming.parent.unwrap_or_default();
+    assert!(t.is_64_bit());
+    assert_eq!(s.to_string(), "e457b5a2e4d86bd1");
+    let c = B3Context {
+        trace_id: t,
+        span_id: s,
+        parent_span_id: None,
+        sampling: Some(Sampling::Deny),
+    };
+    assert_eq!(b3::format_single(&c), "64fe8b2a57d3eff7-e457b5a2e4d86bd1-0");
+}
+
+proptest! {
+    #[test]
+    fn parsers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let _ = parse_traceparent(&bytes);
+        let _ = parse_tracestate(std::iter::once(bytes.as_slice()));
+        let _ = b3::parse_single(&bytes);
+        let mut h = HeaderMap::new();
+        if let Ok(v) = HeaderValue::from_bytes(&bytes) {
+            for name in ["traceparent", "tracestate", "b3", "x-b3-traceid", "x-b3-spanid",
+                         "x-b3-parentspanid", "x-b3-sampled", "x-b3-flags", "x-request-id"] {
+                h.insert(name, v.clone());
+            }
+        }
+        let _ = b3::parse_multi(&h);
+        let incoming = extract(&h);
+        prop_assert!(!incoming.request_id.is_empty());
+    }
+
+    #[test]
+    fn traceparent_like_strings_never_panic(s in "[0-9a-fA-F.-]{0,80}") {
+        let _ = parse_traceparent(s.as_bytes());
+        let _ = b3::parse_single(s.as_bytes());
+    }
+
+    #[test]
+    fn valid_traceparents_round_trip(t in any::<[u8; 16]>(), s in any::<[u8; 8]>(), f in 0u8..2) {
+        prop_assume!(t != [0; 16] && s != [0; 8]);
+        let v = w3c::format_traceparent(&TraceId(t), &SpanId(s), f);
+        let p = parse_traceparent(v.as_bytes());
+        prop_assert_eq!(p.map(|p| (p.trace_id.0, p.parent_id.0, p.flags)), Ok((t, s, f)));
+    }
+}

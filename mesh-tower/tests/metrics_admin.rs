@@ -1,0 +1,296 @@
+//! Istio metrics for an inbound (mTLS) and an outbound request, the admin server's pages,
+//! and `promtool check metrics` on `/metrics`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use mesh_core::cluster::{Cluster, ClusterLoadAssignment, Endpoint};
+use mesh_core::inbound::TlsMode;
+use mesh_core::route::{
+    ClusterSpecifier, ForwardAction, Route, RouteAction, RouteConfig, RouteMatch, VirtualHost,
+    WeightedCluster, WeightedClusters,
+};
+use mesh_core::Snapshot;
+use mesh_tower::admin::AdminServer;
+use mesh_tower::metrics::{MetricsLayer, WorkloadLabels};
+use mesh_tower::trace::TraceLayer;
+use mesh_tower::Mesh;
+use tower::ServiceBuilder;
+
+fn backend() -> Router {
+    Router::new().route("/pay", get(|| async { "paid" })).route(
+        "/fail",
+        get(|| async { (StatusCode::SERVICE_UNAVAILABLE, "no") }),
+    )
+}
+
+/// `payment.default.svc.cluster.local:8080` split 90/10 over two clusters, both at `addr`.
+fn policy(addr: std::net::SocketAddr) -> Snapshot {
+    let target = "payment.default.svc.cluster.local:8080";
+    let split = WeightedClusters::new(vec![
+        WeightedCluster::new("payment-v1", 90),
+        WeightedCluster::new("payment-v2", 10),
+    ])
+    .unwrap();
+    let rc = RouteConfig::new(
+        target,
+        vec![VirtualHost::new(
+            "vh",
+            vec!["*".into()],
+            vec![Route::new(
+                "r",
+                RouteMatch::default(),
+                RouteAction::Forward(ForwardAction::new(ClusterSpecifier::Weighted(split))),
+            )],
+        )],
+    );
+    let mut b = Snapshot::builder()
+        .listener(target, target)
+        .route_config(rc);
+    for name in ["payment-v1", "payment-v2"] {
+        b = b
+            .cluster(Cluster::new(name))
+            .endpoints(ClusterLoadAssignment::from_endpoints(
+                name,
+                vec![Endpoint::new(addr)],
+            ));
+    }
+    b.build()
+}
+
+fn line<'a>(text: &'a str, prefix: &str, must: &[&str]) -> Option<&'a str> {
+    text.lines()
+        .find(|l| l.starts_with(prefix) && must.iter().all(|m| l.contains(m)))
+}
+
+async fn fetch(addr: std::net::SocketAddr, path: &str) -> (StatusCode, String, String) {
+    let mut conn = common::connect(addr, None).await.unwrap();
+    let resp = conn
+        .send(
+            Request::get(path)
+                .header("host", "admin")
+                .body(Empty::<Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (resp.status(), ct, resp.into_body())
+}
+
+#[tokio::test]
+async fn inbound_and_outbound_labels_admin_pages_and_promtool() {
+    let certs = common::mesh();
+    // The payment workload: STRICT mTLS, metrics by MetricsLayer.
+    let payment_mesh = Mesh::builder()
+        .workload(
+            WorkloadLabels::named("payment")
+                .with_namespace("default")
+                .with_version("v1")
+                .with_principal(common::PAYMENT)
+                .with_service("payment.default.svc.cluster.local"),
+        )
+        .build()
+        .unwrap();
+    let layers = ServiceBuilder::new()
+        .layer(TraceLayer::new())
+        .layer(MetricsLayer::new(payment_mesh.metrics().clone()));
+    let payment = common::start(
+        common::policy(TlsMode::Strict),
+        Some(certs.payment.clone()),
+        backend().layer(layers),
+    )
+    .await;
+    let tls = common::client_tls(&certs.payment, Some(&certs.order));
+    let mut conn = common::connect(payment.addr, Some(tls)).await.unwrap();
+    let (status, _) = conn.get("/pay").await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let inbound = payment_mesh.metrics().render();
+    let l = line(
+        &inbound,
+        "istio_requests_total{",
+        &["reporter=\"destination\""],
+    )
+    .unwrap_or_default();
+    for label in [
+        "source_principal=\"spiffe://cluster.local/ns/default/sa/order-service\"",
+        "source_workload_namespace=\"default\"",
+        "destination_workload=\"payment\"",
+        "destination_workload_namespace=\"default\"",
+        "destination_principal=\"spiffe://cluster.local/ns/default/sa/payment-service\"",
+        "destination_version=\"v1\"",
+        "destination_service=\"payment.default.svc.cluster.local\"",
+        "destination_service_name=\"payment\"",
+        "destination_service_namespace=\"default\"",
+        "request_protocol=\"http\"",
+        "response_code=\"200\"",
+        "grpc_response_status=\"\"",
+        "response_flags=\"-\"",
+        "connection_security_policy=\"mutual_tls\"",
+    ] {
+        assert!(l.contains(label), "{label} not in {l}");
+    }
+    assert!(l.ends_with(" 1"), "{l}");
+    assert!(
+        line(
+            &inbound,
+            "istio_response_bytes_sum{",
+            &["reporter=\"destination\""]
+        )
+        .is_some_and(|l| l.ends_with(" 4")),
+        "\"paid\" is 4 bytes"
+    );
+
+    // The order workload calls a plaintext backend through the mesh client.
+    let plain = common::start(common::policy(TlsMode::Disable), None, backend()).await;
+    let order_mesh = Mesh::builder()
+        .workload(WorkloadLabels::named("order").with_namespace("default"))
+        .snapshot(policy(plain.addr))
+        .build()
+        .unwrap();
+    let client = order_mesh.http_client::<Empty<Bytes>>();
+    for path in ["/pay", "/fail"] {
+        let req = Request::get(format!(
+            "http://payment.default.svc.cluster.local:8080{path}"
+        ))
+        .body(Empty::new())
+        .unwrap();
+        let resp = tower::ServiceExt::oneshot(client.clone(), req)
+            .await
+            .unwrap();
+        resp.into_body().collect().await.unwrap();
+    }
+    let outbound = order_mesh.metrics().render();
+    let ok = line(
+        &outbound,
+        "istio_requests_total{",
+        &["reporter=\"source\"", "response_code=\"200\""],
+    )
+    .unwrap_or_default();
+    for label in [
+        "source_workload=\"order\"",
+        "source_workload_namespace=\"default\"",
+        "source_app=\"order\"",
+        "destination_service=\"payment.default.svc.cluster.local\"",
+        "destination_service_name=\"payment\"",
+        "destination_service_namespace=\"default\"",
+        "destination_principal=\"unknown\"",
+        "connection_security_policy=\"unknown\"",
+        "request_protocol=\"http\"",
+    ] {
+        assert!(ok.contains(label), "{label} not in {ok}");
+    }
+    assert!(line(
+        &outbound,
+        "istio_requests_total{",
+        &["reporter=\"source\"", "response_code=\"503\""]
+    )
+    .is_some());
+
+    // The admin server.
+    let admin = AdminServer::new(order_mesh.clone())
+        .spawn("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let (s, ct, metrics) = fetch(admin.local_addr(), "/metrics").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(ct.starts_with("text/plain"));
+    assert!(metrics.contains("istio_requests_total{reporter=\"source\""));
+    assert!(metrics.contains("mesh_cluster_endpoints{"));
+    let (s, ct, dump) = fetch(admin.local_addr(), "/config_dump").await;
+    assert_eq!((s, ct.as_str()), (StatusCode::OK, "application/json"));
+    let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    for key in [
+        "listeners",
+        "route_configs",
+        "clusters",
+        "endpoints",
+        "xds",
+        "version",
+    ] {
+        assert!(dump.get(key).is_some(), "config_dump lacks {key}");
+    }
+    let (s, _, clusters) = fetch(admin.local_addr(), "/clusters").await;
+    assert_eq!(s, StatusCode::OK);
+    let clusters: serde_json::Value = serde_json::from_str(&clusters).unwrap();
+    let first = &clusters[0];
+    assert_eq!(first["name"], "payment-v1", "{clusters}");
+    assert_eq!(first["endpoints"][0]["healthy"], true);
+    assert!(first["circuit_breakers"]
+        .as_array()
+        .is_some_and(|a| a.len() == 4));
+    let (s, _, ready) = fetch(admin.local_addr(), "/ready").await;
+    assert_eq!((s, ready.as_str()), (StatusCode::OK, "ready\n"));
+    let (s, ct, page) = fetch(admin.local_addr(), "/").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(ct.starts_with("text/html"));
+    assert!(page.contains("<h2>Routes</h2>") && page.contains("<h2>Clusters</h2>"));
+    assert!(
+        page.contains("payment-v1 (90)") && page.contains("payment-v2 (10)"),
+        "{page}"
+    );
+    assert!(
+        page.contains("payment.default.svc.cluster.local"),
+        "the request table names the service"
+    );
+    assert_eq!(
+        fetch(admin.local_addr(), "/nope").await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    promtool_check(&metrics);
+    promtool_check(&inbound);
+}
+
+/// `promtool check metrics` must parse the exposition; its only lint complaints may be
+/// the ones Istio's own names cause (`_milliseconds` is not a base unit).
+fn promtool_check(text: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        println!(
+            "NOTICE: promtool not installed (Debian package `prometheus`); skipping the check"
+        );
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let unexpected: Vec<&str> = report
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter(|l| !l.contains("istio_request_duration_milliseconds"))
+        .collect();
+    assert!(unexpected.is_empty(), "promtool: {report}");
+    if !out.status.success() {
+        assert!(
+            report.contains("_milliseconds"),
+            "promtool failed: {report}"
+        );
+    }
+}
