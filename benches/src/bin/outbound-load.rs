@@ -55,8 +55,43 @@ async fn backend() -> Result<SocketAddr, BoxError> {
     Ok(addr)
 }
 
-fn mesh_snapshot(backend: SocketAddr) -> Snapshot {
+/// The same backend behind the mesh's inbound listener, STRICT mTLS with an SVID.
+async fn mtls_backend(ca: &mesh_tower::identity::testing::TestCa) -> Result<SocketAddr, BoxError> {
+    use mesh_core::inbound::{InboundPolicy, TlsMode};
+    let svid = ca.svid("default", "backend")?;
+    let source = mesh_tower::identity::CertificateSource::in_memory(svid.identity()?, ca.bundle()?);
+    let policy = mesh_core::live::LivePolicy::new(
+        Snapshot::builder()
+            .inbound_default(Some(InboundPolicy::new(TlsMode::Strict)))
+            .build(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let svc = tower::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+        let _ = req.into_body().collect().await;
+        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(&BODY))))
+    });
+    let server = mesh_tower::inbound::MeshListener::new(listener, policy, Some(source));
+    tokio::spawn(server.serve(svc, std::future::pending::<()>()));
+    Ok(addr)
+}
+
+fn mesh_snapshot(backend: SocketAddr, tls: bool) -> Snapshot {
     let mut cluster = Cluster::new("bench");
+    if tls {
+        cluster.tls = Some(mesh_core::cluster::UpstreamTls {
+            sni: None,
+            accepted_sans: vec![mesh_core::matcher::StringMatcher::exact(
+                "spiffe://cluster.local/ns/default/sa/backend",
+            )],
+            identity: Some(mesh_core::cluster::CertificateInstance::new(
+                "default", "default",
+            )),
+            roots: Some(mesh_core::cluster::CertificateInstance::new(
+                "default", "ROOTCA",
+            )),
+        });
+    }
     cluster.outlier_detection = Some(OutlierConfig::new());
     let mut action = ForwardAction::to_cluster("bench");
     action.timeout = Some(Duration::from_secs(5));
@@ -211,6 +246,42 @@ where
     }
 }
 
+/// Full mTLS handshakes per second against the STRICT listener, one after another.
+async fn handshakes(
+    ca: &mesh_tower::identity::testing::TestCa,
+    addr: SocketAddr,
+) -> Result<(), BoxError> {
+    use mesh_tower::outbound::UpstreamTlsConnect;
+    let client = mesh_tower::identity::CertificateSource::in_memory(
+        ca.svid("default", "client")?.identity()?,
+        ca.bundle()?,
+    );
+    let accepted = vec![mesh_core::matcher::StringMatcher::exact(
+        "spiffe://cluster.local/ns/default/sa/backend",
+    )];
+    let n = 300u32;
+    let cpu0 = cpu_micros();
+    let start = Instant::now();
+    for _ in 0..n {
+        // A fresh config each time: no session resumption, a full handshake.
+        let config = mesh_tower::identity::client_config(&client, Some(&client), accepted.clone())?;
+        let connector = mesh_tower::identity::MeshTlsConnector::new(
+            config,
+            rustls_pki_types::ServerName::try_from("backend.mesh.invalid")?.to_owned(),
+        );
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let _tls = connector.connect(tcp, &addr.to_string()).await?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_micros().saturating_sub(cpu0);
+    println!(
+        "full mTLS handshakes (client and server in this process, one core): {:.0}/s, {:.0} µs CPU each",
+        f64::from(n) / secs,
+        cpu as f64 / f64::from(n)
+    );
+    Ok(())
+}
+
 fn main() -> Result<(), BoxError> {
     let mut args = std::env::args().skip(1);
     let rate: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(2000);
@@ -225,16 +296,28 @@ fn main() -> Result<(), BoxError> {
     rt.block_on(async move {
         let addr = backend().await?;
         let plain = Drain(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>());
-        let mesh = mesh_tower::Mesh::builder().snapshot(mesh_snapshot(addr)).build()?;
+        let mesh = mesh_tower::Mesh::builder().snapshot(mesh_snapshot(addr, false)).build()?;
         let meshed = Drain(mesh.http_client::<Full<Bytes>>());
+        let ca = mesh_tower::identity::testing::TestCa::new()?;
+        let tls_addr = mtls_backend(&ca).await?;
+        let client_svid = ca.svid("default", "client")?;
+        let client_source =
+            mesh_tower::identity::CertificateSource::in_memory(client_svid.identity()?, ca.bundle()?);
+        let mtls_mesh = mesh_tower::Mesh::builder()
+            .snapshot(mesh_snapshot(tls_addr, true))
+            .identity(client_source)
+            .build()?;
+        let mtls = Drain(mtls_mesh.http_client::<Full<Bytes>>());
         let plain_uri = format!("http://{addr}/pay");
         // Warm both (connections, cluster state), then alternate runs.
         let _ = run("warm", plain.clone(), &plain_uri, 500, 1).await;
         let _ = run("warm", meshed.clone(), "http://bench:80/pay", 500, 1).await;
+        let _ = run("warm", mtls.clone(), "http://bench:80/pay", 500, 1).await;
         let mut runs = Vec::new();
         for _ in 0..2 {
             runs.push(run("plain hyper", plain.clone(), &plain_uri, rate, secs).await);
             runs.push(run("mesh", meshed.clone(), "http://bench:80/pay", rate, secs).await);
+            runs.push(run("mesh + mTLS", mtls.clone(), "http://bench:80/pay", rate, secs).await);
         }
         println!("rate {rate}/s for {secs}s per run, 1 KiB bodies, HTTP/1.1, one current-thread runtime\n");
         println!("| client | requests | errors | p50 µs | p99 µs | p99.9 µs | CPU µs/req (client+backend) |");
@@ -246,13 +329,16 @@ fn main() -> Result<(), BoxError> {
             let v: Vec<f64> = runs.iter().filter(|r| r.name == name).map(f).collect();
             v.iter().sum::<f64>() / v.len().max(1) as f64
         };
-        let added = |f: &dyn Fn(&Run) -> f64| avg("mesh", f) - avg("plain hyper", f);
-        println!(
-            "\nmesh adds (mean of runs): p50 {:+.0} µs, p99 {:+.0} µs, CPU {:+.1} µs/request",
-            added(&|r| r.p50 as f64),
-            added(&|r| r.p99 as f64),
-            added(&|r| r.cpu_per_req)
-        );
+        for (name, base) in [("mesh", "plain hyper"), ("mesh + mTLS", "plain hyper"), ("mesh + mTLS", "mesh")] {
+            let added = |f: &dyn Fn(&Run) -> f64| avg(name, f) - avg(base, f);
+            println!(
+                "{name} over {base} (mean of runs): p50 {:+.0} µs, p99 {:+.0} µs, CPU {:+.1} µs/request",
+                added(&|r| r.p50 as f64),
+                added(&|r| r.p99 as f64),
+                added(&|r| r.cpu_per_req)
+            );
+        }
+        handshakes(&ca, tls_addr).await?;
         Ok::<_, BoxError>(())
     })
 }
