@@ -55,5 +55,9 @@ async fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     println!("stopping");
+    drop(cp);
+    if let Some(path) = &args.unix {
+        let _ = std::fs::remove_file(path);
+    }
     ExitCode::SUCCESS
 }

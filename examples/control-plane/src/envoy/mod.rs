@@ -8,10 +8,56 @@ mod route;
 
 use std::collections::BTreeMap;
 
+use envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier;
+use envoy_types::pb::envoy::config::core::v3::{AggregatedConfigSource, ConfigSource};
+use envoy_types::pb::envoy::config::listener::v3::{ApiListener, Listener};
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    http_connection_manager::RouteSpecifier, http_filter, HttpConnectionManager, HttpFilter, Rds,
+};
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
 use mesh_core::Snapshot;
 use mesh_xds_client::resource::{to_any, XdsType};
-use mesh_xds_client::testing::fixtures::listener_rds_message;
+
+/// The fault filter's name: routes' `typed_per_filter_config` key.
+pub(crate) const FAULT_FILTER: &str = "envoy.filters.http.fault";
+
+/// A client listener as istiod's gRPC generator sends it: an API listener whose HTTP
+/// connection manager takes routes from RDS and runs the fault filter (configured per
+/// route, off elsewhere) and the router.
+fn listener(name: &str, route_config: &str) -> Listener {
+    let filter = |name: &str, config: Any| HttpFilter {
+        name: name.to_owned(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(config)),
+        ..Default::default()
+    };
+    let hcm = HttpConnectionManager {
+        stat_prefix: name.to_owned(),
+        route_specifier: Some(RouteSpecifier::Rds(Rds {
+            config_source: Some(ConfigSource {
+                config_source_specifier: Some(ConfigSourceSpecifier::Ads(
+                    AggregatedConfigSource {},
+                )),
+                resource_api_version: 2, // V3
+                ..Default::default()
+            }),
+            route_config_name: route_config.to_owned(),
+        })),
+        http_filters: vec![
+            filter(FAULT_FILTER, to_any(&HttpFault::default())),
+            filter("envoy.filters.http.router", to_any(&Router::default())),
+        ],
+        ..Default::default()
+    };
+    Listener {
+        name: name.to_owned(),
+        api_listener: Some(ApiListener {
+            api_listener: Some(to_any(&hcm)),
+        }),
+        ..Default::default()
+    }
+}
 
 /// Every resource to serve, by type and name.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -34,7 +80,7 @@ impl Resources {
             put(
                 XdsType::Listener,
                 l.target(),
-                to_any(&listener_rds_message(l.target(), l.route_config_name())),
+                to_any(&listener(l.target(), l.route_config_name())),
             );
         }
         for rc in s.route_configs() {

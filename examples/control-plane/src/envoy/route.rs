@@ -8,6 +8,7 @@ use envoy_types::pb::envoy::config::route::v3::{
     header_matcher::HeaderMatchSpecifier, query_parameter_matcher::QueryParameterMatchSpecifier,
     route_action, route_match, weighted_cluster::ClusterWeight,
 };
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 use envoy_types::pb::envoy::r#type::matcher::v3::{
     string_matcher::MatchPattern, RegexMatcher, StringMatcher as PbStringMatcher,
 };
@@ -18,6 +19,9 @@ use mesh_core::route::{
     ClusterSpecifier, ForwardAction, HashPolicyKind, HeaderMutations, PathMatch, RetryPolicy,
     Route, RouteAction, RouteConfig, RouteMatch, VirtualHost,
 };
+
+use mesh_core::route::{FaultAbort, FaultInjection};
+use mesh_xds_client::resource::to_any;
 
 use super::duration;
 
@@ -66,8 +70,13 @@ fn route(r: &Route) -> pb::Route {
         }
         _ => pb::route::Action::NonForwardingAction(pb::NonForwardingAction {}),
     };
+    let mut typed_per_filter_config = std::collections::HashMap::new();
+    if let Some(f) = r.fault() {
+        typed_per_filter_config.insert(super::FAULT_FILTER.to_owned(), to_any(&fault(f)));
+    }
     pb::Route {
         name: r.name().to_owned(),
+        typed_per_filter_config,
         r#match: Some(route_match_of(r.matcher())),
         action: Some(action),
         request_headers_to_add,
@@ -297,4 +306,47 @@ fn mutations(m: &HeaderMutations) -> (Vec<HeaderValueOption>, Vec<String>) {
         .collect();
     let remove = m.removals().iter().map(|n| n.as_str().to_owned()).collect();
     (add, remove)
+}
+
+/// A route's fault injection, as the fault filter's per-route config (gRFC A33).
+fn fault(f: &FaultInjection) -> HttpFault {
+    use envoy_types::pb::envoy::extensions::filters::common::fault::v3 as common;
+    use envoy_types::pb::envoy::extensions::filters::http::fault::v3 as http_fault;
+    use http_fault::fault_abort::ErrorType;
+    let delay = f.delay.as_ref().map(|d| common::FaultDelay {
+        fault_delay_secifier: Some(match d.fixed {
+            Some(t) if !d.header_controlled => {
+                common::fault_delay::FaultDelaySecifier::FixedDelay(duration(t))
+            }
+            _ => common::fault_delay::FaultDelaySecifier::HeaderDelay(Default::default()),
+        }),
+        percentage: Some(fraction(
+            d.percentage.numerator(),
+            d.percentage.denominator(),
+        )),
+    });
+    let abort = f.abort.as_ref().and_then(|a| {
+        let (error_type, p) = match a {
+            FaultAbort::Http { status, percentage } => {
+                (ErrorType::HttpStatus(u32::from(*status)), percentage)
+            }
+            FaultAbort::Grpc { code, percentage } => (ErrorType::GrpcStatus(*code), percentage),
+            FaultAbort::HeaderControlled { percentage } => {
+                (ErrorType::HeaderAbort(Default::default()), percentage)
+            }
+            _ => return None,
+        };
+        Some(http_fault::FaultAbort {
+            error_type: Some(error_type),
+            percentage: Some(fraction(p.numerator(), p.denominator())),
+            ..Default::default()
+        })
+    });
+    HttpFault {
+        delay,
+        abort,
+        headers: f.headers.iter().map(header_matcher).collect(),
+        max_active_faults: f.max_active_faults.map(|value| UInt32Value { value }),
+        ..Default::default()
+    }
 }

@@ -62,3 +62,34 @@ fn seed_guide_round_trips_through_envoy_protos() {
         assert_eq!(flat(&back), flat(cla), "endpoints {}", cla.cluster_name);
     }
 }
+
+#[test]
+fn fault_injection_is_sent_as_the_fault_filters_per_route_config() {
+    let text = r#"
+services:
+  - name: ratings
+    ports: [{ port: 9080, name: http }]
+    endpoints: [{ address: "127.0.0.1:9080" }]
+virtualServices:
+  - spec:
+      hosts: [ratings]
+      http:
+        - fault:
+            delay: { percentage: { value: 10 }, fixedDelay: 5s }
+            abort: { percentage: { value: 0.1 }, httpStatus: 400 }
+          route:
+            - destination: { host: ratings }
+"#;
+    let model = PolicyFile::parse(text, "f.yaml")
+        .unwrap()
+        .to_snapshot("f.yaml")
+        .unwrap();
+    let rc = model.route_configs().next().unwrap();
+    let want = rc.virtual_hosts()[0].routes()[0].fault().unwrap().clone();
+    let res = Resources::from_snapshot(&model);
+    let any = &res.by_type[&XdsType::RouteConfiguration][rc.name()];
+    let pb = RouteConfiguration::decode(any.value.as_slice()).unwrap();
+    let (_, overrides) = translate::route_config_parts(&pb).unwrap();
+    let got = overrides[0][0][super::FAULT_FILTER].clone().unwrap();
+    assert_eq!(got, want);
+}
