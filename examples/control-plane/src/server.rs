@@ -1,0 +1,253 @@
+//! The running control plane: ADS servers on TCP and/or a unix socket, fed from the input
+//! files, re-read when they change.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::google::protobuf::Any;
+use mesh_xds_client::resource::XdsType;
+use mesh_xds_client::testing::TestAdsServer;
+use tokio::sync::{watch, Mutex};
+use tokio::task::JoinHandle;
+
+use crate::envoy::Resources;
+use crate::input::{self, InputError};
+
+/// What to serve and where.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Input files and directories.
+    pub paths: Vec<PathBuf>,
+    /// TCP address for ADS (`None`: TCP off).
+    pub listen: Option<SocketAddr>,
+    /// Unix socket path for ADS.
+    pub unix: Option<PathBuf>,
+    /// How often the files are checked for changes.
+    pub poll: Duration,
+}
+
+/// What the control plane is serving.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Status {
+    /// Counts pushes: 1 is the initial config, each accepted edit adds one.
+    pub version: u64,
+    /// The served resources' counts.
+    pub summary: String,
+    /// Edits rejected so far.
+    pub rejected: u64,
+    /// Why the last edit was rejected (cleared by the next accepted one).
+    pub last_error: Option<String>,
+}
+
+/// Why the control plane could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The initial configuration is invalid.
+    #[error("invalid configuration:\n{0}")]
+    Input(#[from] InputError),
+    /// A socket could not be opened.
+    #[error("cannot listen on {what}: {source}")]
+    Listen {
+        /// The address or path.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Neither TCP nor a unix socket was configured.
+    #[error("nothing to listen on: give --listen or --unix")]
+    NoListener,
+}
+
+struct State {
+    served: Resources,
+    fingerprint: u64,
+}
+
+/// A running control plane; dropping it stops serving.
+#[derive(Debug)]
+pub struct ControlPlane {
+    tcp: Option<SocketAddr>,
+    status: watch::Receiver<Status>,
+    watcher: JoinHandle<()>,
+}
+
+struct Shared {
+    servers: Vec<TestAdsServer>,
+    state: Mutex<State>,
+    status: watch::Sender<Status>,
+    paths: Vec<PathBuf>,
+}
+
+impl ControlPlane {
+    /// Loads the input, starts serving it, and starts watching the files.
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        let paths = config.paths.clone();
+        let fingerprint = input::fingerprint(&paths);
+        let resources = load(paths.clone()).await?;
+        let mut servers = Vec::new();
+        let mut tcp = None;
+        if let Some(addr) = config.listen {
+            let server =
+                TestAdsServer::start_on(addr)
+                    .await
+                    .map_err(|source| StartError::Listen {
+                        what: addr.to_string(),
+                        source,
+                    })?;
+            tcp = server.addr();
+            servers.push(server);
+        }
+        if let Some(path) = &config.unix {
+            // A socket left by an earlier run would make bind fail.
+            let _ = std::fs::remove_file(path);
+            let server =
+                TestAdsServer::start_unix(path)
+                    .await
+                    .map_err(|source| StartError::Listen {
+                        what: path.display().to_string(),
+                        source,
+                    })?;
+            servers.push(server);
+        }
+        if servers.is_empty() {
+            return Err(StartError::NoListener);
+        }
+        apply(&servers, &Resources::default(), &resources);
+        let status = Status {
+            version: 1,
+            summary: resources.summary(),
+            rejected: 0,
+            last_error: None,
+        };
+        println!("push version=1 {}", status.summary);
+        let (tx, rx) = watch::channel(status);
+        let shared = Arc::new(Shared {
+            servers,
+            state: Mutex::new(State {
+                served: resources,
+                fingerprint,
+            }),
+            status: tx,
+            paths,
+        });
+        let watcher = tokio::spawn(watch_files(shared, config.poll));
+        Ok(Self {
+            tcp,
+            status: rx,
+            watcher,
+        })
+    }
+
+    /// The TCP address ADS is served on.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.tcp
+    }
+
+    /// What is being served; changes on every push and every rejected edit.
+    pub fn status(&self) -> watch::Receiver<Status> {
+        self.status.clone()
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        // The watcher owns the servers: aborting it drops them, which stops them.
+        self.watcher.abort();
+    }
+}
+
+/// Reads and translates the files off the async threads.
+async fn load(paths: Vec<PathBuf>) -> Result<Resources, InputError> {
+    let joined = tokio::task::spawn_blocking(move || {
+        let input = input::load(&paths)?;
+        for skipped in &input.skipped {
+            println!("skipped {skipped} (not an Istio networking/security kind)");
+        }
+        let snapshot = input.to_snapshot()?;
+        Ok(Resources::from_snapshot(&snapshot))
+    })
+    .await;
+    match joined {
+        Ok(result) => result,
+        Err(e) => Err(InputError(vec![format!("loading failed: {e}")])),
+    }
+}
+
+async fn watch_files(shared: Arc<Shared>, poll: Duration) {
+    let mut tick = tokio::time::interval(poll.max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let paths = shared.paths.clone();
+        let Ok(fingerprint) = tokio::task::spawn_blocking(move || input::fingerprint(&paths)).await
+        else {
+            continue;
+        };
+        let mut state = shared.state.lock().await;
+        if fingerprint == state.fingerprint {
+            continue;
+        }
+        state.fingerprint = fingerprint;
+        match load(shared.paths.clone()).await {
+            Ok(resources) if resources == state.served => {
+                println!("files changed; resources unchanged, nothing pushed");
+            }
+            Ok(resources) => {
+                apply(&shared.servers, &state.served, &resources);
+                let summary = resources.summary();
+                state.served = resources;
+                shared.status.send_modify(|s| {
+                    s.version += 1;
+                    s.summary = summary.clone();
+                    s.last_error = None;
+                    println!("push version={} {summary}", s.version);
+                });
+            }
+            Err(e) => {
+                let message = e.to_string();
+                eprintln!("rejected edit; still serving the last good config:\n{message}");
+                shared.status.send_modify(|s| {
+                    s.rejected += 1;
+                    s.last_error = Some(message);
+                });
+            }
+        }
+    }
+}
+
+/// Pushes the difference: additions and changes bottom-up (clusters and endpoints before
+/// the routes and listeners that name them), then removals top-down.
+fn apply(servers: &[TestAdsServer], old: &Resources, new: &Resources) {
+    let empty = BTreeMap::new();
+    let of = |r: &Resources, t| r.by_type.get(&t).unwrap_or(&empty).clone();
+    let add_order = [
+        XdsType::Cluster,
+        XdsType::ClusterLoadAssignment,
+        XdsType::RouteConfiguration,
+        XdsType::Listener,
+    ];
+    for t in add_order {
+        let (before, after) = (of(old, t), of(new, t));
+        let changed: Vec<(String, Any)> = after
+            .into_iter()
+            .filter(|(name, any)| before.get(name) != Some(any))
+            .collect();
+        if !changed.is_empty() {
+            for s in servers {
+                s.put_all(t, changed.clone());
+            }
+        }
+    }
+    for t in add_order.into_iter().rev() {
+        let after = of(new, t);
+        for name in of(old, t).keys().filter(|n| !after.contains_key(*n)) {
+            for s in servers {
+                s.remove(t, name);
+            }
+        }
+    }
+}
