@@ -47,6 +47,27 @@ pub enum DemoError {
         /// What went wrong.
         reason: String,
     },
+    /// A certificate could not be issued or written.
+    #[error("issuing an identity: {0}")]
+    Issue(#[from] mesh_tower::identity::testing::IssueError),
+    /// Issued certificate files could not be loaded.
+    #[error("loading an identity: {0}")]
+    Certificates(#[from] mesh_tower::identity::CertificateError),
+    /// A file of the demo (a policy file, the identities' directory) could not be written.
+    #[error("{}: {source}", path.display())]
+    Files {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The span exporter could not be set up.
+    #[error("span export: {0}")]
+    Telemetry(#[from] mesh_tower::trace::otel::OtelError),
+    /// The in-process OTLP receiver could not start.
+    #[error("OTLP receiver: {0}")]
+    Receiver(String),
     /// Writing the output failed (a closed pipe, for instance).
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),

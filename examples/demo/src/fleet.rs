@@ -2,11 +2,20 @@
 //! replicas) and v2 (one), and the order-service calling `payment-service:8080` through
 //! the mesh. Replicas can be restarted on the same port with other behaviour (failing,
 //! slow), the way an operator would roll a bad build.
+//!
+//! Every service has a SPIFFE identity issued at start by a test CA
+//! ([`crate::identity`]): the payment replicas take a policy file with their certificates,
+//! STRICT mTLS and the `payment-access` AuthorizationPolicy; the order-service's mesh
+//! presents `sa/order-service` and sends mTLS to the payment service (auto mTLS, from the
+//! service's `serviceAccounts`).
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use example_common::MeshArgs;
+use mesh_tower::admin::{AdminHandle, AdminServer};
+use mesh_tower::metrics::WorkloadLabels;
 use mesh_tower::Mesh;
 use order_service::client::OrderClient;
 use payment_service::PaymentVersion;
@@ -14,7 +23,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::policy::{Endpoint, Policy, PAYMENT_TARGET};
+use crate::identity::{Identities, Issued, ORDER_SA, PAYMENT_SA};
+use crate::policy::{payment_yaml, Endpoint, Policy, PAYMENT_TARGET};
 use crate::DemoError;
 
 /// How long a server gets to finish its calls in flight when it is stopped.
@@ -143,6 +153,40 @@ pub struct Fleet {
     order: Running<order_service::Error>,
     mesh: Mesh,
     client: OrderClient,
+    /// The order-service's identity.
+    order_id: Issued,
+    /// The payment-service's policy file for each version (v1, v2).
+    payment_policies: [PathBuf; 2],
+    /// The order-service mesh's admin server.
+    admin: AdminHandle,
+    /// Last: the certificate directory is removed once everything else has stopped.
+    identities: Identities,
+}
+
+/// Another order-service instance, with its own identity and mesh (see
+/// [`Fleet::start_caller`]).
+#[derive(Debug)]
+pub struct Caller {
+    server: Running<order_service::Error>,
+    client: OrderClient,
+    identity: Issued,
+}
+
+impl Caller {
+    /// A client of this instance.
+    pub fn client(&self) -> &OrderClient {
+        &self.client
+    }
+
+    /// Its identity.
+    pub fn identity(&self) -> &Issued {
+        &self.identity
+    }
+
+    /// Stops it.
+    pub async fn stop(self) -> Result<(), DemoError> {
+        self.server.stop().await
+    }
 }
 
 /// A shutdown future for a `run` function, resolving when the stop sender fires or drops.
@@ -161,6 +205,7 @@ async fn start_replica(
     id: ReplicaId,
     behaviour: Behaviour,
     listener: TcpListener,
+    policy: &Path,
 ) -> Result<Replica, DemoError> {
     let addr = listener.local_addr().map_err(|source| DemoError::Bind {
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -169,7 +214,8 @@ async fn start_replica(
     let config = payment_service::Config::default()
         .with_version(id.version())
         .with_fail_rate(behaviour.fail_rate)?
-        .with_latency(behaviour.latency);
+        .with_latency(behaviour.latency)
+        .with_mesh(payment_mesh_args(policy));
     let server = Running::spawn(
         format!("payment-service {}", id.name()),
         listener,
@@ -179,42 +225,128 @@ async fn start_replica(
     Ok(Replica { behaviour, server })
 }
 
+/// The payment-service's mesh flags: `--policy FILE`.
+fn payment_mesh_args(policy: &Path) -> MeshArgs {
+    let mut args = MeshArgs::default();
+    args.policy = Some(policy.to_path_buf());
+    args
+}
+
+/// An order-service mesh for `identity` whose first policy is `policy`.
+fn order_mesh(
+    policy: &Policy,
+    endpoints: &[Endpoint],
+    identity: &Issued,
+    origin: &str,
+) -> Result<Mesh, DemoError> {
+    Ok(Mesh::builder()
+        .snapshot(policy.snapshot(endpoints, Some(identity), origin)?)
+        .identity(identity.source()?)
+        .workload(WorkloadLabels::from_env(ORDER_SA))
+        .build()?)
+}
+
+/// Starts an order-service on `mesh` on an ephemeral port.
+async fn start_order(
+    name: String,
+    mesh: Mesh,
+) -> Result<(Running<order_service::Error>, OrderClient), DemoError> {
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let config = order_service::Config::new(PAYMENT_TARGET.parse()?)
+        .with_mesh(MeshArgs::default().with_mesh(mesh));
+    let listener = bind(any).await?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| DemoError::Bind { addr: any, source })?;
+    let order = Running::spawn(name, listener, addr, |listener, stopped| {
+        tokio::spawn(order_service::run(config, listener, signal(stopped)))
+    });
+    let client = OrderClient::new(&format!("http://{addr}"))?;
+    Ok((order, client))
+}
+
 impl Fleet {
-    /// Starts the three payment replicas on ephemeral ports, then the order-service on a
-    /// mesh whose first policy is `initial`.
+    /// Issues the identities, starts the three payment replicas on ephemeral ports (STRICT
+    /// mTLS, `payment-access`), then the order-service on a mesh whose first policy is
+    /// `initial`, and its admin server.
     pub async fn start(initial: &Policy) -> Result<Self, DemoError> {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let identities = Identities::new()?;
+        let order_id = identities.issue(ORDER_SA)?;
+        let payment_id = identities.issue(PAYMENT_SA)?;
+        let payment_policies = [
+            identities.write("payment-v1.yaml", &payment_yaml(&payment_id, "v1"))?,
+            identities.write("payment-v2.yaml", &payment_yaml(&payment_id, "v2"))?,
+        ];
         let mut replicas = Vec::with_capacity(ReplicaId::ALL.len());
         let mut addrs = Vec::with_capacity(ReplicaId::ALL.len());
         for id in ReplicaId::ALL {
-            let replica = start_replica(id, Behaviour::HEALTHY, bind(any).await?).await?;
+            let policy = policy_of(&payment_policies, id);
+            let replica = start_replica(id, Behaviour::HEALTHY, bind(any).await?, policy).await?;
             addrs.push(replica.server.addr);
             replicas.push(Some(replica));
         }
         let endpoints = endpoints_of(&addrs);
-        let mesh = Mesh::builder()
-            .snapshot(initial.snapshot(&endpoints, "demo:start")?)
-            .build()?;
-        let config = order_service::Config::new(PAYMENT_TARGET.parse()?)
-            .with_mesh(MeshArgs::default().with_mesh(mesh.clone()));
-        let listener = bind(any).await?;
-        let addr = listener
-            .local_addr()
+        let mesh = order_mesh(initial, &endpoints, &order_id, "demo:start")?;
+        let admin = AdminServer::new(mesh.clone())
+            .spawn(any)
+            .await
             .map_err(|source| DemoError::Bind { addr: any, source })?;
-        let order = Running::spawn(
-            "order-service".to_owned(),
-            listener,
-            addr,
-            |listener, stopped| tokio::spawn(order_service::run(config, listener, signal(stopped))),
-        );
-        let client = OrderClient::new(&format!("http://{addr}"))?;
+        let (order, client) = start_order("order-service".to_owned(), mesh.clone()).await?;
         Ok(Self {
             addrs,
             replicas,
             order,
             mesh,
             client,
+            order_id,
+            payment_policies,
+            admin,
+            identities,
         })
+    }
+
+    /// Starts another order-service with its own identity `service_account` (issued by the
+    /// same CA) and its own mesh on `policy`: a second caller of the payment service.
+    pub async fn start_caller(
+        &self,
+        service_account: &str,
+        policy: &Policy,
+    ) -> Result<Caller, DemoError> {
+        let identity = self.identities.issue(service_account)?;
+        let mesh = order_mesh(policy, &self.endpoints(), &identity, service_account)?;
+        let (server, client) =
+            start_order(format!("order-service as sa/{service_account}"), mesh).await?;
+        Ok(Caller {
+            server,
+            client,
+            identity,
+        })
+    }
+
+    /// The order-service's identity.
+    pub fn order_identity(&self) -> &Issued {
+        &self.order_id
+    }
+
+    /// The directory of the issued certificates and the payment policy files.
+    pub fn identity_dir(&self) -> &Path {
+        self.identities.root()
+    }
+
+    /// The payment-service's policy file for `version` (`v1`, `v2`).
+    pub fn payment_policy(&self, id: ReplicaId) -> &Path {
+        policy_of(&self.payment_policies, id)
+    }
+
+    /// Where the order-service mesh's admin server listens.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr()
+    }
+
+    /// The policy file text `policy` is published as.
+    pub fn yaml(&self, policy: &Policy) -> String {
+        policy.yaml(&self.endpoints(), Some(&self.order_id))
     }
 
     /// The mesh the order-service calls through.
@@ -248,7 +380,7 @@ impl Fleet {
     /// Renders `policy` as a policy file, parses it and publishes it to the mesh.
     /// Returns the policy generation.
     pub fn publish(&self, policy: &Policy, origin: &str) -> Result<u64, DemoError> {
-        let snapshot = policy.snapshot(&self.endpoints(), origin)?;
+        let snapshot = policy.snapshot(&self.endpoints(), Some(&self.order_id), origin)?;
         Ok(self.mesh.policy().publish(snapshot))
     }
 
@@ -265,7 +397,8 @@ impl Fleet {
             old.server.stop().await?;
         }
         let listener = rebind(addr).await?;
-        *slot = Some(start_replica(id, behaviour, listener).await?);
+        let policy = policy_of(&self.payment_policies, id);
+        *slot = Some(start_replica(id, behaviour, listener, policy).await?);
         Ok(())
     }
 
@@ -282,6 +415,14 @@ impl Fleet {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+}
+
+fn policy_of(policies: &[PathBuf; 2], id: ReplicaId) -> &Path {
+    let [v1, v2] = policies;
+    match id.version() {
+        PaymentVersion::V2 => v2,
+        _ => v1,
     }
 }
 

@@ -7,8 +7,13 @@
 //!
 //! The walkthrough tells the seed guide's stories ([`Scenario`]) one after the other,
 //! driving real orders over HTTP and judging each story by what it measured:
-//! canary, header routing, a failing replica, overload. Authorization, tracing and the
-//! control-plane story are hooks that report what they still need.
+//! canary, header routing, a failing replica, overload, authorization and tracing. The
+//! control-plane story is a hook that reports what it still needs.
+//!
+//! Everything runs under STRICT mTLS: each service gets a SPIFFE identity issued at start
+//! by a test CA ([`identity`]), and the payment service enforces the seed guide's
+//! `payment-access` AuthorizationPolicy. When the walkthrough includes the tracing story,
+//! spans are exported over OTLP/gRPC to a receiver in this process ([`telemetry`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), demo::DemoError> {
@@ -24,10 +29,12 @@
 
 mod error;
 pub mod fleet;
+pub mod identity;
 pub mod load;
 pub mod policy;
 pub mod report;
 pub mod scenario;
+pub mod telemetry;
 
 use std::future::Future;
 
@@ -38,6 +45,7 @@ pub use scenario::{Options, Outcome, Scenario};
 use fleet::{Fleet, ReplicaId};
 use policy::Policy;
 use scenario::Story;
+use telemetry::Telemetry;
 
 /// What the walkthrough found.
 #[derive(Debug, Clone, Default)]
@@ -74,7 +82,22 @@ pub async fn run(
     out: &mut Reporter,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Summary, DemoError> {
-    let mut fleet = Fleet::start(&Policy::all_v1()).await?;
+    // The exporter must be the global tracer provider before the services build their
+    // layers.
+    let telemetry = if scenarios.contains(&Scenario::Tracing) {
+        Some(Telemetry::start().await?)
+    } else {
+        None
+    };
+    let mut fleet = match Fleet::start(&Policy::all_v1()).await {
+        Ok(fleet) => fleet,
+        Err(e) => {
+            if let Some(t) = telemetry {
+                t.stop().await;
+            }
+            return Err(e);
+        }
+    };
     out.line(format!(
         "mesh demo: order-service http://{} calls payment-service:8080 through the mesh",
         fleet.order_addr()
@@ -85,9 +108,19 @@ pub async fn run(
         fleet.addr(ReplicaId::V1Second),
         fleet.addr(ReplicaId::V2),
     ));
+    out.line(format!(
+        "  mTLS: STRICT at payment-service; identities {} and {} issued by a test CA into {}",
+        fleet.order_identity().spiffe_id(),
+        identity::spiffe_id(identity::PAYMENT_SA),
+        fleet.identity_dir().display()
+    ));
+    out.line(format!(
+        "  admin: http://{}/ (the order-service's mesh: /metrics, /config_dump, /clusters)",
+        fleet.admin_addr()
+    ));
     let mut summary = Summary::default();
     let walked = tokio::select! {
-        result = walk(&mut fleet, options, scenarios, out, &mut summary) => Some(result),
+        result = walk(&mut fleet, telemetry.as_ref(), options, scenarios, out, &mut summary) => Some(result),
         () = shutdown => None,
     };
     let walked = walked.unwrap_or_else(|| {
@@ -98,6 +131,9 @@ pub async fn run(
         out.line("interrupted: stopping every service");
     }
     let stopped = fleet.stop().await;
+    if let Some(t) = telemetry {
+        t.stop().await;
+    }
     walked?;
     stopped?;
     if !summary.interrupted {
@@ -111,6 +147,7 @@ pub async fn run(
 
 async fn walk(
     fleet: &mut Fleet,
+    telemetry: Option<&Telemetry>,
     options: &Options,
     scenarios: &[Scenario],
     out: &mut Reporter,
@@ -123,6 +160,7 @@ async fn walk(
             fleet: &mut *fleet,
             out: &mut *out,
             options,
+            telemetry,
         };
         let outcome = scenario::run_one(scenario, &mut story).await?;
         out.line(format!("  => {scenario}: {}", outcome.describe()));

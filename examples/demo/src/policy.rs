@@ -10,6 +10,7 @@ use std::time::Duration;
 use mesh_core::policy_file::PolicyFile;
 use mesh_core::Snapshot;
 
+use crate::identity::{Issued, NAMESPACE, ORDER_SA, PAYMENT_SA};
 use crate::DemoError;
 
 /// The logical name the order-service calls.
@@ -124,14 +125,30 @@ impl Policy {
         self
     }
 
-    /// The policy file text for these endpoints.
-    pub fn yaml(&self, endpoints: &[Endpoint]) -> String {
+    /// The policy file text for these endpoints, for a caller with identity `caller`
+    /// (its `certificates:` and `workload:` blocks, and `serviceAccounts` on the payment
+    /// service, which turns auto mTLS on); plaintext without one.
+    pub fn yaml(&self, endpoints: &[Endpoint], caller: Option<&Issued>) -> String {
         let mut y = String::with_capacity(2048);
         y.push_str(
             "# Written by the demo; the same file works with `order-service --policy FILE`.\n\
-             namespace: default\n\
-             services:\n  - name: payment-service\n    ports: [{ port: 8080, name: grpc }]\n    endpoints:\n",
+             namespace: default\n",
         );
+        if let Some(id) = caller {
+            y.push_str(&id.certificates_yaml());
+            let _ = write!(
+                y,
+                "workload:\n  name: {ORDER_SA}\n  serviceAccount: {sa}\n  labels: {{ app: {ORDER_SA}, version: v1 }}\n",
+                sa = id.service_account
+            );
+        }
+        y.push_str(
+            "services:\n  - name: payment-service\n    ports: [{ port: 8080, name: grpc }]\n",
+        );
+        if caller.is_some() {
+            let _ = writeln!(y, "    serviceAccounts: [{PAYMENT_SA}]");
+        }
+        y.push_str("    endpoints:\n");
         for ep in endpoints {
             // Writing to a String cannot fail.
             let _ = writeln!(
@@ -205,8 +222,13 @@ impl Policy {
 
     /// Parses [`Policy::yaml`] with the policy-file parser and translates it, as a service
     /// given `--policy FILE` would. `origin` names it in errors.
-    pub fn snapshot(&self, endpoints: &[Endpoint], origin: &str) -> Result<Snapshot, DemoError> {
-        let text = self.yaml(endpoints);
+    pub fn snapshot(
+        &self,
+        endpoints: &[Endpoint],
+        caller: Option<&Issued>,
+        origin: &str,
+    ) -> Result<Snapshot, DemoError> {
+        let text = self.yaml(endpoints, caller);
         let bad = |source| DemoError::Policy {
             origin: origin.to_owned(),
             source,
@@ -217,6 +239,32 @@ impl Policy {
             .map_err(bad)
     }
 }
+
+/// The payment service's policy file (one per version, for the `version` label): its
+/// certificates and workload, STRICT mTLS, and the seed guide's `payment-access`
+/// AuthorizationPolicy: only the order-service may call the payment methods.
+pub fn payment_yaml(payment: &Issued, version: &str) -> String {
+    format!(
+        "# Written by the demo; the same file works with `payment-service --policy FILE`.\n\
+         namespace: {NAMESPACE}\n\
+         {certs}\
+         workload:\n  name: payment-service\n  serviceAccount: {sa}\n  \
+         labels: {{ app: payment-service, version: {version} }}\n\
+         peerAuthentications:\n  - metadata: {{ name: default, namespace: {NAMESPACE} }}\n    \
+         spec:\n      mtls: {{ mode: STRICT }}\n\
+         authorizationPolicies:\n  - metadata: {{ name: payment-access, namespace: {NAMESPACE} }}\n    \
+         spec:\n      selector:\n        matchLabels: {{ app: payment-service }}\n      \
+         action: ALLOW\n      rules:\n        - from:\n            - source:\n                \
+         principals: [\"{principal}\"]\n          to:\n            - operation:\n                \
+         methods: [POST]\n                paths: [\"/payment.v1.PaymentService/*\"]\n",
+        certs = payment.certificates_yaml(),
+        sa = payment.service_account,
+        principal = PAYMENT_ACCESS_PRINCIPAL,
+    )
+}
+
+/// The one principal `payment-access` allows.
+pub const PAYMENT_ACCESS_PRINCIPAL: &str = "cluster.local/ns/default/sa/order-service";
 
 /// An Istio duration string (`250ms`, `2s`).
 fn duration(d: Duration) -> String {
@@ -267,13 +315,54 @@ mod tests {
                 max_retries: 3,
             });
         for policy in [Policy::all_v1(), Policy::all_v1().with_v2_weight(100), full] {
-            let snap = policy.snapshot(&endpoints(), "test")?;
+            let snap = policy.snapshot(&endpoints(), None, "test")?;
             assert!(
                 snap.outbound(PAYMENT_TARGET).is_some(),
                 "{}",
-                policy.yaml(&endpoints())
+                policy.yaml(&endpoints(), None)
             );
         }
+        Ok(())
+    }
+
+    fn issued(sa: &str) -> Issued {
+        Issued {
+            service_account: sa.to_owned(),
+            dir: std::path::PathBuf::from(format!("/tmp/ids/{sa}")),
+        }
+    }
+
+    #[test]
+    fn the_mtls_shapes_parse_and_translate() -> Result<(), DemoError> {
+        let caller = issued(ORDER_SA);
+        let text = Policy::all_v1().yaml(&endpoints(), Some(&caller));
+        let file = PolicyFile::parse(&text, "order").map_err(|e| DemoError::Policy {
+            origin: "order".into(),
+            source: e,
+        })?;
+        assert!(file.certificates.is_some(), "{text}");
+        assert!(
+            text.contains("serviceAccounts: [payment-service]"),
+            "{text}"
+        );
+        assert!(Policy::all_v1()
+            .snapshot(&endpoints(), Some(&caller), "order")?
+            .outbound(PAYMENT_TARGET)
+            .is_some());
+
+        let text = payment_yaml(&issued(PAYMENT_SA), "v2");
+        let bad = |source| DemoError::Policy {
+            origin: "payment".into(),
+            source,
+        };
+        let file = PolicyFile::parse(&text, "payment").map_err(bad)?;
+        assert_eq!(file.authorization_policies.len(), 1, "{text}");
+        assert_eq!(file.peer_authentications.len(), 1, "{text}");
+        match file.inbound_policy() {
+            Ok(Some(_)) => {}
+            other => panic!("{other:?}: {text}"),
+        }
+        file.to_snapshot("payment").map_err(bad)?;
         Ok(())
     }
 

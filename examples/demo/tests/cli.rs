@@ -30,13 +30,32 @@ fn canary_alone_names_every_step_and_exits_0() {
 
 #[test]
 fn a_skipped_story_says_what_it_needs_and_exits_0() {
-    let out = demo(&["--scenario", "authorization", "--duration", "1"]);
+    let out = demo(&["--scenario", "control-plane", "--duration", "1"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(
-        stdout.contains("skipped: needs mTLS identities"),
+        stdout.contains("skipped: needs the dev control plane"),
         "{stdout}"
     );
+}
+
+#[test]
+fn authorization_alone_runs_under_strict_mtls_and_prints_the_admin_page() {
+    let out = demo(&[
+        "--scenario",
+        "authorization",
+        "--duration",
+        "1",
+        "--orders",
+        "10",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("mTLS: STRICT"), "{stdout}");
+    assert!(stdout.contains("admin: http://127.0.0.1:"), "{stdout}");
+    assert!(stdout.contains("=> authorization: passed"), "{stdout}");
+    assert!(stdout.contains("PERMISSION_DENIED"), "{stdout}");
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! The whole walkthrough in-process, short: every story must report success (or, for the
-//! stories still waiting for their feature, an honest skip).
+//! stories still waiting for their feature, an honest skip). Authorization and tracing
+//! must pass: they run now.
 
 use std::time::Duration;
 
@@ -28,6 +29,18 @@ async fn every_story_turns_out_as_expected() -> Result<(), demo::DemoError> {
             "{output}"
         );
     }
+    for scenario in [Scenario::Authorization, Scenario::Tracing] {
+        assert_eq!(scenario.needs(), None);
+        let outcome = summary.outcomes.iter().find(|(s, _)| *s == scenario);
+        assert!(
+            matches!(outcome, Some((_, Outcome::Passed(_)))),
+            "{scenario}: {outcome:?}\n{output}"
+        );
+    }
+    assert!(output.contains("PERMISSION_DENIED"), "{output}");
+    assert!(output.contains("payment-service server"), "{output}");
+    assert!(output.contains("mTLS: STRICT"), "{output}");
+    assert!(output.contains("admin: http://127.0.0.1:"), "{output}");
     assert!(summary.all_ok(), "{output}");
     assert!(output.contains("every story ran as expected"), "{output}");
     // Plain output: no terminal escapes.

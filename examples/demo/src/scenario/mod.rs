@@ -4,19 +4,23 @@
 //! drives orders, shows what happens as it happens, and ends with an [`Outcome`] judged
 //! from what it measured.
 
+mod authorization;
 mod canary;
 mod failing_replica;
 mod header_routing;
 mod overload;
+mod traces;
 
 use std::time::Duration;
 
+use order_service::client::OrderClient;
 use tokio::time::Instant;
 
 use crate::fleet::Fleet;
 use crate::load::{self, Batch, Flow, Tally};
 use crate::policy::{Policy, Retries};
 use crate::report::Reporter;
+use crate::telemetry::Telemetry;
 use crate::DemoError;
 
 /// A story of the walkthrough.
@@ -31,9 +35,9 @@ pub enum Scenario {
     FailingReplica,
     /// A slow replica and a burst: the circuit breaker sheds load fast.
     Overload,
-    /// A caller with another identity is denied (needs mTLS identities).
+    /// Under STRICT mTLS, a caller with another identity is denied by `payment-access`.
     Authorization,
-    /// One trace id across order -> payment (needs tracing).
+    /// One trace id across order -> payment, spans exported to an OTLP receiver.
     Tracing,
     /// The control plane stops and restarts (needs the dev control plane).
     ControlPlane,
@@ -73,8 +77,12 @@ impl Scenario {
                 "failing replica: retries hide it, outlier detection ejects it, it returns"
             }
             Self::Overload => "overload: the circuit breaker sheds load fast instead of queueing",
-            Self::Authorization => "authorization: a caller with another identity is denied",
-            Self::Tracing => "tracing: one trace id across order -> payment",
+            Self::Authorization => {
+                "authorization: under STRICT mTLS, a caller with another identity is denied"
+            }
+            Self::Tracing => {
+                "tracing: one trace id across order -> payment, and where the spans went"
+            }
             Self::ControlPlane => {
                 "control plane: traffic continues on the last policy while it is down"
             }
@@ -85,12 +93,13 @@ impl Scenario {
     /// story in its own module, dispatch to it in [`run_one`], and return `None` here.
     pub fn needs(self) -> Option<&'static str> {
         match self {
-            Self::Authorization => Some(
-                "mTLS identities (SPIFFE certificates and the inbound mesh in payment-service)",
-            ),
-            Self::Tracing => Some("trace propagation and span export in the mesh"),
             Self::ControlPlane => Some("the dev control plane (examples/control-plane)"),
-            Self::Canary | Self::HeaderRouting | Self::FailingReplica | Self::Overload => None,
+            Self::Canary
+            | Self::HeaderRouting
+            | Self::FailingReplica
+            | Self::Overload
+            | Self::Authorization
+            | Self::Tracing => None,
         }
     }
 }
@@ -183,6 +192,8 @@ pub(crate) struct Story<'a> {
     pub fleet: &'a mut Fleet,
     pub out: &'a mut Reporter,
     pub options: &'a Options,
+    /// The OTLP receiver, when the walkthrough includes the tracing story.
+    pub telemetry: Option<&'a Telemetry>,
 }
 
 impl Story<'_> {
@@ -191,7 +202,7 @@ impl Story<'_> {
         let generation = self.fleet.publish(policy, origin)?;
         if self.options.show_policy {
             self.out.line(format!("  --- policy {origin} ---"));
-            for line in policy.yaml(&self.fleet.endpoints()).lines() {
+            for line in self.fleet.yaml(policy).lines() {
                 self.out.line(format!("  | {line}"));
             }
         }
@@ -205,11 +216,23 @@ impl Story<'_> {
         batch: Batch<'_>,
         key: &str,
         show: impl Fn(&Tally) -> String,
-        mut until: impl FnMut(&Tally) -> Flow,
+        until: impl FnMut(&Tally) -> Flow,
     ) -> Tally {
         let client = self.fleet.client().clone();
+        self.drive_with(&client, batch, key, show, until).await
+    }
+
+    /// As [`Story::drive`], through another order-service client.
+    pub async fn drive_with(
+        &mut self,
+        client: &OrderClient,
+        batch: Batch<'_>,
+        key: &str,
+        show: impl Fn(&Tally) -> String,
+        mut until: impl FnMut(&Tally) -> Flow,
+    ) -> Tally {
         let out = &mut *self.out;
-        load::run(&client, batch, |tally| {
+        load::run(client, batch, |tally| {
             out.progress(key, show(tally));
             until(tally)
         })
@@ -243,10 +266,12 @@ pub(crate) async fn run_one(
         Scenario::HeaderRouting => header_routing::run(story).await,
         Scenario::FailingReplica => failing_replica::run(story).await,
         Scenario::Overload => overload::run(story).await,
-        // HOOK: authorization, tracing and control-plane dispatch here once their
-        // features exist (see `Scenario::needs`).
-        Scenario::Authorization | Scenario::Tracing | Scenario::ControlPlane => Ok(
-            Outcome::Skipped(scenario.needs().unwrap_or("its feature").to_owned()),
-        ),
+        Scenario::Authorization => authorization::run(story).await,
+        Scenario::Tracing => traces::run(story).await,
+        // HOOK: control-plane dispatches here once the dev control plane exists (see
+        // `Scenario::needs`).
+        Scenario::ControlPlane => Ok(Outcome::Skipped(
+            scenario.needs().unwrap_or("its feature").to_owned(),
+        )),
     }
 }
