@@ -411,3 +411,34 @@ fn indent(doc: &str) -> String {
     }
     out
 }
+
+#[tokio::test]
+async fn serves_on_a_unix_socket() {
+    let dir = temp_dir();
+    write(&dir.join("endpoints.yaml"), ENDPOINTS);
+    write(&dir.join("reviews.yaml"), &istio(90, 10));
+    let socket = dir.join("xds.sock");
+    let cp = ControlPlane::start(Config {
+        paths: vec![dir.clone()],
+        listen: None,
+        unix: Some(socket.clone()),
+        poll: Duration::from_millis(20),
+    })
+    .await
+    .unwrap();
+    assert_eq!(cp.addr(), None);
+    let policy = LivePolicy::new(Snapshot::empty());
+    let client = XdsClient::start_with_policy(
+        XdsServer::from_uri(&format!("unix://{}", socket.display())).unwrap(),
+        NodeConfig::new("control-plane-test").to_proto(),
+        XdsClientConfig::default(),
+        policy.clone(),
+    );
+    client.add_target(TARGET).await.unwrap();
+    let none = HeaderMap::new();
+    let s = wait_policy(&policy, |s| split(s, &none).is_some()).await;
+    assert_eq!(split(&s, &none), pairs(&[(V1, 90), (V2, 10)]));
+    client.shutdown().await;
+    drop(cp);
+    let _ = std::fs::remove_dir_all(&dir);
+}
