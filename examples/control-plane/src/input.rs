@@ -269,6 +269,17 @@ impl Input {
         })
     }
 
+    /// The resources to serve: the outbound side from the snapshot, plus an inbound
+    /// listener per workload address.
+    pub fn to_resources(&self) -> Result<crate::envoy::Resources, InputError> {
+        let snapshot = self.to_snapshot()?;
+        let mut resources = crate::envoy::Resources::from_snapshot(&snapshot);
+        resources.add_inbound(&self.policy).map_err(|reason| {
+            InputError(vec![format!("inbound policy: {}", self.locate(&reason))])
+        })?;
+        Ok(resources)
+    }
+
     /// Rewrites a leading `virtualServices[3]` (the collected list) into the source file,
     /// line and object name.
     fn locate(&self, message: &str) -> String {

@@ -167,8 +167,7 @@ async fn load(paths: Vec<PathBuf>) -> Result<Resources, InputError> {
         for skipped in &input.skipped {
             println!("skipped {skipped} (not an Istio networking/security kind)");
         }
-        let snapshot = input.to_snapshot()?;
-        Ok(Resources::from_snapshot(&snapshot))
+        input.to_resources()
     })
     .await;
     match joined {

@@ -320,3 +320,125 @@ async fn invalid_initial_config_fails_to_start_with_its_location() {
     assert!(err.contains("ratings"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+const SECURITY: &str = r#"
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata:
+  name: default
+  namespace: default
+spec:
+  mtls:
+    mode: STRICT
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: reviews-access
+  namespace: default
+spec:
+  selector:
+    matchLabels:
+      version: v1
+  rules:
+    - from:
+        - source:
+            principals:
+              - cluster.local/ns/default/sa/productpage
+      to:
+        - operation:
+            methods: ["GET"]
+            paths: ["/reviews/*"]
+"#;
+
+#[tokio::test]
+async fn inbound_listeners_carry_peer_authentication_and_authorization() {
+    let dir = temp_dir();
+    write(&dir.join("endpoints.yaml"), ENDPOINTS);
+    write(&dir.join("reviews.yaml"), &istio(90, 10));
+    write(&dir.join("security.yaml"), SECURITY);
+    let cp = start(&dir).await;
+    let policy = LivePolicy::new(Snapshot::empty());
+    let client = client(&cp, policy.clone());
+    let v1: std::net::SocketAddr = "127.0.0.1:19081".parse().unwrap();
+    let v2: std::net::SocketAddr = "127.0.0.1:19082".parse().unwrap();
+    for addr in [v1, v2] {
+        client
+            .add_target(&format!("xds.istio.io/grpc/lds/inbound/{addr}"))
+            .await
+            .unwrap();
+    }
+    let s = wait_policy(&policy, |s| {
+        s.inbound_for(v1).is_some() && s.inbound_for(v2).is_some()
+    })
+    .await;
+
+    // What mesh-core computes for each workload from the same YAML, without xDS.
+    let expected = |version: &str| {
+        let text = format!(
+            "namespace: default\nworkload: {{ labels: {{ version: {version} }} }}\n\
+             peerAuthentications:\n{}\nauthorizationPolicies:\n{}",
+            indent(SECURITY.split("---").next().unwrap()),
+            indent(SECURITY.split("---").nth(1).unwrap()),
+        );
+        mesh_core::policy_file::PolicyFile::parse(&text, "expected")
+            .unwrap()
+            .inbound_policy()
+            .unwrap()
+            .unwrap()
+    };
+    let got_v1 = s.inbound_for(v1).unwrap();
+    assert_eq!(got_v1.default_mode, mesh_core::inbound::TlsMode::Strict);
+    assert_eq!(**got_v1, expected("v1"));
+    assert!(!got_v1.authorization.engines.is_empty());
+    // The AuthorizationPolicy selects v1 only.
+    let got_v2 = s.inbound_for(v2).unwrap();
+    assert_eq!(**got_v2, expected("v2"));
+    assert!(got_v2.authorization.engines.is_empty());
+
+    client.shutdown().await;
+    drop(cp);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A YAML document as one item of a list.
+fn indent(doc: &str) -> String {
+    let mut out = String::new();
+    for (i, line) in doc.trim().lines().enumerate() {
+        out.push_str(if i == 0 { "  - " } else { "    " });
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+#[tokio::test]
+async fn serves_on_a_unix_socket() {
+    let dir = temp_dir();
+    write(&dir.join("endpoints.yaml"), ENDPOINTS);
+    write(&dir.join("reviews.yaml"), &istio(90, 10));
+    let socket = dir.join("xds.sock");
+    let cp = ControlPlane::start(Config {
+        paths: vec![dir.clone()],
+        listen: None,
+        unix: Some(socket.clone()),
+        poll: Duration::from_millis(20),
+    })
+    .await
+    .unwrap();
+    assert_eq!(cp.addr(), None);
+    let policy = LivePolicy::new(Snapshot::empty());
+    let client = XdsClient::start_with_policy(
+        XdsServer::from_uri(&format!("unix://{}", socket.display())).unwrap(),
+        NodeConfig::new("control-plane-test").to_proto(),
+        XdsClientConfig::default(),
+        policy.clone(),
+    );
+    client.add_target(TARGET).await.unwrap();
+    let none = HeaderMap::new();
+    let s = wait_policy(&policy, |s| split(s, &none).is_some()).await;
+    assert_eq!(split(&s, &none), pairs(&[(V1, 90), (V2, 10)]));
+    client.shutdown().await;
+    drop(cp);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -4,6 +4,7 @@
 //! named `outbound|port|subset|fqdn`, and their endpoints.
 
 mod cluster;
+pub mod inbound;
 mod route;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,9 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     http_connection_manager::RouteSpecifier, http_filter, HttpConnectionManager, HttpFilter, Rds,
 };
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
+use mesh_core::inbound::peer_authentication::{inbound_policy, PeerAuthentication};
+use mesh_core::policy_file::PolicyFile;
+use mesh_core::rbac::istio::{AuthorizationPolicy, Workload};
 use mesh_core::Snapshot;
 use mesh_xds_client::resource::{to_any, XdsType};
 
@@ -103,6 +107,57 @@ impl Resources {
             }
         }
         Self { by_type }
+    }
+
+    /// Adds an inbound listener per workload address (every endpoint's address on every
+    /// service port), with the PeerAuthentication mode and AuthorizationPolicies that
+    /// select its labels in its namespace. Errors name the policy and field path.
+    pub fn add_inbound(&mut self, file: &PolicyFile) -> Result<(), String> {
+        let ns = file.namespace();
+        let of = |m: &mesh_core::istio::networking::ObjectMeta| {
+            (
+                m.name.clone(),
+                m.namespace.clone().unwrap_or_else(|| ns.to_owned()),
+            )
+        };
+        let peer: Vec<PeerAuthentication> = file
+            .peer_authentications
+            .iter()
+            .map(|o| {
+                let (name, namespace) = of(&o.metadata);
+                PeerAuthentication::new(name, namespace, o.spec.clone())
+            })
+            .collect();
+        let authz: Vec<AuthorizationPolicy> = file
+            .authorization_policies
+            .iter()
+            .map(|o| {
+                let (name, namespace) = of(&o.metadata);
+                AuthorizationPolicy::new(name, namespace, o.spec.clone())
+            })
+            .collect();
+        let listeners = self.by_type.entry(XdsType::Listener).or_default();
+        for service in &file.services {
+            let namespace = service.namespace_or(ns);
+            for endpoint in &service.endpoints {
+                let mut workload = Workload::new(namespace, endpoint.labels.clone());
+                if let Some(root) = &file.root_namespace {
+                    workload = workload.with_root_namespace(root.clone());
+                }
+                let policy = inbound_policy(&peer, &authz, &workload).map_err(|e| e.to_string())?;
+                for (i, port) in service.ports.iter().enumerate() {
+                    let target = match endpoint.ports.get(&port.port) {
+                        Some(p) => *p,
+                        None if i == 0 => endpoint.address.port(),
+                        None => continue,
+                    };
+                    let addr = std::net::SocketAddr::new(endpoint.address.ip(), target);
+                    let l = inbound::listener(addr, &policy);
+                    listeners.insert(l.name.clone(), to_any(&l));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// How many resources of a type.

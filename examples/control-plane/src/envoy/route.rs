@@ -163,7 +163,7 @@ pub(super) fn string_matcher(s: &StringMatcher) -> PbStringMatcher {
     }
 }
 
-fn header_matcher(h: &HeaderMatcher) -> pb::HeaderMatcher {
+pub(super) fn header_matcher(h: &HeaderMatcher) -> pb::HeaderMatcher {
     let spec = match h.value() {
         HeaderValueMatch::String(s) => HeaderMatchSpecifier::StringMatch(string_matcher(s)),
         HeaderValueMatch::Range { start, end } => HeaderMatchSpecifier::RangeMatch(Int64Range {
