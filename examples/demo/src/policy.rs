@@ -141,6 +141,15 @@ impl Policy {
                 "workload:\n  name: {ORDER_SA}\n  serviceAccount: {sa}\n  labels: {{ app: {ORDER_SA}, version: v1 }}\n",
                 sa = id.service_account
             );
+            // The demo's HTTP client (an ingress, in a cluster) is not in the mesh: the
+            // order-service's own port is plaintext, not PERMISSIVE (which would wait for
+            // the first byte of every connection to tell TLS from plaintext).
+            let _ = write!(
+                y,
+                "peerAuthentications:\n  - metadata: {{ name: order-service-ingress, namespace: {NAMESPACE} }}\n    \
+                 spec:\n      selector:\n        matchLabels: {{ app: {ORDER_SA} }}\n      \
+                 mtls: {{ mode: DISABLE }}\n"
+            );
         }
         y.push_str(
             "services:\n  - name: payment-service\n    ports: [{ port: 8080, name: grpc }]\n",
