@@ -166,6 +166,37 @@ async fn a_silent_client_does_not_stall_others() {
 }
 
 #[tokio::test]
+async fn shutdown_does_not_wait_for_a_client_that_never_spoke() {
+    let m = mesh();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    // An hour to finish a handshake: only shutdown can end the silent client's wait.
+    let serving = tokio::spawn(
+        mesh_tower::inbound::MeshListener::new(
+            listener,
+            policy(TlsMode::Permissive),
+            Some(m.payment.clone()),
+        )
+        .with_handshake_timeout(Duration::from_secs(3600))
+        .serve(app(), async move {
+            let _ = stopped.await;
+        }),
+    );
+    let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // A real request first, so the silent connection has surely been accepted.
+    let (_, body) = get_once(addr, None, "/whoami").await.unwrap();
+    assert!(body.ends_with("plain"), "{body}");
+    stop.send(()).unwrap();
+    // Hang guard only: without the fix this waits for the hour-long handshake timeout.
+    tokio::time::timeout(Duration::from_secs(60), serving)
+        .await
+        .expect("serve returned after shutdown")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
 async fn rotation_swaps_the_certificate_without_failing_a_request() {
     let m = mesh();
     let server = start(policy(TlsMode::Strict), Some(m.payment.clone()), app()).await;

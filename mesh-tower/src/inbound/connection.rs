@@ -121,12 +121,19 @@ pub(super) async fn handle<S, B>(
         }
     };
     let mode = effective_mode(&ctx.policy, local, ctx.acceptors.is_some());
-    let established = tokio::time::timeout(
-        ctx.handshake_timeout,
-        establish(&ctx, stream, mode, remote, local),
-    )
-    .await
-    .unwrap_or(Err(Refused::Timeout(ctx.handshake_timeout)));
+    let mut closing = ctx.closing.clone();
+    // A connection still in its handshake (or, on a PERMISSIVE port, that has not sent its
+    // first byte) holds no request: on shutdown it is dropped rather than waited for.
+    let established = tokio::select! {
+        result = tokio::time::timeout(
+            ctx.handshake_timeout,
+            establish(&ctx, stream, mode, remote, local),
+        ) => result.unwrap_or(Err(Refused::Timeout(ctx.handshake_timeout))),
+        _ = async { closing.wait_for(|closing| *closing).await.map(drop) } => {
+            tracing::debug!(%remote, %local, "shutting down: handshake abandoned");
+            return;
+        }
+    };
     let (io, peer) = match established {
         Ok(established) => established,
         Err(error) => {
