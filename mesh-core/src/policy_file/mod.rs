@@ -243,6 +243,37 @@ impl PolicyFile {
 }
 
 impl PolicyFile {
+    /// The file's PeerAuthentications, each in its namespace (the file's when it names none).
+    pub fn peer_authentication_objects(&self) -> Vec<PeerAuthentication> {
+        self.peer_authentications
+            .iter()
+            .map(|o| {
+                let (name, namespace) = self.name_and_namespace(&o.metadata);
+                PeerAuthentication::new(name, namespace, o.spec.clone())
+            })
+            .collect()
+    }
+
+    /// The file's AuthorizationPolicies, each in its namespace (the file's when it names none).
+    pub fn authorization_policy_objects(&self) -> Vec<AuthorizationPolicy> {
+        self.authorization_policies
+            .iter()
+            .map(|o| {
+                let (name, namespace) = self.name_and_namespace(&o.metadata);
+                AuthorizationPolicy::new(name, namespace, o.spec.clone())
+            })
+            .collect()
+    }
+
+    fn name_and_namespace(&self, m: &crate::istio::networking::ObjectMeta) -> (String, String) {
+        (
+            m.name.clone(),
+            m.namespace
+                .clone()
+                .unwrap_or_else(|| self.namespace().to_owned()),
+        )
+    }
+
     /// The workload's inbound policy, when the file has any PeerAuthentication or
     /// AuthorizationPolicy; `None` leaves the inbound side on the defaults.
     pub fn inbound_policy(&self) -> Result<Option<crate::inbound::InboundPolicy>, String> {
@@ -258,28 +289,8 @@ impl PolicyFile {
         if let Some(root) = &self.root_namespace {
             wl = wl.with_root_namespace(root.clone());
         }
-        let of = |m: &crate::istio::networking::ObjectMeta| {
-            (
-                m.name.clone(),
-                m.namespace.clone().unwrap_or_else(|| ns.clone()),
-            )
-        };
-        let peer: Vec<PeerAuthentication> = self
-            .peer_authentications
-            .iter()
-            .map(|o| {
-                let (name, namespace) = of(&o.metadata);
-                PeerAuthentication::new(name, namespace, o.spec.clone())
-            })
-            .collect();
-        let authz: Vec<AuthorizationPolicy> = self
-            .authorization_policies
-            .iter()
-            .map(|o| {
-                let (name, namespace) = of(&o.metadata);
-                AuthorizationPolicy::new(name, namespace, o.spec.clone())
-            })
-            .collect();
+        let peer = self.peer_authentication_objects();
+        let authz = self.authorization_policy_objects();
         inbound_policy(&peer, &authz, &wl)
             .map(Some)
             .map_err(|e| e.to_string())

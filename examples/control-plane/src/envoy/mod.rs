@@ -18,9 +18,9 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     http_connection_manager::RouteSpecifier, http_filter, HttpConnectionManager, HttpFilter, Rds,
 };
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
-use mesh_core::inbound::peer_authentication::{inbound_policy, PeerAuthentication};
+use mesh_core::inbound::peer_authentication::inbound_policy;
 use mesh_core::policy_file::PolicyFile;
-use mesh_core::rbac::istio::{AuthorizationPolicy, Workload};
+use mesh_core::rbac::istio::Workload;
 use mesh_core::Snapshot;
 use mesh_xds_client::resource::{to_any, XdsType};
 
@@ -114,28 +114,8 @@ impl Resources {
     /// select its labels in its namespace. Errors name the policy and field path.
     pub fn add_inbound(&mut self, file: &PolicyFile) -> Result<(), String> {
         let ns = file.namespace();
-        let of = |m: &mesh_core::istio::networking::ObjectMeta| {
-            (
-                m.name.clone(),
-                m.namespace.clone().unwrap_or_else(|| ns.to_owned()),
-            )
-        };
-        let peer: Vec<PeerAuthentication> = file
-            .peer_authentications
-            .iter()
-            .map(|o| {
-                let (name, namespace) = of(&o.metadata);
-                PeerAuthentication::new(name, namespace, o.spec.clone())
-            })
-            .collect();
-        let authz: Vec<AuthorizationPolicy> = file
-            .authorization_policies
-            .iter()
-            .map(|o| {
-                let (name, namespace) = of(&o.metadata);
-                AuthorizationPolicy::new(name, namespace, o.spec.clone())
-            })
-            .collect();
+        let peer = file.peer_authentication_objects();
+        let authz = file.authorization_policy_objects();
         let listeners = self.by_type.entry(XdsType::Listener).or_default();
         for service in &file.services {
             let namespace = service.namespace_or(ns);
