@@ -365,6 +365,7 @@ impl Mesh {
             self.inner.policy.clone(),
             self.inner.certificates.clone(),
         )
+        .with_metrics(self.inner.metrics.clone())
         .require_inbound_policy(require)
     }
 
@@ -372,6 +373,14 @@ impl Mesh {
     /// comes from a control plane.
     pub fn xds_view(&self) -> Option<Arc<mesh_xds_client::transport::ClientView>> {
         self.inner.xds.as_ref().map(|x| x.client.view())
+    }
+
+    /// The CSDS service (gRFC A40) reporting the xDS client's per-resource status, when the
+    /// policy comes from a control plane. The admin server serves it on its port.
+    pub fn csds(&self) -> Option<mesh_xds_client::csds::CsdsService> {
+        self.inner.xds.as_ref().map(|x| {
+            mesh_xds_client::csds::CsdsService::new(x.bootstrap.node.to_proto(), x.client.watch())
+        })
     }
 
     /// The layer that enforces the live policy's authorization on each request (403 for
