@@ -278,6 +278,7 @@ impl MeshBuilder {
                 .with_metrics(metrics.clone()),
         );
         tokio::spawn(prune_on_change(Arc::downgrade(&outbound), policy.watch()));
+        tokio::spawn(count_xds_updates(client.watch(), metrics.clone()));
         Ok(Mesh {
             inner: Arc::new(Inner {
                 policy,
@@ -289,6 +290,40 @@ impl MeshBuilder {
                 metrics,
             }),
         })
+    }
+}
+
+/// Counts accepted and rejected resource updates (`mesh_xds_updates_total`) as the xDS
+/// client's view changes: a resource counts as `ack` when its accepted version changes (or
+/// it is removed), `nack` when a new rejection of it is recorded.
+async fn count_xds_updates(
+    mut view: tokio::sync::watch::Receiver<Arc<mesh_xds_client::transport::ClientView>>,
+    metrics: Metrics,
+) {
+    use std::collections::HashMap;
+    type Seen = (Option<std::time::Instant>, Option<std::time::Instant>);
+    let mut seen: HashMap<(mesh_xds_client::resource::XdsType, String), Seen> = HashMap::new();
+    loop {
+        let current = Arc::clone(&view.borrow_and_update());
+        let mut next = HashMap::with_capacity(seen.len());
+        for (xds_type, name, entry) in current.cache.iter() {
+            let now = (entry.last_updated, entry.last_error.as_ref().map(|e| e.at));
+            let before = seen
+                .get(&(xds_type, name.to_owned()))
+                .copied()
+                .unwrap_or_default();
+            if now.0.is_some() && now.0 != before.0 {
+                metrics.xds_update(xds_type.type_url(), true);
+            }
+            if now.1.is_some() && now.1 != before.1 {
+                metrics.xds_update(xds_type.type_url(), false);
+            }
+            next.insert((xds_type, name.to_owned()), now);
+        }
+        seen = next;
+        if view.changed().await.is_err() {
+            return;
+        }
     }
 }
 

@@ -203,5 +203,29 @@ async fn csds_on_the_admin_port_reports_each_resource() {
     assert_ne!(error.version_info, acked_version, "the rejected version");
     let (status, backend, err) = get(&mut client, "http://pay:80/").await;
     assert_eq!((status, backend.as_str()), (200, "v1"), "{err}");
+
+    // The metrics count the accepted resources and the rejection.
+    let cds = XdsType::Cluster.type_url();
+    let counted = |result: &str| {
+        let prefix = format!("mesh_xds_updates_total{{type_url=\"{cds}\",result=\"{result}\"}} ");
+        mesh.metrics()
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()).map(str::to_owned))
+    };
+    let mut nacks = None;
+    for _ in 0..200 {
+        nacks = counted("nack");
+        if nacks.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(nacks.as_deref(), Some("1"), "{}", mesh.metrics().render());
+    assert!(
+        counted("ack").is_some_and(|n| n.parse::<u64>().unwrap() >= 2),
+        "{}",
+        mesh.metrics().render()
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
