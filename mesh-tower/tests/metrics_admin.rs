@@ -342,3 +342,84 @@ fn promtool_check(text: &str) {
         );
     }
 }
+
+/// Istio's metadata exchange between two meshes: the caller's outbound metrics name the
+/// destination workload, the server's inbound metrics name the source workload, and the
+/// application sees neither header.
+#[tokio::test]
+async fn metadata_exchange_labels_both_sides_with_the_peer_workload() {
+    let payment_mesh = Mesh::builder()
+        .workload(
+            WorkloadLabels::named("payment")
+                .with_namespace("shop")
+                .with_version("v2"),
+        )
+        .build()
+        .unwrap();
+    let app = Router::new().route(
+        "/pay",
+        get(|headers: http::HeaderMap| async move {
+            if headers.contains_key("x-envoy-peer-metadata")
+                || headers.contains_key("x-envoy-peer-metadata-id")
+            {
+                "leaked"
+            } else {
+                "clean"
+            }
+        }),
+    );
+    let payment = common::start(
+        common::policy(TlsMode::Disable),
+        None,
+        app.layer(MetricsLayer::new(payment_mesh.metrics().clone())),
+    )
+    .await;
+    let order_mesh = Mesh::builder()
+        .workload(WorkloadLabels::named("order").with_namespace("web"))
+        .snapshot(policy(payment.addr))
+        .build()
+        .unwrap();
+    let client = order_mesh.http_client::<Empty<Bytes>>();
+    let req = Request::get("http://payment.default.svc.cluster.local:8080/pay")
+        .body(Empty::new())
+        .unwrap();
+    let resp = tower::ServiceExt::oneshot(client, req).await.unwrap();
+    assert!(!resp.headers().contains_key("x-envoy-peer-metadata"));
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        &body[..],
+        b"clean",
+        "the application saw the exchange headers"
+    );
+
+    let inbound = payment_mesh.metrics().render();
+    let l = line(
+        &inbound,
+        "istio_requests_total{",
+        &["reporter=\"destination\""],
+    )
+    .unwrap_or_default();
+    for label in [
+        "source_workload=\"order\"",
+        "source_workload_namespace=\"web\"",
+        "source_app=\"order\"",
+        "source_canonical_service=\"order\"",
+        "destination_workload=\"payment\"",
+    ] {
+        assert!(l.contains(label), "{label} not in {l}");
+    }
+    let outbound = order_mesh.metrics().render();
+    let l = line(&outbound, "istio_requests_total{", &["reporter=\"source\""]).unwrap_or_default();
+    for label in [
+        "source_workload=\"order\"",
+        "destination_workload=\"payment\"",
+        "destination_workload_namespace=\"shop\"",
+        "destination_app=\"payment\"",
+        "destination_version=\"v2\"",
+        "destination_canonical_service=\"payment\"",
+    ] {
+        assert!(l.contains(label), "{label} not in {l}");
+    }
+    promtool_check(&inbound);
+    promtool_check(&outbound);
+}

@@ -56,6 +56,10 @@ pub struct InboundSample {
     started: Instant,
     request_bytes: u64,
     code: u16,
+    /// What the caller said of itself (metadata exchange); when it said anything, the
+    /// response tells it who answered.
+    peer_meta: Option<u32>,
+    announce: bool,
 }
 
 impl ExchangeObserver for InboundSample {
@@ -73,6 +77,7 @@ impl ExchangeObserver for InboundSample {
                 ResponseFlags::DownstreamTermination
             },
             security: self.security,
+            peer_meta: self.peer_meta,
         };
         self.metrics
             .record(key, self.started.elapsed(), (self.request_bytes, end.bytes));
@@ -93,8 +98,15 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let started = Instant::now();
+        let announce = req.headers().contains_key(super::peer::PEER_METADATA_ID)
+            || req.headers().contains_key(super::peer::PEER_METADATA);
+        let peer_meta = if announce {
+            self.metrics.take_peer(req.headers_mut())
+        } else {
+            None
+        };
         let r = &self.metrics.inner;
         let peer = req.extensions().get::<PeerIdentity>();
         let principal = peer
@@ -127,6 +139,8 @@ where
             started,
             request_bytes: http_body::Body::size_hint(req.body()).lower(),
             code: 0,
+            peer_meta,
+            announce,
         };
         ResponseFuture {
             inner: self.inner.call(req),
@@ -166,7 +180,10 @@ where
         Poll::Ready(match result {
             Ok(resp) => {
                 sample.code = resp.status().as_u16();
-                let (parts, body) = resp.into_parts();
+                let (mut parts, body) = resp.into_parts();
+                if sample.announce {
+                    sample.metrics.announce(&mut parts.headers);
+                }
                 let body = ObservedBody::new(body, &parts.headers, sample);
                 Ok(Response::from_parts(parts, body))
             }

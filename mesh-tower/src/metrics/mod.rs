@@ -23,6 +23,7 @@
 
 mod labels;
 mod layer;
+mod peer;
 mod registry;
 mod render;
 
@@ -33,6 +34,7 @@ use mesh_core::breaker::BreakerLimit;
 
 pub use labels::WorkloadLabels;
 pub use layer::{InboundSample, Metered, MetricsLayer, ResponseFuture};
+pub use peer::{PEER_METADATA, PEER_METADATA_ID};
 
 use registry::{Counter, Histogram, Interner, SeriesMap};
 
@@ -180,6 +182,8 @@ pub(crate) struct HttpKey {
     pub(crate) grpc_status: Option<i32>,
     pub(crate) flags: ResponseFlags,
     pub(crate) security: SecurityPolicy,
+    /// The peer's metadata-exchange header, interned in `Registry::peers`.
+    pub(crate) peer_meta: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -225,7 +229,11 @@ struct MeshKey {
 #[derive(Debug)]
 struct Registry {
     local: WorkloadLabels,
+    /// This workload's metadata-exchange headers.
+    local_md: Option<peer::LocalMetadata>,
     strings: Interner,
+    /// Peers' metadata-exchange headers as received (bounded like every interner).
+    peers: Interner,
     http: SeriesMap<HttpKey, HttpSeries>,
     tcp: SeriesMap<TcpKey, TcpSeries>,
     mesh: SeriesMap<MeshKey, (MeshFamily, Counter)>,
@@ -249,8 +257,10 @@ impl Metrics {
     pub fn new(local: WorkloadLabels) -> Self {
         Self {
             inner: Arc::new(Registry {
+                local_md: peer::LocalMetadata::new(&local),
                 local,
                 strings: Interner::default(),
+                peers: Interner::default(),
                 http: SeriesMap::default(),
                 tcp: SeriesMap::default(),
                 mesh: SeriesMap::default(),
@@ -275,8 +285,23 @@ impl Metrics {
             grpc_status: s.grpc_status,
             flags: s.flags,
             security: s.security,
+            peer_meta: None,
         };
         self.record_key(key, s.duration, s.request_bytes, s.response_bytes);
+    }
+
+    /// Takes a peer's metadata-exchange headers off `headers` and interns what it said.
+    pub(crate) fn take_peer(&self, headers: &mut http::HeaderMap) -> Option<u32> {
+        let value = peer::take(headers)?;
+        let id = self.inner.peers.intern(value.to_str().ok()?);
+        (id != registry::OVERFLOW).then_some(id)
+    }
+
+    /// Adds this workload's metadata-exchange headers to `headers` (when it has a name).
+    pub(crate) fn announce(&self, headers: &mut http::HeaderMap) {
+        if let Some(md) = &self.inner.local_md {
+            md.insert_into(headers);
+        }
     }
 
     /// The id of a label value (peer principal or service), looked up once per request.

@@ -5,7 +5,9 @@ use std::sync::atomic::Ordering;
 
 use super::labels::{principal_namespace, service_parts};
 use super::registry::{push_label, Histogram};
-use super::{HttpKey, MeshFamily, MeshKey, Registry, Reporter, RequestTotals, TcpKey};
+use super::{
+    HttpKey, MeshFamily, MeshKey, Registry, Reporter, RequestTotals, TcpKey, WorkloadLabels,
+};
 
 const UNKNOWN: &str = "unknown";
 
@@ -17,21 +19,34 @@ fn reporter(r: Reporter) -> &'static str {
 }
 
 /// The `source_*` and `destination_*` labels, in Istio's order.
-fn workload_labels(out: &mut String, r: &Registry, rep: Reporter, peer: &str, service: &str) {
+fn workload_labels(
+    out: &mut String,
+    r: &Registry,
+    rep: Reporter,
+    peer: &str,
+    service: &str,
+    peer_md: Option<&WorkloadLabels>,
+) {
     let l = &r.local;
-    let peer_ns = principal_namespace(peer);
+    let unknown = WorkloadLabels::unknown();
+    // What the peer said of itself (metadata exchange), else unknown.
+    let p = peer_md.unwrap_or(&unknown);
+    let peer_ns = match peer_md {
+        Some(md) if md.namespace != UNKNOWN => md.namespace.as_str(),
+        _ => principal_namespace(peer),
+    };
     let (svc_name, svc_ns) = service_parts(service);
     match rep {
         Reporter::Destination => {
             for (k, v) in [
-                ("source_workload", UNKNOWN),
-                ("source_canonical_service", UNKNOWN),
-                ("source_canonical_revision", UNKNOWN),
+                ("source_workload", p.workload.as_str()),
+                ("source_canonical_service", &p.canonical_service),
+                ("source_canonical_revision", canonical_revision(p)),
                 ("source_workload_namespace", peer_ns),
                 ("source_principal", peer),
-                ("source_app", UNKNOWN),
-                ("source_version", UNKNOWN),
-                ("source_cluster", UNKNOWN),
+                ("source_app", &p.app),
+                ("source_version", &p.version),
+                ("source_cluster", &p.cluster),
                 ("destination_workload", &l.workload),
                 ("destination_workload_namespace", &l.namespace),
                 ("destination_principal", &l.principal),
@@ -64,21 +79,33 @@ fn workload_labels(out: &mut String, r: &Registry, rep: Reporter, peer: &str, se
                 ("source_app", &l.app),
                 ("source_version", &l.version),
                 ("source_cluster", &l.cluster),
-                ("destination_workload", UNKNOWN),
-                ("destination_workload_namespace", svc_ns),
+                ("destination_workload", p.workload.as_str()),
+                (
+                    "destination_workload_namespace",
+                    if peer_md.is_some() { peer_ns } else { svc_ns },
+                ),
                 ("destination_principal", peer),
-                ("destination_app", UNKNOWN),
-                ("destination_version", UNKNOWN),
+                ("destination_app", &p.app),
+                ("destination_version", &p.version),
                 ("destination_service", service),
                 ("destination_service_name", svc_name),
                 ("destination_service_namespace", svc_ns),
-                ("destination_canonical_service", UNKNOWN),
-                ("destination_canonical_revision", UNKNOWN),
-                ("destination_cluster", UNKNOWN),
+                ("destination_canonical_service", &p.canonical_service),
+                ("destination_canonical_revision", canonical_revision(p)),
+                ("destination_cluster", &p.cluster),
             ] {
                 push_label(out, k, v);
             }
         }
+    }
+}
+
+/// An unknown peer's revision is `unknown` (Istio's default `latest` is for a known one).
+fn canonical_revision(p: &WorkloadLabels) -> &str {
+    if p.workload == UNKNOWN {
+        UNKNOWN
+    } else {
+        &p.canonical_revision
     }
 }
 
@@ -87,7 +114,10 @@ pub(super) fn http_labels(r: &Registry, k: &HttpKey) -> String {
     push_label(&mut out, "reporter", reporter(k.reporter));
     let peer = r.strings.name(k.peer);
     let service = r.strings.name(k.service);
-    workload_labels(&mut out, r, k.reporter, &peer, &service);
+    let peer_md = k
+        .peer_meta
+        .and_then(|id| super::peer::decode(&r.peers.name(id)));
+    workload_labels(&mut out, r, k.reporter, &peer, &service, peer_md.as_ref());
     push_label(
         &mut out,
         "request_protocol",
@@ -109,7 +139,7 @@ pub(super) fn tcp_labels(r: &Registry, k: &TcpKey) -> String {
         Reporter::Destination => r.local.service.clone(),
         Reporter::Source => UNKNOWN.to_owned(),
     };
-    workload_labels(&mut out, r, k.reporter, &peer, &service);
+    workload_labels(&mut out, r, k.reporter, &peer, &service, None);
     push_label(&mut out, "request_protocol", "tcp");
     push_label(&mut out, "response_flags", "-");
     push_label(&mut out, "connection_security_policy", k.security.as_str());

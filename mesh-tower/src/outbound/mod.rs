@@ -453,6 +453,9 @@ impl Outbound {
             wc.request_headers().apply(headers);
         }
         rewrite(&mut req, route, fwd);
+        // A service of the mesh's policy learns who is calling (Istio's metadata exchange);
+        // a destination dialed by DNS outside the policy does not.
+        self.metrics.announce(req.headers_mut());
 
         let hash = request_hash(fwd, &state, &req);
         let mut response_headers = Vec::with_capacity(3);

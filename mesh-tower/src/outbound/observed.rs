@@ -22,6 +22,8 @@ pub(crate) struct OutboundObserver {
     request_bytes: u64,
     code: u16,
     flags: ResponseFlags,
+    /// What the server said of itself (metadata exchange).
+    peer_meta: Option<u32>,
 }
 
 /// Starts observing a call to `target` (else the request's authority): the client span's
@@ -63,6 +65,7 @@ pub(crate) fn start<B: http_body::Body>(
         request_bytes,
         code: 0,
         flags: ResponseFlags::None,
+        peer_meta: None,
     }
 }
 
@@ -77,7 +80,8 @@ impl OutboundObserver {
                 self.metrics.breaker_rejection(cluster, *limit);
             }
         }
-        let (parts, body) = resp.into_parts();
+        let (mut parts, body) = resp.into_parts();
+        self.peer_meta = self.metrics.take_peer(&mut parts.headers);
         let body = body.observe(self, &parts.headers);
         Response::from_parts(parts, body)
     }
@@ -94,6 +98,7 @@ impl ExchangeObserver for OutboundObserver {
             grpc_status: end.grpc_status,
             flags: self.flags,
             security: SecurityPolicy::Unknown,
+            peer_meta: self.peer_meta,
         };
         self.metrics
             .record(key, self.started.elapsed(), (self.request_bytes, end.bytes));

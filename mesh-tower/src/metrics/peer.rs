@@ -1,0 +1,189 @@
+//! Istio's HTTP metadata exchange, so that both sides of a call know who the other
+//! workload is: each side sends its identity in `x-envoy-peer-metadata` (standard base64
+//! of a serialized `google.protobuf.Struct`, the fields Istio's sidecars send) and a node id
+//! in `x-envoy-peer-metadata-id`; the caller on the request, the server on the response.
+//! The receiver labels its metrics with the peer's workload, namespace, app, version,
+//! canonical service and revision, and cluster, as Istio's sidecars do — so a mesh service
+//! and an Envoy sidecar label each other's traffic too.
+//!
+//! The headers are taken off before the application sees them. Decoding happens only when
+//! a new label set is first rendered; recording interns the header's text (a lookup, no
+//! allocation, after the first request of a peer).
+
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use prost::Message;
+
+use super::WorkloadLabels;
+
+/// The peer's metadata: base64 of a serialized `google.protobuf.Struct`.
+pub const PEER_METADATA: HeaderName = HeaderName::from_static("x-envoy-peer-metadata");
+/// The peer's node id.
+pub const PEER_METADATA_ID: HeaderName = HeaderName::from_static("x-envoy-peer-metadata-id");
+
+/// Header values longer than this are ignored (Istio's are a few hundred bytes).
+const MAX_LEN: usize = 8 * 1024;
+
+const CANONICAL_NAME: &str = "service.istio.io/canonical-name";
+const CANONICAL_REVISION: &str = "service.istio.io/canonical-revision";
+
+/// This workload's two header values, encoded once.
+#[derive(Debug, Clone)]
+pub(crate) struct LocalMetadata {
+    pub(crate) value: HeaderValue,
+    pub(crate) id: HeaderValue,
+}
+
+impl LocalMetadata {
+    /// Encodes `local`; `None` when there is nothing to say (every label unknown).
+    pub(crate) fn new(local: &WorkloadLabels) -> Option<Self> {
+        if local.workload == "unknown" {
+            return None;
+        }
+        let text = |s: &str| Value {
+            kind: Some(Kind::StringValue(s.to_owned())),
+        };
+        let mut labels = HashMap::new();
+        labels.insert("app".to_owned(), text(&local.app));
+        labels.insert("version".to_owned(), text(&local.version));
+        labels.insert(CANONICAL_NAME.to_owned(), text(&local.canonical_service));
+        labels.insert(
+            CANONICAL_REVISION.to_owned(),
+            text(&local.canonical_revision),
+        );
+        let mut fields = HashMap::new();
+        fields.insert("NAME".to_owned(), text(&local.workload));
+        fields.insert("WORKLOAD_NAME".to_owned(), text(&local.workload));
+        fields.insert("NAMESPACE".to_owned(), text(&local.namespace));
+        fields.insert("CLUSTER_ID".to_owned(), text(&local.cluster));
+        fields.insert(
+            "LABELS".to_owned(),
+            Value {
+                kind: Some(Kind::StructValue(Struct { fields: labels })),
+            },
+        );
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(Struct { fields }.encode_to_vec());
+        let id = format!(
+            "proxyless~0.0.0.0~{}.{}~{}.svc.cluster.local",
+            local.workload, local.namespace, local.namespace
+        );
+        Some(Self {
+            value: HeaderValue::from_str(&encoded).ok()?,
+            id: HeaderValue::from_str(&id).ok()?,
+        })
+    }
+
+    /// Adds both headers to `headers`.
+    pub(crate) fn insert_into(&self, headers: &mut HeaderMap) {
+        headers.insert(PEER_METADATA, self.value.clone());
+        headers.insert(PEER_METADATA_ID, self.id.clone());
+    }
+}
+
+/// Takes both headers off `headers`; returns the metadata's text when it is usable.
+pub(crate) fn take(headers: &mut HeaderMap) -> Option<HeaderValue> {
+    headers.remove(PEER_METADATA_ID);
+    headers
+        .remove(PEER_METADATA)
+        .filter(|v| !v.is_empty() && v.len() <= MAX_LEN)
+}
+
+/// The peer workload a metadata header describes; `None` when it does not decode. Fields
+/// it lacks stay `unknown`.
+pub(crate) fn decode(value: &str) -> Option<WorkloadLabels> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(value.trim())
+        .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(value.trim()))
+        .ok()?;
+    let md = Struct::decode(bytes.as_slice()).ok()?;
+    let text = |s: &Struct, k: &str| match s.fields.get(k).and_then(|v| v.kind.as_ref()) {
+        Some(Kind::StringValue(v)) if !v.is_empty() => Some(v.clone()),
+        _ => None,
+    };
+    let labels = match md.fields.get("LABELS").and_then(|v| v.kind.as_ref()) {
+        Some(Kind::StructValue(s)) => s.clone(),
+        _ => Struct::default(),
+    };
+    let mut l = WorkloadLabels::unknown();
+    if let Some(w) = text(&md, "WORKLOAD_NAME").or_else(|| text(&md, "NAME")) {
+        l.workload = w;
+    }
+    if let Some(ns) = text(&md, "NAMESPACE") {
+        l.namespace = ns;
+    }
+    if let Some(c) = text(&md, "CLUSTER_ID") {
+        l.cluster = c;
+    }
+    let canonical = text(&labels, CANONICAL_NAME);
+    if let Some(app) = text(&labels, "app").or_else(|| canonical.clone()) {
+        l.app = app;
+    }
+    if let Some(v) = text(&labels, "version") {
+        l.version = v;
+    }
+    if let Some(c) = canonical.or_else(|| Some(l.workload.clone()).filter(|w| w != "unknown")) {
+        l.canonical_service = c;
+    }
+    if let Some(r) = text(&labels, CANONICAL_REVISION) {
+        l.canonical_revision = r;
+    }
+    Some(l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let local = WorkloadLabels::named("payment")
+            .with_namespace("shop")
+            .with_version("v2");
+        let md = LocalMetadata::new(&local).expect("encodes");
+        let back = decode(md.value.to_str().expect("ascii")).expect("decodes");
+        assert_eq!(back.workload, "payment");
+        assert_eq!(back.namespace, "shop");
+        assert_eq!(back.app, "payment");
+        assert_eq!(back.version, "v2");
+        assert_eq!(back.canonical_service, "payment");
+        assert_eq!(
+            md.id.to_str().ok(),
+            Some("proxyless~0.0.0.0~payment.shop~shop.svc.cluster.local")
+        );
+    }
+
+    #[test]
+    fn an_unknown_workload_sends_nothing() {
+        assert!(LocalMetadata::new(&WorkloadLabels::unknown()).is_none());
+    }
+
+    #[test]
+    fn junk_does_not_decode() {
+        for junk in ["", "!!!", "aGVsbG8=", "////"] {
+            if let Some(l) = decode(junk) {
+                // Bytes that happen to parse as an empty Struct say nothing.
+                assert_eq!(l, WorkloadLabels::unknown(), "{junk}");
+            }
+        }
+    }
+
+    #[test]
+    fn headers_are_taken_off() {
+        let md = LocalMetadata::new(&WorkloadLabels::named("order")).expect("encodes");
+        let mut h = HeaderMap::new();
+        md.insert_into(&mut h);
+        assert_eq!(take(&mut h), Some(md.value.clone()));
+        assert!(h.is_empty());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_is_safe(s in ".{0,200}") {
+            let _ = decode(&s);
+        }
+    }
+}
