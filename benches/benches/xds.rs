@@ -82,15 +82,20 @@ fn subscribed_core() -> AdsCore {
     let mut core = AdsCore::new(NodeConfig::new("bench").to_proto(), AdsConfig::default());
     core.add_target("svc", now);
     core.on_stream_start(now);
+    while core.poll_request().is_some() {}
     core
 }
 
+/// Applies `responses` and takes what the core queued (the ACKs, the watchers' events),
+/// as the transport does.
 fn apply(core: &mut AdsCore, responses: impl IntoIterator<Item = DiscoveryResponse>) {
     for r in responses {
         match core.handle_response(r, Instant::now()) {
             Ok(outcome) if outcome.acked => {}
             other => panic!("the update was not accepted: {other:?}"),
         }
+        while core.poll_request().is_some() {}
+        while core.poll_event().is_some() {}
     }
 }
 

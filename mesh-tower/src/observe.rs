@@ -165,3 +165,95 @@ impl<B: Body, O: ExchangeObserver> Body for ObservedBody<B, O> {
         self.inner.size_hint()
     }
 }
+
+/// How many bytes a request body carried: known up front (`content-length`), or counted as
+/// the body is read (a streaming or gRPC request, which has no length).
+#[derive(Debug, Clone)]
+pub(crate) enum RequestSize {
+    /// The exact size.
+    Exact(u64),
+    /// Counted by a [`CountedBody`] so far.
+    Counted(std::sync::Arc<std::sync::atomic::AtomicU64>),
+}
+
+impl RequestSize {
+    /// The bytes now.
+    pub(crate) fn get(&self) -> u64 {
+        match self {
+            Self::Exact(n) => *n,
+            Self::Counted(c) => c.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request body that counts the bytes read from it when its size is not known.
+    pub struct CountedBody<B> {
+        #[pin]
+        inner: B,
+        counter: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    }
+}
+
+impl<B> std::fmt::Debug for CountedBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CountedBody")
+            .field("counted", &self.counter.is_some())
+            .finish()
+    }
+}
+
+impl<B: Body> CountedBody<B> {
+    /// Wraps `inner`; counts only when its size hint is not exact (no allocation otherwise).
+    pub(crate) fn new(inner: B) -> (Self, RequestSize) {
+        match inner.size_hint().exact() {
+            Some(n) => (
+                Self {
+                    inner,
+                    counter: None,
+                },
+                RequestSize::Exact(n),
+            ),
+            None => {
+                let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+                (
+                    Self {
+                        inner,
+                        counter: Some(std::sync::Arc::clone(&counter)),
+                    },
+                    RequestSize::Counted(counter),
+                )
+            }
+        }
+    }
+}
+
+impl<B: Body> Body for CountedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(frame))), Some(counter)) = (&polled, this.counter.as_ref()) {
+            if let Some(data) = frame.data_ref() {
+                counter.fetch_add(
+                    u64::try_from(data.remaining()).unwrap_or(u64::MAX),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -423,3 +423,54 @@ async fn metadata_exchange_labels_both_sides_with_the_peer_workload() {
     promtool_check(&inbound);
     promtool_check(&outbound);
 }
+
+/// A request body without a length (as every gRPC and streaming request has) is counted as
+/// it is sent and read: both sides record its size.
+#[tokio::test]
+async fn request_bytes_of_a_body_without_length_are_counted() {
+    let server_mesh = Mesh::builder()
+        .workload(WorkloadLabels::named("payment"))
+        .build()
+        .unwrap();
+    let app = Router::new().route(
+        "/pay",
+        axum::routing::post(|body: Bytes| async move { body.len().to_string() }),
+    );
+    let payment = common::start(
+        common::policy(TlsMode::Disable),
+        None,
+        app.layer(MetricsLayer::new(server_mesh.metrics().clone())),
+    )
+    .await;
+    let client_mesh = Mesh::builder()
+        .workload(WorkloadLabels::named("order"))
+        .snapshot(policy(payment.addr))
+        .build()
+        .unwrap();
+    let chunks: Vec<Result<http_body::Frame<Bytes>, std::convert::Infallible>> = (0..3)
+        .map(|_| Ok(http_body::Frame::data(Bytes::from_static(&[b'x'; 700]))))
+        .collect();
+    let body = http_body_util::StreamBody::new(tokio_stream::iter(chunks));
+    assert_eq!(http_body::Body::size_hint(&body).exact(), None);
+    let req = Request::post("http://payment.default.svc.cluster.local:8080/pay")
+        .body(body)
+        .unwrap();
+    let client = client_mesh.http_client();
+    let resp = tower::ServiceExt::oneshot(client, req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let got = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&got[..], b"2100");
+    for (side, text) in [
+        ("destination", server_mesh.metrics().render()),
+        ("source", client_mesh.metrics().render()),
+    ] {
+        let sum = line(
+            &text,
+            "istio_request_bytes_sum{",
+            &[&format!("reporter=\"{side}\"")],
+        )
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<f64>().ok());
+        assert_eq!(sum, Some(2100.0), "{side}: {text}");
+    }
+}

@@ -9,12 +9,13 @@ use tokio::time::Instant;
 
 use super::{host_of, HttpKey, Metrics, Reporter, ResponseFlags, SecurityPolicy};
 use crate::inbound::PeerIdentity;
-use crate::observe::{ExchangeEnd, ExchangeObserver, ObservedBody};
+use crate::observe::{CountedBody, ExchangeEnd, ExchangeObserver, ObservedBody, RequestSize};
 
 /// Records every inbound request into [`Metrics`] when its response ends: the caller's
 /// principal and connection security from the [`PeerIdentity`] the listener attached,
-/// the status and `grpc-status`, duration and sizes (the request's from its exact size
-/// hint, i.e. `content-length`).
+/// the status and `grpc-status`, duration and sizes (the request's from `content-length`,
+/// else counted as the application reads the body: the inner service receives it as a
+/// [`CountedBody`]).
 #[derive(Debug, Clone)]
 pub struct MetricsLayer {
     metrics: Metrics,
@@ -54,7 +55,7 @@ pub struct InboundSample {
     grpc: bool,
     security: SecurityPolicy,
     started: Instant,
-    request_bytes: u64,
+    request_bytes: RequestSize,
     code: u16,
     /// What the caller said of itself (metadata exchange); when it said anything, the
     /// response tells it who answered.
@@ -79,14 +80,17 @@ impl ExchangeObserver for InboundSample {
             security: self.security,
             peer_meta: self.peer_meta,
         };
-        self.metrics
-            .record(key, self.started.elapsed(), (self.request_bytes, end.bytes));
+        self.metrics.record(
+            key,
+            self.started.elapsed(),
+            (self.request_bytes.get(), end.bytes),
+        );
     }
 }
 
 impl<S, B, RB> tower::Service<Request<B>> for Metered<S>
 where
-    S: tower::Service<Request<B>, Response = Response<RB>>,
+    S: tower::Service<Request<CountedBody<B>>, Response = Response<RB>>,
     B: http_body::Body,
     RB: http_body::Body,
 {
@@ -137,13 +141,19 @@ where
             grpc: crate::outbound::is_grpc_request(req.headers()),
             security,
             started,
-            request_bytes: http_body::Body::size_hint(req.body()).lower(),
+            request_bytes: RequestSize::Exact(0),
             code: 0,
             peer_meta,
             announce,
         };
+        let (parts, body) = req.into_parts();
+        let (body, size) = CountedBody::new(body);
+        let sample = InboundSample {
+            request_bytes: size,
+            ..sample
+        };
         ResponseFuture {
-            inner: self.inner.call(req),
+            inner: self.inner.call(Request::from_parts(parts, body)),
             sample: Some(sample),
         }
     }

@@ -322,9 +322,19 @@ impl Outbound {
         mut req: Request<UnsyncBoxBody<Bytes, BoxError>>,
     ) -> Response<ResponseBody> {
         let grpc = is_grpc(req.headers());
+        // A body without a length (gRPC, streaming) is counted as it is sent.
+        let size = match req.body().size_hint().exact() {
+            Some(n) => crate::observe::RequestSize::Exact(n),
+            None => {
+                let (parts, body) = req.into_parts();
+                let (body, size) = crate::observe::CountedBody::new(body);
+                req = Request::from_parts(parts, body.boxed_unsync());
+                size
+            }
+        };
         // Trace inject (the current request's context, a client span) before routing;
         // the span and the metrics finish when the response body ends.
-        let observer = observed::start(&self.metrics, target, &mut req, grpc);
+        let observer = observed::start(&self.metrics, target, &mut req, grpc, size);
         let resp = match self.route_and_send(target, req, grpc).await {
             Ok(resp) => resp,
             Err(err) => error_response(err, grpc),

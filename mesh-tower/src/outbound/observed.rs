@@ -19,7 +19,7 @@ pub(crate) struct OutboundObserver {
     service: u32,
     grpc: bool,
     started: Instant,
-    request_bytes: u64,
+    request_bytes: crate::observe::RequestSize,
     code: u16,
     flags: ResponseFlags,
     /// What the server said of itself (metadata exchange).
@@ -33,6 +33,7 @@ pub(crate) fn start<B: http_body::Body>(
     target: Option<&str>,
     req: &mut Request<B>,
     grpc: bool,
+    request_bytes: crate::observe::RequestSize,
 ) -> OutboundObserver {
     let started = Instant::now();
     let uri = req.uri().clone();
@@ -42,7 +43,6 @@ pub(crate) fn start<B: http_body::Body>(
         .or_else(|| uri.authority().map(|a| a.as_str()))
         .or_else(|| host_header.as_ref().and_then(|h| h.to_str().ok()));
     let service = metrics.intern(authority.map_or("unknown", host_of));
-    let request_bytes = req.body().size_hint().lower();
     let ex = Exchange {
         method: &method,
         path: uri.path(),
@@ -100,8 +100,11 @@ impl ExchangeObserver for OutboundObserver {
             security: SecurityPolicy::Unknown,
             peer_meta: self.peer_meta,
         };
-        self.metrics
-            .record(key, self.started.elapsed(), (self.request_bytes, end.bytes));
+        self.metrics.record(
+            key,
+            self.started.elapsed(),
+            (self.request_bytes.get(), end.bytes),
+        );
         self.span.on_end(end);
     }
 }
