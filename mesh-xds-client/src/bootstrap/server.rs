@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use super::error::BootstrapError;
 use super::raw::RawServer;
+use crate::ads::Protocol;
 
 /// How the channel to a control plane is secured: the first entry of `channel_creds`
 /// that this client supports.
@@ -46,6 +47,9 @@ pub struct XdsServer {
     pub channel_creds: ChannelCreds,
     /// `server_features` as written (`xds_v3`, `ignore_resource_deletion`).
     pub server_features: Vec<String>,
+    /// The protocol flavour from `api_type` (`GRPC` or `DELTA_GRPC`, as Envoy names them);
+    /// `None` leaves the choice to the client's configuration.
+    pub api_type: Option<Protocol>,
 }
 
 impl XdsServer {
@@ -57,6 +61,7 @@ impl XdsServer {
             target: ServerTarget::Tcp { authority },
             channel_creds: ChannelCreds::Insecure,
             server_features: Vec::new(),
+            api_type: None,
         }
     }
 
@@ -67,7 +72,20 @@ impl XdsServer {
             target: parse_target(server_uri)?,
             channel_creds: ChannelCreds::Insecure,
             server_features: Vec::new(),
+            api_type: None,
         })
+    }
+
+    /// The same server spoken to with this protocol flavour.
+    pub fn with_api_type(mut self, protocol: Protocol) -> Self {
+        self.api_type = Some(protocol);
+        self
+    }
+
+    /// The same server reached with these credentials.
+    pub fn with_channel_creds(mut self, creds: ChannelCreds) -> Self {
+        self.channel_creds = creds;
+        self
     }
 
     /// Whether `server_features` holds `feature`.
@@ -135,11 +153,23 @@ pub(super) fn check_servers(
                         "no supported type (insecure, tls, google_default)".into(),
                     )
                 })?;
+            let api_type = match server.api_type.as_deref() {
+                None => None,
+                Some("GRPC") => Some(Protocol::StateOfTheWorld),
+                Some("DELTA_GRPC") => Some(Protocol::Delta),
+                Some(other) => {
+                    return Err(invalid(
+                        format!("{at}[{i}].api_type"),
+                        format!("`{other}` is not GRPC or DELTA_GRPC"),
+                    ))
+                }
+            };
             Ok(XdsServer {
                 server_uri: server.server_uri,
                 target,
                 channel_creds,
                 server_features: server.server_features,
+                api_type,
             })
         })
         .collect()
