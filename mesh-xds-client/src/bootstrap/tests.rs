@@ -232,3 +232,28 @@ fn tls_channel_creds_keep_their_config() {
     };
     assert_eq!(config["ca_certificate_file"], "/ca.pem");
 }
+
+#[test]
+fn bad_tls_channel_creds_are_named_by_path() {
+    for (config, path, reason) in [
+        (
+            r#"{"certificate_file":"/c.pem"}"#,
+            "channel_creds[1].config",
+            "together",
+        ),
+        (
+            r#"{"ca_certificate_file":7}"#,
+            "channel_creds[1].config.ca_certificate_file",
+            "string",
+        ),
+        (r#""/ca.pem""#, "channel_creds[1].config", "object"),
+    ] {
+        let json = format!(
+            r#"{{"xds_servers":[{{"server_uri":"cp:443","channel_creds":[{{"type":"unknown"}},
+                {{"type":"tls","config":{config}}}]}}]}}"#
+        );
+        let text = inline(&json).unwrap_err().to_string();
+        assert!(text.contains(&format!("`xds_servers[0].{path}`")), "{text}");
+        assert!(text.contains(reason), "{text}");
+    }
+}
