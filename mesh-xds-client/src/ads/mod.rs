@@ -240,6 +240,12 @@ impl AdsCore {
         }
     }
 
+    /// Whether LDS/CDS resources the server stops sending are kept (gRFC A53); the
+    /// transport sets it per server. Takes effect with the next response.
+    pub fn set_ignore_resource_deletion(&mut self, yes: bool) {
+        self.config.ignore_resource_deletion = yes;
+    }
+
     /// The protocol flavour in use.
     pub fn protocol(&self) -> Protocol {
         self.protocol

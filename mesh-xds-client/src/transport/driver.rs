@@ -219,6 +219,10 @@ impl Driver {
         };
         let protocol = self.server().api_type.unwrap_or(self.config.ads.protocol);
         self.core.set_protocol(protocol);
+        // gRFC A53 is a feature of the server in use, on top of the client's setting.
+        self.core.set_ignore_resource_deletion(
+            self.config.ads.ignore_resource_deletion || self.server().ignore_resource_deletion(),
+        );
         let (tx, pending) = pair(protocol);
         self.core.on_stream_start(Instant::now().into_std());
         self.streams_opened += 1;

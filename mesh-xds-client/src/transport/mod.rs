@@ -178,8 +178,8 @@ pub struct XdsClient {
 
 impl XdsClient {
     /// Starts a client talking to the bootstrap's servers (the first, falling back down the
-    /// list as gRFC A71 says), announcing its node and honouring the first server's
-    /// `ignore_resource_deletion` feature and the listener name template.
+    /// list as gRFC A71 says), announcing its node and honouring each server's
+    /// `ignore_resource_deletion` feature (gRFC A53) and the listener name template.
     /// Must be called within a tokio runtime.
     pub fn from_bootstrap(
         bootstrap: &Bootstrap,
@@ -203,12 +203,8 @@ impl XdsClient {
         mut config: XdsClientConfig,
         policy: Option<LivePolicy>,
     ) -> Result<Self, TransportError> {
-        let server = bootstrap
-            .xds_servers
-            .first()
-            .ok_or(TransportError::NoServer)?;
-        if server.ignore_resource_deletion() {
-            config.ads.ignore_resource_deletion = true;
+        if bootstrap.xds_servers.is_empty() {
+            return Err(TransportError::NoServer);
         }
         config.client_listener_template = bootstrap
             .client_default_listener_resource_name_template
