@@ -12,8 +12,10 @@
 //! watched listener's cascade is complete (gRFC A74); the client publishes it to a
 //! [`mesh_core::live::LivePolicy`] ([`transport::XdsClient::start_with_policy`]).
 //!
-//! What this crate does not do yet: delta xDS, TLS to the control plane, or fall back to
-//! a second server (gRFC A71).
+//! Both protocol flavours are spoken, state of the world and incremental (delta), chosen per
+//! server; several servers fall back as gRFC A71 says; the channel is plaintext, TLS or
+//! mutual TLS. What this crate does not do: federation (A47 authorities are parsed, not
+//! used), CSDS, or `google_default` credentials.
 //!
 //! ```no_run
 //! use mesh_core::live::LivePolicy;

@@ -9,13 +9,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use envoy_types::pb::envoy::config::route::v3::route_action;
-use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryResponse, DiscoveryResponse, Resource as Wrapped,
+};
 use envoy_types::pb::google::protobuf::Any;
-use mesh_xds_client::ads::{AdsConfig, AdsCore};
+use mesh_xds_client::ads::{AdsConfig, AdsCore, Protocol};
 use mesh_xds_client::bootstrap::NodeConfig;
 use mesh_xds_client::resource::{to_any, XdsType};
 use mesh_xds_client::snapshot::SnapshotAssembler;
 use mesh_xds_client::testing::fixtures::*;
+use prost::Message;
 
 const CLUSTERS: usize = 1_000;
 const ENDPOINTS_PER_CLUSTER: usize = 10;
@@ -118,5 +121,93 @@ fn full_update_and_single_endpoint_change() {
         "{CLUSTERS} clusters, {} endpoints: full update applied in {apply:?}, snapshot assembled in {assemble:?}; \
          one endpoint changed: applied in {apply_one:?}, snapshot assembled in {assemble_one:?}",
         CLUSTERS * ENDPOINTS_PER_CLUSTER
+    );
+}
+
+fn delta(t: XdsType, nonce: &str, resources: Vec<(String, Any)>) -> DeltaDiscoveryResponse {
+    DeltaDiscoveryResponse {
+        resources: resources
+            .into_iter()
+            .map(|(name, any)| Wrapped {
+                version: format!("{name}-{nonce}"),
+                name,
+                resource: Some(any),
+                ..Wrapped::default()
+            })
+            .collect(),
+        type_url: t.type_url().into(),
+        nonce: nonce.into(),
+        ..DeltaDiscoveryResponse::default()
+    }
+}
+
+#[test]
+#[ignore = "a measurement, not a check; run it on purpose"]
+fn single_endpoint_change_state_of_the_world_vs_delta() {
+    let routes: Vec<_> = (0..CLUSTERS)
+        .map(|i| {
+            prefix_route(
+                &format!("/c{i}/"),
+                route_action::ClusterSpecifier::Cluster(format!("c{i}")),
+            )
+        })
+        .collect();
+    let named = |f: &dyn Fn(usize) -> Any| -> Vec<(String, Any)> {
+        (0..CLUSTERS).map(|i| (format!("c{i}"), f(i))).collect()
+    };
+    let now = Instant::now();
+    let config = AdsConfig::default().with_protocol(Protocol::Delta);
+    let mut core = AdsCore::new(NodeConfig::new("n").to_proto(), config);
+    core.add_target("svc", now);
+    core.on_stream_start(now);
+    let steps = [
+        delta(
+            XdsType::Listener,
+            "1",
+            vec![("svc".into(), listener_rds("svc", "routes"))],
+        ),
+        delta(
+            XdsType::RouteConfiguration,
+            "2",
+            vec![(
+                "routes".into(),
+                to_any(&route_config_with("routes", routes)),
+            )],
+        ),
+        delta(
+            XdsType::Cluster,
+            "3",
+            named(&|i| cluster_eds(&format!("c{i}"), None)),
+        ),
+        delta(
+            XdsType::ClusterLoadAssignment,
+            "4",
+            named(&|i| endpoints_of(i, 1)),
+        ),
+    ];
+    for r in steps {
+        assert!(core.handle_delta_response(r, Instant::now()).unwrap().acked);
+    }
+
+    let sotw_bytes = {
+        let mut all: Vec<Any> = (0..CLUSTERS).map(|i| endpoints_of(i, 1)).collect();
+        all[7] = endpoints_of(7, 2);
+        response(XdsType::ClusterLoadAssignment, "2", all).encoded_len()
+    };
+    let one = delta(
+        XdsType::ClusterLoadAssignment,
+        "5",
+        vec![("c7".into(), endpoints_of(7, 2))],
+    );
+    let delta_bytes = one.encoded_len();
+    let t = Instant::now();
+    let outcome = core.handle_delta_response(one, Instant::now()).unwrap();
+    let apply_one = t.elapsed();
+    assert!(outcome.acked);
+    assert_eq!(outcome.accepted, ["c7"]);
+    assert!(delta_bytes * 100 < sotw_bytes);
+    eprintln!(
+        "{CLUSTERS} clusters: one endpoint changed: state-of-the-world EDS response {sotw_bytes} bytes, \
+         delta response {delta_bytes} bytes, applied in {apply_one:?}"
     );
 }

@@ -8,7 +8,7 @@
 //! ([`mesh_core::policy_file::PolicyFile::to_snapshot`]); [`envoy`] turns the model into
 //! Listener / RouteConfiguration / Cluster / ClusterLoadAssignment resources named as
 //! istiod names them for proxyless gRPC; [`server`] serves them over ADS
-//! (state-of-the-world) and pushes changes when the files change, keeping the last good
+//! (state-of-the-world and delta) and pushes changes when the files change, keeping the last good
 //! config when an edit is invalid.
 #![forbid(unsafe_code)]
 

@@ -442,3 +442,52 @@ async fn serves_on_a_unix_socket() {
     drop(cp);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_delta_client_gets_the_same_config_and_edits() {
+    use mesh_xds_client::ads::{AdsConfig, Protocol};
+
+    let dir = temp_dir();
+    write(&dir.join("endpoints.yaml"), ENDPOINTS);
+    write(&dir.join("reviews.yaml"), &istio(90, 10));
+    let cp = start(&dir).await;
+    let sotw_policy = LivePolicy::new(Snapshot::empty());
+    let sotw = client(&cp, sotw_policy.clone());
+    let delta_policy = LivePolicy::new(Snapshot::empty());
+    let config = XdsClientConfig::default()
+        .with_backoff(Backoff::new(
+            Duration::from_millis(10),
+            Duration::from_millis(100),
+        ))
+        .with_ads(AdsConfig::default().with_protocol(Protocol::Delta));
+    let delta = XdsClient::start_with_policy(
+        XdsServer::insecure(cp.addr().unwrap().to_string()),
+        NodeConfig::new("control-plane-delta").to_proto(),
+        config,
+        delta_policy.clone(),
+    );
+    sotw.add_target(TARGET).await.unwrap();
+    delta.add_target(TARGET).await.unwrap();
+
+    let none = HeaderMap::new();
+    let by_delta = wait_policy(&delta_policy, |s| split(s, &none).is_some()).await;
+    assert_eq!(delta.view().protocol, Protocol::Delta);
+    assert_eq!(split(&by_delta, &none), pairs(&[(V1, 90), (V2, 10)]));
+    assert_eq!(addrs(&by_delta, V1), ["127.0.0.1:19081", "127.0.0.1:19083"]);
+    let by_sotw = wait_policy(&sotw_policy, |s| split(s, &none).is_some()).await;
+    for name in [V1, V2] {
+        assert_eq!(by_delta.cluster(name), by_sotw.cluster(name), "{name}");
+        assert_eq!(addrs(&by_delta, name), addrs(&by_sotw, name), "{name}");
+    }
+
+    // An edit reaches the delta client as well.
+    write(&dir.join("reviews.yaml"), &istio(50, 50));
+    wait_policy(&delta_policy, |s| {
+        split(s, &none) == pairs(&[(V1, 50), (V2, 50)])
+    })
+    .await;
+    sotw.shutdown().await;
+    delta.shutdown().await;
+    drop(cp);
+    let _ = std::fs::remove_dir_all(&dir);
+}

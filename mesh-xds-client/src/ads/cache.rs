@@ -106,13 +106,6 @@ impl ResourceCache {
         self.by_type[xds_type.index()].get_mut(name)
     }
 
-    pub(crate) fn of_type_mut(
-        &mut self,
-        xds_type: XdsType,
-    ) -> &mut BTreeMap<String, ResourceEntry> {
-        &mut self.by_type[xds_type.index()]
-    }
-
     pub(crate) fn insert_requested(&mut self, xds_type: XdsType, name: &str) -> &mut ResourceEntry {
         self.by_type[xds_type.index()]
             .entry(name.to_owned())

@@ -1,7 +1,9 @@
-//! The ADS protocol, state-of-the-world flavour, as a state machine without I/O.
+//! The ADS protocol, state-of-the-world and incremental (delta) flavours, as a state
+//! machine without I/O.
 //!
 //! [`AdsCore`] is fed what happens — a stream opened or closed, a response received, time
-//! passing — and answers with the [`DiscoveryRequest`]s to send ([`AdsCore::poll_request`]),
+//! passing — and answers with the [`DiscoveryRequest`]s to send ([`AdsCore::poll_request`],
+//! or [`AdsCore::poll_delta_request`] when [`AdsConfig::protocol`] is [`Protocol::Delta`]),
 //! the changes for watchers ([`AdsCore::poll_event`]) and when it next needs the clock
 //! ([`AdsCore::poll_timeout`]). It holds no timer and reads no clock: every call that
 //! depends on time takes an [`Instant`], so tests drive it synchronously.
@@ -15,7 +17,11 @@
 //! - deletion of LDS/CDS resources a response no longer lists (unless
 //!   `ignore_resource_deletion`, gRFC A53), and gRFC A57's does-not-exist timer;
 //! - the cascade: targets -> listeners -> route configurations -> clusters -> endpoints,
-//!   with names no longer referenced unsubscribed.
+//!   with names no longer referenced unsubscribed;
+//! - delta: only the names subscribed or unsubscribed since the last request, per-resource
+//!   versions, `removed_resources`, ACK/NACK by nonce, and `initial_resource_versions` on a
+//!   new stream so the cache is not sent again (`delta.rs`); everything else is shared;
+//! - per type, how many responses were accepted and rejected ([`AdsCore::update_counts`]).
 //!
 //! ```
 //! use std::time::Instant;
@@ -32,6 +38,7 @@
 //! ```
 
 mod cache;
+mod delta;
 mod response;
 
 pub use cache::{ResourceCache, ResourceEntry, ResourceState, UpdateFailure};
@@ -49,6 +56,27 @@ use crate::resource::{ResourceError, XdsType};
 /// `google.rpc.Code.INVALID_ARGUMENT`, the code of a NACK's `error_detail`.
 const INVALID_ARGUMENT: i32 = 3;
 
+/// The flavour of the ADS protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// `StreamAggregatedResources`: every response carries the whole set (gRPC's default).
+    #[default]
+    StateOfTheWorld,
+    /// `DeltaAggregatedResources`: incremental requests and responses.
+    Delta,
+}
+
+/// How many responses of one type were accepted (ACKed) and rejected (NACKed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct UpdateCounts {
+    /// Responses ACKed.
+    pub accepted: u64,
+    /// Responses NACKed (some resource in them was rejected).
+    pub rejected: u64,
+}
+
 /// How the core behaves; the defaults are gRPC's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -62,6 +90,9 @@ pub struct AdsConfig {
     /// The certificate provider instances the bootstrap defines; a TLS context naming
     /// another one is rejected (gRFC A29). `None` skips the check.
     pub certificate_providers: Option<BTreeSet<String>>,
+    /// The protocol flavour; the transport may change it per server
+    /// ([`AdsCore::set_protocol`]).
+    pub protocol: Protocol,
 }
 
 impl Default for AdsConfig {
@@ -70,6 +101,7 @@ impl Default for AdsConfig {
             ignore_resource_deletion: false,
             does_not_exist_timeout: Duration::from_secs(15),
             certificate_providers: None,
+            protocol: Protocol::StateOfTheWorld,
         }
     }
 }
@@ -84,6 +116,12 @@ impl AdsConfig {
     /// Sets [`AdsConfig::certificate_providers`].
     pub fn with_certificate_providers(mut self, names: Option<BTreeSet<String>>) -> Self {
         self.certificate_providers = names;
+        self
+    }
+
+    /// Sets [`AdsConfig::protocol`].
+    pub fn with_protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
         self
     }
 
@@ -130,10 +168,14 @@ struct TypeState {
     subscribed: BTreeSet<String>,
     /// The last accepted `version_info`.
     version: String,
-    /// The nonce of the last response on this stream.
+    /// The nonce of the last response on this stream (delta: not yet replied to).
     nonce: String,
     /// The NACK message for the next request.
     pending_error: Option<String>,
+    /// Delta: the names the server has been told on this stream.
+    sent: BTreeSet<String>,
+    /// Delta: no request of this type has been sent on this stream yet.
+    first_on_stream: bool,
 }
 
 /// The sans-I/O ADS client; see the [module docs](self).
@@ -149,6 +191,11 @@ pub struct AdsCore {
     events: VecDeque<XdsEvent>,
     connected: bool,
     node_sent: bool,
+    protocol: Protocol,
+    /// Whether the cached per-resource versions came from this flavour (delta sends them
+    /// back in `initial_resource_versions`; state-of-the-world versions mean nothing there).
+    versions_reusable: bool,
+    counts: [UpdateCounts; 4],
 }
 
 impl AdsCore {
@@ -156,7 +203,6 @@ impl AdsCore {
     pub fn new(node: Node, config: AdsConfig) -> Self {
         Self {
             node,
-            config,
             targets: BTreeSet::new(),
             types: Default::default(),
             cache: ResourceCache::default(),
@@ -164,6 +210,10 @@ impl AdsCore {
             events: VecDeque::new(),
             connected: false,
             node_sent: false,
+            protocol: config.protocol,
+            versions_reusable: true,
+            counts: Default::default(),
+            config,
         }
     }
 
@@ -179,6 +229,39 @@ impl AdsCore {
         if self.targets.remove(listener_name) {
             self.sync_subscriptions(now);
         }
+    }
+
+    /// The protocol flavour spoken on the next stream; the cache is kept. Takes effect at
+    /// the next [`AdsCore::on_stream_start`] (call it while no stream is open).
+    pub fn set_protocol(&mut self, protocol: Protocol) {
+        if protocol != self.protocol {
+            self.protocol = protocol;
+            self.versions_reusable = false;
+        }
+    }
+
+    /// Whether LDS/CDS resources the server stops sending are kept (gRFC A53); the
+    /// transport sets it per server. Takes effect with the next response.
+    pub fn set_ignore_resource_deletion(&mut self, yes: bool) {
+        self.config.ignore_resource_deletion = yes;
+    }
+
+    /// The protocol flavour in use.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// How many responses of a type were accepted and rejected.
+    pub fn update_counts(&self, xds_type: XdsType) -> UpdateCounts {
+        self.counts[xds_type.index()]
+    }
+
+    /// Whether a watched resource has neither data nor a does-not-exist verdict (gRFC A71
+    /// falls back to another server only then).
+    pub fn has_uncached(&self) -> bool {
+        self.cache
+            .iter()
+            .any(|(_, _, e)| e.resource.is_none() && e.state != ResourceState::DoesNotExist)
     }
 
     /// The watched listener names.
@@ -197,6 +280,8 @@ impl AdsCore {
             let state = &mut self.types[t.index()];
             state.nonce.clear();
             state.pending_error = None;
+            state.sent.clear();
+            state.first_on_stream = true;
             if !state.subscribed.is_empty() {
                 self.queue.push_back(t);
             }
@@ -212,6 +297,10 @@ impl AdsCore {
     /// The stream is gone: nothing is sent until the next [`AdsCore::on_stream_start`], and
     /// the does-not-exist timers stop (gRFC A57). The cache is kept.
     pub fn on_stream_closed(&mut self) {
+        if self.connected && self.protocol == Protocol::Delta {
+            // Versions accepted on a delta stream are worth offering to the next one.
+            self.versions_reusable = true;
+        }
         self.connected = false;
         self.queue.clear();
         for (_, _, entry) in self.cache.entries_mut() {
@@ -226,7 +315,7 @@ impl AdsCore {
 
     /// The next request to send on the open stream, if any.
     pub fn poll_request(&mut self) -> Option<DiscoveryRequest> {
-        if !self.connected {
+        if !self.connected || self.protocol != Protocol::StateOfTheWorld {
             return None;
         }
         let t = self.queue.pop_front()?;

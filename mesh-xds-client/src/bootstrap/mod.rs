@@ -6,6 +6,19 @@
 //! `GRPC_XDS_BOOTSTRAP_CONFIG`. Unknown fields are ignored, so the files the Istio agent
 //! writes load as they are.
 //!
+//! Per `xds_servers` entry, beyond gRPC's fields:
+//! - `"api_type": "DELTA_GRPC"` (or `"GRPC"`) picks the incremental or state-of-the-world
+//!   protocol for that server, with Envoy's `ApiConfigSource.api_type` names. gRPC's
+//!   bootstrap has no such field (gRPC speaks state of the world only), so gRPC ignores it
+//!   and the file stays valid for both. Without it, the client's configuration decides
+//!   ([`crate::ads::AdsConfig::protocol`], state of the world by default). Any other value
+//!   is an error naming `xds_servers[i].api_type`.
+//! - `channel_creds` `{"type": "tls", "config": {...}}` takes gRPC's TLS creds fields
+//!   (gRFC A65): `ca_certificate_file` (required: there are no system roots here),
+//!   `certificate_file` and `private_key_file` (together, for mutual TLS). The files are
+//!   read when the client connects; a bad one is reported in the client's view.
+//! - Several servers are tried in order, as gRFC A71 says (see [`crate::transport`]).
+//!
 //! ```
 //! use mesh_xds_client::bootstrap::{Bootstrap, BootstrapSource, ServerTarget};
 //!

@@ -27,6 +27,9 @@ pub(super) struct RawServer {
     pub channel_creds: Vec<RawChannelCreds>,
     #[serde(default)]
     pub server_features: Vec<String>,
+    /// Not gRPC's: Envoy's `ApiConfigSource.api_type` (`GRPC`, `DELTA_GRPC`).
+    #[serde(default)]
+    pub api_type: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use super::error::BootstrapError;
 use super::raw::RawServer;
+use crate::ads::Protocol;
 
 /// How the channel to a control plane is secured: the first entry of `channel_creds`
 /// that this client supports.
@@ -46,6 +47,9 @@ pub struct XdsServer {
     pub channel_creds: ChannelCreds,
     /// `server_features` as written (`xds_v3`, `ignore_resource_deletion`).
     pub server_features: Vec<String>,
+    /// The protocol flavour from `api_type` (`GRPC` or `DELTA_GRPC`, as Envoy names them);
+    /// `None` leaves the choice to the client's configuration.
+    pub api_type: Option<Protocol>,
 }
 
 impl XdsServer {
@@ -57,6 +61,7 @@ impl XdsServer {
             target: ServerTarget::Tcp { authority },
             channel_creds: ChannelCreds::Insecure,
             server_features: Vec::new(),
+            api_type: None,
         }
     }
 
@@ -67,7 +72,20 @@ impl XdsServer {
             target: parse_target(server_uri)?,
             channel_creds: ChannelCreds::Insecure,
             server_features: Vec::new(),
+            api_type: None,
         })
+    }
+
+    /// The same server spoken to with this protocol flavour.
+    pub fn with_api_type(mut self, protocol: Protocol) -> Self {
+        self.api_type = Some(protocol);
+        self
+    }
+
+    /// The same server reached with these credentials.
+    pub fn with_channel_creds(mut self, creds: ChannelCreds) -> Self {
+        self.channel_creds = creds;
+        self
     }
 
     /// Whether `server_features` holds `feature`.
@@ -120,13 +138,14 @@ pub(super) fn check_servers(
         .map(|(i, server)| {
             let target = parse_target(&server.server_uri)
                 .map_err(|reason| invalid(format!("{at}[{i}].server_uri"), reason))?;
-            let channel_creds = server
+            let (j, channel_creds) = server
                 .channel_creds
                 .into_iter()
-                .find_map(|c| match c.kind.as_str() {
-                    "insecure" => Some(ChannelCreds::Insecure),
-                    "tls" => Some(ChannelCreds::Tls { config: c.config }),
-                    "google_default" => Some(ChannelCreds::GoogleDefault),
+                .enumerate()
+                .find_map(|(j, c)| match c.kind.as_str() {
+                    "insecure" => Some((j, ChannelCreds::Insecure)),
+                    "tls" => Some((j, ChannelCreds::Tls { config: c.config })),
+                    "google_default" => Some((j, ChannelCreds::GoogleDefault)),
                     _ => None,
                 })
                 .ok_or_else(|| {
@@ -135,12 +154,60 @@ pub(super) fn check_servers(
                         "no supported type (insecure, tls, google_default)".into(),
                     )
                 })?;
+            if let ChannelCreds::Tls {
+                config: Some(config),
+            } = &channel_creds
+            {
+                check_tls_config(config).map_err(|(field, reason)| {
+                    invalid(
+                        format!("{at}[{i}].channel_creds[{j}].config{field}"),
+                        reason,
+                    )
+                })?;
+            }
+            let api_type = match server.api_type.as_deref() {
+                None => None,
+                Some("GRPC") => Some(Protocol::StateOfTheWorld),
+                Some("DELTA_GRPC") => Some(Protocol::Delta),
+                Some(other) => {
+                    return Err(invalid(
+                        format!("{at}[{i}].api_type"),
+                        format!("`{other}` is not GRPC or DELTA_GRPC"),
+                    ))
+                }
+            };
             Ok(XdsServer {
                 server_uri: server.server_uri,
                 target,
                 channel_creds,
                 server_features: server.server_features,
+                api_type,
             })
         })
         .collect()
+}
+
+/// gRPC's `tls` creds config (gRFC A65): the file fields are strings, and a certificate
+/// comes with its key. The files themselves are read when connecting (they may appear
+/// later, as the Istio agent writes them). Errors: (`.field` or empty, reason).
+fn check_tls_config(config: &serde_json::Value) -> Result<(), (String, String)> {
+    let Some(object) = config.as_object() else {
+        return Err((String::new(), "must be an object".into()));
+    };
+    for key in [
+        "ca_certificate_file",
+        "certificate_file",
+        "private_key_file",
+    ] {
+        if object.get(key).is_some_and(|v| !v.is_string()) {
+            return Err((format!(".{key}"), "must be a file path (a string)".into()));
+        }
+    }
+    if object.contains_key("certificate_file") != object.contains_key("private_key_file") {
+        return Err((
+            String::new(),
+            "certificate_file and private_key_file must be given together".into(),
+        ));
+    }
+    Ok(())
 }

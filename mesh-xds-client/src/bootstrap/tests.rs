@@ -188,3 +188,72 @@ fn durations_parse_like_protobuf_json() {
     assert_eq!(parse_duration("10"), None);
     assert_eq!(parse_duration("-1s"), None);
 }
+
+#[test]
+fn api_type_chooses_the_protocol_flavour_per_server() {
+    let b = inline(
+        r#"{"xds_servers":[
+            {"server_uri":"a:1","channel_creds":[{"type":"insecure"}],"api_type":"DELTA_GRPC"},
+            {"server_uri":"b:1","channel_creds":[{"type":"insecure"}],"api_type":"GRPC"},
+            {"server_uri":"c:1","channel_creds":[{"type":"insecure"}]}]}"#,
+    )
+    .unwrap();
+    let types: Vec<_> = b.xds_servers.iter().map(|s| s.api_type).collect();
+    assert_eq!(
+        types,
+        [
+            Some(crate::ads::Protocol::Delta),
+            Some(crate::ads::Protocol::StateOfTheWorld),
+            None
+        ]
+    );
+    let err = inline(
+        r#"{"xds_servers":[{"server_uri":"a:1","channel_creds":[{"type":"insecure"}]},
+            {"server_uri":"b:1","channel_creds":[{"type":"insecure"}],"api_type":"REST"}]}"#,
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("xds_servers[1].api_type"), "{text}");
+    assert!(text.contains("REST"), "{text}");
+}
+
+#[test]
+fn tls_channel_creds_keep_their_config() {
+    let b = inline(
+        r#"{"xds_servers":[{"server_uri":"cp:443","channel_creds":[{"type":"tls",
+            "config":{"ca_certificate_file":"/ca.pem"}}]}]}"#,
+    )
+    .unwrap();
+    let ChannelCreds::Tls {
+        config: Some(config),
+    } = &b.xds_servers[0].channel_creds
+    else {
+        panic!("{:?}", b.xds_servers[0].channel_creds);
+    };
+    assert_eq!(config["ca_certificate_file"], "/ca.pem");
+}
+
+#[test]
+fn bad_tls_channel_creds_are_named_by_path() {
+    for (config, path, reason) in [
+        (
+            r#"{"certificate_file":"/c.pem"}"#,
+            "channel_creds[1].config",
+            "together",
+        ),
+        (
+            r#"{"ca_certificate_file":7}"#,
+            "channel_creds[1].config.ca_certificate_file",
+            "string",
+        ),
+        (r#""/ca.pem""#, "channel_creds[1].config", "object"),
+    ] {
+        let json = format!(
+            r#"{{"xds_servers":[{{"server_uri":"cp:443","channel_creds":[{{"type":"unknown"}},
+                {{"type":"tls","config":{config}}}]}}]}}"#
+        );
+        let text = inline(&json).unwrap_err().to_string();
+        assert!(text.contains(&format!("`xds_servers[0].{path}`")), "{text}");
+        assert!(text.contains(reason), "{text}");
+    }
+}

@@ -3,12 +3,20 @@
 //!
 //! It serves whatever resources a test puts in it, state-of-the-world: a response per type
 //! when a stream first asks for it or changes its names, and a push to every subscribed
-//! stream when the test changes that type. It records every request, so a test can check
+//! stream when the test changes that type. Delta streams get only what changed for them
+//! (and the names of removed resources); their requests are recorded apart
+//! ([`TestAdsServer::delta_requests`]). It records every request, so a test can check
 //! ACKs, NACKs and their `error_detail`, and it can drop its streams or stop and start again
 //! on the same port.
 
+mod client;
+mod delta;
 pub mod fixtures;
 mod service;
+mod tls;
+
+pub use client::wait_for_view;
+pub use delta::RecordedDeltaRequest;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -64,6 +72,8 @@ struct Inner {
     versions: BTreeMap<XdsType, u64>,
     requests: Vec<RecordedRequest>,
     streams: Vec<StreamHandle>,
+    delta_requests: Vec<RecordedDeltaRequest>,
+    delta_streams: Vec<delta::DeltaStream>,
     next_stream: u64,
     next_nonce: u64,
     closed: bool,
@@ -113,6 +123,7 @@ impl Inner {
             // A full buffer means the client stopped reading; the test will notice.
             let _ = self.streams[i].tx.try_send(Ok(response));
         }
+        self.push_delta(t);
     }
 }
 
@@ -142,6 +153,28 @@ impl TestAdsServer {
             XdsServer::insecure(addr.to_string()),
             Some(addr),
         ))
+    }
+
+    /// Starts a TLS server on `addr` (`127.0.0.1:0` for any port) with this rustls
+    /// configuration (ALPN `h2` is added). Its [`xds_server`](Self::xds_server) entry has
+    /// `tls` channel credentials naming `ca_certificate_file`, for a client to trust it.
+    pub async fn start_tls(
+        addr: SocketAddr,
+        mut config: rustls::ServerConfig,
+        ca_certificate_file: &Path,
+    ) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let incoming = tls::incoming(listener, Arc::new(config));
+        let creds = crate::bootstrap::ChannelCreds::Tls {
+            config: Some(serde_json::json!({
+                "ca_certificate_file": ca_certificate_file,
+            })),
+        };
+        let server =
+            XdsServer::insecure(format!("localhost:{}", addr.port())).with_channel_creds(creds);
+        Ok(Self::serve(incoming, server, Some(addr)))
     }
 
     /// Starts a server on a Unix socket at `path` (as the Istio agent's `unix:///etc/istio/XDS`).
@@ -231,7 +264,14 @@ impl TestAdsServer {
 
     /// Ends every open stream with `UNAVAILABLE`.
     pub fn drop_streams(&self) {
-        let streams = std::mem::take(&mut self.shared.lock().streams);
+        let (streams, delta_streams) = {
+            let mut inner = self.shared.lock();
+            let delta = std::mem::take(&mut inner.delta_streams);
+            (std::mem::take(&mut inner.streams), delta)
+        };
+        for stream in delta_streams {
+            stream.end(tonic::Status::unavailable("stream dropped by the test"));
+        }
         for stream in streams {
             let _ = stream.tx.try_send(Err(tonic::Status::unavailable(
                 "stream dropped by the test",

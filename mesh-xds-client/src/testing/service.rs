@@ -63,11 +63,10 @@ impl AggregatedDiscoveryService for AdsService {
 
     async fn delta_aggregated_resources(
         &self,
-        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Err(Status::unimplemented(
-            "the test server speaks state-of-the-world only",
-        ))
+        let rx = super::delta::open(&self.shared, request.into_inner(), STREAM_BUFFER)?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
 

@@ -1,16 +1,15 @@
-//! The client task: connect, run one stream, back off, repeat.
+//! The client task: connect, run one stream, back off or fall back, repeat.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use rand::Rng;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
 
-use super::{connect::connect, ClientView, Command, TransportError, XdsClientConfig};
+use super::stream::pair;
+use super::{connect::connect, Backoff, ClientView, Command, TransportError, XdsClientConfig};
 use crate::ads::{AdsCore, XdsEvent};
 use crate::bootstrap::XdsServer;
 use crate::resource::XdsType;
@@ -18,11 +17,11 @@ use crate::snapshot::SnapshotAssembler;
 use mesh_core::live::LivePolicy;
 use mesh_core::Snapshot;
 
-/// Requests waiting for the stream; the core queues at most one per type at a time.
-const REQUEST_BUFFER: usize = 16;
-
 pub(super) struct Driver {
-    server: XdsServer,
+    /// In order of preference (gRFC A71); never empty.
+    servers: Vec<XdsServer>,
+    /// The one in use.
+    current: usize,
     config: XdsClientConfig,
     core: AdsCore,
     commands: mpsc::Receiver<Command>,
@@ -44,11 +43,13 @@ enum StreamEnd {
         error: TransportError,
         got_response: bool,
     },
+    /// A server preferred to the one in use became reachable (gRFC A71).
+    Recovered(usize),
 }
 
 impl Driver {
     pub(super) fn new(
-        server: XdsServer,
+        servers: Vec<XdsServer>,
         node: Node,
         config: XdsClientConfig,
         commands: mpsc::Receiver<Command>,
@@ -58,7 +59,8 @@ impl Driver {
         let core = AdsCore::new(node, config.ads.clone());
         let assembler = SnapshotAssembler::new(&config.client_listener_template);
         Self {
-            server,
+            servers,
+            current: 0,
             config,
             core,
             commands,
@@ -72,27 +74,49 @@ impl Driver {
         }
     }
 
+    fn server(&self) -> &XdsServer {
+        &self.servers[self.current]
+    }
+
     pub(super) async fn run(mut self) {
         let mut backoff = self.config.backoff.clone();
         loop {
-            let got_response = match self.run_stream().await {
+            let end = self.run_stream().await;
+            self.core.on_stream_closed();
+            match end {
                 StreamEnd::Shutdown => return,
+                StreamEnd::Recovered(index) => {
+                    tracing::info!(
+                        from = %self.server().server_uri,
+                        to = %self.servers[index].server_uri,
+                        "xDS server preferred to the one in use is reachable again; switching back"
+                    );
+                    self.current = index;
+                    backoff.reset();
+                    self.publish();
+                    continue;
+                }
                 StreamEnd::Failed {
                     error,
                     got_response,
                 } => {
-                    tracing::warn!(server = %self.server.server_uri, %error, "ADS stream down");
-                    self.last_error = Some(error.to_string());
-                    got_response
+                    tracing::warn!(server = %self.server().server_uri, %error, "ADS stream down");
+                    self.last_error = Some(format!("{}: {error}", self.server().server_uri));
+                    self.publish();
+                    // gRFC A57: a stream that got a response ended normally (the server may
+                    // rebalance or hit its max connection age); open the next one at once.
+                    if got_response {
+                        backoff.reset();
+                        continue;
+                    }
+                    // gRFC A71: the server is unreachable; try the next one at once, but
+                    // only if something watched is not cached (the cache serves otherwise).
+                    if self.current + 1 < self.servers.len() && self.core.has_uncached() {
+                        self.current += 1;
+                        tracing::warn!(server = %self.server().server_uri, "falling back to the next xDS server");
+                        continue;
+                    }
                 }
-            };
-            self.core.on_stream_closed();
-            self.publish();
-            // gRFC A57: a stream that got a response ended normally (the server may rebalance
-            // or hit its max connection age); open the next one at once, with fresh backoff.
-            if got_response {
-                backoff.reset();
-                continue;
             }
             let delay = backoff.next_delay(rand::rng().random::<f64>());
             let wake = Instant::now() + delay;
@@ -104,6 +128,10 @@ impl Driver {
                         None => return,
                     },
                 }
+            }
+            // The whole list failed: start again from the most preferred server.
+            if self.current + 1 == self.servers.len() {
+                self.current = 0;
             }
         }
     }
@@ -128,12 +156,19 @@ impl Driver {
         if self.dirty {
             self.try_snapshot();
         }
+        let updates: BTreeMap<_, _> = XdsType::ALL
+            .into_iter()
+            .map(|t| (t, self.core.update_counts(t)))
+            .collect();
         let view = ClientView {
             cache: self.core.cache().clone(),
             connected: self.core.is_connected(),
             streams_opened: self.streams_opened,
             last_error: self.last_error.clone(),
             snapshot: self.snapshot.clone(),
+            server: Some(self.server().server_uri.clone()),
+            protocol: self.core.protocol(),
+            updates,
         };
         self.view.send_replace(Arc::new(view));
     }
@@ -162,35 +197,39 @@ impl Driver {
         }
     }
 
-    async fn flush(&mut self, tx: &mpsc::Sender<DiscoveryRequest>) -> bool {
-        while let Some(request) = self.core.poll_request() {
-            if tx.send(request).await.is_err() {
-                return false;
-            }
-        }
-        true
-    }
-
     async fn run_stream(&mut self) -> StreamEnd {
         let failed = |error: TransportError, got_response| StreamEnd::Failed {
             error,
             got_response,
         };
-        let channel = match connect(&self.server, self.config.connect_timeout).await {
-            Ok(channel) => channel,
-            Err(error) => return failed(error, false),
+        // While on a fallback server, keep trying the preferred ones (gRFC A71).
+        let preferred: Vec<XdsServer> = self.servers[..self.current].to_vec();
+        let probe = probe(
+            preferred,
+            self.config.backoff.clone(),
+            self.config.connect_timeout,
+        );
+        tokio::pin!(probe);
+        let channel = tokio::select! {
+            connected = connect(self.server(), self.config.connect_timeout) => match connected {
+                Ok(channel) => channel,
+                Err(error) => return failed(error, false),
+            },
+            index = &mut probe => return StreamEnd::Recovered(index),
         };
-        let mut client = AggregatedDiscoveryServiceClient::new(channel);
-        let (tx, rx) = mpsc::channel(REQUEST_BUFFER);
+        let protocol = self.server().api_type.unwrap_or(self.config.ads.protocol);
+        self.core.set_protocol(protocol);
+        // gRFC A53 is a feature of the server in use, on top of the client's setting.
+        self.core.set_ignore_resource_deletion(
+            self.config.ads.ignore_resource_deletion || self.server().ignore_resource_deletion(),
+        );
+        let (tx, pending) = pair(protocol);
         self.core.on_stream_start(Instant::now().into_std());
         self.streams_opened += 1;
         self.last_error = None;
-        self.flush(&tx).await;
-        let mut inbound = match client
-            .stream_aggregated_resources(ReceiverStream::new(rx))
-            .await
-        {
-            Ok(response) => response.into_inner(),
+        tx.flush(&mut self.core).await;
+        let mut inbound = match pending.open(channel).await {
+            Ok(inbound) => inbound,
             Err(status) => return failed(status.into(), false),
         };
         self.publish();
@@ -202,7 +241,7 @@ impl Driver {
                     Ok(Some(response)) => {
                         got_response = true;
                         let now = Instant::now().into_std();
-                        match self.core.handle_response(response, now) {
+                        match response.apply(&mut self.core, now) {
                             Ok(outcome) if !outcome.acked => {
                                 tracing::warn!(rejected = ?outcome.rejected, "xDS response NACKed");
                             }
@@ -220,11 +259,34 @@ impl Driver {
                 _ = sleep_until_opt(deadline) => {
                     self.core.handle_timeout(Instant::now().into_std());
                 }
+                index = &mut probe => return StreamEnd::Recovered(index),
             }
-            if !self.flush(&tx).await {
+            if !tx.flush(&mut self.core).await {
                 return failed(TransportError::Closed, got_response);
             }
             self.publish();
+        }
+    }
+}
+
+/// Tries the `preferred` servers, most preferred first, with backoff between rounds, and
+/// returns the index of the first that accepts a connection; never returns if there are
+/// none.
+async fn probe(
+    preferred: Vec<XdsServer>,
+    mut backoff: Backoff,
+    connect_timeout: std::time::Duration,
+) -> usize {
+    if preferred.is_empty() {
+        return std::future::pending().await;
+    }
+    loop {
+        let delay = backoff.next_delay(rand::rng().random::<f64>());
+        tokio::time::sleep(delay).await;
+        for (index, server) in preferred.iter().enumerate() {
+            if connect(server, connect_timeout).await.is_ok() {
+                return index;
+            }
         }
     }
 }

@@ -3,13 +3,27 @@
 //!
 //! The cache survives reconnects: on a new stream every subscription is sent again with the
 //! last accepted versions, and the last good data stays in force meanwhile.
+//!
+//! - Flavour: state of the world or delta, per server (`api_type` in the bootstrap, see
+//!   [`crate::bootstrap`]) or for all ([`AdsConfig::protocol`]).
+//! - Fallback (gRFC A71): with several servers, when the one in use cannot be reached (its
+//!   connection or its stream fails before any response) and some watched resource is not
+//!   cached yet, the next one is tried at once; the cache is kept across the switch. While
+//!   on a fallback server, the preferred ones are retried with backoff, and the client
+//!   switches back as soon as one accepts a connection. When every resource is cached the
+//!   client stays with its server and retries it: the cache serves meanwhile.
+//! - Channel credentials: `insecure`, or `tls` with gRPC's `ca_certificate_file`,
+//!   `certificate_file` and `private_key_file` (rustls, ring).
 
 mod backoff;
 mod connect;
 mod driver;
+mod stream;
+mod tls;
 
 pub use backoff::Backoff;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,15 +34,16 @@ use tokio::task::JoinHandle;
 use mesh_core::live::LivePolicy;
 use mesh_core::Snapshot;
 
-use crate::ads::{AdsConfig, ResourceCache};
+use crate::ads::{AdsConfig, Protocol, ResourceCache, UpdateCounts};
 use crate::bootstrap::{Bootstrap, XdsServer};
+use crate::resource::XdsType;
 
 /// Why a stream could not be opened or ended.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TransportError {
     /// The channel could not be opened.
-    #[error("cannot connect: {0}")]
+    #[error("cannot connect: {}", error_chain(.0))]
     Connect(#[from] tonic::transport::Error),
     /// The stream failed or the server ended it.
     #[error("stream ended: {0}")]
@@ -36,15 +51,41 @@ pub enum TransportError {
     /// The server closed the stream cleanly.
     #[error("stream closed by the server")]
     Closed,
-    /// The bootstrap's credentials for this server are not supported yet.
-    #[error("{0}: only insecure channel credentials are supported so far")]
+    /// The bootstrap's credentials for this server are not supported (`google_default`,
+    /// or TLS over a Unix socket).
+    #[error("{0}: unsupported channel credentials (insecure, or tls over TCP)")]
     UnsupportedCredentials(String),
+    /// The TLS credentials could not be set up (a file, a field), or the handshake failed.
+    #[error("TLS to {server}: {reason}")]
+    Tls {
+        /// The server's URI.
+        server: String,
+        /// What went wrong, naming the file or field.
+        reason: String,
+    },
     /// The server URI cannot be dialed.
     #[error("invalid server URI {0}")]
     InvalidUri(String),
     /// The bootstrap lists no server.
     #[error("the bootstrap lists no xDS server")]
     NoServer,
+}
+
+/// An error and its sources, `: `-separated (tonic's own message is only "transport
+/// error"; the cause, such as a rejected certificate, is further down).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let part = e.to_string();
+        // Wrappers often repeat their source's message; say it once.
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = e.source();
+    }
+    text
 }
 
 /// The client's settings.
@@ -108,6 +149,12 @@ pub struct ClientView {
     /// The last complete snapshot (gRFC A74), once every watched listener's cascade has
     /// been decided; it stays while later updates are incomplete or rejected.
     pub snapshot: Option<Arc<Snapshot>>,
+    /// The `server_uri` of the server in use (or being tried).
+    pub server: Option<String>,
+    /// The protocol flavour of the last stream.
+    pub protocol: Protocol,
+    /// Per type, how many responses were accepted and rejected (for `xds_update` metrics).
+    pub updates: BTreeMap<XdsType, UpdateCounts>,
 }
 
 #[derive(Debug)]
@@ -130,8 +177,9 @@ pub struct XdsClient {
 }
 
 impl XdsClient {
-    /// Starts a client talking to the bootstrap's first server, announcing its node and
-    /// honouring its `ignore_resource_deletion` feature and its listener name template.
+    /// Starts a client talking to the bootstrap's servers (the first, falling back down the
+    /// list as gRFC A71 says), announcing its node and honouring each server's
+    /// `ignore_resource_deletion` feature (gRFC A53) and the listener name template.
     /// Must be called within a tokio runtime.
     pub fn from_bootstrap(
         bootstrap: &Bootstrap,
@@ -155,13 +203,8 @@ impl XdsClient {
         mut config: XdsClientConfig,
         policy: Option<LivePolicy>,
     ) -> Result<Self, TransportError> {
-        let server = bootstrap
-            .xds_servers
-            .first()
-            .ok_or(TransportError::NoServer)?
-            .clone();
-        if server.ignore_resource_deletion() {
-            config.ads.ignore_resource_deletion = true;
+        if bootstrap.xds_servers.is_empty() {
+            return Err(TransportError::NoServer);
         }
         config.client_listener_template = bootstrap
             .client_default_listener_resource_name_template
@@ -169,7 +212,7 @@ impl XdsClient {
         config.ads.certificate_providers =
             Some(bootstrap.certificate_providers.keys().cloned().collect());
         Ok(Self::start_inner(
-            server,
+            bootstrap.xds_servers.clone(),
             bootstrap.node.to_proto(),
             config,
             policy,
@@ -178,7 +221,22 @@ impl XdsClient {
 
     /// Starts a client for `server` with this node. Must be called within a tokio runtime.
     pub fn start(server: XdsServer, node: Node, config: XdsClientConfig) -> Self {
-        Self::start_inner(server, node, config, None)
+        Self::start_inner(vec![server], node, config, None)
+    }
+
+    /// Starts a client for several servers in order of preference (gRFC A71 fallback),
+    /// publishing every complete snapshot to `policy` if given. Must be called within a
+    /// tokio runtime.
+    pub fn start_with_servers(
+        servers: Vec<XdsServer>,
+        node: Node,
+        config: XdsClientConfig,
+        policy: Option<LivePolicy>,
+    ) -> Result<Self, TransportError> {
+        if servers.is_empty() {
+            return Err(TransportError::NoServer);
+        }
+        Ok(Self::start_inner(servers, node, config, policy))
     }
 
     /// As [`start`](Self::start), publishing every complete snapshot to `policy`.
@@ -188,18 +246,18 @@ impl XdsClient {
         config: XdsClientConfig,
         policy: LivePolicy,
     ) -> Self {
-        Self::start_inner(server, node, config, Some(policy))
+        Self::start_inner(vec![server], node, config, Some(policy))
     }
 
     fn start_inner(
-        server: XdsServer,
+        servers: Vec<XdsServer>,
         node: Node,
         config: XdsClientConfig,
         policy: Option<LivePolicy>,
     ) -> Self {
         let (commands, rx) = mpsc::channel(64);
         let (view_tx, view) = watch::channel(Arc::new(ClientView::default()));
-        let driver = driver::Driver::new(server, node, config, rx, view_tx, policy);
+        let driver = driver::Driver::new(servers, node, config, rx, view_tx, policy);
         let task = tokio::spawn(driver.run());
         Self {
             commands,

@@ -91,3 +91,16 @@ fn a_new_stream_resubscribes_with_the_last_versions_and_keeps_the_cache() {
     assert_eq!(reqs[3].resource_names, ["c-eds"]);
     assert_eq!(core.poll_timeout(), None, "everything has data: no timers");
 }
+
+#[test]
+fn a71_uncached_means_neither_data_nor_a_verdict() {
+    let (mut core, start) = connected(&["svc"]);
+    assert!(core.has_uncached(), "nothing received yet");
+    core.handle_timeout(start + Duration::from_secs(15));
+    assert!(!core.has_uncached(), "does-not-exist counts as cached");
+    core.add_target("other", start);
+    assert!(core.has_uncached());
+    full_cascade(&mut core, start);
+    core.remove_target("other", start);
+    assert!(!core.has_uncached());
+}

@@ -5,6 +5,7 @@ use envoy_types::pb::google::protobuf::Any;
 
 use super::*;
 
+mod delta;
 mod lifecycle;
 mod responses;
 use crate::bootstrap::NodeConfig;
