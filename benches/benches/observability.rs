@@ -40,15 +40,20 @@ where
 }
 
 fn inbound(c: &mut Criterion) {
-    let app = tower::service_fn(|_req: Request<Empty<Bytes>>| async {
+    let mut bare = tower::service_fn(|_req: Request<Empty<Bytes>>| async {
         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
     });
+    // Behind MetricsLayer the application reads its body through a CountedBody.
+    let app = tower::service_fn(
+        |_req: Request<mesh_tower::observe::CountedBody<Empty<Bytes>>>| async {
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+        },
+    );
     let metrics = Metrics::new(WorkloadLabels::named("payment"));
     let mut layered = ServiceBuilder::new()
         .layer(TraceLayer::new())
         .layer(MetricsLayer::new(metrics))
         .service(app);
-    let mut bare = app;
 
     let mut g = c.benchmark_group("inbound");
     g.bench_function("no layers", |b| b.iter(|| run(&mut bare, request(false))));
