@@ -179,25 +179,58 @@ async fn envoy_acks_every_resource_the_control_plane_serves() {
             _ => panic!("Envoy never wrote its admin address"),
         }
     };
-    let dump = tokio::task::spawn_blocking(move || http_get(&admin, "/config_dump"))
-        .await
-        .unwrap();
-    assert!(dump.starts_with("HTTP/1.1 200"), "{dump}");
     let served = control_plane::input::load(std::slice::from_ref(&config))
         .unwrap()
         .to_resources()
         .unwrap();
-    let clusters = &served.by_type[&XdsType::Cluster];
+    let clusters: Vec<String> = served.by_type[&XdsType::Cluster].keys().cloned().collect();
     assert!(clusters.len() >= 4, "{}", served.summary());
-    let active = dump
-        .split("dynamic_active_clusters")
-        .nth(1)
-        .unwrap_or_default();
-    for name in clusters.keys() {
-        assert!(
-            active.contains(&format!("\"name\": \"{name}\"")),
-            "{name} missing from Envoy's active clusters:\n{dump}"
+    let endpoints = ["127.0.0.1:50051", "127.0.0.1:50052", "127.0.0.1:50053"];
+    // Envoy warms clusters until their endpoints arrive; ask its admin until every served
+    // cluster is active and EDS put the endpoints file's addresses among its hosts.
+    let missing = |dump: &str, hosts: &str| -> Vec<String> {
+        let active = dump
+            .split("dynamic_active_clusters")
+            .nth(1)
+            .unwrap_or_default();
+        let mut missing: Vec<String> = clusters
+            .iter()
+            .filter(|name| !active.contains(&format!("\"name\": \"{name}\"")))
+            .map(|name| format!("active cluster {name}"))
+            .collect();
+        missing.extend(
+            endpoints
+                .iter()
+                .filter(|e| {
+                    !hosts.contains(&format!(
+                        "outbound|8080||payment-service.default.svc.cluster.local::{e}::"
+                    ))
+                })
+                .map(|e| format!("host {e}")),
         );
+        missing
+    };
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let admin = admin.clone();
+        let (dump, hosts) = tokio::task::spawn_blocking(move || {
+            (
+                http_get(&admin, "/config_dump"),
+                http_get(&admin, "/clusters"),
+            )
+        })
+        .await
+        .unwrap();
+        assert!(dump.starts_with("HTTP/1.1 200"), "{dump}");
+        let missing = missing(&dump, &hosts);
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Envoy never showed {missing:?}:\n{dump}\n{hosts}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(cp);
     let _ = std::fs::remove_dir_all(&dir);
