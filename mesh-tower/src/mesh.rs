@@ -278,6 +278,7 @@ impl MeshBuilder {
                 .with_metrics(metrics.clone()),
         );
         tokio::spawn(prune_on_change(Arc::downgrade(&outbound), policy.watch()));
+        tokio::spawn(count_xds_updates(client.watch(), metrics.clone()));
         Ok(Mesh {
             inner: Arc::new(Inner {
                 policy,
@@ -289,6 +290,40 @@ impl MeshBuilder {
                 metrics,
             }),
         })
+    }
+}
+
+/// Counts accepted and rejected resource updates (`mesh_xds_updates_total`) as the xDS
+/// client's view changes: a resource counts as `ack` when its accepted version changes (or
+/// it is removed), `nack` when a new rejection of it is recorded.
+async fn count_xds_updates(
+    mut view: tokio::sync::watch::Receiver<Arc<mesh_xds_client::transport::ClientView>>,
+    metrics: Metrics,
+) {
+    use std::collections::HashMap;
+    type Seen = (Option<std::time::Instant>, Option<std::time::Instant>);
+    let mut seen: HashMap<(mesh_xds_client::resource::XdsType, String), Seen> = HashMap::new();
+    loop {
+        let current = Arc::clone(&view.borrow_and_update());
+        let mut next = HashMap::with_capacity(seen.len());
+        for (xds_type, name, entry) in current.cache.iter() {
+            let now = (entry.last_updated, entry.last_error.as_ref().map(|e| e.at));
+            let before = seen
+                .get(&(xds_type, name.to_owned()))
+                .copied()
+                .unwrap_or_default();
+            if now.0.is_some() && now.0 != before.0 {
+                metrics.xds_update(xds_type.type_url(), true);
+            }
+            if now.1.is_some() && now.1 != before.1 {
+                metrics.xds_update(xds_type.type_url(), false);
+            }
+            next.insert((xds_type, name.to_owned()), now);
+        }
+        seen = next;
+        if view.changed().await.is_err() {
+            return;
+        }
     }
 }
 
@@ -365,6 +400,7 @@ impl Mesh {
             self.inner.policy.clone(),
             self.inner.certificates.clone(),
         )
+        .with_metrics(self.inner.metrics.clone())
         .require_inbound_policy(require)
     }
 
@@ -372,6 +408,14 @@ impl Mesh {
     /// comes from a control plane.
     pub fn xds_view(&self) -> Option<Arc<mesh_xds_client::transport::ClientView>> {
         self.inner.xds.as_ref().map(|x| x.client.view())
+    }
+
+    /// The CSDS service (gRFC A40) reporting the xDS client's per-resource status, when the
+    /// policy comes from a control plane. The admin server serves it on its port.
+    pub fn csds(&self) -> Option<mesh_xds_client::csds::CsdsService> {
+        self.inner.xds.as_ref().map(|x| {
+            mesh_xds_client::csds::CsdsService::new(x.bootstrap.node.to_proto(), x.client.watch())
+        })
     }
 
     /// The layer that enforces the live policy's authorization on each request (403 for

@@ -105,10 +105,12 @@ async fn inbound_and_outbound_labels_admin_pages_and_promtool() {
     let layers = ServiceBuilder::new()
         .layer(TraceLayer::new())
         .layer(MetricsLayer::new(payment_mesh.metrics().clone()));
-    let payment = common::start(
+    let payment_metrics = payment_mesh.metrics().clone();
+    let payment = common::start_with(
         common::policy(TlsMode::Strict),
         Some(certs.payment.clone()),
         backend().layer(layers),
+        |l| l.with_metrics(payment_metrics),
     )
     .await;
     let tls = common::client_tls(&certs.payment, Some(&certs.order));
@@ -149,6 +151,42 @@ async fn inbound_and_outbound_labels_admin_pages_and_promtool() {
         )
         .is_some_and(|l| l.ends_with(" 4")),
         "\"paid\" is 4 bytes"
+    );
+    // The connection is counted open with the caller's identity, and closed once dropped.
+    let tcp = |text: &str, family: &str| {
+        line(
+            text,
+            family,
+            &[
+                "reporter=\"destination\"",
+                "source_principal=\"spiffe://cluster.local/ns/default/sa/order-service\"",
+                "connection_security_policy=\"mutual_tls\"",
+                "request_protocol=\"tcp\"",
+            ],
+        )
+        .map(|l| l.rsplit(' ').next().unwrap_or_default().to_owned())
+    };
+    assert_eq!(
+        tcp(&inbound, "istio_tcp_connections_opened_total{").as_deref(),
+        Some("1"),
+        "{inbound}"
+    );
+    drop(conn);
+    let mut closed = None;
+    for _ in 0..200 {
+        closed = tcp(
+            &payment_mesh.metrics().render(),
+            "istio_tcp_connections_closed_total{",
+        );
+        if closed.as_deref() == Some("1") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        closed.as_deref(),
+        Some("1"),
+        "the closed connection is counted"
     );
 
     // The order workload calls a plaintext backend through the mesh client.
@@ -196,6 +234,16 @@ async fn inbound_and_outbound_labels_admin_pages_and_promtool() {
         &["reporter=\"source\"", "response_code=\"503\""]
     )
     .is_some());
+    // Both requests went over connections the mesh client opened and counted.
+    let opened = line(
+        &outbound,
+        "istio_tcp_connections_opened_total{",
+        &["reporter=\"source\"", "source_workload=\"order\""],
+    )
+    .and_then(|l| l.rsplit(' ').next())
+    .and_then(|n| n.parse::<u64>().ok())
+    .unwrap_or(0);
+    assert!(opened >= 1, "{outbound}");
 
     // The admin server.
     let admin = AdminServer::new(order_mesh.clone())

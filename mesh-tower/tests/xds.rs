@@ -95,3 +95,137 @@ async fn requests_follow_the_control_plane() {
     assert!(!view.cache.is_empty());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The admin server answers CSDS (gRFC A40) over HTTP/2: every resource the control plane
+/// sent, ACKED with its version and contents; a rejected update NACKED with the error,
+/// the previous version still reported as the one in force.
+#[tokio::test]
+async fn csds_on_the_admin_port_reports_each_resource() {
+    use envoy_types::pb::envoy::admin::v3::ClientResourceStatus;
+    use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_client::ClientStatusDiscoveryServiceClient;
+    use envoy_types::pb::envoy::service::status::v3::ClientStatusRequest;
+
+    let b1 = Backend::start("v1", Script::Ok).await;
+    let server = TestAdsServer::start().await.unwrap();
+    server.put(
+        XdsType::Listener,
+        "pay:80",
+        listener_rds("pay:80", "pay-routes"),
+    );
+    split(&server, 100, 0);
+    for name in ["v1", "v2"] {
+        server.put(XdsType::Cluster, name, cluster_eds(name, None));
+        server.put(
+            XdsType::ClusterLoadAssignment,
+            name,
+            endpoints(name, &[b1.addr]),
+        );
+    }
+    let dir = std::env::temp_dir().join(format!("mesh-csds-{}", std::process::id()));
+    let mesh = Mesh::builder()
+        .bootstrap(bootstrap(&server, &dir))
+        .build()
+        .unwrap();
+    let mut client = mesh.http_client();
+    let (status, _, err) = get(&mut client, "http://pay:80/").await;
+    assert_eq!(status, 200, "{err}");
+    let admin = mesh_tower::admin::AdminServer::new(mesh.clone())
+        .spawn("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let mut csds =
+        ClientStatusDiscoveryServiceClient::connect(format!("http://{}", admin.local_addr()))
+            .await
+            .unwrap();
+    let fetch = |csds: &mut ClientStatusDiscoveryServiceClient<tonic::transport::Channel>| {
+        let mut csds = csds.clone();
+        async move {
+            csds.fetch_client_status(ClientStatusRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let resp = fetch(&mut csds).await;
+    assert_eq!(resp.config.len(), 1);
+    let config = &resp.config[0];
+    assert_eq!(
+        config.node.as_ref().unwrap().id,
+        "sidecar~127.0.0.1~order.default~default.svc.cluster.local"
+    );
+    let find = |configs: &[envoy_types::pb::envoy::service::status::v3::client_config::GenericXdsConfig],
+                t: XdsType,
+                name: &str| {
+        configs
+            .iter()
+            .find(|c| c.type_url == t.type_url() && c.name == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} not reported: {configs:?}"))
+    };
+    for (t, name) in [
+        (XdsType::Listener, "pay:80"),
+        (XdsType::RouteConfiguration, "pay-routes"),
+        (XdsType::Cluster, "v1"),
+        (XdsType::ClusterLoadAssignment, "v1"),
+    ] {
+        let c = find(&config.generic_xds_configs, t, name);
+        assert_eq!(c.client_status, ClientResourceStatus::Acked as i32, "{c:?}");
+        assert!(!c.version_info.is_empty());
+        assert!(c.last_updated.is_some());
+        let any = c.xds_config.as_ref().expect("contents included");
+        assert_eq!(any.type_url, t.type_url());
+        assert!(!any.value.is_empty());
+    }
+
+    // A bad update of the cluster: NACKED, with the error; the old version still in force.
+    let acked_version = find(&config.generic_xds_configs, XdsType::Cluster, "v1").version_info;
+    let mut bad = cluster_eds_message("v1", None);
+    bad.eds_cluster_config = None;
+    server.put(
+        XdsType::Cluster,
+        "v1",
+        mesh_xds_client::resource::to_any(&bad),
+    );
+    let mut nacked = None;
+    for _ in 0..400 {
+        let resp = fetch(&mut csds).await;
+        let c = find(&resp.config[0].generic_xds_configs, XdsType::Cluster, "v1");
+        if c.client_status == ClientResourceStatus::Nacked as i32 {
+            nacked = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let c = nacked.expect("the bad cluster is reported NACKED");
+    assert_eq!(c.version_info, acked_version, "the accepted version stays");
+    let error = c.error_state.expect("the rejection is reported");
+    assert!(!error.details.is_empty());
+    assert_ne!(error.version_info, acked_version, "the rejected version");
+    let (status, backend, err) = get(&mut client, "http://pay:80/").await;
+    assert_eq!((status, backend.as_str()), (200, "v1"), "{err}");
+
+    // The metrics count the accepted resources and the rejection.
+    let cds = XdsType::Cluster.type_url();
+    let counted = |result: &str| {
+        let prefix = format!("mesh_xds_updates_total{{type_url=\"{cds}\",result=\"{result}\"}} ");
+        mesh.metrics()
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()).map(str::to_owned))
+    };
+    let mut nacks = None;
+    for _ in 0..200 {
+        nacks = counted("nack");
+        if nacks.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(nacks.as_deref(), Some("1"), "{}", mesh.metrics().render());
+    assert!(
+        counted("ack").is_some_and(|n| n.parse::<u64>().unwrap() >= 2),
+        "{}",
+        mesh.metrics().render()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -44,6 +44,7 @@
 
 pub mod ads;
 pub mod bootstrap;
+pub mod csds;
 pub mod resource;
 pub mod snapshot;
 #[cfg(any(test, feature = "testing"))]

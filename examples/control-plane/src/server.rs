@@ -131,7 +131,7 @@ impl ControlPlane {
             rejected: 0,
             last_error: None,
         };
-        println!("push version=1 {}", status.summary);
+        tracing::info!("push version=1 {}", status.summary);
         let (tx, rx) = watch::channel(status);
         let shared = Arc::new(Shared {
             servers,
@@ -198,7 +198,7 @@ async fn load(paths: Vec<PathBuf>) -> Result<Resources, InputError> {
     let joined = tokio::task::spawn_blocking(move || {
         let input = input::load(&paths)?;
         for skipped in &input.skipped {
-            println!("skipped {skipped} (not an Istio networking/security kind)");
+            tracing::info!("skipped {skipped} (not an Istio networking/security kind)");
         }
         input.to_resources()
     })
@@ -226,7 +226,7 @@ async fn watch_files(shared: Arc<Shared>, poll: Duration) {
         state.fingerprint = fingerprint;
         match load(shared.paths.clone()).await {
             Ok(resources) if resources == state.served => {
-                println!("files changed; resources unchanged, nothing pushed");
+                tracing::info!("files changed; resources unchanged, nothing pushed");
             }
             Ok(resources) => {
                 apply(&shared.servers, &state.served, &resources);
@@ -236,12 +236,12 @@ async fn watch_files(shared: Arc<Shared>, poll: Duration) {
                     s.version += 1;
                     s.summary = summary.clone();
                     s.last_error = None;
-                    println!("push version={} {summary}", s.version);
+                    tracing::info!("push version={} {summary}", s.version);
                 });
             }
             Err(e) => {
                 let message = e.to_string();
-                eprintln!("rejected edit; still serving the last good config:\n{message}");
+                tracing::warn!("rejected edit; still serving the last good config:\n{message}");
                 shared.status.send_modify(|s| {
                     s.rejected += 1;
                     s.last_error = Some(message);

@@ -65,6 +65,9 @@ pub enum DemoError {
     /// The span exporter could not be set up.
     #[error("span export: {0}")]
     Telemetry(#[from] mesh_tower::trace::otel::OtelError),
+    /// The dev control plane could not start.
+    #[error("control plane: {0}")]
+    ControlPlane(#[from] control_plane::StartError),
     /// The in-process OTLP receiver could not start.
     #[error("OTLP receiver: {0}")]
     Receiver(String),

@@ -324,6 +324,17 @@ impl Fleet {
         })
     }
 
+    /// Starts another order-service as the order-service identity on `mesh` (one built by
+    /// the caller, e.g. from an xDS bootstrap).
+    pub async fn start_caller_on(&self, name: &str, mesh: Mesh) -> Result<Caller, DemoError> {
+        let (server, client) = start_order(name.to_owned(), mesh).await?;
+        Ok(Caller {
+            server,
+            client,
+            identity: self.order_id.clone(),
+        })
+    }
+
     /// The order-service's identity.
     pub fn order_identity(&self) -> &Issued {
         &self.order_id

@@ -7,8 +7,9 @@
 //!
 //! The walkthrough tells the seed guide's stories ([`Scenario`]) one after the other,
 //! driving real orders over HTTP and judging each story by what it measured:
-//! canary, header routing, a failing replica, overload, authorization and tracing. The
-//! control-plane story is a hook that reports what it still needs.
+//! canary, header routing, a failing replica, overload, authorization and tracing; the
+//! last story starts the dev control plane (examples/control-plane) and an order-service
+//! that takes its whole policy from it over xDS, then stops and restarts it.
 //!
 //! Everything runs under STRICT mTLS: each service gets a SPIFFE identity issued at start
 //! by a test CA ([`identity`]), and the payment service enforces the seed guide's

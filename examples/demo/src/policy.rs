@@ -129,11 +129,28 @@ impl Policy {
     /// (its `certificates:` and `workload:` blocks, and `serviceAccounts` on the payment
     /// service, which turns auto mTLS on); plaintext without one.
     pub fn yaml(&self, endpoints: &[Endpoint], caller: Option<&Issued>) -> String {
+        self.render(endpoints, caller, caller.is_some())
+    }
+
+    /// The input of the dev control plane for these endpoints: the same services (with
+    /// `serviceAccounts`, so clusters carry auto mTLS), DestinationRule and VirtualService,
+    /// without any workload's own `certificates:`/`workload:` blocks (each service's
+    /// bootstrap names its certificates).
+    pub fn control_plane_yaml(&self, endpoints: &[Endpoint]) -> String {
+        self.render(endpoints, None, true)
+    }
+
+    fn render(&self, endpoints: &[Endpoint], caller: Option<&Issued>, mtls: bool) -> String {
         let mut y = String::with_capacity(2048);
         y.push_str(
             "# Written by the demo; the same file works with `order-service --policy FILE`.\n\
              namespace: default\n",
         );
+        if mtls && caller.is_none() {
+            // No certificates in this file (the control plane's input): auto mTLS is
+            // Istio's default all the same.
+            y.push_str("autoMtls: true\n");
+        }
         if let Some(id) = caller {
             y.push_str(&id.certificates_yaml());
             let _ = write!(
@@ -154,7 +171,7 @@ impl Policy {
         y.push_str(
             "services:\n  - name: payment-service\n    ports: [{ port: 8080, name: grpc }]\n",
         );
-        if caller.is_some() {
+        if mtls {
             let _ = writeln!(y, "    serviceAccounts: [{PAYMENT_SA}]");
         }
         y.push_str("    endpoints:\n");

@@ -29,13 +29,31 @@ fn canary_alone_names_every_step_and_exits_0() {
 }
 
 #[test]
-fn a_skipped_story_says_what_it_needs_and_exits_0() {
-    let out = demo(&["--scenario", "control-plane", "--duration", "1"]);
+fn the_control_plane_story_stops_and_restarts_the_control_plane() {
+    let out = demo(&[
+        "--scenario",
+        "control-plane",
+        "--duration",
+        "1",
+        "--orders",
+        "40",
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}");
-    assert!(
-        stdout.contains("skipped: needs the dev control plane"),
-        "{stdout}"
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    for seen in [
+        "control plane serving ADS on 127.0.0.1:",
+        "order-service (xDS) started from",
+        "control plane STOPPED",
+        "control plane restarted on 127.0.0.1:",
+        "=> control-plane: passed",
+    ] {
+        assert!(stdout.contains(seen), "{seen} missing:\n{stdout}");
+    }
+    assert_eq!(
+        stdout.matches("followed in").count(),
+        2,
+        "the push and the restart are both followed:\n{stdout}"
     );
 }
 

@@ -29,7 +29,11 @@ async fn every_story_turns_out_as_expected() -> Result<(), demo::DemoError> {
             "{output}"
         );
     }
-    for scenario in [Scenario::Authorization, Scenario::Tracing] {
+    for scenario in [
+        Scenario::Authorization,
+        Scenario::Tracing,
+        Scenario::ControlPlane,
+    ] {
         assert_eq!(scenario.needs(), None);
         let outcome = summary.outcomes.iter().find(|(s, _)| *s == scenario);
         assert!(

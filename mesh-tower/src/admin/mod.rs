@@ -9,6 +9,10 @@
 //! | `/clusters` | JSON: endpoints with health, ejections and load; breaker limits in use |
 //! | `/ready` | `200 ready` |
 //!
+//! It speaks HTTP/1.1 and HTTP/2 (cleartext, by prior knowledge); over HTTP/2 it also
+//! serves the CSDS gRPC service (gRFC A40, `envoy.service.status.v3.ClientStatusDiscoveryService`)
+//! when the mesh's policy comes from a control plane.
+//!
 //! ```no_run
 //! # async fn demo(mesh: mesh_tower::Mesh) -> std::io::Result<()> {
 //! let admin = mesh_tower::admin::AdminServer::new(mesh)
@@ -31,8 +35,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::Full;
-use hyper_util::rt::TokioIo;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -102,6 +107,7 @@ impl AdminServer {
 
     /// Serves on `listener` until `shutdown` resolves.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let csds = self.mesh.csds().map(|c| c.into_server());
         tokio::pin!(shutdown);
         loop {
             let stream = tokio::select! {
@@ -116,14 +122,33 @@ impl AdminServer {
             };
             let _ = stream.set_nodelay(true);
             let this = self.clone();
+            let csds = csds.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let resp = this.handle(req.method(), req.uri().path());
-                    async move { Ok::<_, Infallible>(resp) }
+                    let this = this.clone();
+                    let csds = csds.clone();
+                    async move {
+                        if req.uri().path().starts_with(CSDS_PATH) {
+                            return Ok::<_, Infallible>(match csds {
+                                Some(csds) => match tower::ServiceExt::oneshot(csds, req).await {
+                                    Ok(resp) => resp.map(|b| b.map_err(BoxError::from).boxed_unsync()),
+                                    Err(never) => match never {},
+                                },
+                                None => boxed(text(
+                                    StatusCode::NOT_FOUND,
+                                    "text/plain",
+                                    "no xDS client: the policy does not come from a control plane\n"
+                                        .into(),
+                                )),
+                            });
+                        }
+                        Ok(boxed(this.handle(req.method(), req.uri().path())))
+                    }
                 });
-                if let Err(error) = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await
+                if let Err(error) =
+                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await
                 {
                     tracing::debug!(%error, "admin connection failed");
                 }
@@ -185,6 +210,15 @@ impl AdminServer {
         }
         out
     }
+}
+
+/// The CSDS service's path prefix.
+const CSDS_PATH: &str = "/envoy.service.status.v3.ClientStatusDiscoveryService/";
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn boxed(resp: Response<Full<Bytes>>) -> Response<UnsyncBoxBody<Bytes, BoxError>> {
+    resp.map(|b| b.map_err(|never| match never {}).boxed_unsync())
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {

@@ -18,6 +18,7 @@ use tower::{Service, ServiceExt};
 use super::{effective_mode, set_nodelay, PeerIdentity};
 use crate::body::BoxError;
 use crate::identity::{server_config, CertificateSource, ClientAuth};
+use crate::metrics::{Metrics, Reporter, SecurityPolicy};
 use crate::outbound::IoStream;
 
 /// The services [`MeshListener`](super::MeshListener) can serve: any cloneable tower
@@ -84,6 +85,7 @@ pub(super) struct Context {
     pub(super) acceptors: Option<Arc<Acceptors>>,
     pub(super) handshake_timeout: Duration,
     pub(super) closing: watch::Receiver<bool>,
+    pub(super) metrics: Option<Metrics>,
 }
 
 /// Why a connection was closed before HTTP.
@@ -141,7 +143,20 @@ pub(super) async fn handle<S, B>(
             return;
         }
     };
+    let counted = ctx.metrics.as_ref().map(|metrics| {
+        let principal = peer.spiffe_id.as_ref().map(ToString::to_string);
+        let security = if peer.spiffe_id.is_some() {
+            SecurityPolicy::MutualTls
+        } else {
+            SecurityPolicy::None
+        };
+        metrics.tcp_opened(Reporter::Destination, principal.as_deref(), security);
+        (metrics, principal, security)
+    });
     serve_http(io, peer, service, ctx.closing.clone()).await;
+    if let Some((metrics, principal, security)) = counted {
+        metrics.tcp_closed(Reporter::Destination, principal.as_deref(), security);
+    }
 }
 
 async fn establish(

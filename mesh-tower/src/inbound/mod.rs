@@ -51,6 +51,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 use crate::identity::CertificateSource;
+use crate::metrics::Metrics;
 
 mod authz;
 mod connection;
@@ -108,6 +109,7 @@ pub struct MeshListener {
     handshake_timeout: Duration,
     max_connections: usize,
     require_policy: bool,
+    metrics: Option<Metrics>,
 }
 
 impl MeshListener {
@@ -120,7 +122,16 @@ impl MeshListener {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             require_policy: false,
+            metrics: None,
         }
+    }
+
+    /// Counts connections in `metrics` (`istio_tcp_connections_opened_total` and
+    /// `_closed_total`, `reporter="destination"`): a connection counts once its handshake
+    /// is done, labelled with the peer's SPIFFE ID and whether it is mutual TLS.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Serves nothing until the policy has an inbound policy for this listener's address
@@ -168,6 +179,7 @@ impl MeshListener {
             acceptors,
             handshake_timeout: self.handshake_timeout,
             closing: closing_rx,
+            metrics: self.metrics,
         });
         tokio::pin!(shutdown);
         if self.require_policy {

@@ -25,6 +25,7 @@ use mesh_core::retry::RetryBudget;
 use rand::Rng;
 
 use super::connect::{MeshConnector, UpstreamTlsConnect};
+use crate::metrics::Metrics;
 use crate::outbound::RequestBody;
 
 /// Builds the TLS connector for a cluster, when it has TLS settings.
@@ -108,6 +109,7 @@ impl ClusterState {
         cla: Option<Arc<ClusterLoadAssignment>>,
         previous: Option<&ClusterState>,
         tls: Option<&dyn TlsProvider>,
+        metrics: &Metrics,
         now: Instant,
     ) -> Self {
         // Endpoints by priority; unusable ones are kept (they count for priority health).
@@ -195,7 +197,7 @@ impl ClusterState {
             {
                 p.pools.clone()
             }
-            _ => make_pools(&config, &breaker, tls),
+            _ => make_pools(&config, &breaker, tls, metrics),
         };
         let state = Self {
             endpoints_src: cla,
@@ -352,6 +354,7 @@ fn make_pools(
     config: &Cluster,
     breaker: &Arc<CircuitBreaker>,
     tls: Option<&dyn TlsProvider>,
+    metrics: &Metrics,
 ) -> Result<Pools, String> {
     let tls_connector = match (&config.tls, tls) {
         (None, _) => None,
@@ -364,7 +367,8 @@ fn make_pools(
         (Some(_), Some(provider)) => provider.connector_for(config)?,
     };
     let is_tls = tls_connector.is_some();
-    let connector = MeshConnector::new(config.connect_timeout, Arc::clone(breaker), tls_connector);
+    let connector = MeshConnector::new(config.connect_timeout, Arc::clone(breaker), tls_connector)
+        .with_metrics(metrics.clone());
     let mut h1 = Client::builder(TokioExecutor::new());
     h1.pool_max_idle_per_host(64);
     let http1 = h1.build(connector.clone());
@@ -385,6 +389,7 @@ pub(crate) struct ClusterRegistry {
     passthrough: ArcSwap<HashMap<String, Arc<ClusterState>>>,
     rebuild: Mutex<()>,
     tls: Option<Arc<dyn TlsProvider>>,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for ClusterRegistry {
@@ -402,7 +407,13 @@ impl ClusterRegistry {
             passthrough: ArcSwap::from_pointee(HashMap::new()),
             rebuild: Mutex::new(()),
             tls,
+            metrics: Metrics::default(),
         }
+    }
+
+    /// Counts the connections its clusters open in `metrics` (set before any use).
+    pub(crate) fn set_metrics(&mut self, metrics: Metrics) {
+        self.metrics = metrics;
     }
 
     /// The state for `config` with `cla`, rebuilt when either differs from what it was
@@ -439,6 +450,7 @@ impl ClusterRegistry {
             cla.cloned(),
             previous.map(|p| p.as_ref()),
             self.tls.as_deref(),
+            &self.metrics,
             Instant::now(),
         ));
         let mut next = HashMap::clone(&map);
@@ -475,6 +487,7 @@ impl ClusterRegistry {
             None,
             None,
             None,
+            &self.metrics,
             Instant::now(),
         ));
         let mut next = HashMap::clone(&map);

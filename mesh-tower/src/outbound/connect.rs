@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::body::BoxError;
+use crate::metrics::{Metrics, Reporter, SecurityPolicy};
 
 /// A byte stream a TLS implementation hands back.
 pub trait IoStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -53,6 +54,7 @@ pub struct MeshConnector {
     connect_timeout: Duration,
     breaker: Arc<CircuitBreaker>,
     tls: Option<Arc<dyn UpstreamTlsConnect>>,
+    metrics: Option<Metrics>,
 }
 
 impl std::fmt::Debug for MeshConnector {
@@ -110,7 +112,15 @@ impl MeshConnector {
             connect_timeout,
             breaker,
             tls,
+            metrics: None,
         }
+    }
+
+    /// Counts the connections it opens in `metrics` (`istio_tcp_connections_opened_total`
+    /// and `_closed_total`, `reporter="source"`).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     async fn dial(self, uri: http::Uri) -> Result<MeshIo, ConnectError> {
@@ -156,10 +166,12 @@ impl MeshConnector {
                 (Stream::Tls(done.stream), done.h2)
             }
         };
+        let counted = self.metrics.map(Counted::open);
         Ok(MeshIo {
             io: TokioIo::new(stream),
             h2,
             _guard: guard,
+            _counted: counted,
         })
     }
 }
@@ -246,6 +258,25 @@ pub struct MeshIo {
     io: TokioIo<Stream>,
     h2: bool,
     _guard: BreakerGuard,
+    _counted: Option<Counted>,
+}
+
+/// An open connection in the TCP metrics: counted open when made, closed when dropped.
+struct Counted(Metrics);
+
+impl Counted {
+    fn open(metrics: Metrics) -> Self {
+        // Istio's source reporter labels connections `unknown` for the security policy.
+        metrics.tcp_opened(Reporter::Source, None, SecurityPolicy::Unknown);
+        Self(metrics)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0
+            .tcp_closed(Reporter::Source, None, SecurityPolicy::Unknown);
+    }
 }
 
 impl std::fmt::Debug for MeshIo {

@@ -181,6 +181,7 @@ impl Outbound {
 
     /// Records into `metrics`.
     pub(crate) fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.clusters.set_metrics(metrics.clone());
         self.metrics = metrics;
         self
     }

@@ -100,11 +100,26 @@ where
     S: mesh_tower::inbound::HttpService<B>,
     B: mesh_tower::inbound::ResponseBody,
 {
+    start_with(policy, tls, service, |l| l).await
+}
+
+/// [`start`] with the listener adjusted by `configure` (metrics, limits).
+#[allow(dead_code)] // not every test binary uses it
+pub async fn start_with<S, B>(
+    policy: LivePolicy,
+    tls: Option<CertificateSource>,
+    service: S,
+    configure: impl FnOnce(MeshListener) -> MeshListener,
+) -> Server
+where
+    S: mesh_tower::inbound::HttpService<B>,
+    B: mesh_tower::inbound::ResponseBody,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(
-        MeshListener::new(listener, policy, tls).serve(service, async move {
+        configure(MeshListener::new(listener, policy, tls)).serve(service, async move {
             let _ = stopped.await;
         }),
     );

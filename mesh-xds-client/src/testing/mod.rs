@@ -337,7 +337,11 @@ impl TestAdsServer {
 }
 
 impl Drop for TestAdsServer {
+    /// As [`TestAdsServer::shutdown`], without waiting: connections the server task
+    /// spawned outlive it, so their streams are ended here too.
     fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.drop_streams();
         self.task.abort();
     }
 }

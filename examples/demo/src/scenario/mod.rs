@@ -6,6 +6,7 @@
 
 mod authorization;
 mod canary;
+mod control_plane;
 mod failing_replica;
 mod header_routing;
 mod overload;
@@ -39,7 +40,7 @@ pub enum Scenario {
     Authorization,
     /// One trace id across order -> payment, spans exported to an OTLP receiver.
     Tracing,
-    /// The control plane stops and restarts (needs the dev control plane).
+    /// The control plane stops and restarts: traffic continues on the last policy.
     ControlPlane,
 }
 
@@ -93,8 +94,8 @@ impl Scenario {
     /// story in its own module, dispatch to it in [`run_one`], and return `None` here.
     pub fn needs(self) -> Option<&'static str> {
         match self {
-            Self::ControlPlane => Some("the dev control plane (examples/control-plane)"),
-            Self::Canary
+            Self::ControlPlane
+            | Self::Canary
             | Self::HeaderRouting
             | Self::FailingReplica
             | Self::Overload
@@ -268,10 +269,6 @@ pub(crate) async fn run_one(
         Scenario::Overload => overload::run(story).await,
         Scenario::Authorization => authorization::run(story).await,
         Scenario::Tracing => traces::run(story).await,
-        // HOOK: control-plane dispatches here once the dev control plane exists (see
-        // `Scenario::needs`).
-        Scenario::ControlPlane => Ok(Outcome::Skipped(
-            scenario.needs().unwrap_or("its feature").to_owned(),
-        )),
+        Scenario::ControlPlane => control_plane::run(story).await,
     }
 }
