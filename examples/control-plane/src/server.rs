@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::google::protobuf::value::Kind;
 use envoy_types::pb::google::protobuf::Any;
 use mesh_xds_client::resource::XdsType;
 use mesh_xds_client::testing::TestAdsServer;
@@ -62,6 +64,7 @@ pub enum StartError {
     NoListener,
 }
 
+#[derive(Debug)]
 struct State {
     served: Resources,
     fingerprint: u64,
@@ -72,9 +75,11 @@ struct State {
 pub struct ControlPlane {
     tcp: Option<SocketAddr>,
     status: watch::Receiver<Status>,
+    shared: Arc<Shared>,
     watcher: JoinHandle<()>,
 }
 
+#[derive(Debug)]
 struct Shared {
     servers: Vec<TestAdsServer>,
     state: Mutex<State>,
@@ -116,6 +121,9 @@ impl ControlPlane {
         if servers.is_empty() {
             return Err(StartError::NoListener);
         }
+        for server in &servers {
+            server.set_wildcard_filter(Arc::new(wildcard_visible));
+        }
         apply(&servers, &Resources::default(), &resources);
         let status = Status {
             version: 1,
@@ -134,10 +142,11 @@ impl ControlPlane {
             status: tx,
             paths,
         });
-        let watcher = tokio::spawn(watch_files(shared, config.poll));
+        let watcher = tokio::spawn(watch_files(shared.clone(), config.poll));
         Ok(Self {
             tcp,
             status: rx,
+            shared,
             watcher,
         })
     }
@@ -145,6 +154,12 @@ impl ControlPlane {
     /// The TCP address ADS is served on.
     pub fn addr(&self) -> Option<SocketAddr> {
         self.tcp
+    }
+
+    /// The ADS servers (TCP first, then the unix socket), whose recorded requests show
+    /// what each client ACKed and NACKed.
+    pub fn servers(&self) -> &[TestAdsServer] {
+        &self.shared.servers
     }
 
     /// What is being served; changes on every push and every rejected edit.
@@ -155,9 +170,27 @@ impl ControlPlane {
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
-        // The watcher owns the servers: aborting it drops them, which stops them.
+        // The servers stop when the last handle on them goes: this one, and the watcher's.
         self.watcher.abort();
     }
+}
+
+/// Whether a node asked for the proxyless generator (`GENERATOR: grpc` in its metadata).
+pub fn is_proxyless(node: Option<&Node>) -> bool {
+    node.and_then(|n| n.metadata.as_ref())
+        .and_then(|m| m.fields.get("GENERATOR"))
+        .is_some_and(|v| matches!(&v.kind, Some(Kind::StringValue(g)) if g == "grpc"))
+}
+
+/// What a wildcard subscription gets. istiod sends proxyless (`GENERATOR: grpc`) nodes
+/// other listeners than Envoy sidecars, and every listener made here is proxyless-shaped:
+/// API listeners (Envoy ignores them: "only one ApiListener is allowed, and it can only be
+/// added via bootstrap") and gRPC's inbound template with certificate-provider TLS (Envoy
+/// NACKs them: "No TLS certificates found for server context"). So a wildcard LDS
+/// subscriber without `GENERATOR: grpc` (Envoy) gets no listeners; clusters and endpoints
+/// go to everyone. gRPC clients name their listeners, and get them whatever their node.
+fn wildcard_visible(node: Option<&Node>, t: XdsType, _name: &str) -> bool {
+    t != XdsType::Listener || is_proxyless(node)
 }
 
 /// Reads and translates the files off the async threads.

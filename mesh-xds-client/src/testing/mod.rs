@@ -3,9 +3,11 @@
 //!
 //! It serves whatever resources a test puts in it, state-of-the-world: a response per type
 //! when a stream first asks for it or changes its names, and a push to every subscribed
-//! stream when the test changes that type. Delta streams get only what changed for them
-//! (and the names of removed resources); their requests are recorded apart
-//! ([`TestAdsServer::delta_requests`]). It records every request, so a test can check
+//! stream when the test changes that type. LDS and CDS answer wildcard requests (`*`, or
+//! no names on a stream's first request for the type, as Envoy sends) with every resource
+//! of the type. Delta streams get only what changed for them (and the names of removed
+//! resources); their requests are recorded apart ([`TestAdsServer::delta_requests`]). It
+//! records every request, so a test can check
 //! ACKs, NACKs and their `error_detail`, and it can drop its streams or stop and start again
 //! on the same port.
 
@@ -24,6 +26,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::google::protobuf::Any;
@@ -32,6 +35,9 @@ use tokio::task::JoinHandle;
 
 use crate::bootstrap::XdsServer;
 use crate::resource::XdsType;
+
+/// The name a wildcard subscription (every resource of a type) is kept under.
+const WILDCARD: &str = "*";
 
 /// A request the server received, with the stream it came on (streams count from 1).
 #[derive(Debug, Clone, PartialEq)]
@@ -64,10 +70,30 @@ struct StreamHandle {
     id: u64,
     tx: mpsc::Sender<Result<DiscoveryResponse, tonic::Status>>,
     subscribed: BTreeMap<XdsType, BTreeSet<String>>,
+    /// The node its first request named.
+    node: Option<Node>,
+}
+
+/// Decides which resources a wildcard subscription of a node gets, by node, type and
+/// resource name (see [`TestAdsServer::set_wildcard_filter`]).
+pub type WildcardFilter = Arc<dyn Fn(Option<&Node>, XdsType, &str) -> bool + Send + Sync>;
+
+#[derive(Clone, Default)]
+struct Filter(Option<WildcardFilter>);
+
+impl std::fmt::Debug for Filter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Filter(set)"
+        } else {
+            "Filter(none)"
+        })
+    }
 }
 
 #[derive(Debug, Default)]
 struct Inner {
+    wildcard_filter: Filter,
     resources: BTreeMap<XdsType, BTreeMap<String, Any>>,
     versions: BTreeMap<XdsType, u64>,
     requests: Vec<RecordedRequest>,
@@ -95,16 +121,36 @@ impl Shared {
 }
 
 impl Inner {
-    fn response(&mut self, t: XdsType, names: &BTreeSet<String>) -> DiscoveryResponse {
+    fn response(
+        &mut self,
+        t: XdsType,
+        names: &BTreeSet<String>,
+        node: Option<&Node>,
+    ) -> DiscoveryResponse {
         self.next_nonce += 1;
         let empty = BTreeMap::new();
         let resources = self.resources.get(&t).unwrap_or(&empty);
-        DiscoveryResponse {
-            version_info: self.versions.get(&t).copied().unwrap_or(0).to_string(),
-            resources: names
+        let resources = if names.contains(WILDCARD) {
+            let visible = |name: &str| {
+                self.wildcard_filter
+                    .0
+                    .as_ref()
+                    .is_none_or(|f| f(node, t, name))
+            };
+            resources
+                .iter()
+                .filter(|(name, _)| visible(name))
+                .map(|(_, any)| any.clone())
+                .collect()
+        } else {
+            names
                 .iter()
                 .filter_map(|n| resources.get(n).cloned())
-                .collect(),
+                .collect()
+        };
+        DiscoveryResponse {
+            version_info: self.versions.get(&t).copied().unwrap_or(0).to_string(),
+            resources,
             type_url: t.type_url().to_owned(),
             nonce: self.next_nonce.to_string(),
             ..DiscoveryResponse::default()
@@ -116,7 +162,8 @@ impl Inner {
         let mut pending = Vec::new();
         for i in 0..self.streams.len() {
             if let Some(names) = self.streams[i].subscribed.get(&t).cloned() {
-                pending.push((i, self.response(t, &names)));
+                let node = self.streams[i].node.clone();
+                pending.push((i, self.response(t, &names, node.as_ref())));
             }
         }
         for (i, response) in pending {
@@ -229,6 +276,15 @@ impl TestAdsServer {
     /// A bootstrap server entry pointing at it.
     pub fn xds_server(&self) -> XdsServer {
         self.xds_server.clone()
+    }
+
+    /// Limits what wildcard subscriptions get: a resource is sent to a stream subscribed to
+    /// every resource of its type only when `filter(node, type, name)` says so. Requests
+    /// that name resources get them regardless. A control plane uses this to keep
+    /// resources shaped for one kind of client (gRPC's proxyless listeners) from others
+    /// (Envoy), as istiod does by the node's `GENERATOR` metadata.
+    pub fn set_wildcard_filter(&self, filter: WildcardFilter) {
+        self.shared.lock().wildcard_filter = Filter(Some(filter));
     }
 
     /// Sets (adds or replaces) one resource and pushes its type to subscribed streams.

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{RecordedRequest, Shared, StreamHandle};
+use super::{RecordedRequest, Shared, StreamHandle, WILDCARD};
 use crate::resource::XdsType;
 
 /// Responses buffered per stream.
@@ -47,6 +47,7 @@ impl AggregatedDiscoveryService for AdsService {
                 id,
                 tx,
                 subscribed: Default::default(),
+                node: None,
             });
             id
         };
@@ -79,15 +80,38 @@ fn on_request(shared: &Shared, id: u64, req: DiscoveryRequest) {
     });
     let count = inner.requests.len();
     if let Some(t) = XdsType::from_type_url(&req.type_url) {
-        let names: BTreeSet<String> = req.resource_names.into_iter().collect();
+        let mut names: BTreeSet<String> = req.resource_names.into_iter().collect();
         if let Some(i) = inner.streams.iter().position(|s| s.id == id) {
+            if inner.streams[i].node.is_none() {
+                inner.streams[i].node = req.node.clone();
+            }
+            let before = inner.streams[i].subscribed.get(&t);
+            if is_wildcard(t, &names, before) {
+                names = BTreeSet::from([WILDCARD.to_owned()]);
+            }
             let previous = inner.streams[i].subscribed.insert(t, names.clone());
             if previous.as_ref() != Some(&names) {
-                let response = inner.response(t, &names);
+                let node = inner.streams[i].node.clone();
+                let response = inner.response(t, &names, node.as_ref());
                 let _ = inner.streams[i].tx.try_send(Ok(response));
             }
         }
     }
     drop(inner);
     shared.recorded.send_replace(count);
+}
+
+/// Whether a state-of-the-world request for `t` subscribes to every resource of the type:
+/// LDS and CDS only, when it names `*`, or names nothing on a stream that had no explicit
+/// names for the type before (the legacy wildcard Envoy uses: its first LDS and CDS
+/// requests are empty, and empty ACKs keep it). An empty request after explicit names
+/// unsubscribes instead, as our client does when its last target goes.
+fn is_wildcard(t: XdsType, names: &BTreeSet<String>, before: Option<&BTreeSet<String>>) -> bool {
+    if !matches!(t, XdsType::Listener | XdsType::Cluster) {
+        return false;
+    }
+    if names.contains(WILDCARD) {
+        return true;
+    }
+    names.is_empty() && before.is_none_or(|b| b.contains(WILDCARD))
 }
