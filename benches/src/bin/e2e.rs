@@ -9,7 +9,7 @@
 //! ```text
 //! cargo run --release -p mesh-benches --bin e2e -- [--quick] [--duration SECS]
 //!     [--rates 500,2000,5000] [--protocols http1,http2,grpc]
-//!     [--scenarios bare,mesh,sidecar,haproxy] [--out benches/results/latest.json]
+//!     [--scenarios bare,mesh,mesh-plain,sidecar,haproxy] [--out benches/results/latest.json]
 //! ```
 //!
 //! Prints a Markdown table and writes it next to the JSON (`latest.md`). Envoy is found
@@ -45,6 +45,8 @@ enum Command {
         #[arg(long)]
         upstream: SocketAddr,
         #[arg(long)]
+        mesh: bool,
+        #[arg(long)]
         certs: Option<PathBuf>,
     },
     /// Service B (internal: started by the benchmark).
@@ -52,6 +54,8 @@ enum Command {
     ServeB {
         #[arg(long)]
         protocol: Protocol,
+        #[arg(long)]
+        mesh: bool,
         #[arg(long)]
         certs: Option<PathBuf>,
     },
@@ -78,7 +82,7 @@ struct RunArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "bare,mesh,sidecar,haproxy"
+        default_value = "bare,mesh,mesh-plain,sidecar,haproxy"
     )]
     scenarios: Vec<Scenario>,
     /// Closed-loop concurrency for the maximum throughput.
@@ -173,13 +177,18 @@ fn main() -> ExitCode {
         Some(Command::ServeA {
             protocol,
             upstream,
+            mesh,
             certs,
         }) => runtime()
             .map_err(BoxError::from)
-            .and_then(|rt| rt.block_on(serve::serve_a(protocol, upstream, certs.as_deref()))),
-        Some(Command::ServeB { protocol, certs }) => runtime()
+            .and_then(|rt| rt.block_on(serve::serve_a(protocol, upstream, mesh, certs.as_deref()))),
+        Some(Command::ServeB {
+            protocol,
+            mesh,
+            certs,
+        }) => runtime()
             .map_err(BoxError::from)
-            .and_then(|rt| rt.block_on(serve::serve_b(protocol, certs.as_deref()))),
+            .and_then(|rt| rt.block_on(serve::serve_b(protocol, mesh, certs.as_deref()))),
         Some(Command::ScaleProbe { endpoints }) => runtime()
             .map_err(BoxError::from)
             .and_then(|rt| rt.block_on(scale::probe(endpoints)))

@@ -76,6 +76,10 @@ pub enum Scenario {
     /// Both services on the mesh: routing, LB, breaker, retries, outlier detection, tracing,
     /// metrics, authorization, STRICT mTLS between A and B.
     Mesh,
+    /// The same mesh without mTLS (plaintext between A and B, no principal-based
+    /// authorization): what the mesh's layers cost apart from the encryption.
+    #[serde(rename = "mesh-plain")]
+    MeshPlain,
     /// Plain services with an Envoy sidecar pair doing the mTLS between A and B (Istio's shape).
     Sidecar,
     /// Plain services with one plaintext haproxy hop between A and B.
@@ -84,9 +88,10 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in report order.
-    pub const ALL: [Scenario; 4] = [
+    pub const ALL: [Scenario; 5] = [
         Scenario::Bare,
         Scenario::Mesh,
+        Scenario::MeshPlain,
         Scenario::Sidecar,
         Scenario::Haproxy,
     ];
@@ -96,6 +101,7 @@ impl Scenario {
         match self {
             Scenario::Bare => "bare",
             Scenario::Mesh => "mesh",
+            Scenario::MeshPlain => "mesh-plain",
             Scenario::Sidecar => "sidecar",
             Scenario::Haproxy => "haproxy",
         }

@@ -218,6 +218,9 @@ async fn run_scenario(
 ) -> Result<ScenarioResult, BoxError> {
     let certs = ctx.dir.join("certs");
     let certs_arg = |args: &mut Vec<String>| {
+        if matches!(scenario, Scenario::Mesh | Scenario::MeshPlain) {
+            args.push("--mesh".into());
+        }
         if scenario == Scenario::Mesh {
             args.push("--certs".into());
             args.push(certs.display().to_string());

@@ -46,28 +46,29 @@ use crate::proto::Payload;
 /// The name A's mesh routes to B by.
 const B_AUTHORITY: &str = "service-b:80";
 
-/// Runs service B until the process is killed. `certs` (a directory made by
-/// [`write_certificates`]) puts it on the mesh.
-pub async fn serve_b(protocol: Protocol, certs: Option<&Path>) -> Result<(), BoxError> {
+/// Runs service B until the process is killed. `mesh` puts it on the mesh, with STRICT
+/// mTLS and authorization when `certs` (a directory made by [`write_certificates`]) is
+/// given, plaintext otherwise.
+pub async fn serve_b(protocol: Protocol, mesh: bool, certs: Option<&Path>) -> Result<(), BoxError> {
     let listener = bind_and_announce().await?;
-    match (protocol, certs) {
-        (Protocol::Grpc, None) => {
+    match (protocol, mesh) {
+        (Protocol::Grpc, false) => {
             tonic::transport::Server::builder()
                 .add_service(EchoServer::new(Answer))
                 .serve_with_incoming(example_common::incoming_nodelay(listener))
                 .await?;
         }
-        (Protocol::Grpc, Some(dir)) => {
-            let mesh = b_mesh(dir)?;
+        (Protocol::Grpc, true) => {
+            let mesh = b_mesh(certs)?;
             let routes = tonic::service::Routes::new(EchoServer::new(Answer));
             let service = mesh_stack(&mesh).service(routes);
             mesh.listener(listener)
                 .serve(service, std::future::pending())
                 .await?;
         }
-        (_, None) => serve_plain(listener, tower::service_fn(answer)).await,
-        (_, Some(dir)) => {
-            let mesh = b_mesh(dir)?;
+        (_, false) => serve_plain(listener, tower::service_fn(answer)).await,
+        (_, true) => {
+            let mesh = b_mesh(certs)?;
             let service = mesh_stack(&mesh).service(tower::service_fn(answer));
             mesh.listener(listener)
                 .serve(service, std::future::pending())
@@ -78,15 +79,17 @@ pub async fn serve_b(protocol: Protocol, certs: Option<&Path>) -> Result<(), Box
 }
 
 /// Runs service A, relaying to B at `upstream`, until the process is killed. With
-/// `certs`, A is on the mesh and reaches B through the mesh's client with mTLS.
+/// `mesh`, A is on the mesh and reaches B through the mesh's client, with mTLS when
+/// `certs` is given.
 pub async fn serve_a(
     protocol: Protocol,
     upstream: SocketAddr,
+    mesh: bool,
     certs: Option<&Path>,
 ) -> Result<(), BoxError> {
     let listener = bind_and_announce().await?;
-    match (protocol, certs) {
-        (Protocol::Grpc, None) => {
+    match (protocol, mesh) {
+        (Protocol::Grpc, false) => {
             let channel = tonic::transport::Endpoint::from_shared(format!("http://{upstream}"))?
                 .tcp_nodelay(true)
                 .connect_lazy();
@@ -96,15 +99,15 @@ pub async fn serve_a(
                 .serve_with_incoming(example_common::incoming_nodelay(listener))
                 .await?;
         }
-        (Protocol::Grpc, Some(dir)) => {
-            let mesh = a_mesh(dir, upstream, protocol)?;
+        (Protocol::Grpc, true) => {
+            let mesh = a_mesh(certs, upstream, protocol)?;
             let relay = EchoServer::new(Relay(EchoClient::new(mesh.channel(B_AUTHORITY))));
             let service = mesh_stack(&mesh).service(tonic::service::Routes::new(relay));
             mesh.listener(listener)
                 .serve(service, std::future::pending())
                 .await?;
         }
-        (_, None) => {
+        (_, false) => {
             let mut connector = HttpConnector::new();
             connector.set_nodelay(true);
             let client = Client::builder(TokioExecutor::new())
@@ -115,8 +118,8 @@ pub async fn serve_a(
                 tower::service_fn(move |req| relay_http(client.clone(), uri.clone(), req));
             serve_plain(listener, service).await;
         }
-        (_, Some(dir)) => {
-            let mesh = a_mesh(dir, upstream, protocol)?;
+        (_, true) => {
+            let mesh = a_mesh(certs, upstream, protocol)?;
             let client = mesh.http_client::<Full<Bytes>>();
             let uri: Uri = format!("http://{B_AUTHORITY}/echo").parse()?;
             let app = tower::service_fn(move |req| relay_http(client.clone(), uri.clone(), req));
@@ -283,8 +286,13 @@ fn certificates(dir: &Path, service: &str) -> Result<CertificateSource, BoxError
 
 /// A's mesh: plaintext inbound from the load generator (the edge), and a route
 /// `service-b:80` -> cluster `service-b` with a timeout, retries, round robin, the default
-/// breaker thresholds, outlier detection and mTLS that accepts only B's SPIFFE ID.
-fn a_mesh(dir: &Path, upstream: SocketAddr, protocol: Protocol) -> Result<Mesh, BoxError> {
+/// breaker thresholds, outlier detection, and (with `certs`) mTLS that accepts only B's
+/// SPIFFE ID.
+fn a_mesh(
+    certs: Option<&Path>,
+    upstream: SocketAddr,
+    protocol: Protocol,
+) -> Result<Mesh, BoxError> {
     let mut cluster = Cluster::new("service-b");
     cluster.protocol = if protocol.is_h2() {
         UpstreamProtocol::Http2
@@ -292,7 +300,7 @@ fn a_mesh(dir: &Path, upstream: SocketAddr, protocol: Protocol) -> Result<Mesh, 
         UpstreamProtocol::Http1
     };
     cluster.service = Some("service-b.default.svc.cluster.local".into());
-    cluster.tls = Some(UpstreamTls {
+    cluster.tls = certs.map(|_| UpstreamTls {
         sni: None,
         accepted_sans: vec![StringMatcher::exact(SPIFFE_B)],
         identity: Some(CertificateInstance::new("default", "default")),
@@ -329,15 +337,25 @@ fn a_mesh(dir: &Path, upstream: SocketAddr, protocol: Protocol) -> Result<Mesh, 
         ))
         .inbound_default(Some(InboundPolicy::new(TlsMode::Disable)))
         .build();
-    Ok(Mesh::builder()
+    let mut builder = Mesh::builder()
         .snapshot(snapshot)
-        .identity(certificates(dir, "service-a")?)
-        .workload(WorkloadLabels::from_env("service-a"))
-        .build()?)
+        .workload(WorkloadLabels::from_env("service-a"));
+    if let Some(dir) = certs {
+        builder = builder.identity(certificates(dir, "service-a")?);
+    }
+    Ok(builder.build()?)
 }
 
-/// B's mesh: STRICT mTLS inbound, and an Istio `AuthorizationPolicy` allowing only A.
-fn b_mesh(dir: &Path) -> Result<Mesh, BoxError> {
+/// B's mesh: STRICT mTLS inbound and an Istio `AuthorizationPolicy` allowing only A; without
+/// `certs`, plaintext inbound and no authorization rules (a principal needs mTLS).
+fn b_mesh(certs: Option<&Path>) -> Result<Mesh, BoxError> {
+    let builder = Mesh::builder().workload(WorkloadLabels::from_env("service-b"));
+    let Some(dir) = certs else {
+        let snapshot = Snapshot::builder()
+            .inbound_default(Some(InboundPolicy::new(TlsMode::Disable)))
+            .build();
+        return Ok(builder.snapshot(snapshot).build()?);
+    };
     let spec = serde_json::from_value(serde_json::json!({
         "selector": { "matchLabels": { "app": "service-b" } },
         "rules": [{
@@ -358,9 +376,8 @@ fn b_mesh(dir: &Path) -> Result<Mesh, BoxError> {
             InboundPolicy::new(TlsMode::Strict).with_authorization(authorization),
         ))
         .build();
-    Ok(Mesh::builder()
+    Ok(builder
         .snapshot(snapshot)
         .identity(certificates(dir, "service-b")?)
-        .workload(WorkloadLabels::from_env("service-b"))
         .build()?)
 }
