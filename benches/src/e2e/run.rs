@@ -99,8 +99,12 @@ pub async fn run(config: &RunConfig) -> Result<Report, BoxError> {
 
     let mut results = Vec::new();
     let mut failed = false;
-    for &scenario in &config.scenarios {
-        for &protocol in &config.protocols {
+    for &protocol in &config.protocols {
+        // Every scenario's processes run side by side (all on the core under test; the
+        // idle ones cost nothing), and the rates are interleaved across scenarios, so a
+        // change in the machine's background load hits every scenario alike.
+        let mut running = Vec::new();
+        for &scenario in &config.scenarios {
             let missing = match scenario {
                 Scenario::Sidecar if ctx.envoy.is_none() => {
                     Some("envoy not found (set ENVOY or put envoy on PATH)")
@@ -110,22 +114,40 @@ pub async fn run(config: &RunConfig) -> Result<Report, BoxError> {
                 }
                 _ => None,
             };
-            let result = match missing {
-                Some(reason) => {
-                    ScenarioResult::not_run(scenario, protocol, "skipped", reason.into())
+            if let Some(reason) = missing {
+                results.push(ScenarioResult::not_run(
+                    scenario,
+                    protocol,
+                    "skipped",
+                    reason.into(),
+                ));
+                continue;
+            }
+            match Running::start(&ctx, config, scenario, protocol).await {
+                Ok(r) => running.push(r),
+                Err(err) => {
+                    failed = true;
+                    results.push(ScenarioResult::not_run(
+                        scenario,
+                        protocol,
+                        "failed",
+                        err.to_string(),
+                    ));
                 }
-                None => match run_scenario(&ctx, config, scenario, protocol).await {
-                    Ok(result) => result,
-                    Err(err) => {
-                        failed = true;
-                        ScenarioResult::not_run(scenario, protocol, "failed", err.to_string())
-                    }
-                },
-            };
+            }
+        }
+        for &rate in &config.rates {
+            for r in &mut running {
+                r.measure(rate, config.duration).await;
+            }
+        }
+        for r in running {
+            let result = r.finish(config).await;
             eprintln!("e2e: {}", progress_line(&result));
             results.push(result);
         }
     }
+    results.sort_by_key(|r| (r.protocol, r.scenario));
 
     let mut scale = Vec::new();
     for &n in &config.scale_endpoints {
@@ -208,95 +230,107 @@ fn progress_line(r: &ScenarioResult) -> String {
     )
 }
 
-/// Starts the processes of one scenario, drives the rates and the closed loop, and stops
-/// them (on every path: they are killed when dropped).
-async fn run_scenario(
-    ctx: &Context,
-    config: &RunConfig,
+/// One scenario's processes, running, and what has been measured on them.
+struct Running {
     scenario: Scenario,
     protocol: Protocol,
-) -> Result<ScenarioResult, BoxError> {
-    let certs = ctx.dir.join("certs");
-    let certs_arg = |args: &mut Vec<String>| {
-        if matches!(scenario, Scenario::Mesh | Scenario::MeshPlain) {
-            args.push("--mesh".into());
-        }
-        if scenario == Scenario::Mesh {
-            args.push("--certs".into());
-            args.push(certs.display().to_string());
-        }
-    };
-    let mut procs = Vec::new();
-    let mut args = vec![
-        "serve-b".into(),
-        "--protocol".into(),
-        protocol.name().into(),
-    ];
-    certs_arg(&mut args);
-    let mut b = Proc::spawn(
-        "service-b",
-        &ctx.exe,
-        &args,
-        ctx.cpu,
-        Some(&ctx.dir.join(format!("{scenario}-{protocol}-b.log"))),
-    )?;
-    let b_addr = b.read_listen_addr()?;
-    procs.push(b);
-    let upstream: SocketAddr = match (scenario, &ctx.envoy, &ctx.haproxy) {
-        (Scenario::Sidecar, Some(envoy), _) => {
-            let (proxies, addr) =
-                start_envoy_pair(envoy, &ctx.dir, &certs, protocol, b_addr, ctx.cpu)?;
-            procs.extend(proxies);
-            addr
-        }
-        (Scenario::Haproxy, _, Some(haproxy)) => {
-            let (proxies, addr) = start_haproxy(haproxy, &ctx.dir, protocol, b_addr, ctx.cpu)?;
-            procs.extend(proxies);
-            addr
-        }
-        _ => b_addr,
-    };
-    let mut args = vec![
-        "serve-a".into(),
-        "--protocol".into(),
-        protocol.name().into(),
-        "--upstream".into(),
-        upstream.to_string(),
-    ];
-    certs_arg(&mut args);
-    let mut a = Proc::spawn(
-        "service-a",
-        &ctx.exe,
-        &args,
-        ctx.cpu,
-        Some(&ctx.dir.join(format!("{scenario}-{protocol}-a.log"))),
-    )?;
-    let a_addr = a.read_listen_addr()?;
-    procs.push(a);
+    /// Killed when dropped, on every path.
+    procs: Vec<Proc>,
+    target: Target,
+    rates: Vec<RateResult>,
+}
 
-    let target = Target::new(protocol, a_addr)?;
-    let warm = open_loop(&target, 500, config.warmup).await;
-    if warm.errors == warm.requests {
-        return Err(format!(
-            "all {} warm-up requests failed (logs in {})",
-            warm.requests,
-            ctx.dir.display()
-        )
-        .into());
+impl Running {
+    /// Starts B, the proxies if any, and A; warms them up.
+    async fn start(
+        ctx: &Context,
+        config: &RunConfig,
+        scenario: Scenario,
+        protocol: Protocol,
+    ) -> Result<Self, BoxError> {
+        let certs = ctx.dir.join("certs");
+        let mesh_args = |args: &mut Vec<String>| {
+            if matches!(scenario, Scenario::Mesh | Scenario::MeshPlain) {
+                args.push("--mesh".into());
+            }
+            if scenario == Scenario::Mesh {
+                args.push("--certs".into());
+                args.push(certs.display().to_string());
+            }
+        };
+        let log = |service: &str| ctx.dir.join(format!("{scenario}-{protocol}-{service}.log"));
+        let mut procs = Vec::new();
+        let mut args = vec![
+            "serve-b".into(),
+            "--protocol".into(),
+            protocol.name().into(),
+        ];
+        mesh_args(&mut args);
+        let mut b = Proc::spawn("service-b", &ctx.exe, &args, ctx.cpu, Some(&log("b")))?;
+        let b_addr = b.read_listen_addr()?;
+        procs.push(b);
+        let proxy_dir = ctx.dir.join(format!("{scenario}-{protocol}"));
+        let upstream: SocketAddr = match (scenario, &ctx.envoy, &ctx.haproxy) {
+            (Scenario::Sidecar, Some(envoy), _) => {
+                std::fs::create_dir_all(&proxy_dir)?;
+                let (proxies, addr) =
+                    start_envoy_pair(envoy, &proxy_dir, &certs, protocol, b_addr, ctx.cpu)?;
+                procs.extend(proxies);
+                addr
+            }
+            (Scenario::Haproxy, _, Some(haproxy)) => {
+                std::fs::create_dir_all(&proxy_dir)?;
+                let (proxies, addr) =
+                    start_haproxy(haproxy, &proxy_dir, protocol, b_addr, ctx.cpu)?;
+                procs.extend(proxies);
+                addr
+            }
+            _ => b_addr,
+        };
+        let mut args = vec![
+            "serve-a".into(),
+            "--protocol".into(),
+            protocol.name().into(),
+            "--upstream".into(),
+            upstream.to_string(),
+        ];
+        mesh_args(&mut args);
+        let mut a = Proc::spawn("service-a", &ctx.exe, &args, ctx.cpu, Some(&log("a")))?;
+        let a_addr = a.read_listen_addr()?;
+        procs.push(a);
+
+        let target = Target::new(protocol, a_addr)?;
+        let warm = open_loop(&target, 500, config.warmup).await;
+        if warm.errors == warm.requests {
+            return Err(format!(
+                "all {} warm-up requests failed (logs in {})",
+                warm.requests,
+                ctx.dir.display()
+            )
+            .into());
+        }
+        Ok(Self {
+            scenario,
+            protocol,
+            procs,
+            target,
+            rates: Vec::new(),
+        })
     }
 
-    let mut rates = Vec::new();
-    for &rate in &config.rates {
-        let before: Vec<u64> = procs.iter().map(Proc::cpu_us).collect();
-        let r = open_loop(&target, rate, config.duration).await;
-        let after: Vec<u64> = procs.iter().map(Proc::cpu_us).collect();
+    /// One open-loop rate: latency, CPU per request of each process, peak RSS so far.
+    async fn measure(&mut self, rate: u64, duration: Duration) {
+        let before: Vec<u64> = self.procs.iter().map(Proc::cpu_us).collect();
+        let r = open_loop(&self.target, rate, duration).await;
+        let after: Vec<u64> = self.procs.iter().map(Proc::cpu_us).collect();
         let n = r.requests.max(1) as f64;
-        let by_process: BTreeMap<String, f64> = procs
+        let by_process: BTreeMap<String, f64> = self
+            .procs
             .iter()
             .zip(before.iter().zip(&after))
             .map(|(p, (b, a))| (p.name().to_string(), a.saturating_sub(*b) as f64 / n))
             .collect();
-        rates.push(RateResult {
+        self.rates.push(RateResult {
             rate,
             requests: r.requests,
             errors: r.errors,
@@ -307,24 +341,28 @@ async fn run_scenario(
             max_send_lag_us: r.max_send_lag_us,
             cpu_us_per_req: by_process.values().sum(),
             cpu_us_per_req_by_process: by_process,
-            rss_kb: rss_by_process(&procs),
+            rss_kb: rss_by_process(&self.procs),
             max_rps: None,
         });
     }
-    let max = closed_loop(&target, config.concurrency, config.max_duration).await;
-    for r in &mut rates {
-        r.max_rps = Some(max.rps);
+
+    /// The closed loop, then the result; the processes stop when `self` is dropped.
+    async fn finish(mut self, config: &RunConfig) -> ScenarioResult {
+        let max = closed_loop(&self.target, config.concurrency, config.max_duration).await;
+        for r in &mut self.rates {
+            r.max_rps = Some(max.rps);
+        }
+        ScenarioResult {
+            scenario: self.scenario,
+            protocol: self.protocol,
+            status: "ok".into(),
+            reason: None,
+            rates: std::mem::take(&mut self.rates),
+            max_rps: Some(max.rps),
+            max_rps_errors: max.errors,
+            rss_kb: rss_by_process(&self.procs),
+        }
     }
-    Ok(ScenarioResult {
-        scenario,
-        protocol,
-        status: "ok".into(),
-        reason: None,
-        rates,
-        max_rps: Some(max.rps),
-        max_rps_errors: max.errors,
-        rss_kb: rss_by_process(&procs),
-    })
 }
 
 fn rss_by_process(procs: &[Proc]) -> BTreeMap<String, u64> {
