@@ -1,0 +1,383 @@
+//! Services A and B, each run as its own process (`e2e serve-a` / `e2e serve-b`) on a
+//! current-thread runtime. Each prints `LISTEN <addr>` on stdout once it accepts.
+//!
+//! B answers every request with 1 KiB. A relays each request it gets to B and returns B's
+//! answer. Plain: hyper (with `hyper_util`'s pooled client) or tonic. Mesh: the mesh's
+//! inbound listener with the trace, metrics and authorization layers composed once, and
+//! the mesh's outbound client (routing, round-robin LB, breaker, retries, outlier
+//! detection) with STRICT mTLS between A and B.
+
+use std::convert::Infallible;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use mesh_core::cluster::{
+    CertificateInstance, Cluster, ClusterLoadAssignment, Endpoint, UpstreamProtocol, UpstreamTls,
+};
+use mesh_core::inbound::{InboundPolicy, TlsMode};
+use mesh_core::matcher::StringMatcher;
+use mesh_core::outlier::OutlierConfig;
+use mesh_core::rbac::istio::{to_authorization, AuthorizationPolicy, Workload};
+use mesh_core::retry::{RetryOn, RetryPolicy};
+use mesh_core::route::{ForwardAction, Route, RouteAction, RouteConfig, RouteMatch, VirtualHost};
+use mesh_core::Snapshot;
+use mesh_tower::identity::CertificateSource;
+use mesh_tower::metrics::{MetricsLayer, WorkloadLabels};
+use mesh_tower::trace::TraceLayer;
+use mesh_tower::Mesh;
+use tokio::net::TcpListener;
+use tower::layer::util::{Identity, Stack};
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+use super::{BoxError, Protocol, BODY, SPIFFE_A, SPIFFE_B};
+use crate::proto::echo_client::EchoClient;
+use crate::proto::echo_server::{Echo, EchoServer};
+use crate::proto::Payload;
+
+/// The name A's mesh routes to B by.
+const B_AUTHORITY: &str = "service-b:80";
+
+/// Runs service B until the process is killed. `mesh` puts it on the mesh, with STRICT
+/// mTLS and authorization when `certs` (a directory made by [`write_certificates`]) is
+/// given, plaintext otherwise.
+pub async fn serve_b(protocol: Protocol, mesh: bool, certs: Option<&Path>) -> Result<(), BoxError> {
+    let listener = bind_and_announce().await?;
+    match (protocol, mesh) {
+        (Protocol::Grpc, false) => {
+            tonic::transport::Server::builder()
+                .add_service(EchoServer::new(Answer))
+                .serve_with_incoming(example_common::incoming_nodelay(listener))
+                .await?;
+        }
+        (Protocol::Grpc, true) => {
+            let mesh = b_mesh(certs)?;
+            let routes = tonic::service::Routes::new(EchoServer::new(Answer));
+            let service = mesh_stack(&mesh).service(routes);
+            mesh.listener(listener)
+                .serve(service, std::future::pending())
+                .await?;
+        }
+        (_, false) => serve_plain(listener, tower::service_fn(answer)).await,
+        (_, true) => {
+            let mesh = b_mesh(certs)?;
+            let service = mesh_stack(&mesh).service(tower::service_fn(answer));
+            mesh.listener(listener)
+                .serve(service, std::future::pending())
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs service A, relaying to B at `upstream`, until the process is killed. With
+/// `mesh`, A is on the mesh and reaches B through the mesh's client, with mTLS when
+/// `certs` is given.
+pub async fn serve_a(
+    protocol: Protocol,
+    upstream: SocketAddr,
+    mesh: bool,
+    certs: Option<&Path>,
+) -> Result<(), BoxError> {
+    let listener = bind_and_announce().await?;
+    match (protocol, mesh) {
+        (Protocol::Grpc, false) => {
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{upstream}"))?
+                .tcp_nodelay(true)
+                .connect_lazy();
+            let relay = EchoServer::new(Relay(EchoClient::new(channel)));
+            tonic::transport::Server::builder()
+                .add_service(relay)
+                .serve_with_incoming(example_common::incoming_nodelay(listener))
+                .await?;
+        }
+        (Protocol::Grpc, true) => {
+            let mesh = a_mesh(certs, upstream, protocol)?;
+            let relay = EchoServer::new(Relay(EchoClient::new(mesh.channel(B_AUTHORITY))));
+            let service = mesh_stack(&mesh).service(tonic::service::Routes::new(relay));
+            mesh.listener(listener)
+                .serve(service, std::future::pending())
+                .await?;
+        }
+        (_, false) => {
+            let mut connector = HttpConnector::new();
+            connector.set_nodelay(true);
+            let client = Client::builder(TokioExecutor::new())
+                .http2_only(protocol.is_h2())
+                .build::<_, Full<Bytes>>(connector);
+            let uri: Uri = format!("http://{upstream}/echo").parse()?;
+            let service =
+                tower::service_fn(move |req| relay_http(client.clone(), uri.clone(), req));
+            serve_plain(listener, service).await;
+        }
+        (_, true) => {
+            let mesh = a_mesh(certs, upstream, protocol)?;
+            let client = mesh.http_client::<Full<Bytes>>();
+            let uri: Uri = format!("http://{B_AUTHORITY}/echo").parse()?;
+            let app = tower::service_fn(move |req| relay_http(client.clone(), uri.clone(), req));
+            let service = mesh_stack(&mesh).service(app);
+            mesh.listener(listener)
+                .serve(service, std::future::pending())
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn bind_and_announce() -> Result<TcpListener, BoxError> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "LISTEN {addr}")?;
+    out.flush()?;
+    Ok(listener)
+}
+
+/// The mesh's inbound layers as one stack: trace outermost, then metrics, then authorization.
+type MeshStack = Stack<
+    mesh_tower::inbound::AuthorizationLayer,
+    Stack<MetricsLayer, Stack<TraceLayer, Identity>>,
+>;
+
+/// The mesh's inbound layers, composed once: trace context, Istio metrics, authorization.
+fn mesh_stack(mesh: &Mesh) -> ServiceBuilder<MeshStack> {
+    ServiceBuilder::new()
+        .layer(TraceLayer::new())
+        .layer(MetricsLayer::new(mesh.metrics().clone()))
+        .layer(mesh.authorization_layer())
+}
+
+/// Serves `service` with hyper on every accepted connection (HTTP/1.1 or h2c, detected).
+async fn serve_plain<S, B>(listener: TcpListener, service: S)
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    loop {
+        let (tcp, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        example_common::set_nodelay(&tcp);
+        let service = hyper_util::service::TowerToHyperService::new(service.clone());
+        tokio::spawn(async move {
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
+        });
+    }
+}
+
+/// B's HTTP handler: read the request, answer 1 KiB.
+async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let _ = req.into_body().collect().await;
+    Ok(Response::new(Full::new(Bytes::from_static(&BODY))))
+}
+
+/// A's HTTP handler: forward the body to B, return B's body.
+async fn relay_http<C, RB>(
+    client: C,
+    uri: Uri,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible>
+where
+    C: Service<Request<Full<Bytes>>, Response = Response<RB>>,
+    C::Error: Into<BoxError>,
+    RB: http_body::Body<Data = Bytes>,
+{
+    let body = match req.into_body().collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(_) => return Ok(status(StatusCode::BAD_REQUEST)),
+    };
+    let Ok(upstream) = Request::post(uri).body(Full::new(body)) else {
+        return Ok(status(StatusCode::INTERNAL_SERVER_ERROR));
+    };
+    let resp = match client.oneshot(upstream).await {
+        Ok(resp) if resp.status().is_success() => resp,
+        _ => return Ok(status(StatusCode::BAD_GATEWAY)),
+    };
+    match resp.into_body().collect().await {
+        Ok(body) => Ok(Response::new(Full::new(body.to_bytes()))),
+        Err(_) => Ok(status(StatusCode::BAD_GATEWAY)),
+    }
+}
+
+fn status(code: StatusCode) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = code;
+    resp
+}
+
+/// B's gRPC service: answers 1 KiB.
+#[derive(Debug, Clone, Copy)]
+struct Answer;
+
+#[tonic::async_trait]
+impl Echo for Answer {
+    async fn exchange(
+        &self,
+        request: tonic::Request<Payload>,
+    ) -> Result<tonic::Response<Payload>, tonic::Status> {
+        drop(request);
+        Ok(tonic::Response::new(Payload {
+            data: Bytes::from_static(&BODY),
+        }))
+    }
+}
+
+/// A's gRPC service: relays each call to B.
+#[derive(Debug, Clone)]
+struct Relay<T>(EchoClient<T>);
+
+#[tonic::async_trait]
+impl<T> Echo for Relay<T>
+where
+    T: tonic::client::GrpcService<tonic::body::Body> + Clone + Send + Sync + 'static,
+    T::Error: Into<BoxError>,
+    T::ResponseBody: http_body::Body<Data = Bytes> + Send + 'static,
+    <T::ResponseBody as http_body::Body>::Error: Into<BoxError> + Send,
+    T::Future: Send,
+{
+    async fn exchange(
+        &self,
+        request: tonic::Request<Payload>,
+    ) -> Result<tonic::Response<Payload>, tonic::Status> {
+        let mut client = self.0.clone();
+        let answer = client.exchange(request.into_inner()).await?;
+        Ok(tonic::Response::new(answer.into_inner()))
+    }
+}
+
+/// Issues SVIDs for A and B from a fresh test CA into `dir/service-a` and
+/// `dir/service-b` (`cert-chain.pem`, `key.pem`, `root-cert.pem`, as Istio names them).
+pub fn write_certificates(dir: &Path) -> Result<(), BoxError> {
+    let ca = mesh_tower::identity::testing::TestCa::new()?;
+    for sa in ["service-a", "service-b"] {
+        ca.svid("default", sa)?
+            .write_istio_files(&dir.join(sa), &ca)?;
+    }
+    Ok(())
+}
+
+fn certificates(dir: &Path, service: &str) -> Result<CertificateSource, BoxError> {
+    let dir = dir.join(service);
+    Ok(CertificateSource::from_pem_files(
+        &dir.join("cert-chain.pem"),
+        &dir.join("key.pem"),
+        &dir.join("root-cert.pem"),
+    )?)
+}
+
+/// A's mesh: plaintext inbound from the load generator (the edge), and a route
+/// `service-b:80` -> cluster `service-b` with a timeout, retries, round robin, the default
+/// breaker thresholds, outlier detection, and (with `certs`) mTLS that accepts only B's
+/// SPIFFE ID.
+fn a_mesh(
+    certs: Option<&Path>,
+    upstream: SocketAddr,
+    protocol: Protocol,
+) -> Result<Mesh, BoxError> {
+    let mut cluster = Cluster::new("service-b");
+    cluster.protocol = if protocol.is_h2() {
+        UpstreamProtocol::Http2
+    } else {
+        UpstreamProtocol::Http1
+    };
+    cluster.service = Some("service-b.default.svc.cluster.local".into());
+    cluster.tls = certs.map(|_| UpstreamTls {
+        sni: None,
+        accepted_sans: vec![StringMatcher::exact(SPIFFE_B)],
+        identity: Some(CertificateInstance::new("default", "default")),
+        roots: Some(CertificateInstance::new("default", "ROOTCA")),
+    });
+    cluster.outlier_detection = Some(OutlierConfig::new());
+    let mut action = ForwardAction::to_cluster("service-b");
+    action.timeout = Some(Duration::from_secs(5));
+    let retry_on = if protocol == Protocol::Grpc {
+        "unavailable,reset,connect-failure"
+    } else {
+        "5xx,reset,connect-failure"
+    };
+    action.retry_policy = Some(RetryPolicy::new(2, RetryOn::parse(retry_on)?));
+    let routes = RouteConfig::new(
+        B_AUTHORITY,
+        vec![VirtualHost::new(
+            "service-b",
+            vec![B_AUTHORITY.into(), "service-b".into()],
+            vec![Route::new(
+                "all",
+                RouteMatch::default(),
+                RouteAction::Forward(action),
+            )],
+        )],
+    );
+    let snapshot = Snapshot::builder()
+        .listener(B_AUTHORITY, B_AUTHORITY)
+        .route_config(routes)
+        .cluster(cluster)
+        .endpoints(ClusterLoadAssignment::from_endpoints(
+            "service-b",
+            vec![Endpoint::new(upstream)],
+        ))
+        .inbound_default(Some(InboundPolicy::new(TlsMode::Disable)))
+        .build();
+    let mut builder = Mesh::builder()
+        .snapshot(snapshot)
+        .workload(WorkloadLabels::from_env("service-a"));
+    if let Some(dir) = certs {
+        builder = builder.identity(certificates(dir, "service-a")?);
+    }
+    Ok(builder.build()?)
+}
+
+/// B's mesh: STRICT mTLS inbound and an Istio `AuthorizationPolicy` allowing only A; without
+/// `certs`, plaintext inbound and no authorization rules (a principal needs mTLS).
+fn b_mesh(certs: Option<&Path>) -> Result<Mesh, BoxError> {
+    let builder = Mesh::builder().workload(WorkloadLabels::from_env("service-b"));
+    let Some(dir) = certs else {
+        let snapshot = Snapshot::builder()
+            .inbound_default(Some(InboundPolicy::new(TlsMode::Disable)))
+            .build();
+        return Ok(builder.snapshot(snapshot).build()?);
+    };
+    let spec = serde_json::from_value(serde_json::json!({
+        "selector": { "matchLabels": { "app": "service-b" } },
+        "rules": [{
+            "from": [{ "source": { "principals": [
+                SPIFFE_A.trim_start_matches("spiffe://")
+            ] } }],
+        }]
+    }))?;
+    let policies = [AuthorizationPolicy::new(
+        "service-b-access",
+        "default",
+        spec,
+    )];
+    let workload = Workload::new("default", [("app", "service-b")]);
+    let authorization = to_authorization(&policies, &workload)?;
+    let snapshot = Snapshot::builder()
+        .inbound_default(Some(
+            InboundPolicy::new(TlsMode::Strict).with_authorization(authorization),
+        ))
+        .build();
+    Ok(builder
+        .snapshot(snapshot)
+        .identity(certificates(dir, "service-b")?)
+        .build()?)
+}
