@@ -185,18 +185,19 @@ where
 }
 
 /// B's HTTP handler: read the request, answer 1 KiB.
-async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn answer<B: http_body::Body>(req: Request<B>) -> Result<Response<Full<Bytes>>, Infallible> {
     let _ = req.into_body().collect().await;
     Ok(Response::new(Full::new(Bytes::from_static(&BODY))))
 }
 
 /// A's HTTP handler: forward the body to B, return B's body.
-async fn relay_http<C, RB>(
+async fn relay_http<C, RB, B>(
     client: C,
     uri: Uri,
-    req: Request<Incoming>,
+    req: Request<B>,
 ) -> Result<Response<Full<Bytes>>, Infallible>
 where
+    B: http_body::Body<Data = Bytes>,
     C: Service<Request<Full<Bytes>>, Response = Response<RB>>,
     C::Error: Into<BoxError>,
     RB: http_body::Body<Data = Bytes>,
