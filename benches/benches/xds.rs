@@ -6,46 +6,31 @@
 #![allow(missing_docs)]
 
 use std::hint::black_box;
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use envoy_types::pb::envoy::config::route::v3::route_action;
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryResponse, DiscoveryResponse, Resource as Wrapped,
-};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryResponse, DiscoveryResponse};
 use envoy_types::pb::google::protobuf::Any;
 use mesh_xds_client::ads::{AdsConfig, AdsCore, Protocol};
 use mesh_xds_client::bootstrap::NodeConfig;
 use mesh_xds_client::resource::{to_any, XdsType};
 use mesh_xds_client::snapshot::SnapshotAssembler;
 use mesh_xds_client::testing::fixtures::{
-    cluster_eds, endpoints, listener_rds, prefix_route, route_config_with,
+    cluster_eds, delta_response, listener_rds, prefix_route, route_config_with, scale_endpoints,
+    sotw_response,
 };
 
 const CLUSTERS: usize = 1_000;
 const ENDPOINTS_PER_CLUSTER: usize = 10;
 
 fn response(t: XdsType, version: &str, resources: Vec<Any>) -> DiscoveryResponse {
-    DiscoveryResponse {
-        version_info: version.into(),
-        resources,
-        type_url: t.type_url().into(),
-        nonce: version.into(),
-        ..DiscoveryResponse::default()
-    }
+    sotw_response(t, version, resources)
 }
 
 /// Cluster `i`'s ten endpoints; `shift` moves them (a changed assignment).
 fn endpoints_of(i: usize, shift: usize) -> Any {
-    let addrs: Vec<SocketAddr> = (0..ENDPOINTS_PER_CLUSTER)
-        .map(|e| {
-            let [a, b] = u16::try_from(i).unwrap_or(u16::MAX).to_be_bytes();
-            let last = u8::try_from(e + shift).unwrap_or(u8::MAX);
-            SocketAddr::from(([10, a, b, last], 8080))
-        })
-        .collect();
-    endpoints(&format!("c{i}"), &addrs)
+    scale_endpoints(i, ENDPOINTS_PER_CLUSTER, shift)
 }
 
 /// LDS, RDS, CDS and EDS responses for one listener routing to every cluster.
@@ -218,19 +203,9 @@ fn resource_name(r: &DiscoveryResponse, i: usize) -> String {
 }
 
 fn delta(type_url: &str, nonce: &str, resources: Vec<(String, Any)>) -> DeltaDiscoveryResponse {
-    DeltaDiscoveryResponse {
-        resources: resources
-            .into_iter()
-            .map(|(name, any)| Wrapped {
-                version: format!("{name}-{nonce}"),
-                name,
-                resource: Some(any),
-                ..Wrapped::default()
-            })
-            .collect(),
-        type_url: type_url.to_owned(),
-        nonce: nonce.to_owned(),
-        ..DeltaDiscoveryResponse::default()
+    match XdsType::from_type_url(type_url) {
+        Some(t) => delta_response(t, nonce, resources),
+        None => panic!("not an xDS type: {type_url}"),
     }
 }
 

@@ -4,14 +4,11 @@
 //! Run with `cargo test -p mesh-xds-client --test scale -- --ignored --nocapture`.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use envoy_types::pb::envoy::config::route::v3::route_action;
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryResponse, DiscoveryResponse, Resource as Wrapped,
-};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryResponse, DiscoveryResponse};
 use envoy_types::pb::google::protobuf::Any;
 use mesh_xds_client::ads::{AdsConfig, AdsCore, Protocol};
 use mesh_xds_client::bootstrap::NodeConfig;
@@ -24,25 +21,11 @@ const CLUSTERS: usize = 1_000;
 const ENDPOINTS_PER_CLUSTER: usize = 10;
 
 fn response(t: XdsType, version: &str, resources: Vec<Any>) -> DiscoveryResponse {
-    DiscoveryResponse {
-        version_info: version.into(),
-        resources,
-        type_url: t.type_url().into(),
-        nonce: version.into(),
-        ..DiscoveryResponse::default()
-    }
+    sotw_response(t, version, resources)
 }
 
 fn endpoints_of(i: usize, shift: usize) -> Any {
-    let addrs: Vec<SocketAddr> = (0..ENDPOINTS_PER_CLUSTER)
-        .map(|e| {
-            SocketAddr::from((
-                [10, (i / 250) as u8, (i % 250) as u8, (e + shift) as u8],
-                8080,
-            ))
-        })
-        .collect();
-    endpoints(&format!("c{i}"), &addrs)
+    scale_endpoints(i, ENDPOINTS_PER_CLUSTER, shift)
 }
 
 #[test]
@@ -125,20 +108,7 @@ fn full_update_and_single_endpoint_change() {
 }
 
 fn delta(t: XdsType, nonce: &str, resources: Vec<(String, Any)>) -> DeltaDiscoveryResponse {
-    DeltaDiscoveryResponse {
-        resources: resources
-            .into_iter()
-            .map(|(name, any)| Wrapped {
-                version: format!("{name}-{nonce}"),
-                name,
-                resource: Some(any),
-                ..Wrapped::default()
-            })
-            .collect(),
-        type_url: t.type_url().into(),
-        nonce: nonce.into(),
-        ..DeltaDiscoveryResponse::default()
-    }
+    delta_response(t, nonce, resources)
 }
 
 #[test]

@@ -188,3 +188,55 @@ pub fn endpoints_message(name: &str, addrs: &[SocketAddr]) -> ClusterLoadAssignm
 pub fn endpoints(name: &str, addrs: &[SocketAddr]) -> Any {
     to_any(&endpoints_message(name, addrs))
 }
+
+/// A state-of-the-world response of type `t` carrying `resources`; its nonce is `version`.
+pub fn sotw_response(
+    t: crate::resource::XdsType,
+    version: &str,
+    resources: Vec<Any>,
+) -> envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse {
+    envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse {
+        version_info: version.into(),
+        resources,
+        type_url: t.type_url().into(),
+        nonce: version.into(),
+        ..Default::default()
+    }
+}
+
+/// A delta response of type `t` carrying these named resources, each versioned
+/// `NAME-NONCE`.
+pub fn delta_response(
+    t: crate::resource::XdsType,
+    nonce: &str,
+    resources: Vec<(String, Any)>,
+) -> envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse {
+    use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryResponse, Resource};
+    DeltaDiscoveryResponse {
+        resources: resources
+            .into_iter()
+            .map(|(name, any)| Resource {
+                version: format!("{name}-{nonce}"),
+                name,
+                resource: Some(any),
+                ..Resource::default()
+            })
+            .collect(),
+        type_url: t.type_url().into(),
+        nonce: nonce.into(),
+        ..DeltaDiscoveryResponse::default()
+    }
+}
+
+/// Cluster `c{i}`'s `per_cluster` endpoints on port 8080, for scale tests: distinct per
+/// cluster (up to 65,536 clusters); `shift` moves them (a changed assignment).
+pub fn scale_endpoints(i: usize, per_cluster: usize, shift: usize) -> Any {
+    let [a, b] = u16::try_from(i).unwrap_or(u16::MAX).to_be_bytes();
+    let addrs: Vec<SocketAddr> = (0..per_cluster)
+        .map(|e| {
+            let last = u8::try_from(e + shift).unwrap_or(u8::MAX);
+            SocketAddr::from(([10, a, b, last], 8080))
+        })
+        .collect();
+    endpoints(&format!("c{i}"), &addrs)
+}
