@@ -102,17 +102,19 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
         let started = Instant::now();
-        let announce = req.headers().contains_key(super::peer::PEER_METADATA_ID)
-            || req.headers().contains_key(super::peer::PEER_METADATA);
+        let (mut parts, body) = req.into_parts();
+        // A caller that sent its metadata-exchange headers gets ours on the response.
+        let announce = parts.headers.contains_key(super::peer::PEER_METADATA_ID)
+            || parts.headers.contains_key(super::peer::PEER_METADATA);
         let peer_meta = if announce {
-            self.metrics.take_peer(req.headers_mut())
+            self.metrics.take_peer(&mut parts.headers)
         } else {
             None
         };
         let r = &self.metrics.inner;
-        let peer = req.extensions().get::<PeerIdentity>();
+        let peer = parts.extensions.get::<PeerIdentity>();
         let principal = peer
             .and_then(|p| p.spiffe_id.as_ref())
             .map(|id| id.as_str());
@@ -124,33 +126,30 @@ where
         let service = if r.local.service != "unknown" {
             r.local.service.as_str()
         } else {
-            req.uri()
+            parts
+                .uri
                 .authority()
                 .map(|a| a.as_str())
                 .or_else(|| {
-                    req.headers()
+                    parts
+                        .headers
                         .get(http::header::HOST)
                         .and_then(|h| h.to_str().ok())
                 })
                 .map_or("unknown", host_of)
         };
+        let (body, request_bytes) = CountedBody::new(body);
         let sample = InboundSample {
             metrics: self.metrics.clone(),
             peer: r.strings.intern(principal.unwrap_or("unknown")),
             service: r.strings.intern(service),
-            grpc: crate::outbound::is_grpc_request(req.headers()),
+            grpc: crate::outbound::is_grpc_request(&parts.headers),
             security,
             started,
-            request_bytes: RequestSize::Exact(0),
+            request_bytes,
             code: 0,
             peer_meta,
             announce,
-        };
-        let (parts, body) = req.into_parts();
-        let (body, size) = CountedBody::new(body);
-        let sample = InboundSample {
-            request_bytes: size,
-            ..sample
         };
         ResponseFuture {
             inner: self.inner.call(Request::from_parts(parts, body)),
