@@ -151,7 +151,10 @@ impl MeshBuilder {
         self
     }
 
-    /// Who this workload is, for the metrics' labels (default: unknown).
+    /// Who this workload is, for the metrics' labels (default: unknown). With a
+    /// [`bootstrap`](Self::bootstrap), what its node metadata says (the Istio agent writes
+    /// `WORKLOAD_NAME`, `NAMESPACE`, `LABELS`, `CLUSTER_ID` there) takes precedence; see
+    /// [`WorkloadLabels::with_node_metadata`].
     pub fn workload(mut self, labels: WorkloadLabels) -> Self {
         self.workload = Some(labels);
         self
@@ -272,7 +275,11 @@ impl MeshBuilder {
             });
         });
         let xds_targets = XdsTargets::new(subscribe, Duration::from_secs(15));
-        let metrics = Metrics::new(self.workload.unwrap_or_default());
+        let labels = self
+            .workload
+            .unwrap_or_default()
+            .with_node_metadata(&bootstrap.node.id, &bootstrap.node.metadata);
+        let metrics = Metrics::new(labels);
         let outbound = Arc::new(
             Outbound::new(policy.clone(), tls, self.outbound, Some(xds_targets))
                 .with_metrics(metrics.clone()),

@@ -124,19 +124,7 @@ async fn run(args: Args, bootstrap: Bootstrap, target: String) -> ExitCode {
                 match tokio::time::timeout_at(deadline, views.changed()).await {
                     Ok(Ok(())) => continue,
                     Ok(Err(_)) => Some("the xDS client stopped".to_owned()),
-                    Err(_) if !current.connected => Some(format!(
-                        "cannot reach the xDS server {server}: {}",
-                        current
-                            .transport_error
-                            .as_deref()
-                            .unwrap_or("no stream opened yet")
-                    )),
-                    Err(_) => Some(format!(
-                        "{} did not resolve within {}s; still waiting for: {}",
-                        args.target,
-                        args.timeout,
-                        waiting.join(", ")
-                    )),
+                    Err(_) => Some(current.stalled(args.timeout, &waiting)),
                 }
             }
         };

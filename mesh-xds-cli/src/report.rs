@@ -10,7 +10,7 @@ use mesh_core::route::{ClusterSpecifier, PathMatch, Route, RouteAction, RouteCon
 use mesh_core::Snapshot;
 use mesh_xds_client::ads::{ResourceEntry, ResourceState};
 use mesh_xds_client::resource::XdsType;
-use mesh_xds_client::transport::ClientView;
+use mesh_xds_client::transport::{ClientView, FailureKind};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -25,10 +25,15 @@ pub struct Report {
     pub listener: String,
     /// The xDS server's URI from the bootstrap.
     pub server: String,
-    /// Whether the ADS stream is open.
+    /// Whether the ADS stream is open (the call is made; see `answered`).
     pub connected: bool,
+    /// Whether the server has sent anything on the open stream.
+    pub answered: bool,
     /// The last transport error, while the stream is down.
     pub transport_error: Option<String>,
+    /// Its kind: `connection_refused`, `connect_timeout`, `unreachable`, `stream_refused`,
+    /// `stream_ended`, `configuration`.
+    pub failure: Option<&'static str>,
     /// Whether the target resolved (see [`Report::outcome`]).
     pub resolved: bool,
     /// The resolved policy, once the client's snapshot holds the target.
@@ -98,13 +103,58 @@ impl Report {
             listener: listener.to_owned(),
             server: server.to_owned(),
             connected: view.connected,
+            answered: view.answered,
             transport_error: view.last_error.clone(),
+            failure: view.last_failure.map(FailureKind::as_str),
             resolved: false,
             policy,
             resources,
         };
         report.resolved = report.outcome() == Outcome::Resolved;
         report
+    }
+
+    /// Why a target still pending after `timeout` seconds did not resolve: the server
+    /// unreachable, refusing the stream, silent on an open stream, or the resources still
+    /// waited for.
+    pub fn stalled(&self, timeout: f64, waiting: &[String]) -> String {
+        let server = &self.server;
+        let error = self.transport_error.as_deref().unwrap_or("");
+        let asked = if waiting.is_empty() {
+            String::new()
+        } else {
+            format!("; asked for: {}", waiting.join(", "))
+        };
+        if self.connected && !self.answered {
+            return format!(
+                "connected to the xDS server {server} and opened the ADS stream, but it sent no response within {timeout}s{asked}"
+            );
+        }
+        if self.connected {
+            return format!(
+                "{} did not resolve within {timeout}s; still waiting for: {}",
+                self.target,
+                waiting.join(", ")
+            );
+        }
+        match self.failure {
+            Some("connection_refused") => format!(
+                "cannot reach the xDS server {server}: connection refused (nothing listens there): {error}"
+            ),
+            Some("connect_timeout") => format!(
+                "cannot reach the xDS server {server}: the connection attempt timed out: {error}"
+            ),
+            Some("stream_refused") => {
+                format!("the xDS server {server} accepted the connection but refused the ADS stream: {error}")
+            }
+            Some("stream_ended") => {
+                format!("the ADS stream to {server} ended before the target resolved: {error}")
+            }
+            Some(_) => format!("cannot reach the xDS server {server}: {error}"),
+            None => format!(
+                "cannot reach the xDS server {server}: no connection within {timeout}s"
+            ),
+        }
     }
 
     /// Resolved when the policy is known and every resource is ACKed; failed when the
@@ -242,6 +292,7 @@ fn route(r: &Route) -> Value {
         PathMatch::Prefix(p) => json!({ "prefix": p }),
         PathMatch::Exact(p) => json!({ "path": p }),
         PathMatch::Regex(re) => json!({ "regex": re.as_str() }),
+        PathMatch::SeparatedPrefix(p) => json!({ "path_separated_prefix": p }),
         other => json!({ "other": debug(other) }),
     };
     let headers: Vec<Value> = m

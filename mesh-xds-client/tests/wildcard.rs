@@ -20,7 +20,10 @@ const PATIENCE: Duration = Duration::from_secs(10);
 
 struct Stream {
     tx: mpsc::Sender<DiscoveryRequest>,
-    rx: Streaming<DiscoveryResponse>,
+    /// The call, answered (headers and all) only with the server's first response, as
+    /// grpc-go and C-core servers answer; requests go out meanwhile.
+    call: Option<tokio::task::JoinHandle<Streaming<DiscoveryResponse>>>,
+    rx: Option<Streaming<DiscoveryResponse>>,
 }
 
 impl Stream {
@@ -30,12 +33,18 @@ impl Stream {
             .await
             .unwrap();
         let (tx, rx) = mpsc::channel(16);
-        let rx = client
-            .stream_aggregated_resources(ReceiverStream::new(rx))
-            .await
-            .unwrap()
-            .into_inner();
-        Self { tx, rx }
+        let call = tokio::spawn(async move {
+            client
+                .stream_aggregated_resources(ReceiverStream::new(rx))
+                .await
+                .unwrap()
+                .into_inner()
+        });
+        Self {
+            tx,
+            call: Some(call),
+            rx: None,
+        }
     }
 
     async fn send(&self, node: Option<&str>, t: XdsType, names: &[&str], nonce: &str) {
@@ -53,7 +62,13 @@ impl Stream {
     }
 
     async fn next(&mut self) -> DiscoveryResponse {
-        tokio::time::timeout(PATIENCE, self.rx.message())
+        let next = async {
+            if let Some(call) = self.call.take() {
+                self.rx = Some(call.await.unwrap());
+            }
+            self.rx.as_mut().unwrap().message().await
+        };
+        tokio::time::timeout(PATIENCE, next)
             .await
             .expect("no response")
             .unwrap()

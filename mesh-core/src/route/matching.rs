@@ -13,6 +13,10 @@ pub enum PathMatch {
     Exact(String),
     /// The whole path matches the regex.
     Regex(Regex),
+    /// Envoy's `path_separated_prefix`: the path equals it, or starts with it followed by
+    /// `/` (`/api` matches `/api`, `/api/` and `/api/v1`, not `/apiv1`). istiod emits it
+    /// for Gateway API `PathPrefix` matches.
+    SeparatedPrefix(String),
 }
 
 /// A query parameter matcher: `None` means the parameter only has to be present.
@@ -159,6 +163,17 @@ impl RouteMatch {
                 }
             }
             PathMatch::Regex(r) => r.is_match(path),
+            PathMatch::SeparatedPrefix(p) => {
+                let head = path.get(..p.len());
+                let same = head.is_some_and(|head| {
+                    if self.case_sensitive {
+                        head == p
+                    } else {
+                        head.eq_ignore_ascii_case(p)
+                    }
+                });
+                same && matches!(path.as_bytes().get(p.len()), None | Some(b'/'))
+            }
         };
         path_ok
             && self.headers.iter().all(|h| header_matches(h, headers))

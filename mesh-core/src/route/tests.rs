@@ -180,6 +180,28 @@ fn path_matches() {
 }
 
 #[test]
+fn path_separated_prefix_matches_on_a_segment_boundary() {
+    // Envoy's examples for the field: /api/dev matches /api/dev, /api/dev/, /api/dev/v1
+    // and /api/dev?param=true, not /api/developer.
+    let h = HeaderMap::new();
+    let m = RouteMatch::path(PathMatch::SeparatedPrefix("/api/dev".into()));
+    for path in [
+        "/api/dev",
+        "/api/dev/",
+        "/api/dev/v1",
+        "/api/dev?param=true",
+    ] {
+        assert!(m.matches(path, &h, 0), "{path}");
+    }
+    for path in ["/api/developer", "/api/de", "/api", "/", "/API/dev"] {
+        assert!(!m.matches(path, &h, 0), "{path}");
+    }
+    let ci = RouteMatch::path(PathMatch::SeparatedPrefix("/api/dev".into())).case_sensitive(false);
+    assert!(ci.matches("/API/Dev/v1", &h, 0));
+    assert!(!ci.matches("/API/Developer", &h, 0));
+}
+
+#[test]
 fn query_and_runtime_fraction() {
     let h = HeaderMap::new();
     let q = RouteMatch::default().with_query_params(vec![

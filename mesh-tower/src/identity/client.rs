@@ -23,18 +23,29 @@ use crate::outbound::{TlsConnected, TlsProvider, UpstreamTlsConnect};
 /// Verification ignores it: servers are checked by SPIFFE ID.
 pub const PLACEHOLDER_SNI: &str = "outbound.mesh.invalid";
 
-/// Which ALPN protocols a client offers.
+/// Which ALPN protocols a client offers: Istio's in-mesh values first, as its sidecars
+/// offer them (the `istio.alpn` filter's overrides), so that a PERMISSIVE Istio sidecar in
+/// front of the server matches its mTLS filter chain (it matches on `istio*` values) instead
+/// of passing the TLS bytes through to a plaintext application; then the standard ones,
+/// which any other server picks.
 fn alpn_for(protocol: UpstreamProtocol) -> Vec<Vec<u8>> {
-    match protocol {
-        UpstreamProtocol::Http2 => vec![b"h2".to_vec()],
-        UpstreamProtocol::Http1 => vec![b"http/1.1".to_vec()],
-        _ => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
-    }
+    let values: &[&[u8]] = match protocol {
+        UpstreamProtocol::Http2 => &[b"istio-h2", b"istio", b"h2"],
+        UpstreamProtocol::Http1 => &[b"istio-http/1.1", b"istio", b"http/1.1"],
+        _ => &[b"istio-h2", b"istio-http/1.1", b"istio", b"h2", b"http/1.1"],
+    };
+    values.iter().map(|v| v.to_vec()).collect()
+}
+
+/// Whether the negotiated protocol is HTTP/2 (`h2`, or Istio's `istio-h2`).
+pub(crate) fn is_h2_alpn(protocol: Option<&[u8]>) -> bool {
+    matches!(protocol, Some(b"h2" | b"istio-h2"))
 }
 
 /// A client config: servers are verified against `roots`' bundle and must carry a SPIFFE
 /// ID of its trust domain matching one of `accepted_sans` (empty: any). `identity`, when
-/// given, is presented as our client certificate. ALPN offers `h2` and `http/1.1`.
+/// given, is presented as our client certificate. ALPN offers Istio's in-mesh values, then
+/// `h2` and `http/1.1`.
 pub fn client_config(
     roots: &CertificateSource,
     identity: Option<&CertificateSource>,
@@ -133,7 +144,7 @@ impl MeshTlsConnector {
                     source: e,
                 },
             })?;
-        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        let h2 = is_h2_alpn(tls.get_ref().1.alpn_protocol());
         Ok(TlsConnected {
             stream: Box::new(tls),
             h2,
@@ -218,16 +229,38 @@ impl MeshTls {
     }
 }
 
-/// The SNI: the cluster's `sni`, else its service when that is a DNS name, else a
-/// placeholder. Only sent, never checked against the certificate.
+/// The SNI: the cluster's `sni`; else, for an Istio cluster name
+/// (`outbound|8080|v1|payment-service.default.svc.cluster.local`), the name Istio's
+/// sidecars send (`outbound_.8080_.v1_.payment-service.default.svc.cluster.local`); else
+/// its service when that is a DNS name; else a placeholder. Only sent, never checked
+/// against the certificate.
 fn server_name(cluster: &Cluster, tls: &UpstreamTls) -> ServerName<'static> {
-    [tls.sni.as_deref(), cluster.service.as_deref()]
-        .into_iter()
-        .flatten()
-        .find_map(|name| ServerName::try_from(name.to_owned()).ok())
+    let istio = istio_sni(cluster.name());
+    let chosen = [
+        tls.sni.as_deref(),
+        istio.as_deref(),
+        cluster.service.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .find_map(|name| ServerName::try_from(name.to_owned()).ok());
+    chosen
         .or_else(|| ServerName::try_from(PLACEHOLDER_SNI).ok())
         // Not reached (the placeholder is a DNS name); an IP sends no SNI at all.
         .unwrap_or(ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()))
+}
+
+/// Istio's SNI for an outbound cluster name: `outbound_.PORT_.SUBSET_.HOST` (an empty
+/// subset gives `outbound_.8080_._.HOST`); `None` for other names.
+pub(crate) fn istio_sni(cluster_name: &str) -> Option<String> {
+    let mut parts = cluster_name.split('|');
+    let (direction, port, subset, host) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || direction != "outbound" || host.is_empty() {
+        return None;
+    }
+    port.parse::<u16>().ok()?;
+    Some(format!("outbound_.{port}_.{subset}_.{host}"))
 }
 
 impl TlsProvider for MeshTls {
@@ -239,5 +272,44 @@ impl TlsProvider for MeshTls {
             None => Ok(None),
             Some(tls) => Ok(Some(Arc::new(self.connector(cluster, tls)?))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn istio_sni_is_the_cluster_name_in_dns_form() {
+        assert_eq!(
+            istio_sni("outbound|8080|v1|payment-service.default.svc.cluster.local").as_deref(),
+            Some("outbound_.8080_.v1_.payment-service.default.svc.cluster.local")
+        );
+        assert_eq!(
+            istio_sni("outbound|8080||payment-service.default.svc.cluster.local").as_deref(),
+            Some("outbound_.8080_._.payment-service.default.svc.cluster.local")
+        );
+        for other in [
+            "payment",
+            "inbound|8080||a",
+            "outbound|http|v1|a",
+            "outbound|80|v1|",
+        ] {
+            assert_eq!(istio_sni(other), None, "{other}");
+        }
+        // rustls takes it as a server name (underscores and all).
+        let name = istio_sni("outbound|8080||payment-service.default.svc.cluster.local")
+            .expect("test input");
+        assert!(ServerName::try_from(name).is_ok());
+    }
+
+    #[test]
+    fn the_client_offers_istio_alpn_before_the_standard_values() {
+        let http2 = alpn_for(UpstreamProtocol::Http2);
+        assert_eq!(http2, [&b"istio-h2"[..], b"istio", b"h2"]);
+        let http1 = alpn_for(UpstreamProtocol::Http1);
+        assert_eq!(http1, [&b"istio-http/1.1"[..], b"istio", b"http/1.1"]);
+        assert!(is_h2_alpn(Some(b"istio-h2")) && is_h2_alpn(Some(b"h2")));
+        assert!(!is_h2_alpn(Some(b"istio")) && !is_h2_alpn(None));
     }
 }

@@ -38,7 +38,7 @@ mod verify;
 
 pub use certs::{CertificateError, CertifiedIdentity, SvidProblem, TrustBundle};
 pub use client::{client_config, MeshTls, MeshTlsConnector, UpstreamTlsError, PLACEHOLDER_SNI};
-pub use server::{server_config, ClientAuth};
+pub use server::{server_config, ClientAuth, SERVER_ALPN};
 pub use source::{
     CertificateSource, CertificateWatch, FileWatcherConfig, SourceEvent, DEFAULT_REFRESH_INTERVAL,
     ISTIO_CERT_CHAIN, ISTIO_KEY, ISTIO_ROOT_CERT,

@@ -45,8 +45,24 @@ impl rustls::client::ResolvesClientCert for SourceResolver {
     }
 }
 
+/// The ALPN values a mesh server accepts, in its order of preference: the standard ones,
+/// then Istio's. An Istio sidecar offers `istio-http/1.1` or `istio-h2` with `istio` (HTTP
+/// ports) or only `istio-peer-exchange,istio` (TCP ports); refusing those would fail the
+/// handshake (RFC 7301's `no_application_protocol`). Whatever is chosen, the connection's
+/// first bytes decide between HTTP/1.1 and HTTP/2. `istio-peer-exchange` is not accepted:
+/// with it the client would wrap its data in Istio's TCP metadata exchange; `istio` is
+/// chosen instead, and the client then sends its data as it is.
+pub const SERVER_ALPN: &[&[u8]] = &[
+    b"h2",
+    b"http/1.1",
+    b"istio-h2",
+    b"istio-http/1.1",
+    b"istio-http/1.0",
+    b"istio",
+];
+
 /// A server config presenting `source`'s identity, verifying clients against its bundle,
-/// with ALPN `h2` and `http/1.1`. Build it once: rotation happens underneath.
+/// with ALPN [`SERVER_ALPN`]. Build it once: rotation happens underneath.
 pub fn server_config(
     source: &CertificateSource,
     client_auth: ClientAuth,
@@ -60,6 +76,6 @@ pub fn server_config(
         .map_err(TlsConfigError)?
         .with_client_cert_verifier(Arc::new(verifier))
         .with_cert_resolver(Arc::new(SourceResolver(source.clone())));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = SERVER_ALPN.iter().map(|v| v.to_vec()).collect();
     Ok(Arc::new(config))
 }

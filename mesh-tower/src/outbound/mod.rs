@@ -179,6 +179,27 @@ impl Outbound {
         }
     }
 
+    /// Says, in a failure to reach a target dialed by DNS, which target it was and why it
+    /// was dialed by DNS rather than by the policy.
+    fn explain_passthrough(&self, error: MeshError, target: &str) -> MeshError {
+        let why = match &self.xds {
+            Some(xds) => format!(
+                "the control plane sent no listener for it within {:?}",
+                xds.wait
+            ),
+            None => "the policy has no service of that name".to_owned(),
+        };
+        match error {
+            MeshError::Connect { endpoint, reason } => MeshError::Connect {
+                reason: format!(
+                    "{reason} (target {target} is not in the mesh policy: {why}; it was dialed by DNS)"
+                ),
+                endpoint,
+            },
+            other => other,
+        }
+    }
+
     /// Records into `metrics`.
     pub(crate) fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
         self.clusters.set_metrics(metrics.clone());
@@ -377,7 +398,10 @@ impl Outbound {
                 hash: None,
                 response_headers: Vec::new(),
             };
-            return self.send(routed, req, &authority, &mut rng).await;
+            return self
+                .send(routed, req, &authority, &mut rng)
+                .await
+                .map_err(|e| self.explain_passthrough(e, &authority));
         };
         let path_and_query = req
             .uri()
@@ -582,7 +606,7 @@ impl Outbound {
                 *attempt_req.version_mut() = Version::HTTP_2;
             }
             let pools = state.pools.as_ref().map_err(|reason| MeshError::Connect {
-                endpoint: endpoint.addr.to_string(),
+                endpoint: endpoint.authority.to_string(),
                 reason: reason.clone(),
             })?;
             let pool = if use_h2 { &pools.http2 } else { &pools.http1 };
@@ -616,13 +640,14 @@ impl Outbound {
                     (classify(Some(status), grpc_status, None), Ok(resp))
                 }
                 Some(Err(e)) => {
-                    let (kind, err) = transport_error(&e, &endpoint.addr.to_string(), cluster_name);
+                    let (kind, err) =
+                        transport_error(&e, endpoint.authority.as_str(), cluster_name);
                     if let Some(err @ MeshError::CircuitOpen { .. }) = err {
                         // max_connections: the call fails at once, not retried.
                         return Err(err);
                     }
                     let err = err.unwrap_or_else(|| MeshError::Upstream {
-                        endpoint: endpoint.addr.to_string(),
+                        endpoint: endpoint.authority.to_string(),
                         reason: error_chain(&e),
                     });
                     (classify(None, None, Some(kind)), Err(err))
@@ -698,7 +723,7 @@ fn rewrite<B>(req: &mut Request<B>, route: &Route, fwd: &ForwardAction) {
             PathMatch::Prefix(p) if pq.starts_with(p.as_str()) => {
                 Some(format!("{new_prefix}{}", &pq[p.len()..]))
             }
-            PathMatch::Exact(p) if pq.starts_with(p.as_str()) => {
+            PathMatch::Exact(p) | PathMatch::SeparatedPrefix(p) if pq.starts_with(p.as_str()) => {
                 Some(format!("{new_prefix}{}", &pq[p.len()..]))
             }
             _ => None,

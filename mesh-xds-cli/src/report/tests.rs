@@ -17,7 +17,9 @@ fn report(resources: Vec<ResourceStatus>, policy: bool) -> Report {
         listener: "a:80".to_owned(),
         server: "127.0.0.1:1".to_owned(),
         connected: true,
+        answered: true,
         transport_error: None,
+        failure: None,
         resolved: false,
         policy: policy.then(|| Policy {
             snapshot_version: "1".to_owned(),
@@ -58,4 +60,46 @@ fn a_missing_listener_or_a_nack_fails() {
     nacked.last_error = Some(json!({"message": "cluster c: lb_policy: unsupported"}));
     let r = report(vec![status("LDS", "a:80", "ACKED"), nacked], true);
     assert!(matches!(r.outcome(), Outcome::Failed(m) if m.contains("lb_policy: unsupported")));
+}
+
+#[test]
+fn stalled_says_whether_the_server_was_silent_unreachable_or_refusing() {
+    let waiting = vec!["LDS \"a:80\" (REQUESTED)".to_owned()];
+    let mut r = report(vec![status("LDS", "a:80", "REQUESTED")], false);
+    r.answered = false;
+    let why = r.stalled(2.0, &waiting);
+    assert!(
+        why.contains("opened the ADS stream, but it sent no response within 2s"),
+        "{why}"
+    );
+    assert!(why.contains("LDS \"a:80\""), "{why}");
+
+    r.answered = true;
+    let why = r.stalled(2.0, &waiting);
+    assert!(
+        why.contains("xds:///a:80 did not resolve within 2s"),
+        "{why}"
+    );
+
+    r.connected = false;
+    r.answered = false;
+    r.transport_error = Some("127.0.0.1:1: cannot connect: Connection refused".to_owned());
+    r.failure = Some("connection_refused");
+    let why = r.stalled(2.0, &waiting);
+    assert!(
+        why.starts_with("cannot reach the xDS server 127.0.0.1:1: connection refused"),
+        "{why}"
+    );
+
+    r.failure = Some("stream_refused");
+    let why = r.stalled(2.0, &waiting);
+    assert!(
+        why.contains("accepted the connection but refused the ADS stream"),
+        "{why}"
+    );
+
+    r.failure = None;
+    r.transport_error = None;
+    let why = r.stalled(2.0, &waiting);
+    assert!(why.contains("no connection within 2s"), "{why}");
 }

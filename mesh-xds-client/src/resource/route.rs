@@ -103,6 +103,15 @@ fn validate_route(route: &Route) -> Result<(), FieldError> {
         Some(PathSpecifier::Path(p)) if !p.is_empty() && !p.starts_with('/') => {
             return Err(FieldError::new("match.path", "must start with `/`"))
         }
+        // Envoy's rule for the field: no `?` or `#`, at least two characters, no trailing `/`.
+        Some(PathSpecifier::PathSeparatedPrefix(p))
+            if p.len() < 2 || p.contains(['?', '#']) || p.ends_with('/') =>
+        {
+            return Err(FieldError::new(
+                "match.path_separated_prefix",
+                format!("`{p}`: must be at least two characters, without `?` or `#`, and not end in `/`"),
+            ))
+        }
         None => return Err(FieldError::new("match.path_specifier", "missing")),
         // Other kinds are ignored by gRPC's client (the route never matches).
         _ => {}

@@ -156,6 +156,19 @@ fn route_rules_name_the_field() {
         rejected_field(XdsType::RouteConfiguration, &to_any(&rc)),
         "virtual_hosts[0].routes[0].match.safe_regex.regex"
     );
+    for bad in ["/api/", "/a?b", "/a#b", "/"] {
+        let mut rc = route_config_message("r", "c");
+        rc.virtual_hosts[0].routes[0]
+            .r#match
+            .as_mut()
+            .unwrap()
+            .path_specifier = Some(PathSpecifier::PathSeparatedPrefix(bad.into()));
+        assert_eq!(
+            rejected_field(XdsType::RouteConfiguration, &to_any(&rc)),
+            "virtual_hosts[0].routes[0].match.path_separated_prefix",
+            "{bad}"
+        );
+    }
     let mut rc = route_config_message("r", "c");
     rc.virtual_hosts[0].domains = vec!["a.*.b".into()];
     assert_eq!(

@@ -10,6 +10,12 @@
 //! records every request, so a test can check
 //! ACKs, NACKs and their `error_detail`, and it can drop its streams or stop and start again
 //! on the same port.
+//!
+//! Like the control planes people run (istiod, the Istio agent, go-control-plane: grpc-go;
+//! grpcio: C-core), it sends an ADS call's response headers only with its first response
+//! ([`HeaderTiming::WithFirstResponse`]); a client that waits for headers before asking
+//! for anything waits forever. [`TestAdsServer::set_header_timing`] makes it answer at once,
+//! as a tonic server does.
 
 mod client;
 mod delta;
@@ -103,6 +109,24 @@ struct Inner {
     next_stream: u64,
     next_nonce: u64,
     closed: bool,
+    header_timing: HeaderTiming,
+    /// Streams opened while set are read but never answered.
+    silent: bool,
+    /// New calls are refused with this status.
+    refusal: Option<tonic::Status>,
+}
+
+/// When the server sends an ADS call's response headers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HeaderTiming {
+    /// With the first response, as grpc-go servers (istiod, the Istio agent's xDS proxy,
+    /// go-control-plane) and C-core servers (grpcio) do: until the server has something
+    /// to say, the client sees nothing, not even headers. The default.
+    #[default]
+    WithFirstResponse,
+    /// As soon as the call arrives, as tonic servers do.
+    Immediately,
 }
 
 /// State shared by the server handle and the gRPC service.
@@ -114,6 +138,12 @@ struct Shared {
 }
 
 impl Shared {
+    /// When headers go out, and whether anything is answered at all.
+    fn answering(&self) -> (HeaderTiming, bool) {
+        let inner = self.lock();
+        (inner.header_timing, !inner.silent)
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A test that panicked while holding the lock has failed already; keep going.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
@@ -285,6 +315,25 @@ impl TestAdsServer {
     /// (Envoy), as istiod does by the node's `GENERATOR` metadata.
     pub fn set_wildcard_filter(&self, filter: WildcardFilter) {
         self.shared.lock().wildcard_filter = Filter(Some(filter));
+    }
+
+    /// Sets when calls opened from now on get their response headers (by default with the
+    /// first response, as real control planes do).
+    pub fn set_header_timing(&self, timing: HeaderTiming) {
+        self.shared.lock().header_timing = timing;
+    }
+
+    /// While `true`, streams opened from then on are read (requests recorded) but get no
+    /// response, not even headers: a server whose configuration is not ready, as seen
+    /// from a client.
+    pub fn set_silent(&self, silent: bool) {
+        self.shared.lock().silent = silent;
+    }
+
+    /// Refuses calls made from now on with `status` (`None`: accept them again), as a
+    /// server that does not serve ADS or denies the node does.
+    pub fn set_refusal(&self, status: Option<tonic::Status>) {
+        self.shared.lock().refusal = status;
     }
 
     /// Sets (adds or replaces) one resource and pushes its type to subscribed streams.

@@ -7,13 +7,13 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use std::pin::Pin;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{RecordedRequest, Shared, StreamHandle, WILDCARD};
+use super::{HeaderTiming, RecordedRequest, Shared, StreamHandle, WILDCARD};
 use crate::resource::XdsType;
 
 /// Responses buffered per stream.
@@ -41,6 +41,9 @@ impl AggregatedDiscoveryService for AdsService {
             if inner.closed {
                 return Err(Status::unavailable("test server is shutting down"));
             }
+            if let Some(status) = &inner.refusal {
+                return Err(status.clone());
+            }
             inner.next_stream += 1;
             let id = inner.next_stream;
             inner.streams.push(StreamHandle {
@@ -59,15 +62,55 @@ impl AggregatedDiscoveryService for AdsService {
             }
             shared.lock().streams.retain(|s| s.id != id);
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        respond(rx, self.shared.answering()).await
     }
 
     async fn delta_aggregated_resources(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        if let Some(status) = self.shared.lock().refusal.clone() {
+            return Err(status);
+        }
         let rx = super::delta::open(&self.shared, request.into_inner(), STREAM_BUFFER)?;
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        respond(rx, self.shared.answering()).await
+    }
+}
+
+/// The call's answer. With [`HeaderTiming::WithFirstResponse`] (grpc-go's and C-core's
+/// behaviour) the handler returns, and so the response headers go out, only once the first
+/// response is ready; until then the client has nothing from the server but its reading
+/// of the requests.
+async fn respond<T: Send + 'static>(
+    mut rx: mpsc::Receiver<Result<T, Status>>,
+    (timing, answering): (HeaderTiming, bool),
+) -> Result<Response<ResponseStream<T>>, Status> {
+    if !answering {
+        // Requests are read and recorded; nothing ever comes back.
+        return match timing {
+            HeaderTiming::Immediately => Ok(Response::new(Box::pin(
+                futures_util::stream::pending::<Result<T, Status>>().chain(ReceiverStream::new(rx)),
+            ))),
+            _ => {
+                std::future::pending::<()>().await;
+                drop(rx);
+                Err(Status::unavailable("not reached"))
+            }
+        };
+    }
+    match timing {
+        HeaderTiming::Immediately => Ok(Response::new(Box::pin(ReceiverStream::new(rx)))),
+        HeaderTiming::WithFirstResponse => match rx.recv().await {
+            Some(Ok(first)) => {
+                let rest = ReceiverStream::new(rx);
+                Ok(Response::new(Box::pin(
+                    futures_util::stream::once(async move { Ok(first) }).chain(rest),
+                )))
+            }
+            // A stream ended before its first response: trailers only, as grpc-go does.
+            Some(Err(status)) => Err(status),
+            None => Err(Status::unavailable("stream closed before any response")),
+        },
     }
 }
 

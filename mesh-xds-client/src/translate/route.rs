@@ -135,6 +135,7 @@ fn translate_match(m: &pb::RouteMatch) -> Result<Option<RouteMatch>, FieldError>
     let path = match &m.path_specifier {
         Some(PathSpecifier::Prefix(p)) => PathMatch::Prefix(p.clone()),
         Some(PathSpecifier::Path(p)) => PathMatch::Exact(p.clone()),
+        Some(PathSpecifier::PathSeparatedPrefix(p)) => PathMatch::SeparatedPrefix(p.clone()),
         Some(PathSpecifier::SafeRegex(re)) => PathMatch::Regex(
             Regex::new(&re.regex)
                 .map_err(|e| FieldError::new("safe_regex.regex", e.to_string()))?,

@@ -8,8 +8,10 @@ use rand::Rng;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::stream::pair;
-use super::{connect::connect, Backoff, ClientView, Command, TransportError, XdsClientConfig};
+use super::stream::{pair, Inbound, Response};
+use super::{
+    connect::connect, Backoff, ClientView, Command, FailureKind, TransportError, XdsClientConfig,
+};
 use crate::ads::{AdsCore, XdsEvent};
 use crate::bootstrap::XdsServer;
 use crate::resource::XdsType;
@@ -27,7 +29,9 @@ pub(super) struct Driver {
     commands: mpsc::Receiver<Command>,
     view: watch::Sender<Arc<ClientView>>,
     streams_opened: u64,
-    last_error: Option<String>,
+    /// Whether the server answered on the current stream.
+    answered: bool,
+    last_error: Option<(String, FailureKind)>,
     assembler: SnapshotAssembler,
     /// Whether the cache or the targets changed since the last snapshot attempt.
     dirty: bool,
@@ -66,6 +70,7 @@ impl Driver {
             commands,
             view,
             streams_opened: 0,
+            answered: false,
             last_error: None,
             assembler,
             dirty: false,
@@ -101,7 +106,10 @@ impl Driver {
                     got_response,
                 } => {
                     tracing::warn!(server = %self.server().server_uri, %error, "ADS stream down");
-                    self.last_error = Some(format!("{}: {error}", self.server().server_uri));
+                    self.last_error = Some((
+                        format!("{}: {error}", self.server().server_uri),
+                        error.kind(),
+                    ));
                     self.publish();
                     // gRFC A57: a stream that got a response ended normally (the server may
                     // rebalance or hit its max connection age); open the next one at once.
@@ -163,8 +171,10 @@ impl Driver {
         let view = ClientView {
             cache: self.core.cache().clone(),
             connected: self.core.is_connected(),
+            answered: self.core.is_connected() && self.answered,
             streams_opened: self.streams_opened,
-            last_error: self.last_error.clone(),
+            last_error: self.last_error.as_ref().map(|e| e.0.clone()),
+            last_failure: self.last_error.as_ref().map(|e| e.1),
             snapshot: self.snapshot.clone(),
             server: Some(self.server().server_uri.clone()),
             protocol: self.core.protocol(),
@@ -227,19 +237,35 @@ impl Driver {
         self.core.on_stream_start(Instant::now().into_std());
         self.streams_opened += 1;
         self.last_error = None;
-        tx.flush(&mut self.core).await;
-        let mut inbound = match pending.open(channel).await {
-            Ok(inbound) => inbound,
-            Err(status) => return failed(status.into(), false),
-        };
-        self.publish();
-        let mut got_response = false;
+        self.answered = false;
+        // The call is made at once; its response headers may come only with the first
+        // response (grpc-go and C-core servers: istiod, the Istio agent, go-control-plane,
+        // grpcio), and the server answers only what it was asked. So requests are sent
+        // whenever they are due, whether or not the call has been answered yet.
+        let open = pending.open(channel);
+        tokio::pin!(open);
+        let mut inbound: Option<Inbound> = None;
         loop {
+            if !tx.flush(&mut self.core).await {
+                return failed(TransportError::Closed, self.answered);
+            }
+            self.publish();
             let deadline = self.core.poll_timeout().map(Instant::from_std);
             tokio::select! {
-                message = inbound.message() => match message {
+                // The call first, so it is made before requests could fill its buffer.
+                biased;
+                opened = &mut open, if inbound.is_none() => match opened {
+                    Ok(stream) => inbound = Some(stream),
+                    // A status the server sent is a refusal; one made up locally
+                    // (the connection failed under the call) is a transport failure.
+                    Err(status) if std::error::Error::source(&status).is_none() => {
+                        return failed(TransportError::Refused(status), false)
+                    }
+                    Err(status) => return failed(status.into(), false),
+                },
+                message = next_message(&mut inbound), if inbound.is_some() => match message {
                     Ok(Some(response)) => {
-                        got_response = true;
+                        self.answered = true;
                         let now = Instant::now().into_std();
                         match response.apply(&mut self.core, now) {
                             Ok(outcome) if !outcome.acked => {
@@ -249,8 +275,8 @@ impl Driver {
                             Err(error) => tracing::warn!(%error, "xDS response ignored"),
                         }
                     }
-                    Ok(None) => return failed(TransportError::Closed, got_response),
-                    Err(status) => return failed(status.into(), got_response),
+                    Ok(None) => return failed(TransportError::Closed, self.answered),
+                    Err(status) => return failed(status.into(), self.answered),
                 },
                 cmd = self.commands.recv() => match cmd {
                     Some(cmd) => self.apply(cmd),
@@ -261,11 +287,15 @@ impl Driver {
                 }
                 index = &mut probe => return StreamEnd::Recovered(index),
             }
-            if !tx.flush(&mut self.core).await {
-                return failed(TransportError::Closed, got_response);
-            }
-            self.publish();
         }
+    }
+}
+
+/// The next response of an answered call (only polled once it is).
+async fn next_message(inbound: &mut Option<Inbound>) -> Result<Option<Response>, tonic::Status> {
+    match inbound {
+        Some(inbound) => inbound.message().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -45,8 +45,12 @@ pub enum TransportError {
     /// The channel could not be opened.
     #[error("cannot connect: {}", error_chain(.0))]
     Connect(#[from] tonic::transport::Error),
+    /// The server answered the ADS call with an error status instead of opening the
+    /// stream (an unknown service, a denied node, a server shutting down).
+    #[error("the server refused the ADS stream: {}", status_text(.0))]
+    Refused(tonic::Status),
     /// The stream failed or the server ended it.
-    #[error("stream ended: {0}")]
+    #[error("stream ended: {}", status_text(.0))]
     Stream(#[from] tonic::Status),
     /// The server closed the stream cleanly.
     #[error("stream closed by the server")]
@@ -69,6 +73,71 @@ pub enum TransportError {
     /// The bootstrap lists no server.
     #[error("the bootstrap lists no xDS server")]
     NoServer,
+}
+
+impl TransportError {
+    /// What kind of failure it is, for a person deciding what to look at.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            Self::Connect(e) => {
+                let chain = error_chain(e);
+                if chain.contains("onnection refused") {
+                    FailureKind::ConnectionRefused
+                } else if chain.contains("timed out") || chain.contains("elapsed") {
+                    FailureKind::ConnectTimeout
+                } else {
+                    FailureKind::Unreachable
+                }
+            }
+            Self::Tls { .. } => FailureKind::Unreachable,
+            Self::Refused(_) => FailureKind::StreamRefused,
+            Self::Stream(_) | Self::Closed => FailureKind::StreamEnded,
+            Self::UnsupportedCredentials(_) | Self::InvalidUri(_) | Self::NoServer => {
+                FailureKind::Configuration
+            }
+        }
+    }
+}
+
+/// The kinds of [`TransportError`], as [`ClientView::last_failure`] reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// Nothing accepted the connection (TCP reset: no server on that port).
+    ConnectionRefused,
+    /// The connection attempt timed out.
+    ConnectTimeout,
+    /// The connection failed otherwise (name resolution, TLS, routing).
+    Unreachable,
+    /// Connected, but the server answered the ADS call with an error status.
+    StreamRefused,
+    /// The stream was open and ended (or failed) later.
+    StreamEnded,
+    /// The bootstrap's server entry cannot be used as written.
+    Configuration,
+}
+
+impl FailureKind {
+    /// Its name in reports (`connection_refused`, `stream_refused`...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ConnectionRefused => "connection_refused",
+            Self::ConnectTimeout => "connect_timeout",
+            Self::Unreachable => "unreachable",
+            Self::StreamRefused => "stream_refused",
+            Self::StreamEnded => "stream_ended",
+            Self::Configuration => "configuration",
+        }
+    }
+}
+
+/// A status as `CODE: message` (tonic's own Display is a debug dump).
+fn status_text(status: &tonic::Status) -> String {
+    if status.message().is_empty() {
+        format!("{:?}", status.code())
+    } else {
+        format!("{:?}: {}", status.code(), status.message())
+    }
 }
 
 /// An error and its sources, `: `-separated (tonic's own message is only "transport
@@ -140,8 +209,13 @@ impl XdsClientConfig {
 pub struct ClientView {
     /// Every subscribed resource with its data and status.
     pub cache: ResourceCache,
-    /// Whether a stream is open.
+    /// Whether a stream is open (the call is made; the server may not have answered).
     pub connected: bool,
+    /// Whether the server has sent a response on the open stream. grpc-go and C-core
+    /// servers send nothing, not even response headers, before their first response.
+    pub answered: bool,
+    /// What kind of failure [`last_error`](Self::last_error) is.
+    pub last_failure: Option<FailureKind>,
     /// How many streams have been opened.
     pub streams_opened: u64,
     /// The last transport error, if the stream is down.

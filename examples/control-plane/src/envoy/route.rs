@@ -92,6 +92,7 @@ fn route_match_of(m: &RouteMatch) -> pb::RouteMatch {
         PathMatch::Prefix(p) => route_match::PathSpecifier::Prefix(p.clone()),
         PathMatch::Exact(p) => route_match::PathSpecifier::Path(p.clone()),
         PathMatch::Regex(re) => route_match::PathSpecifier::SafeRegex(regex(re.as_str())),
+        PathMatch::SeparatedPrefix(p) => route_match::PathSpecifier::PathSeparatedPrefix(p.clone()),
         // A matcher the model grows later and this conversion does not know matches nothing.
         _ => route_match::PathSpecifier::Path(NEVER.to_owned()),
     };

@@ -127,6 +127,27 @@ fn matches_translate() {
 }
 
 #[test]
+fn path_separated_prefix_routes_match_on_a_segment_boundary() {
+    // As istiod emits a Gateway API PathPrefix match: the route is kept, not dropped.
+    let mut api = prefix_route("/", route_action::ClusterSpecifier::Cluster("api".into()));
+    api.r#match.as_mut().unwrap().path_specifier =
+        Some(PathSpecifier::PathSeparatedPrefix("/api".into()));
+    let rest = prefix_route("/", route_action::ClusterSpecifier::Cluster("rest".into()));
+    let rc = route_config(&route_config_with("r", vec![api, rest])).unwrap();
+    assert_eq!(rc.virtual_hosts()[0].routes().len(), 2);
+    let cluster = |path: &str| {
+        let (_, route) = rc.route_for("h", path, &HeaderMap::new(), 0).unwrap();
+        match forward(route.action()).clusters() {
+            ClusterSpecifier::Cluster(c) => c.clone(),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(cluster("/api"), "api");
+    assert_eq!(cluster("/api/v1/orders"), "api");
+    assert_eq!(cluster("/apiv1"), "rest");
+}
+
+#[test]
 fn ignored_and_non_forwarding_routes() {
     let header_route = prefix_route(
         "/h",
