@@ -229,3 +229,50 @@ async fn csds_on_the_admin_port_reports_each_resource() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// gRFC A36 with a control plane that answers (headers and all) only with its first
+/// response, as istiod and the Istio agent do: the server's listener is subscribed when
+/// the mesh listener is made, and it serves once the policy for its address arrives.
+#[tokio::test]
+async fn a36_inbound_listener_serves_once_its_policy_arrives() {
+    let server = TestAdsServer::start().await.unwrap();
+    let dir = std::env::temp_dir().join(format!("mesh-xds-a36-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let addr = server.addr().unwrap();
+    let path = dir.join("bootstrap.json");
+    std::fs::write(
+        &path,
+        format!(
+            r#"{{
+  "xds_servers": [{{ "server_uri": "{addr}", "channel_creds": [{{"type": "insecure"}}], "server_features": ["xds_v3"] }}],
+  "node": {{ "id": "sidecar~127.0.0.1~pay.default~default.svc.cluster.local", "metadata": {{ "GENERATOR": "grpc" }} }},
+  "server_listener_resource_name_template": "xds.istio.io/grpc/lds/inbound/%s"
+}}"#
+        ),
+    )
+    .unwrap();
+    let mesh = Mesh::builder().bootstrap(&path).build().unwrap();
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let local = tcp.local_addr().unwrap();
+    // The control plane has the listener from the start; the client asks for it only
+    // when the mesh listener is made, on a stream the server has not answered yet.
+    server.put(
+        XdsType::Listener,
+        &format!("xds.istio.io/grpc/lds/inbound/{local}"),
+        inbound_listener_plaintext(local),
+    );
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(|| async { ([("x-backend", "served")], "ok") }),
+    );
+    let listener = mesh.listener(tcp);
+    let serving = tokio::spawn(listener.serve(app, std::future::pending()));
+
+    let mut client = mesh_tower::Mesh::builder().build().unwrap().http_client();
+    let (status, body, err) = get(&mut client, &format!("http://{local}/")).await;
+    assert_eq!((status, body.as_str()), (200, "served"), "{err}");
+    let view = mesh.xds_view().unwrap();
+    assert!(view.answered);
+    serving.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+}

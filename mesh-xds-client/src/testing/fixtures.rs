@@ -13,7 +13,9 @@ use envoy_types::pb::envoy::config::core::v3::{
 use envoy_types::pb::envoy::config::endpoint::v3::{
     lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
 };
-use envoy_types::pb::envoy::config::listener::v3::{ApiListener, Listener};
+use envoy_types::pb::envoy::config::listener::v3::{
+    filter, ApiListener, Filter, FilterChain, FilterChainMatch, Listener,
+};
 use envoy_types::pb::envoy::config::route::v3::{
     route, route_action, route_match, weighted_cluster::ClusterWeight, Route, RouteAction,
     RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
@@ -73,6 +75,62 @@ pub fn listener_rds(name: &str, route_name: &str) -> Any {
 /// A client listener with its routes inline.
 pub fn listener_inline(name: &str, routes: RouteConfiguration) -> Any {
     to_any(&api_listener(name, RouteSpecifier::RouteConfig(routes)))
+}
+
+/// A gRFC A36 server listener for `addr` (named by Istio's template
+/// `xds.istio.io/grpc/lds/inbound/IP:PORT`): one plaintext filter chain whose HTTP
+/// connection manager routes everything (inline, as istiod sends it) with the router
+/// filter only; no TLS, no RBAC.
+pub fn inbound_listener_plaintext(addr: SocketAddr) -> Any {
+    let routes = route_config_with(
+        "inbound",
+        vec![Route {
+            r#match: Some(RouteMatch {
+                path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
+                ..RouteMatch::default()
+            }),
+            action: Some(route::Action::NonForwardingAction(
+                envoy_types::pb::envoy::config::route::v3::NonForwardingAction::default(),
+            )),
+            ..Route::default()
+        }],
+    );
+    let hcm = HttpConnectionManager {
+        route_specifier: Some(RouteSpecifier::RouteConfig(routes)),
+        http_filters: vec![HttpFilter {
+            name: "envoy.filters.http.router".into(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(to_any(
+                &Router::default(),
+            ))),
+            ..HttpFilter::default()
+        }],
+        ..HttpConnectionManager::default()
+    };
+    let listener = Listener {
+        name: format!("xds.istio.io/grpc/lds/inbound/{addr}"),
+        address: Some(Address {
+            address: Some(address::Address::SocketAddress(SocketAddress {
+                address: addr.ip().to_string(),
+                port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(
+                    addr.port(),
+                ))),
+                ..SocketAddress::default()
+            })),
+        }),
+        filter_chains: vec![FilterChain {
+            filter_chain_match: Some(FilterChainMatch {
+                transport_protocol: "raw_buffer".into(),
+                ..FilterChainMatch::default()
+            }),
+            filters: vec![Filter {
+                name: "envoy.filters.network.http_connection_manager".into(),
+                config_type: Some(filter::ConfigType::TypedConfig(to_any(&hcm))),
+            }],
+            ..FilterChain::default()
+        }],
+        ..Listener::default()
+    };
+    to_any(&listener)
 }
 
 /// A route with a prefix match.
