@@ -168,6 +168,19 @@ fn parse<T: DeserializeOwned>(text: &str, file: &str, first_line: usize) -> Resu
 }
 
 impl Input {
+    /// Collects the documents of one file's text, as [`load`] does for each file it reads;
+    /// `file` names it in errors. For text already in memory (tools, the fuzz targets).
+    pub fn from_text(text: &str, file: &str) -> Result<Self, InputError> {
+        let mut input = Self::default();
+        let mut errors = Vec::new();
+        input.add_text(text, file, &mut errors);
+        if errors.is_empty() {
+            Ok(input)
+        } else {
+            Err(InputError(errors))
+        }
+    }
+
     fn add_text(&mut self, text: &str, file: &str, errors: &mut Vec<String>) {
         for (line, doc) in documents(text) {
             if let Err(e) = self.add_document(&doc, file, line) {

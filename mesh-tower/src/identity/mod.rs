@@ -62,3 +62,14 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
 pub(crate) fn peer_spiffe_id(leaf: &[u8]) -> Option<mesh_core::identity::SpiffeId> {
     certs::leaf_info(leaf).ok()?.spiffe_id.ok()
 }
+
+/// Entry points for the fuzz targets in `fuzz/` and their smoke tests; not part of the
+/// API, may change at any time.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// What the inbound listener reads from a peer's leaf certificate (DER) once the
+    /// handshake verified it: its SPIFFE ID, if it is an X.509-SVID.
+    pub fn peer_spiffe_id(leaf: &[u8]) -> Option<mesh_core::identity::SpiffeId> {
+        super::peer_spiffe_id(leaf)
+    }
+}

@@ -1,0 +1,3 @@
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mesh_fuzz::xds::cluster_load_assignment(data));
