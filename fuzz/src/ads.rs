@@ -15,9 +15,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::config::listener::v3::Listener;
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryResponse, DiscoveryResponse,
-};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryResponse, DiscoveryResponse};
 use envoy_types::pb::google::protobuf::Any;
 use mesh_xds_client::ads::{AdsConfig, AdsCore, Protocol};
 use mesh_xds_client::bootstrap::NodeConfig;
@@ -98,7 +96,10 @@ pub fn ads_core(data: &[u8]) {
                     continue;
                 };
                 if auto_target && response.type_url == XdsType::Listener.type_url() {
-                    let carried = response.resources.iter().filter_map(|r| r.resource.as_ref());
+                    let carried = response
+                        .resources
+                        .iter()
+                        .filter_map(|r| r.resource.as_ref());
                     for name in listener_names(carried) {
                         core.add_target(&name, now);
                     }
@@ -151,7 +152,8 @@ fn drain(core: &mut AdsCore, assembler: &mut SnapshotAssembler) {
     let _ = core.has_uncached();
     let version = core.version(XdsType::Listener).to_owned();
     let targets: Vec<String> = core.targets().map(str::to_owned).collect();
-    if let Ok(snapshot) = assembler.assemble(targets.iter().map(String::as_str), core.cache(), &version)
+    if let Ok(snapshot) =
+        assembler.assemble(targets.iter().map(String::as_str), core.cache(), &version)
     {
         let _ = snapshot.validate();
         for target in &targets {

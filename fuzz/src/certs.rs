@@ -16,7 +16,8 @@ fn bundle() -> &'static TrustBundle {
     static BUNDLE: OnceLock<TrustBundle> = OnceLock::new();
     BUNDLE.get_or_init(|| {
         let ca = TestCa::new().unwrap_or_else(|e| panic!("test CA: {e}"));
-        ca.bundle().unwrap_or_else(|e| panic!("test CA bundle: {e}"))
+        ca.bundle()
+            .unwrap_or_else(|e| panic!("test CA bundle: {e}"))
     })
 }
 

@@ -38,6 +38,10 @@ pub fn spiffe_id(data: &[u8]) {
     }
     if let Ok(td) = TrustDomain::new(text) {
         let id = td.id();
-        assert_eq!(SpiffeId::parse(id.as_str()).as_ref(), Ok(&id), "trust domain's ID");
+        assert_eq!(
+            SpiffeId::parse(id.as_str()).as_ref(),
+            Ok(&id),
+            "trust domain's ID"
+        );
     }
 }

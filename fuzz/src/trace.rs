@@ -18,7 +18,8 @@ fn header_block(data: &[u8]) -> HeaderMap {
             continue;
         };
         let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
-        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
+        if let (Ok(name), Ok(value)) =
+            (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
         {
             headers.append(name, value);
         }
@@ -30,7 +31,10 @@ fn header_block(data: &[u8]) -> HeaderMap {
 fn extract_all(headers: &HeaderMap) {
     let incoming = extract(headers);
     if let Some((trace_id, span_id)) = incoming.parent {
-        assert!(trace_id.is_valid() && span_id.is_valid(), "invalid ids accepted");
+        assert!(
+            trace_id.is_valid() && span_id.is_valid(),
+            "invalid ids accepted"
+        );
     }
 }
 
@@ -47,7 +51,11 @@ pub fn trace_w3c(data: &[u8]) {
     }
     if let Ok(Some(state)) = w3c::parse_tracestate(data.split(|&b| b == b'\n')) {
         let again = w3c::parse_tracestate(std::iter::once(state.header_value().as_bytes()));
-        assert_eq!(again, Ok(Some(state.clone())), "tracestate did not round-trip");
+        assert_eq!(
+            again,
+            Ok(Some(state.clone())),
+            "tracestate did not round-trip"
+        );
         assert!(!state.as_str().is_empty());
     }
     let headers = header_block(data);

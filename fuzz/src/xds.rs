@@ -11,8 +11,7 @@ use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use mesh_xds_client::bootstrap::{Bootstrap, BootstrapSource};
 use mesh_xds_client::resource::{
-    ClusterResource, EndpointsResource, ListenerResource, ResourceType,
-    RouteConfigurationResource,
+    ClusterResource, EndpointsResource, ListenerResource, ResourceType, RouteConfigurationResource,
 };
 use mesh_xds_client::translate;
 use prost::Message;
@@ -37,7 +36,10 @@ fn validate<T: ResourceType>(data: &[u8]) -> Option<T> {
 fn match_requests(rc: &mesh_core::route::RouteConfig) {
     let mut headers = http::HeaderMap::new();
     headers.insert("end-user", http::HeaderValue::from_static("beta-tester"));
-    headers.insert("content-type", http::HeaderValue::from_static("application/grpc"));
+    headers.insert(
+        "content-type",
+        http::HeaderValue::from_static("application/grpc"),
+    );
     for authority in ["payment-service:8080", "a.b.example.com", ""] {
         for path in ["/", "/pay?x=1", "/pkg.Service/Method"] {
             let _ = rc.route_for(authority, path, &headers, 0);

@@ -108,7 +108,10 @@ fn main() -> Result<(), Error> {
     let config_dir = repo.join("examples/control-plane/config");
     let cases = [
         ("control-plane-config", vec![config_dir]),
-        ("local-policy", vec![repo.join("examples/policy/local.yaml")]),
+        (
+            "local-policy",
+            vec![repo.join("examples/policy/local.yaml")],
+        ),
         (
             "seed-guide-policy",
             vec![repo.join("mesh-core/tests/data/seed-guide-policy.yaml")],
@@ -185,13 +188,21 @@ impl Seeds {
 
     /// State of the world, then the same over delta on a new stream, with a change, a
     /// removal and time passing; one script per flavour and one with both.
-    fn ads_scripts(&mut self, name: &str, by_type: &BTreeMap<XdsType, Vec<Any>>) -> Result<(), Error> {
+    fn ads_scripts(
+        &mut self,
+        name: &str,
+        by_type: &BTreeMap<XdsType, Vec<Any>>,
+    ) -> Result<(), Error> {
         let mut sotw = Vec::new();
         let mut delta = vec![];
         record(&mut delta, OP_RESTART_STREAM, &[1])?;
         for (n, t) in XdsType::ALL.into_iter().enumerate() {
             let resources = by_type.get(&t).cloned().unwrap_or_default();
-            let flag = if t == XdsType::Listener { AUTO_TARGET } else { 0 };
+            let flag = if t == XdsType::Listener {
+                AUTO_TARGET
+            } else {
+                0
+            };
             let response = DiscoveryResponse {
                 version_info: "1".into(),
                 type_url: t.type_url().into(),
@@ -199,7 +210,11 @@ impl Seeds {
                 resources: resources.clone(),
                 ..Default::default()
             };
-            record(&mut sotw, OP_SOTW_RESPONSE | flag, &response.encode_to_vec())?;
+            record(
+                &mut sotw,
+                OP_SOTW_RESPONSE | flag,
+                &response.encode_to_vec(),
+            )?;
             let names = resource_names(t, &resources);
             let response = DeltaDiscoveryResponse {
                 type_url: t.type_url().into(),
@@ -216,7 +231,11 @@ impl Seeds {
                     .collect(),
                 ..Default::default()
             };
-            record(&mut delta, OP_DELTA_RESPONSE | flag, &response.encode_to_vec())?;
+            record(
+                &mut delta,
+                OP_DELTA_RESPONSE | flag,
+                &response.encode_to_vec(),
+            )?;
         }
         record(&mut sotw, OP_ADVANCE_TIME, &20u16.to_le_bytes())?;
         record(&mut sotw, OP_ADD_TARGET, b"missing-service:80")?;
@@ -281,7 +300,11 @@ impl Seeds {
             ),
         ];
         for (name, value) in files {
-            self.put("bootstrap_json", name, serde_json::to_string_pretty(&value)?.as_bytes())?;
+            self.put(
+                "bootstrap_json",
+                name,
+                serde_json::to_string_pretty(&value)?.as_bytes(),
+            )?;
         }
         Ok(())
     }
@@ -344,8 +367,14 @@ impl Seeds {
     fn certificates(&mut self) -> Result<(), Error> {
         let ca = TestCa::new()?;
         let specs = [
-            ("svid", SvidSpec::istio("cluster.local", "default", "payment-service")),
-            ("expired", SvidSpec::istio("cluster.local", "default", "a").expired()),
+            (
+                "svid",
+                SvidSpec::istio("cluster.local", "default", "payment-service"),
+            ),
+            (
+                "expired",
+                SvidSpec::istio("cluster.local", "default", "a").expired(),
+            ),
             (
                 "no-digital-signature",
                 SvidSpec::istio("cluster.local", "ns", "b").without_digital_signature(),

@@ -1,0 +1,19 @@
+//! Smoke test of the fuzz targets in `fuzz/`: every committed seed goes through the same
+//! harness the fuzzer runs (the files are included from `fuzz/src`), on stable, in
+//! seconds. The fuzzing itself is `fuzz/run.sh` (nightly, cargo-fuzz), not part of CI.
+
+use std::path::PathBuf;
+
+#[path = "../../../fuzz/src/istio_yaml.rs"]
+mod istio_yaml;
+#[path = "../../../fuzz/src/seeds.rs"]
+mod seeds;
+
+fn seeds_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds")
+}
+
+#[test]
+fn istio_yaml_seeds() {
+    seeds::run(&seeds_dir(), "istio_yaml", istio_yaml::istio_yaml);
+}
