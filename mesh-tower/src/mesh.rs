@@ -9,7 +9,7 @@ use mesh_core::policy_file::{PolicyError, PolicyFile};
 use mesh_core::Snapshot;
 
 use crate::identity::{CertificateError, CertificateSource, FileWatcherConfig, MeshTls};
-use crate::inbound::{AuthorizationLayer, MeshListener};
+use crate::inbound::{AuthorizationLayer, InboundConfig, MeshListener};
 use crate::metrics::{Metrics, WorkloadLabels};
 use crate::outbound::{
     BreakerStatus, EndpointStatus, HttpClient, Outbound, OutboundConfig, TlsProvider, XdsTargets,
@@ -73,6 +73,7 @@ struct Inner {
     certificates: Option<CertificateSource>,
     xds: Option<XdsState>,
     metrics: Metrics,
+    inbound: InboundConfig,
 }
 
 #[derive(Debug)]
@@ -92,6 +93,7 @@ pub struct MeshBuilder {
     outbound: OutboundConfig,
     watch_interval: Option<Duration>,
     workload: Option<WorkloadLabels>,
+    inbound: InboundConfig,
 }
 
 impl std::fmt::Debug for MeshBuilder {
@@ -136,6 +138,13 @@ impl MeshBuilder {
     /// policy (Istio's name) is this source.
     pub fn identity(mut self, certificates: CertificateSource) -> Self {
         self.certificates = Some(certificates);
+        self
+    }
+
+    /// Connection settings of the listeners [`Mesh::listener`] makes: timeouts, limits,
+    /// HTTP/2 keepalive (see [`InboundConfig`] for the defaults).
+    pub fn inbound_config(mut self, config: InboundConfig) -> Self {
+        self.inbound = config;
         self
     }
 
@@ -200,6 +209,7 @@ impl MeshBuilder {
                 certificates,
                 xds: None,
                 metrics,
+                inbound: self.inbound,
             }),
         };
         if let Some(path) = self.policy_file {
@@ -295,6 +305,7 @@ impl MeshBuilder {
                 certificates: default_source,
                 xds: Some(XdsState { client, bootstrap }),
                 metrics,
+                inbound: self.inbound,
             }),
         })
     }
@@ -408,6 +419,7 @@ impl Mesh {
             self.inner.certificates.clone(),
         )
         .with_metrics(self.inner.metrics.clone())
+        .with_config(self.inner.inbound.clone())
         .require_inbound_policy(require)
     }
 
@@ -466,6 +478,7 @@ fn unreachable_build(e: MeshBuildError) -> Mesh {
             certificates: None,
             xds: None,
             metrics: Metrics::default(),
+            inbound: InboundConfig::default(),
         }),
     }
 }

@@ -1,7 +1,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use mesh_tower::admin::{AdminHandle, AdminServer};
+use mesh_tower::inbound::InboundConfig;
 use mesh_tower::metrics::WorkloadLabels;
 use mesh_tower::Mesh;
 
@@ -26,6 +28,24 @@ pub struct MeshArgs {
     #[arg(long, value_name = "IP:PORT", env = "MESH_ADMIN")]
     pub admin: Option<SocketAddr>,
 
+    /// Seconds a connection may have nothing in flight before it is closed (default 300).
+    #[arg(long, value_name = "SECS", env = "MESH_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<f64>,
+
+    /// Seconds an HTTP/1.1 client has to send a request's headers, including between
+    /// requests on a keep-alive connection (default 30).
+    #[arg(long, value_name = "SECS", env = "MESH_HEADER_READ_TIMEOUT")]
+    pub header_read_timeout: Option<f64>,
+
+    /// Most inbound connections open at once; at the limit the longest-idle one is closed
+    /// to make room (default 10000).
+    #[arg(long, value_name = "N", env = "MESH_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Most inbound connections open at once from one peer address (default 1000).
+    #[arg(long, value_name = "N", env = "MESH_MAX_CONNECTIONS_PER_PEER")]
+    pub max_connections_per_peer: Option<usize>,
+
     /// A mesh built in code (tests, the demo); when set, the flags above are not read.
     #[arg(skip)]
     pub prebuilt: Option<Mesh>,
@@ -38,6 +58,14 @@ pub enum MeshSetupError {
     /// The policy file is unreadable or invalid (the message names file, line and field).
     #[error("mesh policy: {0}")]
     Policy(#[from] mesh_tower::mesh::MeshBuildError),
+    /// A flag's value is out of range.
+    #[error("{flag}: {reason}")]
+    BadFlag {
+        /// The flag.
+        flag: &'static str,
+        /// What is wrong with its value.
+        reason: String,
+    },
     /// The admin server could not bind its address.
     #[error("admin server on {addr}: {source}")]
     Admin {
@@ -74,13 +102,45 @@ impl MeshArgs {
         if let Some(mesh) = &self.prebuilt {
             return Ok(mesh.clone());
         }
-        let builder = Mesh::builder().workload(WorkloadLabels::from_env(service));
+        let builder = Mesh::builder()
+            .workload(WorkloadLabels::from_env(service))
+            .inbound_config(self.inbound_config()?);
         let mesh = match (&self.bootstrap, &self.policy) {
             (Some(bootstrap), _) => builder.bootstrap(bootstrap).build()?,
             (None, Some(path)) => builder.policy_file(path).build()?,
             (None, None) => builder.build()?,
         };
         Ok(mesh)
+    }
+
+    /// The inbound connection settings the flags give (defaults for those not given).
+    pub fn inbound_config(&self) -> Result<InboundConfig, MeshSetupError> {
+        let secs = |flag: &'static str, v: Option<f64>| -> Result<Option<Duration>, MeshSetupError> {
+            v.map(|s| {
+                Duration::try_from_secs_f64(s)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or(MeshSetupError::BadFlag {
+                        flag,
+                        reason: format!("{s}: not a positive number of seconds"),
+                    })
+            })
+            .transpose()
+        };
+        let mut config = InboundConfig::default();
+        if let Some(d) = secs("--idle-timeout", self.idle_timeout)? {
+            config = config.with_idle_timeout(d);
+        }
+        if let Some(d) = secs("--header-read-timeout", self.header_read_timeout)? {
+            config = config.with_header_read_timeout(d);
+        }
+        if let Some(n) = self.max_connections {
+            config = config.with_max_connections(n);
+        }
+        if let Some(n) = self.max_connections_per_peer {
+            config = config.with_max_connections_per_peer(n);
+        }
+        Ok(config)
     }
 
     /// Starts the admin server on `--admin` for `mesh` (nothing when unset); it runs until

@@ -224,6 +224,8 @@ fn version(metadata: &MetadataMap) -> Option<String> {
 #[derive(Debug)]
 enum ApiError {
     BadRequest(String),
+    /// The body is over the limit (axum's default, 2 MiB).
+    PayloadTooLarge(String),
     UnsupportedMediaType(String),
     NotFound(String),
     Payment {
@@ -250,6 +252,9 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::MissingJsonContentType(_) => {
                 Self::UnsupportedMediaType(rejection.body_text())
             }
+            _ if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Self::PayloadTooLarge(rejection.body_text())
+            }
             _ => Self::BadRequest(rejection.body_text()),
         }
     }
@@ -260,6 +265,10 @@ impl IntoResponse for ApiError {
         let (status, body) = match self {
             Self::BadRequest(error) => (
                 StatusCode::BAD_REQUEST,
+                serde_json::json!({ "error": error }),
+            ),
+            Self::PayloadTooLarge(error) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
                 serde_json::json!({ "error": error }),
             ),
             Self::UnsupportedMediaType(error) => (

@@ -1,20 +1,26 @@
 //! One inbound connection: TLS mode, handshake, then HTTP/1.1 or HTTP/2 with the service.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{ready, Context as TaskContext, Poll};
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use mesh_core::inbound::TlsMode;
 use mesh_core::live::LivePolicy;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
+use pin_project_lite::pin_project;
 use tower::{Service, ServiceExt};
 
+use super::config::InboundConfig;
+use super::table::{Activity, InFlight, Registered};
 use super::{effective_mode, set_nodelay, PeerIdentity};
 use crate::body::BoxError;
 use crate::identity::{server_config, CertificateSource, ClientAuth};
@@ -83,9 +89,29 @@ impl Acceptors {
 pub(super) struct Context {
     pub(super) policy: LivePolicy,
     pub(super) acceptors: Option<Arc<Acceptors>>,
-    pub(super) handshake_timeout: Duration,
+    pub(super) config: InboundConfig,
     pub(super) closing: watch::Receiver<bool>,
     pub(super) metrics: Option<Metrics>,
+    /// The HTTP server settings, built once.
+    pub(super) http: AutoBuilder,
+}
+
+type AutoBuilder = hyper_util::server::conn::auto::Builder<TokioExecutor>;
+
+/// The HTTP/1.1 and HTTP/2 server with the config's timeouts and limits.
+pub(super) fn http_builder(config: &InboundConfig) -> AutoBuilder {
+    let mut builder = AutoBuilder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(config.http2_keep_alive_interval)
+        .keep_alive_timeout(config.http2_keep_alive_timeout)
+        .max_concurrent_streams(config.http2_max_concurrent_streams);
+    builder
 }
 
 /// Why a connection was closed before HTTP.
@@ -103,6 +129,10 @@ enum Refused {
     UnknownMode(TlsMode),
     #[error("handshake not finished within {0:?}")]
     Timeout(Duration),
+    #[error("no first byte within {0:?}")]
+    FirstByteTimeout(Duration),
+    #[error("closed to make room for another connection")]
+    Evicted,
 }
 
 pub(super) async fn handle<S, B>(
@@ -110,6 +140,7 @@ pub(super) async fn handle<S, B>(
     stream: TcpStream,
     remote: SocketAddr,
     service: S,
+    registered: Registered,
 ) where
     S: HttpService<B>,
     B: ResponseBody,
@@ -124,13 +155,13 @@ pub(super) async fn handle<S, B>(
     };
     let mode = effective_mode(&ctx.policy, local, ctx.acceptors.is_some());
     let mut closing = ctx.closing.clone();
+    let activity = Arc::clone(registered.activity());
     // A connection still in its handshake (or, on a PERMISSIVE port, that has not sent its
-    // first byte) holds no request: on shutdown it is dropped rather than waited for.
+    // first byte) holds no request: on shutdown, or to make room, it is dropped rather
+    // than waited for.
     let established = tokio::select! {
-        result = tokio::time::timeout(
-            ctx.handshake_timeout,
-            establish(&ctx, stream, mode, remote, local),
-        ) => result.unwrap_or(Err(Refused::Timeout(ctx.handshake_timeout))),
+        result = establish(&ctx, stream, mode, remote, local) => result,
+        () = activity.evicted() => Err(Refused::Evicted),
         _ = async { closing.wait_for(|closing| *closing).await.map(drop) } => {
             tracing::debug!(%remote, %local, "shutting down: handshake abandoned");
             return;
@@ -153,10 +184,11 @@ pub(super) async fn handle<S, B>(
         metrics.tcp_opened(Reporter::Destination, principal.as_deref(), security);
         (metrics, principal, security)
     });
-    serve_http(io, peer, service, ctx.closing.clone()).await;
+    serve_http(&ctx, io, peer, service, activity).await;
     if let Some((metrics, principal, security)) = counted {
         metrics.tcp_closed(Reporter::Destination, principal.as_deref(), security);
     }
+    drop(registered);
 }
 
 async fn establish(
@@ -175,10 +207,12 @@ async fn establish(
         },
         TlsMode::Permissive => {
             let mut first = [0u8; 1];
-            match stream.peek(&mut first).await {
-                Ok(0) => return Err(Refused::Empty),
-                Ok(_) => {}
-                Err(e) => return Err(Refused::Peek(e)),
+            let limit = ctx.config.first_byte_timeout;
+            match tokio::time::timeout(limit, stream.peek(&mut first)).await {
+                Err(_) => return Err(Refused::FirstByteTimeout(limit)),
+                Ok(Ok(0)) => return Err(Refused::Empty),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(Refused::Peek(e)),
             }
             // 0x16 is a TLS handshake record: a ClientHello. Anything else is plaintext.
             if first[0] != 0x16 {
@@ -191,7 +225,11 @@ async fn establish(
         }
         other => return Err(Refused::UnknownMode(other)),
     };
-    let tls = acceptor.accept(stream).await.map_err(Refused::Handshake)?;
+    let limit = ctx.config.handshake_timeout;
+    let tls = tokio::time::timeout(limit, acceptor.accept(stream))
+        .await
+        .map_err(|_| Refused::Timeout(limit))?
+        .map_err(Refused::Handshake)?;
     let conn = tls.get_ref().1;
     let spiffe_id = conn
         .peer_certificates()
@@ -204,52 +242,152 @@ async fn establish(
     Ok((Box::new(tls), peer))
 }
 
-/// Puts the connection's [`PeerIdentity`] on each request, then calls the service.
+/// Puts the connection's [`PeerIdentity`] on each request, then calls the service; counts
+/// the request in flight until its response body has been sent.
 #[derive(Clone)]
 struct WithPeer<S> {
     inner: S,
     peer: PeerIdentity,
+    activity: Arc<Activity>,
 }
 
-impl<S> hyper::service::Service<Request<Incoming>> for WithPeer<S>
+impl<S, B> hyper::service::Service<Request<Incoming>> for WithPeer<S>
 where
-    S: Service<Request<Incoming>> + Clone,
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone,
 {
-    type Response = S::Response;
+    type Response = Response<TrackedBody<B>>;
     type Error = S::Error;
-    type Future = tower::util::Oneshot<S, Request<Incoming>>;
+    type Future = Tracked<tower::util::Oneshot<S, Request<Incoming>>>;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         req.extensions_mut().insert(self.peer.clone());
-        self.inner.clone().oneshot(req)
+        Tracked {
+            inner: self.inner.clone().oneshot(req),
+            in_flight: Some(self.activity.start()),
+        }
     }
 }
 
+pin_project! {
+    /// A request's response future, holding its place in flight.
+    struct Tracked<F> {
+        #[pin]
+        inner: F,
+        in_flight: Option<InFlight>,
+    }
+}
+
+impl<F, B, E> Future for Tracked<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<TrackedBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = ready!(this.inner.poll(cx))?;
+        let in_flight = this.in_flight.take();
+        Poll::Ready(Ok(response.map(|inner| TrackedBody {
+            inner,
+            _in_flight: in_flight,
+        })))
+    }
+}
+
+pin_project! {
+    /// A response body that keeps its request in flight until it is sent (or dropped).
+    pub(super) struct TrackedBody<B> {
+        #[pin]
+        inner: B,
+        _in_flight: Option<InFlight>,
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Serves HTTP on an established connection until the peer closes it, the listener shuts
+/// down (graceful), the table evicts it, or it has been idle for the idle timeout.
 async fn serve_http<S, B>(
+    ctx: &Context,
     io: Box<dyn IoStream>,
     peer: PeerIdentity,
     service: S,
-    mut closing: watch::Receiver<bool>,
+    activity: Arc<Activity>,
 ) where
     S: HttpService<B>,
     B: ResponseBody,
 {
     let remote = peer.remote_addr;
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    let conn = builder.serve_connection(
+    let mut closing = ctx.closing.clone();
+    let conn = ctx.http.serve_connection(
         TokioIo::new(io),
         WithPeer {
             inner: service,
             peer,
+            activity: Arc::clone(&activity),
         },
     );
     tokio::pin!(conn);
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        _ = async { closing.wait_for(|closing| *closing).await.map(drop) } => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    let idle_timeout = ctx.config.idle_timeout;
+    let idle = async {
+        loop {
+            let idle_for = activity.idle_for();
+            if activity.is_idle() && idle_for >= idle_timeout {
+                return;
+            }
+            // Check again when the timeout would be up if nothing happens meanwhile.
+            let wait = if activity.is_idle() {
+                idle_timeout - idle_for
+            } else {
+                idle_timeout
+            };
+            tokio::time::sleep(wait).await;
         }
+    };
+    let why = tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(error) = result {
+                tracing::debug!(%error, %remote, "inbound connection ended with an error");
+            }
+            return;
+        }
+        _ = async { closing.wait_for(|closing| *closing).await.map(drop) } => "shutting down",
+        () = activity.evicted() => "closed to make room for another connection",
+        () = idle => "idle timeout",
+    };
+    tracing::debug!(%remote, why, "closing inbound connection");
+    conn.as_mut().graceful_shutdown();
+    // An evicted or idle connection has nothing in flight: a short grace is enough for
+    // HTTP/2's GOAWAY; on shutdown, requests in flight are waited for.
+    let grace = if why == "shutting down" {
+        None
+    } else {
+        Some(Duration::from_secs(1))
+    };
+    let result = match grace {
+        Some(grace) => match tokio::time::timeout(grace, conn.as_mut()).await {
+            Ok(result) => result,
+            Err(_) => return,
+        },
+        None => conn.await,
     };
     if let Err(error) = result {
         tracing::debug!(%error, %remote, "inbound connection ended with an error");

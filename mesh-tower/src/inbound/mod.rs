@@ -16,9 +16,12 @@
 //! # Limits
 //!
 //! Handshakes run in each connection's own task, never on the accept loop, and must finish
-//! (for PERMISSIVE: the first byte must arrive) within the handshake timeout. At most
-//! `max_connections` connections are open; past that the loop stops accepting until one
-//! closes (the kernel's backlog queues the rest).
+//! (for PERMISSIVE: the first byte must arrive) within their timeouts. HTTP/1.1 request
+//! headers must arrive within the header-read timeout; a connection with nothing in flight
+//! is closed after the idle timeout; HTTP/2 connections are pinged. At most
+//! `max_connections` connections are open, and `max_connections_per_peer` from one peer
+//! address: at a limit the longest-idle connection makes room. See [`InboundConfig`] for
+//! the settings and their defaults.
 //!
 //! ```no_run
 //! # async fn demo(policy: mesh_core::live::LivePolicy, certs: mesh_tower::identity::CertificateSource) -> std::io::Result<()> {
@@ -48,21 +51,20 @@ use mesh_core::identity::SpiffeId;
 use mesh_core::inbound::TlsMode;
 use mesh_core::live::LivePolicy;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 use crate::identity::CertificateSource;
 use crate::metrics::Metrics;
+use table::{Admission, ConnectionTable};
 
 mod authz;
+mod config;
 mod connection;
+mod table;
 
 pub use authz::{Authorization, AuthorizationLayer, Authorize, PermissionDenied, ResponseFuture};
+pub use config::{InboundConfig, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
 pub use connection::{HttpService, ResponseBody};
-
-/// Handshake timeout when none is set.
-pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connection limit when none is set.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 /// Who is on the other end of a request's connection; in every request's extensions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,8 +108,7 @@ pub struct MeshListener {
     listener: TcpListener,
     policy: LivePolicy,
     tls: Option<CertificateSource>,
-    handshake_timeout: Duration,
-    max_connections: usize,
+    config: InboundConfig,
     require_policy: bool,
     metrics: Option<Metrics>,
 }
@@ -119,8 +120,7 @@ impl MeshListener {
             listener,
             policy,
             tls,
-            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
+            config: InboundConfig::default(),
             require_policy: false,
             metrics: None,
         }
@@ -142,16 +142,21 @@ impl MeshListener {
         self
     }
 
-    /// Sets the time a client has to finish its TLS handshake (or, on a PERMISSIVE port,
-    /// to send its first byte).
+    /// Sets every connection setting at once.
+    pub fn with_config(mut self, config: InboundConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sets the time a client has to finish its TLS handshake.
     pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.handshake_timeout = timeout;
+        self.config.handshake_timeout = timeout;
         self
     }
 
     /// Sets the most connections open at once (at least 1).
     pub fn with_max_connections(mut self, max: usize) -> Self {
-        self.max_connections = max.max(1);
+        self.config.max_connections = max.max(1);
         self
     }
 
@@ -172,14 +177,18 @@ impl MeshListener {
             Some(source) => Some(Arc::new(connection::Acceptors::new(source)?)),
             None => None,
         };
-        let limit = Arc::new(Semaphore::new(self.max_connections));
+        let table = ConnectionTable::new(
+            self.config.max_connections,
+            self.config.max_connections_per_peer,
+        );
         let (closing_tx, closing_rx) = watch::channel(false);
         let ctx = Arc::new(connection::Context {
             policy: self.policy,
             acceptors,
-            handshake_timeout: self.handshake_timeout,
             closing: closing_rx,
             metrics: self.metrics,
+            http: connection::http_builder(&self.config),
+            config: self.config,
         });
         tokio::pin!(shutdown);
         if self.require_policy {
@@ -194,14 +203,7 @@ impl MeshListener {
             }
             tracing::info!(%local, "serving");
         }
-        loop {
-            let permit = tokio::select! {
-                permit = limit.clone().acquire_owned() => match permit {
-                    Ok(p) => p,
-                    Err(_) => break, // the semaphore is never closed
-                },
-                () = &mut shutdown => break,
-            };
+        'accept: loop {
             let (stream, remote) = tokio::select! {
                 accepted = self.listener.accept() => match accepted {
                     Ok(a) => a,
@@ -212,17 +214,32 @@ impl MeshListener {
                 },
                 () = &mut shutdown => break,
             };
+            let registered = loop {
+                match table.admit(remote.ip()) {
+                    Admission::Admitted(registered) => break registered,
+                    Admission::PeerLimit => {
+                        tracing::debug!(%remote, "refused: the peer has its limit of connections, all busy");
+                        continue 'accept;
+                    }
+                    // Every connection busy: wait for one to close (a notification can
+                    // be missed between the check and the wait, hence the timeout).
+                    Admission::Full => tokio::select! {
+                        _ = tokio::time::timeout(Duration::from_millis(100), table.wait_for_room()) => {}
+                        () = &mut shutdown => break 'accept,
+                    },
+                }
+            };
             let ctx = ctx.clone();
             let service = service.clone();
             tokio::spawn(async move {
-                connection::handle(ctx, stream, remote, service).await;
-                drop(permit);
+                connection::handle(ctx, stream, remote, service, registered).await;
             });
         }
         let _ = closing_tx.send(true);
-        // Every connection holds a permit: having them all back means all have closed.
-        let all = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
-        let _ = limit.acquire_many(all).await;
+        // Every connection is in the table until its task ends.
+        while table.len() > 0 {
+            let _ = tokio::time::timeout(Duration::from_millis(100), table.wait_for_room()).await;
+        }
         Ok(())
     }
 }
