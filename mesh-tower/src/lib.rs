@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod client;
 pub mod error;
 pub mod identity;
 pub mod inbound;
@@ -18,7 +19,9 @@ pub mod mesh;
 pub mod metrics;
 pub mod observe;
 pub mod outbound;
+pub mod server;
 pub mod trace;
 
 pub use error::MeshError;
 pub use mesh::{Mesh, MeshBuilder, PolicySource};
+pub use server::{MeshLayer, MeshService};
