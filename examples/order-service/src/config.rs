@@ -9,8 +9,8 @@ use example_common::MeshArgs;
 #[derive(Debug, Clone, clap::Args)]
 #[non_exhaustive]
 pub struct Config {
-    /// Payment service to call: HOST:PORT, or xds:///HOST:PORT (the scheme is accepted
-    /// and, until the mesh is wired in, ignored).
+    /// Payment service to call, by the logical name the mesh routes: HOST:PORT, or
+    /// xds:///HOST:PORT (the same target; the listener the control plane is asked for).
     #[arg(long, value_name = "NAME", default_value = "payment-service:8080")]
     pub payment_target: PaymentTarget,
 

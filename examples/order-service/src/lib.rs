@@ -76,14 +76,11 @@ pub async fn run(
     let mesh = config.mesh.build_named("order-service")?;
     let _admin = config.mesh.start_admin(&mesh).await?;
     let payments = payment_client(&config.payment_target, &mesh);
-    // Trace context and metrics for every request (the handlers' payment calls continue
-    // the caller's trace with no header copying), then authorization: one stack.
-    let app = router(payments)
-        .layer(example_common::mesh_layers(&mesh).layer(mesh.authorization_layer()));
     tracing::info!(%addr, payment_target = %config.payment_target, mtls = mesh.certificates().is_some(), "order-service listening");
-    // The mesh's inbound listener: TCP_NODELAY, TLS mode per port, the peer's identity.
-    mesh.listener(listener)
-        .serve(app, shutdown)
+    // The mesh's inbound side in one call: TLS mode per port and the peer's identity, then
+    // trace context (the handlers' payment calls continue the caller's trace with no
+    // header copying), metrics and authorization.
+    mesh.serve(listener, router(payments), shutdown)
         .await
         .map_err(Error::Serve)?;
     tracing::info!("order-service stopped");
