@@ -115,18 +115,19 @@ impl MeshArgs {
 
     /// The inbound connection settings the flags give (defaults for those not given).
     pub fn inbound_config(&self) -> Result<InboundConfig, MeshSetupError> {
-        let secs = |flag: &'static str, v: Option<f64>| -> Result<Option<Duration>, MeshSetupError> {
-            v.map(|s| {
-                Duration::try_from_secs_f64(s)
-                    .ok()
-                    .filter(|d| !d.is_zero())
-                    .ok_or(MeshSetupError::BadFlag {
-                        flag,
-                        reason: format!("{s}: not a positive number of seconds"),
-                    })
-            })
-            .transpose()
-        };
+        let secs =
+            |flag: &'static str, v: Option<f64>| -> Result<Option<Duration>, MeshSetupError> {
+                v.map(|s| {
+                    Duration::try_from_secs_f64(s)
+                        .ok()
+                        .filter(|d| !d.is_zero())
+                        .ok_or(MeshSetupError::BadFlag {
+                            flag,
+                            reason: format!("{s}: not a positive number of seconds"),
+                        })
+                })
+                .transpose()
+            };
         let mut config = InboundConfig::default();
         if let Some(d) = secs("--idle-timeout", self.idle_timeout)? {
             config = config.with_idle_timeout(d);
