@@ -13,6 +13,7 @@ pub mod admin;
 pub mod body;
 pub mod client;
 pub mod error;
+pub mod health;
 pub mod identity;
 pub mod inbound;
 pub mod mesh;

@@ -8,6 +8,7 @@ use mesh_core::live::LivePolicy;
 use mesh_core::policy_file::{PolicyError, PolicyFile};
 use mesh_core::Snapshot;
 
+use crate::health::{Health, Readiness};
 use crate::identity::{CertificateError, CertificateSource, FileWatcherConfig, MeshTls};
 use crate::inbound::{AuthorizationLayer, InboundConfig, MeshListener};
 use crate::metrics::{Metrics, WorkloadLabels};
@@ -74,6 +75,7 @@ struct Inner {
     xds: Option<XdsState>,
     metrics: Metrics,
     inbound: InboundConfig,
+    health: Health,
 }
 
 #[derive(Debug)]
@@ -180,6 +182,7 @@ impl MeshBuilder {
             (None, Some(path)) => {
                 let file = PolicyFile::load(path)?;
                 let snap = file.to_snapshot(&path.display().to_string())?;
+                warn_unsupported_rules(&path.display().to_string(), None, &snap);
                 (snap, PolicySource::File(path.clone()), Some(file))
             }
             (None, None) => (Snapshot::empty(), PolicySource::Defaults, None),
@@ -210,6 +213,7 @@ impl MeshBuilder {
                 xds: None,
                 metrics,
                 inbound: self.inbound,
+                health: Health::new(Readiness::new()),
             }),
         };
         if let Some(path) = self.policy_file {
@@ -295,7 +299,14 @@ impl MeshBuilder {
                 .with_metrics(metrics.clone()),
         );
         tokio::spawn(prune_on_change(Arc::downgrade(&outbound), policy.watch()));
+        tokio::spawn(audit_policy_changes(
+            Arc::downgrade(&outbound),
+            policy.watch(),
+        ));
         tokio::spawn(count_xds_updates(client.watch(), metrics.clone()));
+        let readiness =
+            Readiness::waiting_for_policy("waiting for the first policy from the control plane");
+        tokio::spawn(crate::health::follow_xds(readiness.clone(), client.watch()));
         Ok(Mesh {
             inner: Arc::new(Inner {
                 policy,
@@ -306,6 +317,7 @@ impl MeshBuilder {
                 xds: Some(XdsState { client, bootstrap }),
                 metrics,
                 inbound: self.inbound,
+                health: Health::new(readiness),
             }),
         })
     }
@@ -421,6 +433,7 @@ impl Mesh {
         .with_metrics(self.inner.metrics.clone())
         .with_config(self.inner.inbound.clone())
         .require_inbound_policy(require)
+        .with_readiness(self.readiness())
     }
 
     /// The xDS client's view (per-resource status, connection state), when the policy
@@ -453,6 +466,27 @@ impl Mesh {
         self.inner.outbound.breaker_status()
     }
 
+    /// Whether the workload is ready for traffic: the first policy arrived and every
+    /// listener made by [`Mesh::listener`] serves. The admin server's `/ready` and the
+    /// gRPC health service answer from it; see [`Readiness`].
+    pub fn readiness(&self) -> &Readiness {
+        self.inner.health.readiness()
+    }
+
+    /// The statuses `grpc.health.v1.Health` reports: overall from
+    /// [`readiness`](Self::readiness), per service as the application sets them.
+    pub fn health(&self) -> &Health {
+        &self.inner.health
+    }
+
+    /// The `grpc.health.v1.Health` service (`Check`, `Watch`) of this mesh, for tonic:
+    /// `routes.add_service(mesh.health_service())`. See [`Health`].
+    pub fn health_service(
+        &self,
+    ) -> tonic_health::pb::health_server::HealthServer<crate::health::HealthService> {
+        self.inner.health.service()
+    }
+
     /// The mesh's metrics: the outbound client records here; hand it to
     /// [`MetricsLayer`](crate::metrics::MetricsLayer) and the admin server.
     pub fn metrics(&self) -> &Metrics {
@@ -479,6 +513,7 @@ fn unreachable_build(e: MeshBuildError) -> Mesh {
             xds: None,
             metrics: Metrics::default(),
             inbound: InboundConfig::default(),
+            health: Health::new(Readiness::new()),
         }),
     }
 }
@@ -517,6 +552,8 @@ pub fn strip_scheme(target: &str) -> &str {
 
 async fn watch_file(mesh: std::sync::Weak<Inner>, path: PathBuf, every: Duration) {
     let mut last = std::fs::read(&path).ok();
+    // Why the file could not be read last time, to say it once, not every tick.
+    let mut unreadable: Option<String> = None;
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -527,16 +564,33 @@ async fn watch_file(mesh: std::sync::Weak<Inner>, path: PathBuf, every: Duration
         };
         let policy = inner.policy.clone();
         drop(inner);
-        let Ok(now) = tokio::fs::read(&path).await else {
-            continue;
+        let now = match tokio::fs::read(&path).await {
+            Ok(now) => {
+                unreadable = None;
+                now
+            }
+            // Deleted or unreadable: the last good policy stays in force.
+            Err(e) => {
+                let reason = e.to_string();
+                if unreadable.as_deref() != Some(reason.as_str()) {
+                    tracing::warn!(file = %path.display(), error = %reason, "policy file unreadable; keeping the previous policy");
+                    unreadable = Some(reason);
+                }
+                continue;
+            }
         };
         if last.as_deref() == Some(now.as_slice()) {
             continue;
         }
+        let parsed = reload(&path, &now);
         last = Some(now);
-        match reload(&path) {
+        match parsed {
             Ok(snap) => {
-                tracing::info!(file = %path.display(), version = snap.version(), "policy file reloaded");
+                let previous = policy.snapshot();
+                let origin = path.display().to_string();
+                warn_weakenings(&origin, &previous, &snap);
+                warn_unsupported_rules(&origin, Some(&previous), &snap);
+                tracing::info!(file = %origin, version = snap.version(), "policy file reloaded");
                 policy.publish(snap);
             }
             // The last good policy stays in force.
@@ -547,8 +601,63 @@ async fn watch_file(mesh: std::sync::Weak<Inner>, path: PathBuf, every: Duration
     }
 }
 
-fn reload(path: &Path) -> Result<Snapshot, PolicyError> {
-    PolicyFile::load(path)?.to_snapshot(&path.display().to_string())
+/// Parses the file's new contents (the bytes just read, so what is checked is what was
+/// seen to change).
+fn reload(path: &Path, contents: &[u8]) -> Result<Snapshot, PolicyError> {
+    let origin = path.display().to_string();
+    let text = std::str::from_utf8(contents).map_err(|e| PolicyError::Io {
+        file: origin.clone(),
+        reason: format!("not UTF-8 text: {e}"),
+    })?;
+    PolicyFile::parse(text, &origin)?.to_snapshot(&origin)
+}
+
+/// Logs at WARN what `new` no longer enforces that `old` did: mTLS made weaker, DENY
+/// rules or an ALLOW policy removed, the inbound policy gone.
+fn warn_weakenings(source: &str, old: &Snapshot, new: &Snapshot) {
+    for (scope, weakening) in mesh_core::inbound::diff::snapshot_weakenings(old, new) {
+        tracing::warn!(
+            source,
+            %scope,
+            version = new.version(),
+            "policy change removes protection: {weakening}"
+        );
+    }
+}
+
+/// Logs at WARN the authorization rules of `new` that cannot be evaluated and so deny
+/// (a CUSTOM policy, an unknown action, a field the mesh cannot check), each with its
+/// reason; with `old`, only those it did not have.
+fn warn_unsupported_rules(source: &str, old: Option<&Snapshot>, new: &Snapshot) {
+    use mesh_core::inbound::diff::snapshot_unsupported_rules;
+    let seen: std::collections::HashSet<(mesh_core::inbound::diff::InboundScope, &str)> = old
+        .map(|o| snapshot_unsupported_rules(o).into_iter().collect())
+        .unwrap_or_default();
+    for (scope, reason) in snapshot_unsupported_rules(new) {
+        if !seen.contains(&(scope, reason)) {
+            tracing::warn!(source, %scope, "authorization fails closed: {reason}");
+        }
+    }
+}
+
+/// Follows the policy a control plane publishes and logs, for each update, what it takes
+/// away ([`warn_weakenings`]) and the rules that deny because they cannot be evaluated
+/// ([`warn_unsupported_rules`]). Ends with the outbound side (the mesh), like
+/// [`prune_on_change`].
+async fn audit_policy_changes(
+    outbound: std::sync::Weak<Outbound>,
+    mut watch: mesh_core::live::PolicyWatch,
+) {
+    let mut previous = watch.policy().snapshot();
+    loop {
+        let next = watch.changed().await;
+        if outbound.strong_count() == 0 {
+            return;
+        }
+        warn_weakenings("xds", &previous, &next);
+        warn_unsupported_rules("xds", Some(&previous), &next);
+        previous = next;
+    }
 }
 
 async fn prune_on_change(

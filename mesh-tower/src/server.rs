@@ -55,7 +55,7 @@ use crate::Mesh;
 /// use tower::Layer;
 ///
 /// let mesh = mesh_tower::Mesh::builder().build()?;
-/// let app = Router::new().route("/", get(|| async { "ok" }));
+/// let app: Router = Router::new().route("/", get(|| async { "ok" }));
 /// // What `Mesh::serve` serves: hand it to `mesh.listener(..).serve(..)` yourself.
 /// let service = mesh.layer().layer(app);
 /// # let _ = service;

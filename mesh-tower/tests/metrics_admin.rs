@@ -474,3 +474,88 @@ async fn request_bytes_of_a_body_without_length_are_counted() {
         assert_eq!(sum, Some(2100.0), "{side}: {text}");
     }
 }
+
+/// The application's own metrics, registered into the mesh's registry, are on the admin
+/// server's `/metrics` (and on `/stats/prometheus`, Envoy's path for the same text) after
+/// the mesh's, and the whole exposition still passes `promtool check metrics`.
+#[tokio::test]
+async fn application_metrics_join_the_admin_metrics() {
+    use mesh_tower::metrics::prometheus_client::encoding::EncodeLabelSet;
+    use mesh_tower::metrics::prometheus_client::metrics::counter::Counter;
+    use mesh_tower::metrics::prometheus_client::metrics::family::Family;
+    use mesh_tower::metrics::prometheus_client::metrics::gauge::Gauge;
+
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+    struct Outcome {
+        outcome: String,
+    }
+
+    let plain = common::start(common::policy(TlsMode::Disable), None, backend()).await;
+    let mesh = Mesh::builder()
+        .workload(WorkloadLabels::named("order").with_namespace("default"))
+        .snapshot(policy(plain.addr))
+        .build()
+        .unwrap();
+    let placed: Counter = Counter::default();
+    let by_outcome = Family::<Outcome, Counter>::default();
+    let queue: Gauge = Gauge::default();
+    mesh.metrics().register_app_metrics(|registry| {
+        registry.register("orders_placed", "Orders placed", placed.clone());
+        registry.register(
+            "orders_by_outcome",
+            "Orders by how they ended",
+            by_outcome.clone(),
+        );
+        registry.register("order_queue_depth", "Orders waiting", queue.clone());
+    });
+
+    // The mesh records a call; the application counts its own things.
+    let client = mesh.http_client::<Empty<Bytes>>();
+    let req = Request::get("http://payment.default.svc.cluster.local:8080/pay")
+        .body(Empty::new())
+        .unwrap();
+    let resp = tower::ServiceExt::oneshot(client, req).await.unwrap();
+    resp.into_body().collect().await.unwrap();
+    for _ in 0..3 {
+        placed.inc();
+    }
+    by_outcome
+        .get_or_create(&Outcome {
+            outcome: "paid".into(),
+        })
+        .inc();
+    queue.set(7);
+
+    let admin = AdminServer::new(mesh.clone())
+        .spawn("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let (s, ct, metrics) = fetch(admin.local_addr(), "/metrics").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(ct, "text/plain; version=0.0.4; charset=utf-8");
+    for sample in [
+        "\norders_placed_total 3\n",
+        "\norders_by_outcome_total{outcome=\"paid\"} 1\n",
+        "\norder_queue_depth 7\n",
+        "\n# TYPE orders_placed_total counter\n",
+    ] {
+        assert!(metrics.contains(sample), "{sample:?} not in {metrics}");
+    }
+    // After the mesh's own families.
+    let mesh_at = metrics.find("istio_requests_total{").unwrap();
+    let app_at = metrics.find("orders_placed_total 3").unwrap();
+    assert!(mesh_at < app_at);
+
+    let (s, ct, stats) = fetch(admin.local_addr(), "/stats/prometheus").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(ct, "text/plain; version=0.0.4; charset=utf-8");
+    let families = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with("# TYPE "))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(families(&stats), families(&metrics));
+    assert!(stats.contains("\norders_placed_total 3\n"));
+    promtool_check(&metrics);
+}

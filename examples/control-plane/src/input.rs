@@ -4,6 +4,7 @@
 //! Every error names the file, the line (of the document, or of the field when the YAML
 //! parser knows it) and the field path.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -34,6 +35,20 @@ pub struct Input {
     pub files: Vec<PathBuf>,
     /// Documents skipped (kinds the control plane does not serve), for display.
     pub skipped: Vec<String>,
+    /// What each file declares (`VirtualService default/reviews`, `service reviews (3
+    /// endpoints)`), by file: what goes away when the file is deleted.
+    pub declared: BTreeMap<String, Vec<String>>,
+}
+
+/// What the input makes the control plane serve.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Served {
+    /// The xDS resources.
+    pub resources: crate::envoy::Resources,
+    /// Each workload's inbound listener and policy.
+    pub inbound: Vec<crate::envoy::InboundWorkload>,
+    /// What each file declares.
+    pub declared: BTreeMap<String, Vec<String>>,
 }
 
 /// A rejected input.
@@ -88,15 +103,27 @@ pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, InputError> {
     }
 }
 
-/// Reads every file under `paths` and collects the documents.
+/// Reads every file under `paths` and collects the documents. A file with no YAML
+/// content (0 bytes, whitespace, only comments or `---`) is an error, not "nothing": a
+/// truncated file must not silently remove what it declared (deleting the file does that,
+/// deliberately).
 pub fn load(paths: &[PathBuf]) -> Result<Input, InputError> {
     let files = expand(paths)?;
     let mut input = Input::default();
     let mut errors = Vec::new();
     for file in &files {
+        let name = file.display().to_string();
         match std::fs::read_to_string(file) {
-            Ok(text) => input.add_text(&text, &file.display().to_string(), &mut errors),
-            Err(e) => errors.push(format!("{}: cannot read: {e}", file.display())),
+            Ok(text) if mesh_core::policy_file::is_blank_yaml(&text) => errors.push(format!(
+                "{name}: the file is empty (nothing but whitespace, comments or `---`); \
+                 refusing it, as it would remove everything it declared — delete the file \
+                 to remove its objects deliberately"
+            )),
+            Ok(text) => {
+                input.declared.entry(name.clone()).or_default();
+                input.add_text(&text, &name, &mut errors);
+            }
+            Err(e) => errors.push(format!("{name}: cannot read: {e}")),
         }
     }
     input.files = files;
@@ -198,28 +225,33 @@ impl Input {
                 // The endpoints document: the policy-file format (services, and optionally
                 // lists of Istio objects and the namespace).
                 let part: PolicyFile = parse(doc, file, line)?;
+                self.declare_part(&part, file);
                 self.merge(part, file, line);
             }
             Some("VirtualService") if group_ok("networking.istio.io/") => {
                 let obj: Object<_> = parse(doc, file, line)?;
+                self.declare(file, "VirtualService", &obj.metadata);
                 self.virtual_services
                     .push(origin(file, line, &obj.metadata));
                 self.policy.virtual_services.push(obj);
             }
             Some("DestinationRule") if group_ok("networking.istio.io/") => {
                 let obj: Object<_> = parse(doc, file, line)?;
+                self.declare(file, "DestinationRule", &obj.metadata);
                 self.destination_rules
                     .push(origin(file, line, &obj.metadata));
                 self.policy.destination_rules.push(obj);
             }
             Some("PeerAuthentication") if group_ok("security.istio.io/") => {
                 let obj: Object<_> = parse(doc, file, line)?;
+                self.declare(file, "PeerAuthentication", &obj.metadata);
                 self.peer_authentications
                     .push(origin(file, line, &obj.metadata));
                 self.policy.peer_authentications.push(obj);
             }
             Some("AuthorizationPolicy") if group_ok("security.istio.io/") => {
                 let obj: Object<_> = parse(doc, file, line)?;
+                self.declare(file, "AuthorizationPolicy", &obj.metadata);
                 self.authorization_policies
                     .push(origin(file, line, &obj.metadata));
                 self.policy.authorization_policies.push(obj);
@@ -233,6 +265,63 @@ impl Input {
             Some(kind) => self.skipped.push(format!("{file}:{line}: {kind}")),
         }
         Ok(())
+    }
+
+    fn declare(&mut self, file: &str, kind: &str, meta: &mesh_core::istio::networking::ObjectMeta) {
+        let name = match &meta.namespace {
+            Some(ns) => format!("{ns}/{}", meta.name),
+            None => meta.name.clone(),
+        };
+        self.declared
+            .entry(file.to_owned())
+            .or_default()
+            .push(format!("{kind} {name}"));
+    }
+
+    /// Records what a policy-format document declares.
+    fn declare_part(&mut self, part: &PolicyFile, file: &str) {
+        for s in &part.services {
+            self.declared
+                .entry(file.to_owned())
+                .or_default()
+                .push(format!(
+                    "service {} ({} endpoints)",
+                    s.name,
+                    s.endpoints.len()
+                ));
+        }
+        let lists = [
+            (
+                "VirtualService",
+                part.virtual_services
+                    .iter()
+                    .map(|o| &o.metadata)
+                    .collect::<Vec<_>>(),
+            ),
+            (
+                "DestinationRule",
+                part.destination_rules.iter().map(|o| &o.metadata).collect(),
+            ),
+            (
+                "PeerAuthentication",
+                part.peer_authentications
+                    .iter()
+                    .map(|o| &o.metadata)
+                    .collect(),
+            ),
+            (
+                "AuthorizationPolicy",
+                part.authorization_policies
+                    .iter()
+                    .map(|o| &o.metadata)
+                    .collect(),
+            ),
+        ];
+        for (kind, metas) in lists {
+            for meta in metas {
+                self.declare(file, kind, meta);
+            }
+        }
     }
 
     fn merge(&mut self, part: PolicyFile, file: &str, line: usize) {
@@ -270,8 +359,23 @@ impl Input {
     }
 
     /// Translates into the mesh model; errors are pointed back at their source object.
+    ///
+    /// Auto mTLS is on unless the input says `autoMtls: false`, as in Istio: clients get
+    /// ISTIO_MUTUAL, with the certificate provider instance `default`, to every service
+    /// that has service accounts and no DestinationRule saying otherwise (a static policy
+    /// file turns it on only with `certificates:`; the control plane has none of its own
+    /// and serves workloads that have theirs).
     pub fn to_snapshot(&self) -> Result<Snapshot, InputError> {
-        self.policy.to_snapshot("input").map_err(|e| match e {
+        let with_default;
+        let policy = if self.policy.auto_mtls.is_some() {
+            &self.policy
+        } else {
+            let mut p = self.policy.clone();
+            p.auto_mtls = Some(true);
+            with_default = p;
+            &with_default
+        };
+        policy.to_snapshot("input").map_err(|e| match e {
             PolicyError::Invalid { errors, .. } => {
                 InputError(errors.iter().map(|e| self.locate(&e.to_string())).collect())
             }
@@ -285,12 +389,23 @@ impl Input {
     /// The resources to serve: the outbound side from the snapshot, plus an inbound
     /// listener per workload address.
     pub fn to_resources(&self) -> Result<crate::envoy::Resources, InputError> {
+        self.to_served().map(|s| s.resources)
+    }
+
+    /// The resources to serve, with the inbound policy of every workload and what each
+    /// file declares (what the server compares between pushes).
+    pub fn to_served(&self) -> Result<Served, InputError> {
         let snapshot = self.to_snapshot()?;
         let mut resources = crate::envoy::Resources::from_snapshot(&snapshot);
-        resources.add_inbound(&self.policy).map_err(|reason| {
+        let inbound = crate::envoy::inbound_workloads(&self.policy).map_err(|reason| {
             InputError(vec![format!("inbound policy: {}", self.locate(&reason))])
         })?;
-        Ok(resources)
+        resources.add_inbound_workloads(&inbound);
+        Ok(Served {
+            resources,
+            inbound,
+            declared: self.declared.clone(),
+        })
     }
 
     /// Rewrites a leading `virtualServices[3]` (the collected list) into the source file,

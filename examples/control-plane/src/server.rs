@@ -16,7 +16,7 @@ use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 
 use crate::envoy::Resources;
-use crate::input::{self, InputError};
+use crate::input::{self, InputError, Served};
 
 /// What to serve and where.
 #[derive(Debug, Clone)]
@@ -42,6 +42,11 @@ pub struct Status {
     pub rejected: u64,
     /// Why the last edit was rejected (cleared by the next accepted one).
     pub last_error: Option<String>,
+    /// What the last push (or the initial config) took away or denies, as logged at WARN:
+    /// files deleted and what they declared, workloads whose mTLS got weaker or whose
+    /// authorization rules were removed, rules that deny because the mesh cannot enforce
+    /// them (a CUSTOM AuthorizationPolicy).
+    pub warnings: Vec<String>,
 }
 
 /// Why the control plane could not start.
@@ -66,7 +71,7 @@ pub enum StartError {
 
 #[derive(Debug)]
 struct State {
-    served: Resources,
+    served: Served,
     fingerprint: u64,
 }
 
@@ -92,7 +97,7 @@ impl ControlPlane {
     pub async fn start(config: Config) -> Result<Self, StartError> {
         let paths = config.paths.clone();
         let fingerprint = input::fingerprint(&paths);
-        let resources = load(paths.clone()).await?;
+        let served = load(paths.clone()).await?;
         let mut servers = Vec::new();
         let mut tcp = None;
         if let Some(addr) = config.listen {
@@ -124,19 +129,21 @@ impl ControlPlane {
         for server in &servers {
             server.set_wildcard_filter(Arc::new(wildcard_visible));
         }
-        apply(&servers, &Resources::default(), &resources);
+        apply(&servers, &Resources::default(), &served.resources);
+        let warnings = audit(None, &served);
         let status = Status {
             version: 1,
-            summary: resources.summary(),
+            summary: served.resources.summary(),
             rejected: 0,
             last_error: None,
+            warnings,
         };
         tracing::info!("push version=1 {}", status.summary);
         let (tx, rx) = watch::channel(status);
         let shared = Arc::new(Shared {
             servers,
             state: Mutex::new(State {
-                served: resources,
+                served,
                 fingerprint,
             }),
             status: tx,
@@ -194,13 +201,13 @@ fn wildcard_visible(node: Option<&Node>, t: XdsType, _name: &str) -> bool {
 }
 
 /// Reads and translates the files off the async threads.
-async fn load(paths: Vec<PathBuf>) -> Result<Resources, InputError> {
+async fn load(paths: Vec<PathBuf>) -> Result<Served, InputError> {
     let joined = tokio::task::spawn_blocking(move || {
         let input = input::load(&paths)?;
         for skipped in &input.skipped {
             tracing::info!("skipped {skipped} (not an Istio networking/security kind)");
         }
-        input.to_resources()
+        input.to_served()
     })
     .await;
     match joined {
@@ -225,17 +232,24 @@ async fn watch_files(shared: Arc<Shared>, poll: Duration) {
         }
         state.fingerprint = fingerprint;
         match load(shared.paths.clone()).await {
-            Ok(resources) if resources == state.served => {
-                tracing::info!("files changed; resources unchanged, nothing pushed");
-            }
-            Ok(resources) => {
-                apply(&shared.servers, &state.served, &resources);
-                let summary = resources.summary();
-                state.served = resources;
+            Ok(served) => {
+                let warnings = audit(Some(&state.served), &served);
+                if served.resources == state.served.resources {
+                    tracing::info!("files changed; resources unchanged, nothing pushed");
+                    state.served = served;
+                    if !warnings.is_empty() {
+                        shared.status.send_modify(|s| s.warnings = warnings);
+                    }
+                    continue;
+                }
+                apply(&shared.servers, &state.served.resources, &served.resources);
+                let summary = served.resources.summary();
+                state.served = served;
                 shared.status.send_modify(|s| {
                     s.version += 1;
                     s.summary = summary.clone();
                     s.last_error = None;
+                    s.warnings = warnings;
                     tracing::info!("push version={} {summary}", s.version);
                 });
             }
@@ -249,6 +263,66 @@ async fn watch_files(shared: Arc<Shared>, poll: Duration) {
             }
         }
     }
+}
+
+/// What `new` takes away compared with `old` (`None`: the initial config), each logged
+/// at WARN: files deleted (a deliberate removal) with what they declared; workloads
+/// whose mTLS got weaker or whose DENY rules or ALLOW policy went away; authorization
+/// rules that now deny because the mesh cannot enforce them (CUSTOM, an unknown action),
+/// with the reason.
+fn audit(old: Option<&Served>, new: &Served) -> Vec<String> {
+    use mesh_core::inbound::diff::weakenings;
+    use std::collections::{HashMap, HashSet};
+
+    let mut out = Vec::new();
+    if let Some(old) = old {
+        for (file, declared) in &old.declared {
+            if new.declared.contains_key(file) {
+                continue;
+            }
+            let what = if declared.is_empty() {
+                "nothing the control plane serves".to_owned()
+            } else {
+                declared.join(", ")
+            };
+            out.push(format!("{file} was deleted: removing {what}"));
+        }
+    }
+    let before: HashMap<SocketAddr, &crate::envoy::InboundWorkload> = old
+        .map(|o| o.inbound.iter().map(|w| (w.addr, w)).collect())
+        .unwrap_or_default();
+    for w in &new.inbound {
+        let previous = before.get(&w.addr);
+        if let Some(p) = previous {
+            for weakening in weakenings(Some(&p.policy), Some(&w.policy)) {
+                out.push(format!(
+                    "policy change removes protection: {}: {weakening}",
+                    w.workload
+                ));
+            }
+        }
+        let known: HashSet<&str> = previous
+            .map(|p| {
+                p.policy
+                    .authorization
+                    .unsupported_rules()
+                    .into_iter()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for reason in w.policy.authorization.unsupported_rules() {
+            if !known.contains(reason) {
+                out.push(format!(
+                    "authorization fails closed: {}: {reason}",
+                    w.workload
+                ));
+            }
+        }
+    }
+    for line in &out {
+        tracing::warn!("{line}");
+    }
+    out
 }
 
 /// Pushes the difference: additions and changes bottom-up (clusters and endpoints before

@@ -23,12 +23,17 @@ const PATIENCE: Duration = Duration::from_secs(30);
 const NODE_ID: &str = "envoy-interop";
 
 /// The control plane's example config: the seed guide's VirtualService, DestinationRule,
-/// PeerAuthentication (STRICT) and AuthorizationPolicy, with its endpoints.
+/// PeerAuthentication (STRICT) and AuthorizationPolicy, with its endpoints; auto mTLS off.
+/// With it on (the default), the clusters carry the proxyless shape of ISTIO_MUTUAL —
+/// certificate-provider instances and SPIFFE SAN matchers — which Envoy rejects ("SAN-based
+/// verification of peer certificates without trusted CA"): it takes its certificates from
+/// SDS, which istiod's sidecar generator sends and this control plane does not.
 fn seed_config(dir: &Path) {
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
     for file in ["endpoints.yaml", "payment-service.yaml"] {
         std::fs::copy(config.join(file), dir.join(file)).unwrap();
     }
+    std::fs::write(dir.join("auto-mtls.yaml"), "autoMtls: false\n").unwrap();
 }
 
 fn bootstrap(ads_port: u16) -> String {

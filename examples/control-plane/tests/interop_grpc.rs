@@ -1,8 +1,10 @@
 //! gRPC's own C-core xDS client (Python `grpcio`) resolves `xds:///payment-service:8080`
 //! through the control plane and calls payment-service v1 and v2 (in this process) split
 //! 80/20 by a VirtualService; it ACKs every resource type and NACKs nothing. Once in
-//! plaintext (PeerAuthentication DISABLE), once under STRICT mTLS: the clusters' TLS from
-//! xDS, with SVIDs issued in the test and handed to grpcio through the bootstrap's
+//! plaintext (PeerAuthentication DISABLE, and a DestinationRule `tls: { mode: DISABLE }`,
+//! since the control plane's auto mTLS is on by default), once under STRICT mTLS: the
+//! clusters' TLS from xDS (auto mTLS: ISTIO_MUTUAL for a service with a service account),
+//! with SVIDs issued in the test and handed to grpcio through the bootstrap's
 //! `file_watcher` certificate provider, as the Istio agent does.
 //!
 //! Skipped (with a message) when python3 or grpcio is missing, unless `MESH_INTEROP` is
@@ -28,15 +30,16 @@ const V2_PERCENT: u32 = 20;
 const PATIENCE: Duration = Duration::from_secs(60);
 const NODE_ID: &str = "sidecar~127.0.0.1~grpcio-interop.default~default.svc.cluster.local";
 
-/// The control plane's input; `mode` is the PeerAuthentication mode, and under STRICT the
-/// DestinationRule asks for ISTIO_MUTUAL (the control plane has no certificates of its
-/// own, so it does not turn on auto mTLS).
+/// The control plane's input; `mode` is the PeerAuthentication mode. Under STRICT the
+/// clients' ISTIO_MUTUAL comes from the control plane's auto mTLS (on by default, as in
+/// Istio: the service has a service account); in plaintext the DestinationRule turns
+/// client TLS off explicitly (`tls: { mode: DISABLE }`), as it must with auto mTLS on.
 fn policy(v1: SocketAddr, v2: SocketAddr, mode: &str) -> String {
     let v1_percent = 100 - V2_PERCENT;
     let tls = if mode == "STRICT" {
-        "\n    tls: { mode: ISTIO_MUTUAL }"
-    } else {
         ""
+    } else {
+        "\n    tls: { mode: DISABLE }"
     };
     format!(
         r#"namespace: default

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::rbac::Authorization;
 
+pub mod diff;
 pub mod peer_authentication;
 
 /// How a port treats TLS from its peers.

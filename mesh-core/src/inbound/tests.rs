@@ -197,3 +197,149 @@ fn inbound_policy_carries_authorization() {
         .is_allowed());
     assert_eq!(policy.mode_for_port(80), TlsMode::Permissive);
 }
+
+mod weakening {
+    use super::super::diff::{snapshot_weakenings, weakenings, InboundScope, Weakening};
+    use super::super::{InboundPolicy, TlsMode};
+    use crate::rbac::istio::{to_authorization, AuthorizationPolicy, Workload};
+    use crate::Snapshot;
+
+    fn authz(specs: &[(&str, &str)]) -> crate::rbac::Authorization {
+        let policies: Vec<AuthorizationPolicy> = specs
+            .iter()
+            .map(|(name, yaml)| {
+                AuthorizationPolicy::new(
+                    *name,
+                    "default",
+                    serde_norway::from_str(yaml).expect("spec"),
+                )
+            })
+            .collect();
+        to_authorization(&policies, &Workload::new("default", [("app", "pay")])).expect("authz")
+    }
+
+    const ALLOW_ORDER: &str =
+        "rules: [{from: [{source: {principals: [cluster.local/ns/default/sa/order]}}]}]";
+    const DENY_DELETE: &str = "action: DENY\nrules: [{to: [{operation: {methods: [DELETE]}}]}]";
+
+    #[test]
+    fn mtls_getting_weaker_is_reported_per_port_and_stronger_is_not() {
+        let strict = InboundPolicy::new(TlsMode::Strict);
+        let cases = [
+            (TlsMode::Strict, TlsMode::Permissive, true),
+            (TlsMode::Strict, TlsMode::Disable, true),
+            (TlsMode::Permissive, TlsMode::Disable, true),
+            (TlsMode::Permissive, TlsMode::Strict, false),
+            (TlsMode::Disable, TlsMode::Permissive, false),
+            (TlsMode::Strict, TlsMode::Strict, false),
+        ];
+        for (from, to, reported) in cases {
+            let found = weakenings(
+                Some(&InboundPolicy::new(from)),
+                Some(&InboundPolicy::new(to)),
+            );
+            assert_eq!(
+                found
+                    == [Weakening::Mtls {
+                        port: None,
+                        from,
+                        to
+                    }],
+                reported,
+                "{from:?} -> {to:?}: {found:?}"
+            );
+        }
+        // One port opened while the rest stays STRICT.
+        let one_port = strict.clone().with_port_mode(8080, TlsMode::Disable);
+        let found = weakenings(Some(&strict), Some(&one_port));
+        assert_eq!(
+            found,
+            [Weakening::Mtls {
+                port: Some(8080),
+                from: TlsMode::Strict,
+                to: TlsMode::Disable
+            }]
+        );
+        assert_eq!(found[0].to_string(), "mTLS STRICT -> DISABLE on port 8080");
+        assert!(weakenings(Some(&one_port), Some(&strict)).is_empty());
+    }
+
+    #[test]
+    fn removed_deny_rules_and_allow_policies_are_reported() {
+        let both = InboundPolicy::new(TlsMode::Strict).with_authorization(authz(&[
+            ("access", ALLOW_ORDER),
+            ("no-delete", DENY_DELETE),
+        ]));
+        let none = InboundPolicy::new(TlsMode::Strict);
+        let found = weakenings(Some(&both), Some(&none));
+        assert_eq!(
+            found,
+            [
+                Weakening::DenyRulesRemoved {
+                    rules: vec!["ns[default]-policy[no-delete]-rule[0]".into()]
+                },
+                Weakening::AllowPolicyRemoved {
+                    rules: vec!["ns[default]-policy[access]-rule[0]".into()]
+                },
+            ]
+        );
+        assert!(found[1].to_string().contains("access"), "{}", found[1]);
+        // Emptying the ALLOW policy's rules denies everyone: stricter, not reported.
+        let deny_all =
+            InboundPolicy::new(TlsMode::Strict).with_authorization(authz(&[("access", "{}")]));
+        let allow_only = InboundPolicy::new(TlsMode::Strict)
+            .with_authorization(authz(&[("access", ALLOW_ORDER)]));
+        assert!(weakenings(Some(&allow_only), Some(&deny_all)).is_empty());
+        // Going from deny-all to nothing opens the workload.
+        assert!(matches!(
+            weakenings(Some(&deny_all), Some(&none))[..],
+            [Weakening::AllowPolicyRemoved { .. }]
+        ));
+    }
+
+    #[test]
+    fn a_removed_policy_is_reported_with_what_it_enforced() {
+        let strict = InboundPolicy::new(TlsMode::Strict)
+            .with_authorization(authz(&[("access", ALLOW_ORDER)]));
+        let found = weakenings(Some(&strict), None);
+        assert_eq!(found[0], Weakening::PolicyRemoved);
+        assert!(found.iter().any(Weakening::is_mtls), "{found:?}");
+        assert!(found
+            .iter()
+            .any(|w| matches!(w, Weakening::AllowPolicyRemoved { .. })));
+        assert!(weakenings(None, Some(&strict)).is_empty());
+        assert!(weakenings(None, None).is_empty());
+    }
+
+    #[test]
+    fn snapshots_are_compared_per_listener() {
+        let addr: std::net::SocketAddr = "127.0.0.1:50051".parse().expect("addr");
+        let other: std::net::SocketAddr = "127.0.0.1:50052".parse().expect("addr");
+        let old = Snapshot::builder()
+            .inbound_listener(addr, Some(InboundPolicy::new(TlsMode::Strict)))
+            .inbound_listener(other, Some(InboundPolicy::new(TlsMode::Permissive)))
+            .build();
+        let new = Snapshot::builder()
+            .inbound_listener(addr, Some(InboundPolicy::new(TlsMode::Disable)))
+            .inbound_listener(other, Some(InboundPolicy::new(TlsMode::Strict)))
+            .build();
+        let found = snapshot_weakenings(&old, &new);
+        assert_eq!(
+            found,
+            [(
+                InboundScope::Listener(addr),
+                Weakening::Mtls {
+                    port: None,
+                    from: TlsMode::Strict,
+                    to: TlsMode::Disable
+                }
+            )]
+        );
+        assert_eq!(found[0].0.to_string(), "listener 127.0.0.1:50051");
+        let file_old = Snapshot::builder()
+            .inbound_default(Some(InboundPolicy::new(TlsMode::Strict)))
+            .build();
+        let found = snapshot_weakenings(&file_old, &Snapshot::empty());
+        assert_eq!(found[0], (InboundScope::Workload, Weakening::PolicyRemoved));
+    }
+}

@@ -131,6 +131,14 @@ pub enum PolicyError {
         /// The OS error.
         reason: String,
     },
+    /// The file holds no policy at all: 0 bytes, whitespace, or only comments and `---`
+    /// markers. Taken as a policy it would drop every route, mTLS mode and authorization
+    /// rule, which is how a truncated file opens a service; so it is refused.
+    #[error("{file}: the policy file is empty (nothing but whitespace, comments or `---`); refusing it, as an empty policy would drop every route, mTLS mode and authorization rule")]
+    Empty {
+        /// The file.
+        file: String,
+    },
     /// The YAML is malformed, or a field is unknown or of the wrong type.
     #[error("{file}{}: {path}: {message}", line.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default())]
     Syntax {
@@ -180,8 +188,14 @@ impl PolicyFile {
         Self::parse(&text, &file)
     }
 
-    /// Parses YAML text; `origin` names it in errors.
+    /// Parses YAML text; `origin` names it in errors. Text with no YAML content (see
+    /// [`is_blank_yaml`]) is [`PolicyError::Empty`].
     pub fn parse(text: &str, origin: &str) -> Result<Self, PolicyError> {
+        if is_blank_yaml(text) {
+            return Err(PolicyError::Empty {
+                file: origin.to_owned(),
+            });
+        }
         let de = serde_norway::Deserializer::from_str(text);
         serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
@@ -234,7 +248,7 @@ impl PolicyFile {
                 file: origin.to_owned(),
                 reason,
             })?;
-        let version = format!("file:{:016x}", digest(origin, &outbound));
+        let version = format!("file:{:016x}", digest(origin, &outbound, inbound.as_ref()));
         Ok(outbound
             .into_builder(Snapshot::builder().version(&version))
             .inbound_default(inbound)
@@ -303,12 +317,29 @@ pub fn load_snapshot(path: &FsPath) -> Result<Snapshot, PolicyError> {
     file.to_snapshot(&path.display().to_string())
 }
 
-fn digest(origin: &str, outbound: &istio::Outbound) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    origin.hash(&mut h);
-    format!("{outbound:?}").hash(&mut h);
-    h.finish()
+/// Whether YAML text holds no content: only whitespace, comments, and document markers
+/// (`---`, `...`). Such a file parses as "nothing set", which must never pass for a policy.
+pub fn is_blank_yaml(text: &str) -> bool {
+    text.trim_start_matches('\u{feff}').lines().all(|line| {
+        let line = line.trim();
+        let rest = line
+            .strip_prefix("---")
+            .or_else(|| line.strip_prefix("..."))
+            .map_or(line, str::trim_start);
+        rest.is_empty() || rest.starts_with('#')
+    })
+}
+
+/// The version of a file's snapshot: a digest of everything it enforces — routes,
+/// clusters, endpoints, TLS modes and authorization — so that any change of policy shows
+/// as a new version (the model's `Debug` output lists every field, maps in key order).
+fn digest(
+    origin: &str,
+    outbound: &istio::Outbound,
+    inbound: Option<&crate::inbound::InboundPolicy>,
+) -> u64 {
+    let text = format!("{origin}\n{outbound:?}\n{inbound:?}");
+    xxhash_rust::xxh64::xxh64(text.as_bytes(), 0)
 }
 
 impl fmt::Display for Workload {

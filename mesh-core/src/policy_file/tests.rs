@@ -279,3 +279,86 @@ fn the_example_policy_file_is_valid() {
     snap.validate().expect("no dangling references");
     assert!(snap.outbound("payment-service:8080").is_some());
 }
+
+#[test]
+fn empty_files_are_refused_not_taken_as_an_empty_policy() {
+    for text in [
+        "",
+        "   \n\t\n",
+        "# only a comment\n\n  # another\n",
+        "---\n",
+        "--- # a marker with a comment\n...\n",
+        "\u{feff}\n---\n# truncated\n",
+    ] {
+        let err = PolicyFile::parse(text, "p.yaml").expect_err(text);
+        assert_eq!(
+            err,
+            PolicyError::Empty {
+                file: "p.yaml".into()
+            },
+            "{text:?}"
+        );
+        let message = err.to_string();
+        assert!(
+            message.starts_with("p.yaml: the policy file is empty"),
+            "{message}"
+        );
+    }
+    // A document that says something is not empty, even if it sets little.
+    assert!(PolicyFile::parse("---\nnamespace: shop\n", "p.yaml").is_ok());
+    assert!(!is_blank_yaml("{}"));
+}
+
+#[test]
+fn an_empty_file_on_disk_is_refused_at_load() {
+    let path = std::env::temp_dir().join(format!("mesh-core-empty-{}.yaml", std::process::id()));
+    std::fs::write(&path, b"").expect("write");
+    let err = load_snapshot(&path).expect_err("empty");
+    let _ = std::fs::remove_file(&path);
+    assert!(matches!(err, PolicyError::Empty { .. }), "{err}");
+}
+
+/// A policy for payment-service with the given AuthorizationPolicy spec (indented under
+/// `spec:`) and PeerAuthentication mode.
+fn payment_policy(mode: &str, authz_spec: &str) -> String {
+    format!(
+        "namespace: default\nworkload: {{ name: payment-service, labels: {{ app: payment-service }} }}\n\
+         peerAuthentications:\n  - metadata: {{ name: default }}\n    spec: {{ mtls: {{ mode: {mode} }} }}\n\
+         authorizationPolicies:\n  - metadata: {{ name: payment-access }}\n    spec:\n{authz_spec}"
+    )
+}
+
+fn version_of(text: &str) -> String {
+    PolicyFile::parse(text, "p.yaml")
+        .and_then(|f| f.to_snapshot("p.yaml"))
+        .unwrap_or_else(|e| panic!("{e}\n{text}"))
+        .version()
+        .to_owned()
+}
+
+#[test]
+fn the_version_covers_authorization_and_mtls() {
+    let specs = [
+        "      rules: [{ from: [{ source: { principals: [cluster.local/ns/default/sa/order-service] } }] }]\n",
+        "      rules: [{ from: [{ source: { principals: [cluster.local/ns/default/sa/checkout] } }] }]\n",
+        "      rules: [{}]\n",
+        "      action: DENY\n      rules: [{}]\n",
+        "      {}\n",
+    ];
+    let versions: Vec<String> = specs
+        .iter()
+        .map(|s| version_of(&payment_policy("STRICT", s)))
+        .collect();
+    let distinct: std::collections::BTreeSet<&String> = versions.iter().collect();
+    assert_eq!(distinct.len(), specs.len(), "{versions:?}");
+    // The mTLS mode alone changes it too; the same text gives the same version.
+    let strict = payment_policy("STRICT", specs[0]);
+    let permissive = payment_policy("PERMISSIVE", specs[0]);
+    assert_ne!(version_of(&strict), version_of(&permissive));
+    assert_eq!(version_of(&strict), version_of(&strict));
+    assert!(
+        version_of(&strict).starts_with("file:"),
+        "{}",
+        version_of(&strict)
+    );
+}

@@ -4,7 +4,10 @@
 //! - A policy applies to a workload when it is in the workload's namespace, or in the root
 //!   namespace (mesh-wide), and its selector (if any) matches the workload's labels.
 //! - DENY policies become one DENY engine evaluated first, ALLOW policies one ALLOW engine
-//!   after it. AUDIT policies are ignored; CUSTOM policies are an error (not supported).
+//!   after it. AUDIT policies are ignored (they only log). A CUSTOM policy (an external
+//!   authorizer, which this mesh cannot call) or one with an action the mesh does not know
+//!   fails closed: it denies every request to the workloads it selects, with the reason in
+//!   the rule ([`Authorization::unsupported_rules`](super::Authorization::unsupported_rules)).
 //!   Without any ALLOW policy there is no ALLOW engine, so everything not denied is allowed;
 //!   with one, everything it does not match is denied (`spec: {}` denies everything).
 //! - Each rule becomes one RBAC policy: `from`, `to` and `when` are ANDed, the entries of
@@ -161,9 +164,10 @@ impl Workload {
     }
 }
 
-/// What an `AuthorizationPolicy` does with the requests its rules match.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
+/// What an `AuthorizationPolicy` does with the requests its rules match. Written as Istio
+/// writes it (`ALLOW`, `DENY`, `AUDIT`, `CUSTOM`); any other value is kept as
+/// [`Unrecognized`](Self::Unrecognized), which fails closed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum AuthorizationAction {
     /// Allow matching requests (and deny the rest, once any ALLOW policy applies).
@@ -173,8 +177,48 @@ pub enum AuthorizationAction {
     Deny,
     /// Log matching requests; ignored here.
     Audit,
-    /// Delegate to an external authorizer; not supported.
+    /// Delegate to an external authorizer, which this mesh cannot call: denies every
+    /// request to the workloads the policy selects.
     Custom,
+    /// An action this mesh does not know (a newer Istio's, or a typo): denies every
+    /// request to the workloads the policy selects.
+    Unrecognized(String),
+}
+
+impl AuthorizationAction {
+    /// The action as Istio writes it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Allow => "ALLOW",
+            Self::Deny => "DENY",
+            Self::Audit => "AUDIT",
+            Self::Custom => "CUSTOM",
+            Self::Unrecognized(other) => other,
+        }
+    }
+
+    /// The action named `name` (Istio's spelling; anything else is `Unrecognized`).
+    pub fn from_name(name: &str) -> Self {
+        match name {
+            "ALLOW" => Self::Allow,
+            "DENY" => Self::Deny,
+            "AUDIT" => Self::Audit,
+            "CUSTOM" => Self::Custom,
+            other => Self::Unrecognized(other.to_owned()),
+        }
+    }
+}
+
+impl Serialize for AuthorizationAction {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for AuthorizationAction {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(|s| Self::from_name(&s))
+    }
 }
 
 /// The external authorizer of a CUSTOM policy.
@@ -305,12 +349,6 @@ pub struct Condition {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum IstioAuthzError {
-    /// A CUSTOM (external authorizer) policy applies to the workload.
-    #[error("policy {policy}: action CUSTOM (external authorization) is not supported")]
-    CustomActionUnsupported {
-        /// The policy.
-        policy: String,
-    },
     /// A port is not a number in 1..=65535.
     #[error("policy {policy}: {field}: {value:?} is not a port number")]
     BadPort {

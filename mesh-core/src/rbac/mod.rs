@@ -210,6 +210,29 @@ impl Authorization {
         Self::default()
     }
 
+    /// Why rules of the chain cannot be evaluated: the reason of every
+    /// [`Permission::Unsupported`] and [`Principal::Unsupported`], once each, in order.
+    /// Such rules fail closed (never allow, always deny); a source logs these so an
+    /// operator learns that part of the policy is enforced as a denial, and why.
+    pub fn unsupported_rules(&self) -> Vec<&str> {
+        let mut out = Vec::new();
+        for engine in &self.engines {
+            for (_, policy) in &engine.policies {
+                policy
+                    .permissions
+                    .iter()
+                    .for_each(|p| p.collect_unsupported(&mut out));
+                policy
+                    .principals
+                    .iter()
+                    .for_each(|p| p.collect_unsupported(&mut out));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|r| seen.insert(*r));
+        out
+    }
+
     /// Evaluates the chain against a request.
     pub fn evaluate<R: RequestAttributes + ?Sized>(&self, req: &R) -> Decision<'_> {
         let mut last_allow = None;

@@ -95,6 +95,16 @@ impl Permission {
             Self::Unsupported(_) => Evaluation::Unknown,
         }
     }
+
+    /// Adds the reason of every [`Unsupported`](Self::Unsupported) rule in the tree.
+    pub(crate) fn collect_unsupported<'a>(&'a self, out: &mut Vec<&'a str>) {
+        match self {
+            Self::And(v) | Self::Or(v) => v.iter().for_each(|p| p.collect_unsupported(out)),
+            Self::Not(inner) => inner.collect_unsupported(out),
+            Self::Unsupported(reason) => out.push(reason),
+            _ => {}
+        }
+    }
 }
 
 /// Who sends a request: Envoy's `config.rbac.v3.Principal`.
@@ -146,6 +156,16 @@ impl Principal {
             Self::Header(h) => header_matches(h, req).into(),
             Self::UrlPath(m) => m.matches(url_path(req.path())).into(),
             Self::Unsupported(_) => Evaluation::Unknown,
+        }
+    }
+
+    /// Adds the reason of every [`Unsupported`](Self::Unsupported) rule in the tree.
+    pub(crate) fn collect_unsupported<'a>(&'a self, out: &mut Vec<&'a str>) {
+        match self {
+            Self::And(v) | Self::Or(v) => v.iter().for_each(|p| p.collect_unsupported(out)),
+            Self::Not(inner) => inner.collect_unsupported(out),
+            Self::Unsupported(reason) => out.push(reason),
+            _ => {}
         }
     }
 }

@@ -4,13 +4,27 @@
 //! | path | answer |
 //! |---|---|
 //! | `/` | an HTML page: routes with weights, clusters, endpoint health, request and error totals |
-//! | `/metrics` | Prometheus text: Istio's metrics, the mesh's own, endpoint gauges |
+//! | `/metrics`, `/stats/prometheus` | Prometheus text (format 0.0.4): Istio's metrics, the mesh's own, the application's ([`Metrics::register_app_metrics`](crate::metrics::Metrics::register_app_metrics)), endpoint gauges |
 //! | `/config_dump` | the live snapshot as JSON (listeners, routes with weights, clusters with policy, endpoints) and, under `xds`, the xDS client's per-resource status |
 //! | `/clusters` | JSON: endpoints with health, ejections and load; breaker limits in use |
-//! | `/ready` | `200 ready` |
+//! | `/ready`, `/healthz/ready` | readiness ([`Mesh::readiness`]): `200 ready`, or `503 not ready: <reason>` until the first policy arrived and every mesh listener serves, and from shutdown on |
+//! | `/healthz`, `/healthz/live` | liveness: `200 live` while the process runs |
+//!
+//! `/stats/prometheus` and `/healthz/ready` are the paths Envoy's admin and Istio's agent
+//! use, so scrape annotations and probes written for them work unchanged:
+//!
+//! ```yaml
+//! readinessProbe:
+//!   httpGet: { path: /healthz/ready, port: 15000 }
+//! livenessProbe:
+//!   httpGet: { path: /healthz, port: 15000 }
+//! ```
+//!
+//! (the admin address must then be one the kubelet reaches: `--admin 0.0.0.0:15000`).
 //!
 //! It speaks HTTP/1.1 and HTTP/2 (cleartext, by prior knowledge); over HTTP/2 it also
-//! serves the CSDS gRPC service (gRFC A40, `envoy.service.status.v3.ClientStatusDiscoveryService`)
+//! serves gRPC: the health service (`grpc.health.v1.Health`, [`Mesh::health_service`]),
+//! and the CSDS service (gRFC A40, `envoy.service.status.v3.ClientStatusDiscoveryService`)
 //! when the mesh's policy comes from a control plane.
 //!
 //! ```no_run
@@ -108,6 +122,7 @@ impl AdminServer {
     /// Serves on `listener` until `shutdown` resolves.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         let csds = self.mesh.csds().map(|c| c.into_server());
+        let health = self.mesh.health_service();
         tokio::pin!(shutdown);
         loop {
             let stream = tokio::select! {
@@ -123,11 +138,23 @@ impl AdminServer {
             let _ = stream.set_nodelay(true);
             let this = self.clone();
             let csds = csds.clone();
+            let health = health.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                     let this = this.clone();
                     let csds = csds.clone();
+                    let health = health.clone();
                     async move {
+                        if req.uri().path().starts_with(HEALTH_PATH) {
+                            return Ok::<_, Infallible>(
+                                match tower::ServiceExt::oneshot(health, req).await {
+                                    Ok(resp) => {
+                                        resp.map(|b| b.map_err(BoxError::from).boxed_unsync())
+                                    }
+                                    Err(never) => match never {},
+                                },
+                            );
+                        }
                         if req.uri().path().starts_with(CSDS_PATH) {
                             return Ok::<_, Infallible>(match csds {
                                 Some(csds) => match tower::ServiceExt::oneshot(csds, req).await {
@@ -171,7 +198,8 @@ impl AdminServer {
                 "text/html; charset=utf-8",
                 page::render(&self.mesh),
             ),
-            "/metrics" => text(
+            // `/stats/prometheus`: Envoy's path, which Istio's scrape configuration uses.
+            "/metrics" | "/stats/prometheus" => text(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
                 self.metrics(),
@@ -181,7 +209,16 @@ impl AdminServer {
                 self.xds.as_ref().map(|f| f()),
             )),
             "/clusters" => json(&dump::clusters_status(&self.mesh)),
-            "/ready" => text(StatusCode::OK, "text/plain", "ready\n".into()),
+            "/ready" | "/healthz/ready" => {
+                let status = self.mesh.readiness().status();
+                let code = if status.is_ready() {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                text(code, "text/plain; charset=utf-8", format!("{status}\n"))
+            }
+            "/healthz" | "/healthz/live" => text(StatusCode::OK, "text/plain", "live\n".into()),
             _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
         }
     }
@@ -214,6 +251,9 @@ impl AdminServer {
 
 /// The CSDS service's path prefix.
 const CSDS_PATH: &str = "/envoy.service.status.v3.ClientStatusDiscoveryService/";
+
+/// The gRPC health service's path prefix.
+const HEALTH_PATH: &str = "/grpc.health.v1.Health/";
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

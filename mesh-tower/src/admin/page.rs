@@ -31,13 +31,16 @@ pub(crate) fn render(mesh: &Mesh) -> String {
         "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}.bad{color:#b00}.ok{color:#070}</style>",
         "</head><body><h1>mesh admin</h1>"
     ));
+    let readiness = mesh.readiness().status();
     let _ = write!(
         h,
         "<p>policy version <b>{}</b> from {} &middot; <a href=\"/metrics\">/metrics</a> \
          <a href=\"/config_dump\">/config_dump</a> <a href=\"/clusters\">/clusters</a> \
-         <a href=\"/ready\">/ready</a></p>",
+         <a href=\"/healthz/ready\">/healthz/ready</a></p><p class=\"{}\">{}</p>",
         esc(snap.version()),
-        esc(&format!("{:?}", mesh.source()))
+        esc(&format!("{:?}", mesh.source())),
+        if readiness.is_ready() { "ok" } else { "bad" },
+        esc(&readiness.to_string())
     );
 
     h.push_str("<h2>Routes</h2><table><tr><th>target</th><th>virtual host</th><th>route</th><th>match</th><th>clusters (weight)</th></tr>");

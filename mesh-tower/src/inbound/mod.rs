@@ -53,6 +53,7 @@ use mesh_core::live::LivePolicy;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use crate::health::{ListenerReadiness, Readiness};
 use crate::identity::CertificateSource;
 use crate::metrics::Metrics;
 use table::{Admission, ConnectionTable};
@@ -111,6 +112,7 @@ pub struct MeshListener {
     config: InboundConfig,
     require_policy: bool,
     metrics: Option<Metrics>,
+    readiness: Option<ListenerReadiness>,
 }
 
 impl MeshListener {
@@ -123,7 +125,23 @@ impl MeshListener {
             config: InboundConfig::default(),
             require_policy: false,
             metrics: None,
+            readiness: None,
         }
+    }
+
+    /// Takes part in `readiness` from now on: not ready until the accept loop runs (after
+    /// gRFC A36's gate, with [`require_inbound_policy`](Self::require_inbound_policy));
+    /// when the shutdown signal fires, the whole workload turns not ready
+    /// ([`Readiness::shut_down`]). [`Mesh::listener`](crate::Mesh::listener) sets it.
+    pub fn with_readiness(mut self, readiness: &Readiness) -> Self {
+        if let Ok(local) = self.listener.local_addr() {
+            let part = readiness.listener(local);
+            if self.require_policy {
+                part.waiting(A36_WAITING);
+            }
+            self.readiness = Some(part);
+        }
+        self
     }
 
     /// Counts connections in `metrics` (`istio_tcp_connections_opened_total` and
@@ -191,17 +209,29 @@ impl MeshListener {
             config: self.config,
         });
         tokio::pin!(shutdown);
+        let readiness = self.readiness;
         if self.require_policy {
             let local = self.listener.local_addr()?;
+            if let Some(r) = &readiness {
+                r.waiting(A36_WAITING);
+            }
             let mut watch = ctx.policy.watch();
             tracing::info!(%local, "not serving until the control plane sends this listener's policy");
             while ctx.policy.load().inbound_for(local).is_none() {
                 tokio::select! {
                     _ = watch.changed() => {}
-                    () = &mut shutdown => return Ok(()),
+                    () = &mut shutdown => {
+                        if let Some(r) = &readiness {
+                            r.shutting_down();
+                        }
+                        return Ok(());
+                    }
                 }
             }
             tracing::info!(%local, "serving");
+        }
+        if let Some(r) = &readiness {
+            r.serving();
         }
         'accept: loop {
             let (stream, remote) = tokio::select! {
@@ -235,6 +265,9 @@ impl MeshListener {
                 connection::handle(ctx, stream, remote, service, registered).await;
             });
         }
+        if let Some(r) = &readiness {
+            r.shutting_down();
+        }
         let _ = closing_tx.send(true);
         // Every connection is in the table until its task ends.
         while table.len() > 0 {
@@ -243,6 +276,9 @@ impl MeshListener {
         Ok(())
     }
 }
+
+/// Why a listener that waits for its xDS policy is not ready.
+const A36_WAITING: &str = "waiting for its inbound policy from the control plane (gRFC A36)";
 
 /// Serves `service` on `listener` with the default limits: see [`MeshListener`].
 pub async fn serve<S, B>(

@@ -20,6 +20,28 @@
 //!
 //! Recording allocates nothing and formats nothing: label strings are built once per
 //! distinct label set and found again through small integer keys in lock-free maps.
+//!
+//! # The application's own metrics
+//!
+//! The application registers its metrics (of the [`prometheus_client`] crate, re-exported
+//! here so the versions match) into the mesh's registry; the admin server's `/metrics`
+//! renders them after the mesh's, in the same Prometheus text format:
+//!
+//! ```
+//! use mesh_tower::metrics::prometheus_client::metrics::counter::Counter;
+//! use mesh_tower::metrics::Metrics;
+//!
+//! let metrics = Metrics::default(); // in a service: `mesh.metrics()`
+//! let orders: Counter = Counter::default();
+//! metrics.register_app_metrics(|registry| {
+//!     registry.register("orders_placed", "Orders placed", orders.clone());
+//! });
+//! orders.inc();
+//! assert!(metrics.render().contains("\norders_placed_total 1\n"));
+//! ```
+//!
+//! Names beginning with `istio_` or `mesh_` are the mesh's: an application metric must not
+//! take one (a family rendered twice makes the whole scrape fail).
 
 mod labels;
 mod layer;
@@ -35,6 +57,9 @@ use mesh_core::breaker::BreakerLimit;
 pub use labels::WorkloadLabels;
 pub use layer::{InboundSample, Metered, MetricsLayer, ResponseFuture};
 pub use peer::{PEER_METADATA, PEER_METADATA_ID};
+/// The metrics library the application's metrics are made with
+/// ([`Metrics::register_app_metrics`]).
+pub use prometheus_client;
 
 use registry::{Counter, Histogram, Interner, SeriesMap};
 
@@ -237,6 +262,8 @@ struct Registry {
     http: SeriesMap<HttpKey, HttpSeries>,
     tcp: SeriesMap<TcpKey, TcpSeries>,
     mesh: SeriesMap<MeshKey, (MeshFamily, Counter)>,
+    /// The application's metrics, rendered after the mesh's.
+    app: std::sync::Mutex<prometheus_client::registry::Registry>,
 }
 
 /// The metrics of one mesh: cheap to clone, shared by the outbound client, the inbound
@@ -264,6 +291,7 @@ impl Metrics {
                 http: SeriesMap::default(),
                 tcp: SeriesMap::default(),
                 mesh: SeriesMap::default(),
+                app: Default::default(),
             }),
         }
     }
@@ -406,7 +434,23 @@ impl Metrics {
         self.mesh_counter(MeshFamily::XdsUpdates, type_url, result);
     }
 
-    /// The Prometheus text exposition of everything recorded.
+    /// Registers the application's metrics: `register` gets the registry that `/metrics`
+    /// renders after the mesh's own (see the [module docs](self)). Register at start-up;
+    /// the metrics themselves are updated without going through the mesh.
+    pub fn register_app_metrics<R>(
+        &self,
+        register: impl FnOnce(&mut prometheus_client::registry::Registry) -> R,
+    ) -> R {
+        let mut registry = self
+            .inner
+            .app
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        register(&mut registry)
+    }
+
+    /// The Prometheus text exposition of everything recorded, then the application's
+    /// metrics.
     pub fn render(&self) -> String {
         render::render(&self.inner)
     }

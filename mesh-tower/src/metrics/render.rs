@@ -282,7 +282,18 @@ pub(super) fn render(r: &Registry) -> String {
             );
         }
     }
+    app(&mut out, r);
     out
+}
+
+/// The application's registry, in the Prometheus text format (0.0.4) like the rest.
+fn app(out: &mut String, r: &Registry) {
+    let registry = r
+        .app
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::prometheus_text::encode(out, &registry);
 }
 
 pub(super) fn totals(r: &Registry) -> Vec<RequestTotals> {

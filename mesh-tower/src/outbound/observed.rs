@@ -46,6 +46,7 @@ pub(crate) fn start<B: http_body::Body>(
     let ex = Exchange {
         method: &method,
         path: uri.path(),
+        route: None,
         grpc,
         server: authority,
         peer: None,

@@ -4,10 +4,13 @@
 use std::future::Future;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
+use opentelemetry::context::{FutureExt as _, WithContext};
 use tokio::task::futures::TaskLocalFuture;
 
 use super::b3::{self, B3Context, B3Headers, Sampling};
+use super::baggage;
 use super::ids::{new_request_id, SpanId, TraceId};
+use super::propagation::{B3Form, Propagation};
 use super::w3c::{self, TraceState};
 
 /// The request id header (Envoy's).
@@ -16,8 +19,7 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Longest `x-request-id` passed on; a longer one is replaced.
 const MAX_REQUEST_ID_LEN: usize = 256;
 
-/// The sampled bit of the trace flags.
-pub const FLAG_SAMPLED: u8 = 0x01;
+pub use super::w3c::{FLAG_RANDOM, FLAG_SAMPLED};
 
 /// What the caller sent: its trace, its span, whether it samples.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,20 +27,35 @@ pub const FLAG_SAMPLED: u8 = 0x01;
 pub struct Incoming {
     /// The caller's trace and span, when a valid `traceparent` or B3 context came.
     pub parent: Option<(TraceId, SpanId)>,
-    /// The caller's sampling decision, if it made one.
+    /// The caller's sampling decision, if it made one (also from a sampling-only B3
+    /// header such as `b3: 0`).
     pub sampled: Option<bool>,
     /// Debug sampling (B3 `d` / `x-b3-flags: 1`).
     pub debug: bool,
+    /// The caller's `random` trace flag (W3C Level 2): its trace id is random.
+    pub random: bool,
     /// The `tracestate`, kept only with a valid `traceparent`.
     pub tracestate: Option<TraceState>,
+    /// The B3 form the request came with, if it had valid B3 headers.
+    pub b3_form: Option<B3Form>,
+    /// The `baggage` list, as received.
+    pub baggage: Option<HeaderValue>,
     /// The request id (the caller's, or a new one).
     pub request_id: HeaderValue,
 }
 
-/// Reads the trace headers of a request. W3C `traceparent` wins over B3 (single `b3`,
-/// then the multi-header form); an invalid header is ignored, which restarts the trace.
-/// Never fails: malformed input only loses the caller's context.
+/// Reads every trace header the mesh understands ([`Propagation::all`]); see
+/// [`extract_with`].
 pub fn extract(headers: &HeaderMap) -> Incoming {
+    extract_with(headers, Propagation::all())
+}
+
+/// Reads the trace headers `propagation` enables. W3C `traceparent` wins over B3 (single
+/// `b3`, then the multi-header form); an invalid header is ignored, which restarts the
+/// trace. A sampling-only B3 header (`b3: 0`, `x-b3-sampled` or `x-b3-flags` alone) keeps
+/// its decision for the new trace. Never fails: malformed input only loses the caller's
+/// context.
+pub fn extract_with(headers: &HeaderMap, propagation: Propagation) -> Incoming {
     let request_id = headers
         .get(&X_REQUEST_ID)
         .filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID_LEN && v.to_str().is_ok())
@@ -48,19 +65,36 @@ pub fn extract(headers: &HeaderMap) -> Incoming {
         parent: None,
         sampled: None,
         debug: false,
+        random: false,
         tracestate: None,
+        b3_form: None,
+        baggage: None,
         request_id,
     };
-    if let Some(Ok(tp)) = w3c::traceparent_from(headers) {
-        incoming.parent = Some((tp.trace_id, tp.parent_id));
-        incoming.sampled = Some(tp.flags & FLAG_SAMPLED != 0);
-        incoming.tracestate = w3c::tracestate_from(headers).and_then(Result::ok);
+    if propagation.baggage() {
+        incoming.baggage = baggage::baggage_from(headers);
+    }
+    if propagation.tracecontext() {
+        if let Some(Ok(tp)) = w3c::traceparent_from(headers) {
+            incoming.parent = Some((tp.trace_id, tp.parent_id));
+            incoming.sampled = Some(tp.flags & FLAG_SAMPLED != 0);
+            incoming.random = tp.flags & FLAG_RANDOM != 0;
+            incoming.tracestate = w3c::tracestate_from(headers).and_then(Result::ok);
+        }
+    }
+    if !propagation.reads_b3() {
         return incoming;
     }
-    let b3 = match b3::single_from(headers) {
-        Some(Ok(b)) => Some(b),
-        _ => b3::parse_multi(headers).and_then(Result::ok),
+    let (b3, form) = match b3::single_from(headers) {
+        Some(Ok(b)) => (Some(b), B3Form::Single),
+        _ => (b3::parse_multi(headers).and_then(Result::ok), B3Form::Multi),
     };
+    if b3.is_some() {
+        incoming.b3_form = Some(form);
+    }
+    if incoming.parent.is_some() {
+        return incoming;
+    }
     match b3 {
         Some(B3Headers::Context(c)) => {
             incoming.parent = Some((c.trace_id, c.span_id));
@@ -77,7 +111,7 @@ pub fn extract(headers: &HeaderMap) -> Incoming {
 }
 
 /// The context of a span: what outbound calls made under it continue.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct TraceContext {
     /// The trace.
@@ -86,33 +120,50 @@ pub struct TraceContext {
     pub span_id: SpanId,
     /// The span this one is a child of.
     pub parent_span_id: Option<SpanId>,
-    /// Trace flags (bit 0: sampled).
+    /// Trace flags ([`FLAG_SAMPLED`], [`FLAG_RANDOM`]).
     pub flags: u8,
     /// Debug sampling, carried on in B3.
     pub debug: bool,
     /// The `tracestate` passed on.
     pub tracestate: Option<TraceState>,
+    /// The `baggage` passed on.
+    pub baggage: Option<HeaderValue>,
     /// The request id passed on.
     pub request_id: HeaderValue,
+    /// Which headers are written.
+    pub propagation: Propagation,
+    /// The B3 form the request came with (passed on in that form).
+    pub b3_form: Option<B3Form>,
+    /// The OpenTelemetry context of this span, current while the handler runs.
+    pub(crate) otel: opentelemetry::Context,
 }
 
 impl TraceContext {
-    /// A new root context (a new trace, sampled).
+    /// A new root context (a new random trace, sampled).
     pub fn new_root() -> Self {
         Self {
             trace_id: TraceId::random(),
             span_id: SpanId::random(),
             parent_span_id: None,
-            flags: FLAG_SAMPLED,
+            flags: FLAG_SAMPLED | FLAG_RANDOM,
             debug: false,
             tracestate: None,
+            baggage: None,
             request_id: new_request_id(),
+            propagation: Propagation::from_env(),
+            b3_form: None,
+            otel: opentelemetry::Context::new(),
         }
     }
 
     /// Whether the trace is sampled.
     pub fn is_sampled(&self) -> bool {
         self.flags & FLAG_SAMPLED != 0
+    }
+
+    /// The OpenTelemetry context of this span (the one current while the handler runs).
+    pub fn otel_context(&self) -> &opentelemetry::Context {
+        &self.otel
     }
 
     /// A child span's context: same trace, flags, state and request id, a new span id.
@@ -124,36 +175,56 @@ impl TraceContext {
         }
     }
 
-    /// Writes this context onto an outbound request: `traceparent` (+ `tracestate`), the
-    /// B3 multi-header form and `x-request-id`, replacing what was there.
+    /// Writes this context onto an outbound request, replacing what was there: per
+    /// [`Propagation`], `traceparent` (+ `tracestate`), `baggage`, B3 (in the form the
+    /// request came with, else the configured one), and always `x-request-id`.
     pub fn inject(&self, headers: &mut HeaderMap) {
-        headers.insert(
-            w3c::TRACEPARENT,
-            w3c::format_traceparent(&self.trace_id, &self.span_id, self.flags),
-        );
-        match &self.tracestate {
-            Some(ts) => {
-                headers.insert(w3c::TRACESTATE, ts.header_value().clone());
-            }
-            None => {
-                headers.remove(w3c::TRACESTATE);
+        if self.propagation.tracecontext() {
+            headers.insert(
+                w3c::TRACEPARENT,
+                w3c::format_traceparent(&self.trace_id, &self.span_id, self.flags),
+            );
+            match &self.tracestate {
+                Some(ts) => {
+                    headers.insert(w3c::TRACESTATE, ts.header_value().clone());
+                }
+                None => {
+                    headers.remove(w3c::TRACESTATE);
+                }
             }
         }
-        headers.remove(b3::B3);
-        let sampling = match (self.debug, self.is_sampled()) {
-            (true, _) => Sampling::Debug,
-            (false, true) => Sampling::Accept,
-            (false, false) => Sampling::Deny,
-        };
-        b3::insert_multi(
-            headers,
-            &B3Context {
+        if self.propagation.baggage() {
+            match &self.baggage {
+                Some(b) => {
+                    headers.insert(baggage::BAGGAGE, b.clone());
+                }
+                None => {
+                    headers.remove(baggage::BAGGAGE);
+                }
+            }
+        }
+        let (single, multi) = self.propagation.b3_forms(self.b3_form);
+        if single || multi {
+            let sampling = match (self.debug, self.is_sampled()) {
+                (true, _) => Sampling::Debug,
+                (false, true) => Sampling::Accept,
+                (false, false) => Sampling::Deny,
+            };
+            let ctx = B3Context {
                 trace_id: self.trace_id,
                 span_id: self.span_id,
                 parent_span_id: self.parent_span_id,
                 sampling: Some(sampling),
-            },
-        );
+            };
+            if single {
+                headers.insert(b3::B3, b3::format_single(&ctx));
+            } else {
+                headers.remove(b3::B3);
+            }
+            if multi {
+                b3::insert_multi(headers, &ctx);
+            }
+        }
         headers.insert(X_REQUEST_ID, self.request_id.clone());
     }
 }
@@ -179,11 +250,12 @@ pub(crate) fn sync_scope<R>(ctx: TraceContext, f: impl FnOnce() -> R) -> R {
 
 /// Carries the current trace context into a future that runs elsewhere.
 pub trait InCurrentTrace: Future + Sized {
-    /// The future, with the context of the request being handled now (if any).
+    /// The future, with the context of the request being handled now (if any), and the
+    /// current OpenTelemetry context (so spans started in it keep their parent).
     fn in_current_trace(self) -> WithTrace<Self> {
         match current() {
             Some(ctx) => WithTrace::Scoped {
-                fut: scope(ctx, self),
+                fut: scope(ctx, self.with_current_context()),
             },
             None => WithTrace::Plain { fut: self },
         }
@@ -198,7 +270,7 @@ pin_project_lite::pin_project! {
     #[allow(missing_docs)]
     pub enum WithTrace<F: Future> {
         /// With a context.
-        Scoped { #[pin] fut: TaskLocalFuture<TraceContext, F> },
+        Scoped { #[pin] fut: TaskLocalFuture<TraceContext, WithContext<F>> },
         /// There was none.
         Plain { #[pin] fut: F },
     }

@@ -6,32 +6,48 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
+use opentelemetry::context::{FutureExt as _, WithContext};
 use opentelemetry::global::BoxedTracer;
 use tokio::task::futures::TaskLocalFuture;
 use tracing::instrument::{Instrument, Instrumented};
 
-use super::context::{extract, scope, sync_scope, TraceContext, X_REQUEST_ID};
+use super::context::{extract_with, scope, sync_scope, TraceContext, X_REQUEST_ID};
+use super::propagation::Propagation;
 use super::span::{global_tracer, start_server, Exchange, SpanGuard};
 use crate::inbound::PeerIdentity;
 use crate::observe::{ExchangeEnd, ExchangeObserver, ObservedBody};
 
-/// Reads the caller's trace context (W3C, B3, `x-request-id`), starts a server span, and
-/// runs the inner service with the request's [`TraceContext`] current, so that every call
-/// made through the mesh's clients while handling it continues the trace. The context is
-/// also in the request's extensions, and `x-request-id` is set on the request when the
-/// caller sent none.
+/// Reads the caller's trace context (per [`Propagation`]: W3C, B3, baggage, and
+/// `x-request-id`), starts a server span, and runs the inner service with the request's
+/// context current — both the mesh's [`TraceContext`] (so every call made through the
+/// mesh's clients continues the trace) and the OpenTelemetry context (so spans the
+/// handler starts, with the OpenTelemetry API or through `tracing-opentelemetry`, are
+/// children of the server span, and its calls continue from them). The context is also
+/// in the request's extensions, and `x-request-id` is set on the request when the caller
+/// sent none.
 ///
-/// Spans go to the OpenTelemetry tracer given (by default the global provider's, taken
-/// when the layer is built: install the provider first), and a `tracing` span named
-/// `inbound` wraps the handler's work.
+/// The server span is named as OpenTelemetry's semantic conventions say: `{method}
+/// {route}` when the route template is known (axum's `MatchedPath`, present when the
+/// layer is added with `Router::layer`), else `{method}`; `{package.Service}/{Method}`
+/// for gRPC. It goes to the OpenTelemetry tracer given (by default the global provider's,
+/// taken when the layer is built: install the provider first).
+///
+/// [`TraceLayer::with_log_span`] also wraps the handler in a `tracing` span named
+/// `inbound` carrying `trace_id` and `request_id`, for log lines; leave it off when
+/// `tracing-opentelemetry` exports your spans, or it is exported as a span of its own.
 #[derive(Clone)]
 pub struct TraceLayer {
     tracer: Arc<BoxedTracer>,
+    propagation: Propagation,
+    log_span: bool,
 }
 
 impl std::fmt::Debug for TraceLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TraceLayer").finish_non_exhaustive()
+        f.debug_struct("TraceLayer")
+            .field("propagation", &self.propagation)
+            .field("log_span", &self.log_span)
+            .finish_non_exhaustive()
     }
 }
 
@@ -42,7 +58,8 @@ impl Default for TraceLayer {
 }
 
 impl TraceLayer {
-    /// A layer exporting through the global tracer provider.
+    /// A layer exporting through the global tracer provider, with the propagators
+    /// `OTEL_PROPAGATORS` names.
     pub fn new() -> Self {
         Self::with_tracer(global_tracer())
     }
@@ -51,7 +68,21 @@ impl TraceLayer {
     pub fn with_tracer(tracer: BoxedTracer) -> Self {
         Self {
             tracer: Arc::new(tracer),
+            propagation: Propagation::from_env(),
+            log_span: false,
         }
+    }
+
+    /// Reads and writes the headers `propagation` names instead of `OTEL_PROPAGATORS`'.
+    pub fn with_propagation(mut self, propagation: Propagation) -> Self {
+        self.propagation = propagation;
+        self
+    }
+
+    /// Wraps the handler in a `tracing` span `inbound{trace_id, request_id}` for log lines.
+    pub fn with_log_span(mut self, on: bool) -> Self {
+        self.log_span = on;
+        self
     }
 }
 
@@ -62,6 +93,8 @@ impl<S> tower::Layer<S> for TraceLayer {
         Trace {
             inner,
             tracer: Arc::clone(&self.tracer),
+            propagation: self.propagation,
+            log_span: self.log_span,
         }
     }
 }
@@ -71,12 +104,26 @@ impl<S> tower::Layer<S> for TraceLayer {
 pub struct Trace<S> {
     inner: S,
     tracer: Arc<BoxedTracer>,
+    propagation: Propagation,
+    log_span: bool,
 }
 
 impl<S> std::fmt::Debug for Trace<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Trace").finish_non_exhaustive()
     }
+}
+
+#[cfg(feature = "axum")]
+fn route_of<B>(req: &Request<B>) -> Option<&str> {
+    req.extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(axum::extract::MatchedPath::as_str)
+}
+
+#[cfg(not(feature = "axum"))]
+fn route_of<B>(_req: &Request<B>) -> Option<&str> {
+    None
 }
 
 impl<S, B, RB> tower::Service<Request<B>> for Trace<S>
@@ -93,7 +140,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let incoming = extract(req.headers());
+        let incoming = extract_with(req.headers(), self.propagation);
         let grpc = crate::outbound::is_grpc_request(req.headers());
         let server = req.uri().authority().map(|a| a.as_str()).or_else(|| {
             req.headers()
@@ -103,6 +150,7 @@ where
         let ex = Exchange {
             method: req.method(),
             path: req.uri().path(),
+            route: route_of(&req),
             grpc,
             server,
             peer: req
@@ -110,29 +158,37 @@ where
                 .get::<PeerIdentity>()
                 .map(|p| p.remote_addr),
         };
-        let (ctx, guard) = start_server(&self.tracer, incoming, &ex);
-        let span = tracing::info_span!(
-            "inbound",
-            otel.kind = "server",
-            http.request.method = %req.method(),
-            url.path = %req.uri().path(),
-            trace_id = tracing::field::Empty,
-            request_id = tracing::field::Empty,
-        );
-        if !span.is_disabled() {
-            span.record("trace_id", tracing::field::display(ctx.trace_id));
-            if let Ok(id) = ctx.request_id.to_str() {
-                span.record("request_id", id);
+        let (ctx, guard) = start_server(&self.tracer, incoming, &ex, self.propagation);
+        let span = if self.log_span {
+            let span = tracing::info_span!(
+                "inbound",
+                http.request.method = %req.method(),
+                url.path = %req.uri().path(),
+                trace_id = tracing::field::Empty,
+                request_id = tracing::field::Empty,
+            );
+            if !span.is_disabled() {
+                span.record("trace_id", tracing::field::display(ctx.trace_id));
+                if let Ok(id) = ctx.request_id.to_str() {
+                    span.record("request_id", id);
+                }
             }
-        }
+            span
+        } else {
+            tracing::Span::none()
+        };
         req.headers_mut()
             .entry(X_REQUEST_ID)
             .or_insert_with(|| ctx.request_id.clone());
         req.extensions_mut().insert(ctx.clone());
+        let otel = ctx.otel.clone();
         let inner = &mut self.inner;
-        let fut = sync_scope(ctx.clone(), || span.in_scope(|| inner.call(req)));
+        let fut = sync_scope(ctx.clone(), || {
+            let _attached = otel.clone().attach();
+            span.in_scope(|| inner.call(req))
+        });
         ResponseFuture {
-            inner: scope(ctx, fut.instrument(span)),
+            inner: scope(ctx, fut.instrument(span).with_context(otel)),
             guard: Some(guard),
         }
     }
@@ -142,7 +198,7 @@ pin_project_lite::pin_project! {
     /// The response future of [`Trace`]: the inner future with the trace context current.
     pub struct ResponseFuture<F> {
         #[pin]
-        inner: TaskLocalFuture<TraceContext, Instrumented<F>>,
+        inner: TaskLocalFuture<TraceContext, WithContext<Instrumented<F>>>,
         guard: Option<SpanGuard>,
     }
 }

@@ -26,22 +26,27 @@
 //! ```
 
 pub mod b3;
+pub mod baggage;
 mod context;
 mod ids;
 mod layer;
 pub mod otel;
+pub mod propagation;
 mod span;
 pub mod w3c;
 
 #[cfg(test)]
+mod suite_tests;
+#[cfg(test)]
 mod tests;
 
 pub use context::{
-    current, extract, scope, spawn, InCurrentTrace, Incoming, TraceContext, WithTrace,
-    FLAG_SAMPLED, X_REQUEST_ID,
+    current, extract, extract_with, scope, spawn, InCurrentTrace, Incoming, TraceContext,
+    WithTrace, FLAG_RANDOM, FLAG_SAMPLED, X_REQUEST_ID,
 };
 pub use ids::{new_request_id, SpanId, TraceId};
 pub use layer::{ResponseFuture, Trace, TraceLayer};
+pub use propagation::{B3Form, Propagation};
 pub use span::{global_tracer, SpanGuard, TRACER_NAME};
 
 pub(crate) use span::{start_client, Exchange};

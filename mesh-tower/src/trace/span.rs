@@ -2,15 +2,20 @@
 //! whose ids become the ids the mesh propagates, with the HTTP and RPC semantic
 //! conventions' attributes.
 
+use std::borrow::Cow;
+
+use opentelemetry::baggage::BaggageExt;
 use opentelemetry::global::{BoxedSpan, BoxedTracer};
 use opentelemetry::trace::{
-    SpanContext, SpanKind, Status, TraceContextExt, TraceFlags, TraceState as OtelTraceState,
-    Tracer,
+    Span as _, SpanContext, SpanKind, Status, TraceContextExt, TraceFlags,
+    TraceState as OtelTraceState, Tracer,
 };
 use opentelemetry::{Context, KeyValue};
 
-use super::context::{Incoming, TraceContext, FLAG_SAMPLED};
+use super::baggage;
+use super::context::{Incoming, TraceContext, FLAG_RANDOM, FLAG_SAMPLED};
 use super::ids::{SpanId, TraceId};
+use super::propagation::Propagation;
 use crate::observe::{ExchangeEnd, ExchangeObserver};
 
 /// The instrumentation scope name of the mesh's spans.
@@ -26,6 +31,8 @@ pub fn global_tracer() -> BoxedTracer {
 pub(crate) struct Exchange<'a> {
     pub method: &'a http::Method,
     pub path: &'a str,
+    /// The route template that matched (`/orders/{id}`), when the router says.
+    pub route: Option<&'a str>,
     pub grpc: bool,
     /// Host and port of the server.
     pub server: Option<&'a str>,
@@ -41,20 +48,45 @@ pub(crate) fn grpc_parts(path: &str) -> Option<(&str, &str)> {
         .then_some((service, method))
 }
 
-fn span_name(ex: &Exchange<'_>) -> String {
-    match (ex.grpc, grpc_parts(ex.path)) {
-        (true, Some((s, m))) => format!("{s}/{m}"),
-        _ => ex.method.as_str().to_owned(),
+/// The method as a span name: a known method, else `HTTP` (the semantic conventions'
+/// `_OTHER`). Static, so naming an unsampled span costs nothing.
+fn method_name(method: &http::Method) -> &'static str {
+    use http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "HTTP",
+    }
+}
+
+/// The full span name, when it is not the method alone: `{package.Service}/{Method}` for
+/// gRPC, `{method} {route}` for a server that knows its route (OpenTelemetry's HTTP and
+/// RPC semantic conventions). Only built for spans that record.
+fn full_name(ex: &Exchange<'_>) -> Option<String> {
+    match (ex.grpc, grpc_parts(ex.path), ex.route) {
+        (true, Some((s, m)), _) => Some(format!("{s}/{m}")),
+        (_, _, Some(route)) => Some(format!("{} {route}", method_name(ex.method))),
+        _ => None,
     }
 }
 
 fn attributes(ex: &Exchange<'_>) -> Vec<KeyValue> {
-    let mut attrs = Vec::with_capacity(8);
+    let mut attrs = Vec::with_capacity(10);
     attrs.push(KeyValue::new(
         "http.request.method",
         ex.method.as_str().to_owned(),
     ));
     attrs.push(KeyValue::new("url.path", ex.path.to_owned()));
+    if let Some(route) = ex.route {
+        attrs.push(KeyValue::new("http.route", route.to_owned()));
+    }
     if let Some(server) = ex.server {
         let (host, port) = split_host_port(server);
         attrs.push(KeyValue::new("server.address", host.to_owned()));
@@ -86,9 +118,51 @@ fn split_host_port(s: &str) -> (&str, Option<u16>) {
     }
 }
 
+/// The span a guard ends: a client span, or a server span living in the context the
+/// handler runs in (so the handler's own spans are its children).
+enum Held {
+    Span(BoxedSpan),
+    Context(Context),
+    None,
+}
+
+impl Held {
+    fn is_recording(&self) -> bool {
+        match self {
+            Self::Span(s) => s.is_recording(),
+            Self::Context(cx) => cx.span().is_recording(),
+            Self::None => false,
+        }
+    }
+
+    fn set_attribute(&mut self, kv: KeyValue) {
+        match self {
+            Self::Span(s) => s.set_attribute(kv),
+            Self::Context(cx) => cx.span().set_attribute(kv),
+            Self::None => {}
+        }
+    }
+
+    fn set_status(&mut self, status: Status) {
+        match self {
+            Self::Span(s) => s.set_status(status),
+            Self::Context(cx) => cx.span().set_status(status),
+            Self::None => {}
+        }
+    }
+
+    fn end(&mut self) {
+        match self {
+            Self::Span(s) => s.end(),
+            Self::Context(cx) => cx.span().end(),
+            Self::None => {}
+        }
+    }
+}
+
 /// A span in progress; ends (with the status attributes) when the exchange ends.
 pub struct SpanGuard {
-    span: BoxedSpan,
+    span: Held,
     grpc: bool,
     server: bool,
     status: Option<u16>,
@@ -97,10 +171,7 @@ pub struct SpanGuard {
 impl std::fmt::Debug for SpanGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SpanGuard")
-            .field(
-                "recording",
-                &opentelemetry::trace::Span::is_recording(&self.span),
-            )
+            .field("recording", &self.span.is_recording())
             .finish()
     }
 }
@@ -114,7 +185,6 @@ impl SpanGuard {
 
 impl ExchangeObserver for SpanGuard {
     fn on_end(mut self, end: ExchangeEnd) {
-        use opentelemetry::trace::Span;
         if !self.span.is_recording() {
             return;
         }
@@ -143,32 +213,45 @@ impl ExchangeObserver for SpanGuard {
 }
 
 fn otel_parent(trace_id: TraceId, span_id: SpanId, flags: u8, remote: bool) -> Context {
-    Context::new().with_remote_span_context(SpanContext::new(
-        opentelemetry::trace::TraceId::from_bytes(trace_id.0),
-        opentelemetry::trace::SpanId::from_bytes(span_id.0),
-        TraceFlags::new(flags & FLAG_SAMPLED),
-        remote,
-        OtelTraceState::default(),
-    ))
+    Context::new().with_remote_span_context(span_context(trace_id, span_id, flags, remote))
 }
 
-/// Starts `kind` span under `parent` (trace, span, flags); returns its ids and flags.
+fn span_context(trace_id: TraceId, span_id: SpanId, flags: u8, remote: bool) -> SpanContext {
+    SpanContext::new(
+        opentelemetry::trace::TraceId::from_bytes(trace_id.0),
+        opentelemetry::trace::SpanId::from_bytes(span_id.0),
+        TraceFlags::new(flags & (FLAG_SAMPLED | FLAG_RANDOM)),
+        remote,
+        OtelTraceState::default(),
+    )
+}
+
+/// A started span and the ids it propagates.
+struct Started {
+    span: BoxedSpan,
+    trace_id: TraceId,
+    span_id: SpanId,
+    /// The sampled bit.
+    sampled: u8,
+    /// Whether an SDK made the span (else the ids are ours and the span a no-op).
+    own: bool,
+}
+
+/// Starts a `kind` span under `parent_cx`, whose span (if valid) has `parent_span`.
 fn start(
     tracer: &BoxedTracer,
     kind: SpanKind,
+    parent_cx: &Context,
     parent: Option<(TraceId, SpanId, u8)>,
     ex: &Exchange<'_>,
-) -> (BoxedSpan, TraceId, SpanId, u8) {
-    use opentelemetry::trace::Span;
-    let cx = match parent {
-        Some((t, s, f)) => otel_parent(t, s, f, kind == SpanKind::Server),
-        None => Context::new(),
-    };
-    let builder = tracer.span_builder(span_name(ex)).with_kind(kind);
-    let mut span = tracer.build_with_context(builder, &cx);
+) -> Started {
+    let builder = tracer
+        .span_builder(Cow::Borrowed(method_name(ex.method)))
+        .with_kind(kind);
+    let mut span = tracer.build_with_context(builder, parent_cx);
     let sc = span.span_context();
     let own = sc.is_valid() && parent.is_none_or(|(_, s, _)| sc.span_id().to_bytes() != s.0);
-    let ids = if own {
+    let (trace_id, span_id, sampled) = if own {
         (
             TraceId(sc.trace_id().to_bytes()),
             SpanId(sc.span_id().to_bytes()),
@@ -177,26 +260,74 @@ fn start(
     } else {
         // No SDK installed: the ids are ours to make.
         match parent {
-            Some((t, _, f)) => (t, SpanId::random(), f),
+            Some((t, _, f)) => (t, SpanId::random(), f & FLAG_SAMPLED),
             None => (TraceId::random(), SpanId::random(), FLAG_SAMPLED),
         }
     };
     if span.is_recording() {
+        if let Some(name) = full_name(ex) {
+            span.update_name(name);
+        }
         span.set_attributes(attributes(ex));
     }
-    (span, ids.0, ids.1, ids.2)
+    Started {
+        span,
+        trace_id,
+        span_id,
+        sampled,
+        own,
+    }
 }
 
-/// Starts the server span of an inbound request and the context its handler runs in.
+/// Starts the server span of an inbound request and the context its handler runs in: the
+/// trace context the mesh's clients continue, and the OpenTelemetry context (the server
+/// span, the request's baggage) that is made current for the handler, so that spans the
+/// application starts — with the OpenTelemetry API or `tracing-opentelemetry` — are its
+/// children.
 pub(crate) fn start_server(
     tracer: &BoxedTracer,
     incoming: Incoming,
     ex: &Exchange<'_>,
+    propagation: Propagation,
 ) -> (TraceContext, SpanGuard) {
     let sampled = incoming.sampled.unwrap_or(true) || incoming.debug;
-    let flags = if sampled { FLAG_SAMPLED } else { 0 };
-    let parent = incoming.parent.map(|(t, s)| (t, s, flags));
-    let (span, trace_id, span_id, flags) = start(tracer, SpanKind::Server, parent, ex);
+    let (trace_id, span_id, flags, held, mut otel) = match incoming.parent {
+        None if !sampled => {
+            // The caller said "do not sample" and sent no trace: a new trace, unsampled.
+            // No span is started (it would not be recorded); children see the decision.
+            let (t, s) = (TraceId::random(), SpanId::random());
+            let cx = otel_parent(t, s, FLAG_RANDOM, false);
+            (t, s, FLAG_RANDOM, Held::None, cx)
+        }
+        parent => {
+            let caller_flags = if sampled { FLAG_SAMPLED } else { 0 };
+            let parent = parent.map(|(t, s)| (t, s, caller_flags));
+            let parent_cx = match parent {
+                Some((t, s, f)) => otel_parent(t, s, f, true),
+                None => Context::new(),
+            };
+            let started = start(tracer, SpanKind::Server, &parent_cx, parent, ex);
+            // Level 2: a continued trace keeps the caller's `random` flag; a trace we start
+            // has random ids (ours, or the SDK's default generator).
+            let random = match parent {
+                Some(_) if incoming.random => FLAG_RANDOM,
+                Some(_) => 0,
+                None => FLAG_RANDOM,
+            };
+            let flags = started.sampled | random;
+            let (held, cx) = if started.own {
+                let cx = Context::new().with_span(started.span);
+                (Held::Context(cx.clone()), cx)
+            } else {
+                let cx = otel_parent(started.trace_id, started.span_id, flags, false);
+                (Held::None, cx)
+            };
+            (started.trace_id, started.span_id, flags, held, cx)
+        }
+    };
+    if let Some(b) = &incoming.baggage {
+        otel = otel.with_baggage(baggage::parse(b));
+    }
     let ctx = TraceContext {
         trace_id,
         span_id,
@@ -204,10 +335,14 @@ pub(crate) fn start_server(
         flags,
         debug: incoming.debug,
         tracestate: incoming.tracestate,
+        baggage: incoming.baggage,
         request_id: incoming.request_id,
+        propagation,
+        b3_form: incoming.b3_form,
+        otel,
     };
     let guard = SpanGuard {
-        span,
+        span: held,
         grpc: ex.grpc,
         server: true,
         status: None,
@@ -215,56 +350,101 @@ pub(crate) fn start_server(
     (ctx, guard)
 }
 
-/// Starts a client span under `parent` (the current request's context, else the
-/// request's own trace headers, else a new trace) and writes its context onto `headers`.
+/// Starts a client span and writes its context onto `headers`. The parent is the
+/// application's current OpenTelemetry span when there is one (a span it started inside
+/// the handler), else the request being handled (`request`), else the trace headers the
+/// request already carries, else none (a new trace).
 pub(crate) fn start_client(
     tracer: &BoxedTracer,
-    parent: Option<TraceContext>,
+    request: Option<TraceContext>,
     headers: &mut http::HeaderMap,
     ex: &Exchange<'_>,
 ) -> SpanGuard {
-    let parent = parent.unwrap_or_else(|| {
-        let incoming = super::context::extract(headers);
+    let current = Context::current();
+    let base = request.unwrap_or_else(|| {
+        let propagation = Propagation::from_env();
+        let incoming = super::context::extract_with(headers, propagation);
+        let mut root = TraceContext::new_root();
+        root.request_id = incoming.request_id;
+        root.propagation = propagation;
+        root.b3_form = incoming.b3_form;
+        root.baggage = incoming.baggage;
         match incoming.parent {
-            Some((t, s)) => TraceContext {
-                trace_id: t,
-                span_id: s,
-                parent_span_id: None,
-                flags: if incoming.sampled.unwrap_or(true) {
-                    FLAG_SAMPLED
-                } else {
-                    0
-                },
-                debug: incoming.debug,
-                tracestate: incoming.tracestate,
-                request_id: incoming.request_id,
-            },
+            Some((t, s)) => {
+                root.trace_id = t;
+                root.span_id = s;
+                let sampled = incoming.sampled.unwrap_or(true) || incoming.debug;
+                root.flags = if sampled { FLAG_SAMPLED } else { 0 }
+                    | if incoming.random { FLAG_RANDOM } else { 0 };
+                root.debug = incoming.debug;
+                root.tracestate = incoming.tracestate;
+            }
             None => {
                 // A call outside any request: a new trace, with the caller's request id.
-                let mut root = TraceContext::new_root();
-                root.request_id = incoming.request_id;
                 root.span_id = SpanId::default();
-                root
             }
         }
+        root
     });
-    let parent_ids =
-        parent
-            .span_id
-            .is_valid()
-            .then_some((parent.trace_id, parent.span_id, parent.flags));
-    let (span, trace_id, span_id, flags) = start(tracer, SpanKind::Client, parent_ids, ex);
-    let mut ctx = parent.child(span_id);
-    ctx.trace_id = trace_id;
-    ctx.flags = flags;
-    if !parent.span_id.is_valid() {
-        ctx.parent_span_id = None;
-    }
+    let app_sc = current.span().span_context().clone();
+    let (parent_cx, parent) = if app_sc.is_valid() {
+        let t = TraceId(app_sc.trace_id().to_bytes());
+        let s = SpanId(app_sc.span_id().to_bytes());
+        // The random flag belongs to the trace: the request's when it is the same trace.
+        let random = if t == base.trace_id {
+            base.flags & FLAG_RANDOM
+        } else {
+            app_sc.trace_flags().to_u8() & FLAG_RANDOM
+        };
+        let flags = (app_sc.trace_flags().to_u8() & FLAG_SAMPLED) | random;
+        (current.clone(), Some((t, s, flags)))
+    } else if base.span_id.is_valid() {
+        let p = (base.trace_id, base.span_id, base.flags);
+        (otel_parent(p.0, p.1, p.2, false), Some(p))
+    } else {
+        (Context::new(), None)
+    };
+    let started = start(tracer, SpanKind::Client, &parent_cx, parent, ex);
+    let random = match parent {
+        Some((_, _, f)) => f & FLAG_RANDOM,
+        None => FLAG_RANDOM,
+    };
+    let same_trace = started.trace_id == base.trace_id;
+    let baggage = outbound_baggage(&current, &base);
+    let ctx = TraceContext {
+        trace_id: started.trace_id,
+        span_id: started.span_id,
+        parent_span_id: parent.map(|(_, s, _)| s),
+        flags: started.sampled | random,
+        debug: base.debug && same_trace,
+        tracestate: if same_trace { base.tracestate } else { None },
+        baggage,
+        request_id: base.request_id,
+        propagation: base.propagation,
+        b3_form: base.b3_form,
+        otel: Context::new(),
+    };
     ctx.inject(headers);
     SpanGuard {
-        span,
+        span: Held::Span(started.span),
         grpc: ex.grpc,
         server: false,
         status: None,
     }
+}
+
+/// The `baggage` for a call: the request's header as received while the handler has not
+/// changed the baggage (no re-encoding per call), else the current context's baggage.
+fn outbound_baggage(current: &Context, base: &TraceContext) -> Option<http::HeaderValue> {
+    if !base.propagation.baggage() {
+        return None;
+    }
+    let now = current.baggage();
+    // Unchanged: the very baggage the request's context holds, or none set at all (a
+    // context that does not come from the request's, e.g. no context attached).
+    let none_set = Context::new();
+    if std::ptr::eq(now, base.otel.baggage()) || std::ptr::eq(now, none_set.baggage()) {
+        return base.baggage.clone();
+    }
+    baggage::format(now)
 }

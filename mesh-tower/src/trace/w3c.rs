@@ -3,8 +3,16 @@
 //! Parsing follows the spec's rules for a receiver: version `ff` is invalid; version `00`
 //! is exactly `00-<32 hex>-<16 hex>-<2 hex>`; a higher version may carry more fields after
 //! a `-`, of which only the first four are read; hex must be lower case; all-zero ids are
-//! invalid. An invalid `traceparent` restarts the trace. A `tracestate` with a bad
-//! member, a duplicate key or more than 32 members is dropped as a whole.
+//! invalid. An invalid `traceparent` restarts the trace.
+//!
+//! Trace flags follow Level 2: bit 0 is `sampled`, bit 1 is `random` (the trace id has at
+//! least 56 random bits); both are passed on, other bits are sent as zero.
+//!
+//! `tracestate` follows the Level 2 rules: keys are `(lcalpha / DIGIT) 0*255 keychar` with
+//! `@` an ordinary key character; a bad member or more than 32 members drops the header as
+//! a whole; a key seen twice keeps its first (left-most, most recent) entry, as the spec
+//! allows; and the list passed on is capped at [`MAX_TRACESTATE_LEN`] characters by
+//! dropping whole entries, those longer than 128 characters first, then from the end.
 
 use http::HeaderValue;
 
@@ -18,6 +26,19 @@ pub const TRACESTATE: &str = "tracestate";
 /// Most list members a `tracestate` may have.
 pub const MAX_TRACESTATE_MEMBERS: usize = 32;
 
+/// The longest `tracestate` passed on (the spec asks that at least this much is kept).
+pub const MAX_TRACESTATE_LEN: usize = 512;
+
+/// Entries longer than this are the first dropped when a `tracestate` is too long.
+const LONG_ENTRY: usize = 128;
+
+/// The `sampled` trace flag.
+pub const FLAG_SAMPLED: u8 = 0x01;
+/// The Level 2 `random` trace flag: the trace id is random.
+pub const FLAG_RANDOM: u8 = 0x02;
+/// The flags this implementation knows and passes on.
+pub const KNOWN_FLAGS: u8 = FLAG_SAMPLED | FLAG_RANDOM;
+
 /// A parsed `traceparent`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -28,7 +49,7 @@ pub struct TraceParent {
     pub trace_id: TraceId,
     /// The caller's span id.
     pub parent_id: SpanId,
-    /// The trace flags (bit 0: sampled).
+    /// The trace flags as sent (bit 0: sampled, bit 1: random).
     pub flags: u8,
 }
 
@@ -111,7 +132,8 @@ pub fn traceparent_from(
     Some(parse_traceparent(first.as_bytes()))
 }
 
-/// The version-00 `traceparent` for a span (only the sampled bit of `flags` is sent).
+/// The version-00 `traceparent` for a span; of `flags`, the known bits ([`KNOWN_FLAGS`]:
+/// sampled and random) are sent, the others as zero.
 pub fn format_traceparent(trace_id: &TraceId, span_id: &SpanId, flags: u8) -> HeaderValue {
     let mut out = [0u8; V00_LEN];
     out[..3].copy_from_slice(b"00-");
@@ -119,11 +141,12 @@ pub fn format_traceparent(trace_id: &TraceId, span_id: &SpanId, flags: u8) -> He
     out[35] = b'-';
     hex_into(&mut out[36..52], &span_id.0);
     out[52] = b'-';
-    hex_into(&mut out[53..55], &[flags & 0x01]);
+    hex_into(&mut out[53..55], &[flags & KNOWN_FLAGS]);
     HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static(""))
 }
 
-/// A validated `tracestate`, passed on unchanged (members joined by `,`).
+/// A validated `tracestate`, passed on (members joined by `,`, duplicates and excess
+/// length removed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceState(HeaderValue);
 
@@ -149,34 +172,69 @@ pub enum InvalidTraceState {
     /// A member is not `key=value`, or its key or value breaks the grammar.
     #[error("tracestate member {0} is malformed")]
     Member(usize),
-    /// Two members have the same key.
-    #[error("tracestate has a duplicate key at member {0}")]
-    DuplicateKey(usize),
 }
 
 /// Parses the `tracestate` headers of a request (several headers are one list); `None`
 /// when there is none or it is empty.
 pub fn tracestate_from(headers: &http::HeaderMap) -> Option<Result<TraceState, InvalidTraceState>> {
     let values = headers.get_all(TRACESTATE);
-    values.iter().next()?;
+    let mut iter = values.iter();
+    let first = iter.next()?;
+    if iter.next().is_none() {
+        // The common case: one header, usually already in normal form, kept as it came.
+        return parse_one(first).transpose();
+    }
     parse_tracestate(values.iter().map(HeaderValue::as_bytes)).transpose()
+}
+
+fn parse_one(value: &HeaderValue) -> Result<Option<TraceState>, InvalidTraceState> {
+    let mut members = Vec::new();
+    let changed = collect_members(&mut members, std::iter::once(value.as_bytes()))?;
+    if members.is_empty() {
+        return Ok(None);
+    }
+    if !changed && value.len() <= MAX_TRACESTATE_LEN {
+        return Ok(Some(TraceState(value.clone())));
+    }
+    Ok(Some(join(&mut members)))
 }
 
 /// Parses a `tracestate` list split over any number of header values.
 pub fn parse_tracestate<'a>(
     values: impl Iterator<Item = &'a [u8]>,
 ) -> Result<Option<TraceState>, InvalidTraceState> {
-    let mut members: Vec<&[u8]> = Vec::new();
+    let mut members = Vec::new();
+    collect_members(&mut members, values)?;
+    if members.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(join(&mut members)))
+}
+
+/// Validates the members of `values` into `members`, the first entry of each key only.
+/// Returns whether the list differs from its single input value (whitespace, empty
+/// members or duplicates removed).
+fn collect_members<'a>(
+    members: &mut Vec<&'a [u8]>,
+    values: impl Iterator<Item = &'a [u8]>,
+) -> Result<bool, InvalidTraceState> {
+    let mut seen = 0usize;
+    let mut changed = false;
     for value in values {
-        for member in value.split(|&b| b == b',') {
-            let member = trim_ows(member);
+        for raw in value.split(|&b| b == b',') {
+            let member = trim_ows(raw);
+            if member.len() != raw.len() {
+                changed = true;
+            }
             if member.is_empty() {
+                changed = true;
                 continue; // empty list members are allowed
             }
-            if members.len() == MAX_TRACESTATE_MEMBERS {
+            if seen == MAX_TRACESTATE_MEMBERS {
                 return Err(InvalidTraceState::TooManyMembers);
             }
-            let n = members.len();
+            seen += 1;
+            let n = seen - 1;
             let eq = member
                 .iter()
                 .position(|&b| b == b'=')
@@ -185,46 +243,49 @@ pub fn parse_tracestate<'a>(
             if !valid_key(key) || !valid_value(value) {
                 return Err(InvalidTraceState::Member(n));
             }
+            // A key seen before: the left-most entry is the most recent position, keep it.
             if members
                 .iter()
                 .any(|m| m.starts_with(key) && m.get(key.len()) == Some(&b'='))
             {
-                return Err(InvalidTraceState::DuplicateKey(n));
+                changed = true;
+                continue;
             }
             members.push(member);
         }
     }
-    if members.is_empty() {
-        return Ok(None);
+    Ok(changed)
+}
+
+/// Joins members with `,`, dropping whole entries until the list fits
+/// [`MAX_TRACESTATE_LEN`]: entries longer than 128 characters first (from the end), then
+/// entries from the end.
+fn join(members: &mut Vec<&[u8]>) -> TraceState {
+    let len = |m: &[&[u8]]| m.iter().map(|e| e.len()).sum::<usize>() + m.len().saturating_sub(1);
+    while len(members) > MAX_TRACESTATE_LEN {
+        match members.iter().rposition(|e| e.len() > LONG_ENTRY) {
+            Some(i) => {
+                members.remove(i);
+            }
+            None => {
+                members.pop();
+            }
+        }
     }
     let joined = members.join(&b","[..]);
-    HeaderValue::from_bytes(&joined)
-        .map(|v| Some(TraceState(v)))
-        .map_err(|_| InvalidTraceState::Member(0))
+    // Only validated printable ASCII was joined.
+    TraceState(HeaderValue::from_bytes(&joined).unwrap_or(HeaderValue::from_static("")))
 }
 
 fn key_char(b: u8) -> bool {
-    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'*' | b'/')
+    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'*' | b'/' | b'@')
 }
 
-/// `simple-key` or `tenant-id@system-id`.
+/// `key = ( lcalpha / DIGIT ) 0*255 keychar`, `@` being a key character like the others.
 fn valid_key(key: &[u8]) -> bool {
-    match key.iter().position(|&b| b == b'@') {
-        None => {
-            (1..=256).contains(&key.len())
-                && key[0].is_ascii_lowercase()
-                && key.iter().all(|&b| key_char(b))
-        }
-        Some(at) => {
-            let (tenant, system) = (&key[..at], &key[at + 1..]);
-            (1..=241).contains(&tenant.len())
-                && (tenant[0].is_ascii_lowercase() || tenant[0].is_ascii_digit())
-                && tenant.iter().all(|&b| key_char(b))
-                && (1..=14).contains(&system.len())
-                && system[0].is_ascii_lowercase()
-                && system.iter().all(|&b| key_char(b))
-        }
-    }
+    (1..=256).contains(&key.len())
+        && (key[0].is_ascii_lowercase() || key[0].is_ascii_digit())
+        && key.iter().all(|&b| key_char(b))
 }
 
 /// Up to 256 printable ASCII characters except `,` and `=`, not ending in a space.

@@ -113,31 +113,17 @@ impl Resources {
     /// service port), with the PeerAuthentication mode and AuthorizationPolicies that
     /// select its labels in its namespace. Errors name the policy and field path.
     pub fn add_inbound(&mut self, file: &PolicyFile) -> Result<(), String> {
-        let ns = file.namespace();
-        let peer = file.peer_authentication_objects();
-        let authz = file.authorization_policy_objects();
-        let listeners = self.by_type.entry(XdsType::Listener).or_default();
-        for service in &file.services {
-            let namespace = service.namespace_or(ns);
-            for endpoint in &service.endpoints {
-                let mut workload = Workload::new(namespace, endpoint.labels.clone());
-                if let Some(root) = &file.root_namespace {
-                    workload = workload.with_root_namespace(root.clone());
-                }
-                let policy = inbound_policy(&peer, &authz, &workload).map_err(|e| e.to_string())?;
-                for (i, port) in service.ports.iter().enumerate() {
-                    let target = match endpoint.ports.get(&port.port) {
-                        Some(p) => *p,
-                        None if i == 0 => endpoint.address.port(),
-                        None => continue,
-                    };
-                    let addr = std::net::SocketAddr::new(endpoint.address.ip(), target);
-                    let l = inbound::listener(addr, &policy);
-                    listeners.insert(l.name.clone(), to_any(&l));
-                }
-            }
-        }
+        self.add_inbound_workloads(&inbound_workloads(file)?);
         Ok(())
+    }
+
+    /// Adds the inbound listener of each workload.
+    pub fn add_inbound_workloads(&mut self, workloads: &[InboundWorkload]) {
+        let listeners = self.by_type.entry(XdsType::Listener).or_default();
+        for w in workloads {
+            let l = inbound::listener(w.addr, &w.policy);
+            listeners.insert(l.name.clone(), to_any(&l));
+        }
     }
 
     /// How many resources of a type.
@@ -155,6 +141,57 @@ impl Resources {
             self.count(XdsType::ClusterLoadAssignment)
         )
     }
+}
+
+/// A workload's inbound listener: the address it serves, who it is, and its policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundWorkload {
+    /// The address (an endpoint's address on a service port).
+    pub addr: std::net::SocketAddr,
+    /// `service ADDR {labels}`, for messages.
+    pub workload: String,
+    /// Its TLS modes and authorization.
+    pub policy: mesh_core::inbound::InboundPolicy,
+}
+
+/// The inbound policy of every workload address (every endpoint's address on every service
+/// port), from the PeerAuthentications and AuthorizationPolicies that select its labels in
+/// its namespace. Errors name the policy and field path.
+pub fn inbound_workloads(file: &PolicyFile) -> Result<Vec<InboundWorkload>, String> {
+    let ns = file.namespace();
+    let peer = file.peer_authentication_objects();
+    let authz = file.authorization_policy_objects();
+    let mut out = Vec::new();
+    for service in &file.services {
+        let namespace = service.namespace_or(ns);
+        for endpoint in &service.endpoints {
+            let mut workload = Workload::new(namespace, endpoint.labels.clone());
+            if let Some(root) = &file.root_namespace {
+                workload = workload.with_root_namespace(root.clone());
+            }
+            let policy = inbound_policy(&peer, &authz, &workload).map_err(|e| e.to_string())?;
+            let labels = endpoint
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            for (i, port) in service.ports.iter().enumerate() {
+                let target = match endpoint.ports.get(&port.port) {
+                    Some(p) => *p,
+                    None if i == 0 => endpoint.address.port(),
+                    None => continue,
+                };
+                let addr = std::net::SocketAddr::new(endpoint.address.ip(), target);
+                out.push(InboundWorkload {
+                    addr,
+                    workload: format!("{} {addr} {{{labels}}}", service.name),
+                    policy: policy.clone(),
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// A protobuf duration.

@@ -54,7 +54,7 @@ fn other_kinds_are_skipped_unknown_istio_kinds_rejected() {
 fn the_example_config_is_valid() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
     let input = load(&[dir]).unwrap();
-    assert_eq!(input.files.len(), 2);
+    assert_eq!(input.files.len(), 3);
     let snapshot = input.to_snapshot().unwrap();
     assert!(snapshot.outbound("payment-service:8080").is_some());
     assert!(snapshot

@@ -12,8 +12,16 @@ use crate::rbac::{Authorization, Cidr, Permission, Policy, Principal, RbacAction
 /// applies). Policies are taken in the order given; each rule becomes a policy named
 /// `ns[NAMESPACE]-policy[NAME]-rule[INDEX]`, as istiod names them.
 ///
-/// Fails on the first policy that applies and cannot be translated, so that a broken DENY
-/// policy is never silently dropped.
+/// A policy whose action the mesh cannot enforce — CUSTOM (an external authorizer this
+/// mesh cannot call) or an action it does not know — denies every request to the
+/// workloads it selects: it becomes a DENY rule named
+/// `ns[NAMESPACE]-policy[NAME]-deny-due-to-unsupported-action` that cannot be evaluated
+/// ([`Permission::Unsupported`], which a DENY engine reads as a match), carrying the
+/// reason. [`Authorization::unsupported_rules`] lists it, for sources to log.
+///
+/// Fails on the first policy that applies and cannot be translated (a value that is not
+/// valid, such as a bad port or CIDR), so that a broken DENY policy is never silently
+/// dropped.
 pub fn to_authorization(
     policies: &[AuthorizationPolicy],
     workload: &Workload,
@@ -26,17 +34,23 @@ pub fn to_authorization(
         if !workload.is_selected_by(&policy.namespace, spec.selector.as_ref()) {
             continue;
         }
-        let target = match spec.action {
+        let target = match &spec.action {
             AuthorizationAction::Allow => {
                 any_allow = true;
                 &mut allow
             }
             AuthorizationAction::Deny => &mut deny,
             AuthorizationAction::Audit => continue,
-            AuthorizationAction::Custom => {
-                return Err(IstioAuthzError::CustomActionUnsupported {
-                    policy: policy_id(policy),
-                })
+            unenforceable => {
+                let reason = unenforceable_reason(policy, unenforceable);
+                deny.push((
+                    format!(
+                        "ns[{}]-policy[{}]-deny-due-to-unsupported-action",
+                        policy.namespace, policy.name
+                    ),
+                    Policy::new(vec![Permission::unsupported(reason)], vec![Principal::Any]),
+                ));
+                continue;
             }
         };
         let cx = Cx {
@@ -55,6 +69,31 @@ pub fn to_authorization(
         engines.push(RbacEngine::new(RbacAction::Allow, allow));
     }
     Ok(Authorization::new(engines))
+}
+
+/// Why a policy with this action denies everything it selects.
+fn unenforceable_reason(policy: &AuthorizationPolicy, action: &AuthorizationAction) -> String {
+    let id = policy_id(policy);
+    match action {
+        AuthorizationAction::Custom => {
+            let provider = policy
+                .spec
+                .provider
+                .as_ref()
+                .map(|p| format!(" (provider {:?})", p.name))
+                .unwrap_or_default();
+            format!(
+                "policy {id}: action CUSTOM{provider} delegates to an external authorizer, \
+                 which this mesh cannot call: every request to the workloads it selects is \
+                 denied"
+            )
+        }
+        other => format!(
+            "policy {id}: action {:?} is not one this mesh enforces (ALLOW, DENY, AUDIT): \
+             every request to the workloads it selects is denied",
+            other.as_str()
+        ),
+    }
 }
 
 fn policy_id(p: &AuthorizationPolicy) -> String {

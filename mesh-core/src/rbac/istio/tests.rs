@@ -154,20 +154,81 @@ fn grpc_paths() {
 }
 
 #[test]
-fn audit_ignored_custom_rejected() {
+fn audit_is_ignored() {
     let audit = policy("audit", "default", "action: AUDIT\nrules:\n  - {}\n");
     assert!(authz(&[audit], &payment_service()).engines.is_empty());
+}
+
+#[test]
+fn custom_denies_every_request_to_the_workloads_it_selects() {
+    // Istio calls the external authorizer first; this mesh cannot, so nothing gets in,
+    // not even what an ALLOW policy lets in.
     let custom = policy(
         "ext",
         "default",
-        "action: CUSTOM\nprovider:\n  name: opa\nrules:\n  - {}\n",
+        "selector: {matchLabels: {app: payment-service}}\naction: CUSTOM\nprovider:\n  name: opa\nrules:\n  - to: [{operation: {paths: ['/admin/*']}}]\n",
     );
+    let access = policy("payment-access", "default", PAYMENT_ACCESS);
+    let a = authz(&[access.clone(), custom.clone()], &payment_service());
+    for (method, path, peer) in [
+        ("POST", "/api/v1/payments/1", Some(ORDER)),
+        ("GET", "/admin/x", Some(ORDER)),
+        ("GET", "/", None),
+    ] {
+        let decision = a.evaluate(&Request::new(method, path).with_peer_principal(peer));
+        assert!(!decision.is_allowed(), "{method} {path} {peer:?}");
+        assert_eq!(
+            decision.policy(),
+            Some("ns[default]-policy[ext]-deny-due-to-unsupported-action")
+        );
+    }
+    let reasons = a.unsupported_rules();
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(
+        reasons[0].contains("default/ext")
+            && reasons[0].contains("CUSTOM")
+            && reasons[0].contains("\"opa\"")
+            && reasons[0].contains("denied"),
+        "{}",
+        reasons[0]
+    );
+    // A workload the CUSTOM policy does not select keeps its policy.
+    let other = Workload::new("default", [("app", "order-service")]);
+    let a = authz(&[custom], &other);
+    assert!(a.engines.is_empty());
+    assert!(a.unsupported_rules().is_empty());
+}
+
+#[test]
+fn an_unknown_action_denies_everything_and_says_why() {
+    let p = policy("typo", "default", "action: DENNY\nrules:\n  - {}\n");
     assert_eq!(
-        to_authorization(&[custom], &payment_service()),
-        Err(IstioAuthzError::CustomActionUnsupported {
-            policy: "default/ext".into()
-        })
+        p.spec.action,
+        AuthorizationAction::Unrecognized("DENNY".into())
     );
+    let a = authz(&[p], &payment_service());
+    assert!(!allowed(&a, "GET", "/", Some(ORDER)));
+    let reasons = a.unsupported_rules();
+    assert!(
+        reasons.len() == 1
+            && reasons[0].contains("\"DENNY\"")
+            && reasons[0].contains("default/typo"),
+        "{reasons:?}"
+    );
+}
+
+#[test]
+fn actions_round_trip_as_istio_writes_them() {
+    for name in ["ALLOW", "DENY", "AUDIT", "CUSTOM", "SOMETHING_NEW"] {
+        let action: AuthorizationAction =
+            serde_json::from_str(&format!("{name:?}")).expect("parses");
+        assert_eq!(action.as_str(), name);
+        assert_eq!(
+            serde_json::to_string(&action).expect("serializes"),
+            format!("{name:?}")
+        );
+    }
+    assert_eq!(AuthorizationAction::default(), AuthorizationAction::Allow);
 }
 
 #[test]
@@ -293,7 +354,9 @@ fn errors_carry_field_paths() {
         IstioAuthzError::EmptyValue { field, .. } if field == "rules[0].to[0].operation.methods[0]"
     ));
     assert!(serde_norway::from_str::<AuthorizationPolicySpec>("rulez: []\n").is_err());
-    assert!(serde_norway::from_str::<AuthorizationPolicySpec>("action: MAYBE\n").is_err());
+    // An unknown action parses (and fails closed: see
+    // an_unknown_action_denies_everything_and_says_why); an unknown field does not.
+    assert!(serde_norway::from_str::<AuthorizationPolicySpec>("action: MAYBE\n").is_ok());
 }
 
 #[test]
