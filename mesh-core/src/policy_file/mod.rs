@@ -46,6 +46,8 @@ use crate::istio::{self, IstioError, MeshInputs};
 use crate::rbac::istio::{AuthorizationPolicy, AuthorizationPolicySpec};
 use crate::snapshot::Snapshot;
 
+mod locate;
+
 /// The workload this file configures (its identity and labels select inbound policies).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -117,6 +119,9 @@ pub struct PolicyFile {
     /// The mesh's root namespace (default `istio-system`).
     #[serde(default)]
     pub root_namespace: Option<String>,
+    /// The text it was parsed from, to give errors found later a line and column.
+    #[serde(skip)]
+    source: Option<std::sync::Arc<str>>,
 }
 
 /// What is wrong with a policy file, and where.
@@ -152,27 +157,36 @@ pub enum PolicyError {
         message: String,
     },
     /// A value is invalid or refers to something that does not exist.
-    #[error("{file}: {}", join(.errors))]
+    #[error("{}", join(.file, .errors, .at))]
     Invalid {
         /// The file.
         file: String,
         /// Every problem found.
         errors: Vec<IstioError>,
+        /// Where each error's field is in the file (line, column), when known.
+        at: Vec<Option<(usize, usize)>>,
     },
     /// The inbound policies (PeerAuthentication, AuthorizationPolicy) are invalid.
-    #[error("{file}: inbound policy: {reason}")]
+    #[error("{file}{}: inbound policy: {reason}", at.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default())]
     Inbound {
         /// The file.
         file: String,
+        /// Where the policy's field is in the file (line, column), when known.
+        at: Option<(usize, usize)>,
         /// What the translation said (it names the policy and field path).
         reason: String,
     },
 }
 
-fn join(errors: &[IstioError]) -> String {
+/// `file:line:col: error`, one per error, joined by `; `.
+fn join(file: &str, errors: &[IstioError], at: &[Option<(usize, usize)>]) -> String {
     errors
         .iter()
-        .map(|e| e.to_string())
+        .enumerate()
+        .map(|(i, e)| match at.get(i).copied().flatten() {
+            Some((line, col)) => format!("{file}:{line}:{col}: {e}"),
+            None => format!("{file}: {e}"),
+        })
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -197,22 +211,34 @@ impl PolicyFile {
             });
         }
         let de = serde_norway::Deserializer::from_str(text);
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            let line = inner.location().map(|l| (l.line(), l.column()));
-            // serde_norway appends " at line X column Y"; the location is shown up front.
-            let mut message = inner.to_string();
-            if let Some(idx) = message.find(" at line ") {
-                message.truncate(idx);
-            }
-            PolicyError::Syntax {
-                file: origin.to_owned(),
-                line,
-                path,
-                message,
-            }
-        })
+        let parsed: Result<Self, _> = serde_path_to_error::deserialize(de);
+        parsed
+            .map(|mut file| {
+                file.source = Some(text.into());
+                file
+            })
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                let line = inner.location().map(|l| (l.line(), l.column()));
+                // serde_norway appends " at line X column Y"; the location is shown up front.
+                let mut message = inner.to_string();
+                if let Some(idx) = message.find(" at line ") {
+                    message.truncate(idx);
+                }
+                // It also starts with its own copy of the field path, shown once already.
+                if let Some((head, rest)) = message.split_once(": ") {
+                    if !head.is_empty() && !head.contains(char::is_whitespace) {
+                        message = rest.to_owned();
+                    }
+                }
+                PolicyError::Syntax {
+                    file: origin.to_owned(),
+                    line,
+                    path,
+                    message,
+                }
+            })
     }
 
     /// The file's namespace.
@@ -237,8 +263,9 @@ impl PolicyFile {
             // With certificates configured, mTLS is on by default, as in Istio.
             auto_mtls: self.auto_mtls.unwrap_or(self.certificates.is_some()),
         };
-        let invalid = |errors| PolicyError::Invalid {
+        let invalid = |errors: Vec<IstioError>| PolicyError::Invalid {
             file: origin.to_owned(),
+            at: errors.iter().map(|e| self.locate(&e.path)).collect(),
             errors,
         };
         let outbound = istio::translate(inputs).map_err(invalid)?;
@@ -246,6 +273,7 @@ impl PolicyFile {
             .inbound_policy()
             .map_err(|reason| PolicyError::Inbound {
                 file: origin.to_owned(),
+                at: self.locate_inbound(&reason),
                 reason,
             })?;
         let version = format!("file:{:016x}", digest(origin, &outbound, inbound.as_ref()));
@@ -286,6 +314,41 @@ impl PolicyFile {
                 .clone()
                 .unwrap_or_else(|| self.namespace().to_owned()),
         )
+    }
+
+    /// Where the field at `path` is in the text this was parsed from.
+    fn locate(&self, path: &str) -> Option<(usize, usize)> {
+        locate::locate(self.source.as_deref()?, path)
+    }
+
+    /// Where the field an inbound-policy error names (`policy NS/NAME: FIELD: ...`) is:
+    /// the field of that PeerAuthentication or AuthorizationPolicy, else the object.
+    fn locate_inbound(&self, reason: &str) -> Option<(usize, usize)> {
+        let rest = reason.strip_prefix("policy ")?;
+        let (id, rest) = rest.split_once(": ")?;
+        let name = id.rsplit('/').next()?;
+        let field = rest
+            .split([':', ' '])
+            .next()
+            .filter(|f| !f.is_empty() && !f.contains(char::is_whitespace));
+        let found = |list: &str, i: usize| {
+            let object = format!("{list}[{i}]");
+            field
+                .and_then(|f| self.locate(&format!("{object}.spec.{f}")))
+                .or_else(|| self.locate(&object))
+        };
+        if let Some(i) = self
+            .authorization_policies
+            .iter()
+            .position(|o| o.metadata.name == name)
+        {
+            return found("authorizationPolicies", i);
+        }
+        let i = self
+            .peer_authentications
+            .iter()
+            .position(|o| o.metadata.name == name)?;
+        found("peerAuthentications", i)
     }
 
     /// The workload's inbound policy, when the file has any PeerAuthentication or

@@ -133,6 +133,8 @@ fn unknown_field_names_file_line_and_path() {
     assert_eq!(line.map(|l| l.0), Some(4));
     assert!(message.contains("unknown field `colour`"), "{message}");
     assert!(err.to_string().starts_with("p.yaml:4:"), "{err}");
+    // The path once, not twice.
+    assert_eq!(err.to_string().matches("services[0]").count(), 1, "{err}");
 }
 
 #[test]
@@ -361,4 +363,38 @@ fn the_version_covers_authorization_and_mtls() {
         "{}",
         version_of(&strict)
     );
+}
+
+#[test]
+fn semantic_errors_carry_line_and_column() {
+    let text = format!(
+        "{SVC}virtualServices:\n  - spec:\n      hosts: [pay]\n      http:\n        - route: [{{destination: {{host: pay, subset: b}}}}]\n        - route: [{{destination: {{host: pay}}}}]\n          timeout: 30x\n"
+    );
+    let file = PolicyFile::parse(&text, "p.yaml").expect("parses");
+    let err = file.to_snapshot("p.yaml").expect_err("invalid");
+    let shown = err.to_string();
+    // Line 11 is the first route (SVC has 6 lines), `b` in column 53; the timeout is on
+    // line 13, its value in column 20.
+    assert!(
+        shown.starts_with(
+            "p.yaml:11:53: virtualServices[0].spec.http[0].route[0].destination.subset: "
+        ),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("; p.yaml:13:20: virtualServices[0].spec.http[1].timeout: "),
+        "{shown}"
+    );
+}
+
+#[test]
+fn inbound_policy_errors_carry_line_and_column() {
+    let text = "authorizationPolicies:\n  - metadata: {name: ok}\n    spec: {}\n  - metadata: {name: bad-port}\n    spec:\n      rules:\n        - to:\n            - operation:\n                ports: [\"http\"]\n";
+    let file = PolicyFile::parse(text, "a.yaml").expect("parses");
+    let shown = file.to_snapshot("a.yaml").expect_err("invalid").to_string();
+    assert!(
+        shown.starts_with("a.yaml:9:25: inbound policy: "),
+        "{shown}"
+    );
+    assert!(shown.contains("bad-port"), "{shown}");
 }

@@ -174,12 +174,34 @@ fn read(path: &Path) -> Result<Vec<u8>, CertificateError> {
     })
 }
 
+/// A PEM error as a person reads it: the marker lines as text, not as byte arrays
+/// (rustls-pki-types prints `[45, 45, ...]`).
+fn pem_reason(e: &rustls_pki_types::pem::Error) -> String {
+    use rustls_pki_types::pem::Error;
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).trim().to_owned();
+    match e {
+        Error::MissingSectionEnd { end_marker } => {
+            // The marker is the label only (`CERTIFICATE`).
+            format!(
+                "the section has no \"-----END {}-----\" line (truncated file?)",
+                text(end_marker)
+            )
+        }
+        Error::IllegalSectionStart { line } => {
+            format!("{:?} is not a valid BEGIN line", text(line))
+        }
+        Error::Base64Decode(reason) => format!("the base64 inside a section is corrupt: {reason}"),
+        Error::NoItemsFound => "no PEM section of the expected kind".to_owned(),
+        other => other.to_string(),
+    }
+}
+
 fn parse_certs(pem: &[u8], origin: &str) -> Result<Vec<CertificateDer<'static>>, CertificateError> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| CertificateError::Pem {
             origin: origin.to_owned(),
-            reason: e.to_string(),
+            reason: pem_reason(&e),
         })?;
     if certs.is_empty() {
         return Err(CertificateError::NoCertificate {
@@ -270,7 +292,7 @@ impl CertifiedIdentity {
             },
             other => CertificateError::Pem {
                 origin: origin.to_owned(),
-                reason: other.to_string(),
+                reason: pem_reason(&other),
             },
         })?;
         Self::from_der(chain, key, origin)
@@ -393,5 +415,30 @@ impl TrustBundle {
 
     pub(crate) fn anchors(&self) -> &[TrustAnchor<'static>] {
         &self.anchors
+    }
+}
+
+#[cfg(test)]
+mod pem_tests {
+    use super::*;
+
+    #[test]
+    fn pem_errors_read_as_text() {
+        let truncated = b"-----BEGIN CERTIFICATE-----\nMIIB\n";
+        let err = TrustBundle::from_pem(truncated, "root-cert.pem").expect_err("truncated");
+        let shown = err.to_string();
+        assert_eq!(
+            shown,
+            "root-cert.pem: malformed PEM: the section has no \"-----END CERTIFICATE-----\" line (truncated file?)"
+        );
+        let corrupt = b"-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
+        let shown = TrustBundle::from_pem(corrupt, "r.pem")
+            .expect_err("corrupt")
+            .to_string();
+        assert!(
+            shown.starts_with("r.pem: malformed PEM: the base64 inside a section is corrupt"),
+            "{shown}"
+        );
+        assert!(!shown.contains("[45"), "{shown}");
     }
 }
