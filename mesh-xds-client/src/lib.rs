@@ -15,7 +15,8 @@
 //! Both protocol flavours are spoken, state of the world and incremental (delta), chosen per
 //! server; several servers fall back as gRFC A71 says; the channel is plaintext, TLS or
 //! mutual TLS. What this crate does not do: federation (A47 authorities are parsed, not
-//! used), CSDS, or `google_default` credentials.
+//! used) or `google_default` credentials. CSDS (gRFC A40) is served from the client's view:
+//! [`csds`].
 //!
 //! ```no_run
 //! use mesh_core::live::LivePolicy;

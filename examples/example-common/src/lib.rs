@@ -3,8 +3,8 @@
 //! - [`MeshArgs`]: the mesh flags every example accepts (`--bootstrap`, `--policy`,
 //!   `--admin`), flattened into each service's own clap parser.
 //! - [`init_tracing`]: log set-up driven by `RUST_LOG`; [`init_telemetry`]: span export
-//!   driven by the `OTEL_*` variables; [`mesh_layers`]: the inbound trace and metrics
-//!   layers; [`MeshArgs::start_admin`]: the admin server on `--admin`.
+//!   driven by the `OTEL_*` variables; [`MeshArgs::start_admin`]: the admin server on
+//!   `--admin`. (The inbound stack is the library's: `Mesh::serve`, `Mesh::layer`.)
 //! - [`bind`], [`set_nodelay`] and [`incoming_nodelay`]: a listener whose accepted
 //!   sockets all get `TCP_NODELAY` (axum 0.8's `serve` and tonic's `serve_with_incoming`
 //!   leave it off, which costs HTTP/2 requests tens of milliseconds).
@@ -57,23 +57,6 @@ pub fn init_telemetry(service_name: &str) -> Option<mesh_tower::trace::otel::Tel
             None
         }
     }
-}
-
-/// The mesh's inbound observability layers, composed once: trace context (W3C, B3,
-/// `x-request-id`, server spans) outermost, then Istio's request metrics.
-pub fn mesh_layers(
-    mesh: &mesh_tower::Mesh,
-) -> tower::ServiceBuilder<
-    tower::layer::util::Stack<
-        mesh_tower::metrics::MetricsLayer,
-        tower::layer::util::Stack<mesh_tower::trace::TraceLayer, tower::layer::util::Identity>,
-    >,
-> {
-    tower::ServiceBuilder::new()
-        .layer(mesh_tower::trace::TraceLayer::new())
-        .layer(mesh_tower::metrics::MetricsLayer::new(
-            mesh.metrics().clone(),
-        ))
 }
 
 /// Installs a `tracing` subscriber that writes to stderr, filtered by `RUST_LOG`

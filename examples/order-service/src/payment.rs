@@ -27,7 +27,7 @@ impl PaymentChannelError {
 }
 
 /// Any transport the payment client can run on, type-erased: a plain
-/// `tonic::transport::Channel` today, the mesh's channel later. Build one with
+/// `tonic::transport::Channel` or the mesh's channel ([`mesh_tower::Mesh::channel`]). Build one with
 /// [`boxed_channel`].
 pub type PaymentChannel = BoxCloneSyncService<
     http::Request<tonic::body::Body>,

@@ -72,15 +72,17 @@ pub async fn run(
     let _admin = config.mesh.start_admin(&mesh).await.map_err(Error::Mesh)?;
     tracing::info!(%addr, version = %config.version, fail_rate = %config.fail_rate, latency_ms = config.latency_ms, mtls = mesh.certificates().is_some(), "payment-service listening");
 
-    // The mesh's inbound side: TLS mode per port (STRICT / PERMISSIVE / DISABLE) and the
-    // peer's SPIFFE ID from the listener; trace context, metrics and authorization on
-    // every call, composed once.
-    let routes = tonic::service::Routes::new(PaymentServiceServer::new(Payments::new(&config)));
-    let service = example_common::mesh_layers(&mesh)
-        .layer(mesh.authorization_layer())
-        .service(routes);
-    mesh.listener(listener)
-        .serve(service, shutdown)
+    // The mesh's inbound side in one call: TLS mode per port (STRICT / PERMISSIVE /
+    // DISABLE) and the peer's SPIFFE ID from the listener; trace context, metrics and
+    // authorization on every call. grpc.health.v1 beside the payment service: overall
+    // status from the mesh's readiness, the payment service's own set here.
+    let payments = PaymentServiceServer::new(Payments::new(&config));
+    let routes = tonic::service::Routes::new(payments).add_service(mesh.health_service());
+    mesh.health().set_status(
+        <PaymentServiceServer<Payments> as tonic::server::NamedService>::NAME,
+        mesh_tower::health::ServingStatus::Serving,
+    );
+    mesh.serve(listener, routes, shutdown)
         .await
         .map_err(Error::Listener)?;
     tracing::info!("payment-service stopped");

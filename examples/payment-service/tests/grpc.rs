@@ -119,3 +119,34 @@ async fn unknown_payment_is_not_found() -> Result<(), BoxError> {
     assert_eq!(status.code(), Code::NotFound);
     server.stop().await
 }
+
+#[tokio::test]
+async fn grpc_health_answers_on_the_service_port() -> Result<(), BoxError> {
+    use mesh_tower::health::pb::health_check_response::ServingStatus as Wire;
+    use mesh_tower::health::pb::health_client::HealthClient;
+    use mesh_tower::health::pb::HealthCheckRequest;
+
+    let (server, _client) = start(Config::default()).await?;
+    let channel = Channel::from_shared(format!("http://{}", server.addr()))?
+        .connect()
+        .await?;
+    let mut health = HealthClient::new(channel);
+    let check = |service: &str| HealthCheckRequest {
+        service: service.into(),
+    };
+    // Overall: ready (a static mesh has its policy at start; the listener serves).
+    let overall = health.check(check("")).await?.into_inner();
+    assert_eq!(overall.status, Wire::Serving as i32);
+    let payments = health
+        .check(check("payment.v1.PaymentService"))
+        .await?
+        .into_inner();
+    assert_eq!(payments.status, Wire::Serving as i32);
+    let unknown = match health.check(check("nope.Nope")).await {
+        Ok(answer) => return Err(format!("an unknown service answered {answer:?}").into()),
+        Err(status) => status,
+    };
+    assert_eq!(unknown.code(), Code::NotFound);
+    server.stop().await?;
+    Ok(())
+}

@@ -51,13 +51,14 @@ pub enum Error {
     Serve(#[source] std::io::Error),
 }
 
-/// The `/test` route, calling out through `mesh`'s client, with the mesh's inbound layers
-/// (trace context, then metrics) applied per route so server spans are named by route.
+/// The `/test` route, calling out through `mesh`'s client, with the mesh's inbound stack
+/// ([`Mesh::layer`]: trace context, metrics, authorization) applied per route, so server
+/// spans are named by route.
 pub fn router(mesh: &Mesh) -> Router {
     Router::new()
         .route("/test", post(test))
         .with_state(mesh.http_client::<Full<Bytes>>())
-        .layer(example_common::mesh_layers(mesh))
+        .layer(mesh.layer())
 }
 
 /// Serves the contract on `listener` with the mesh's defaults until `shutdown` resolves.
