@@ -26,3 +26,8 @@ pub mod route;
 pub mod snapshot;
 
 pub use snapshot::Snapshot;
+
+/// The crate's README, compiled and run as doctests so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -9,6 +9,7 @@
 //! authorization — happens inside the application's process.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "admin")]
 pub mod admin;
 pub mod body;
 pub mod client;
@@ -26,3 +27,8 @@ pub mod trace;
 pub use error::MeshError;
 pub use mesh::{Mesh, MeshBuilder, PolicySource};
 pub use server::{MeshLayer, MeshService};
+
+/// The crate's README, compiled and run as doctests so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -162,7 +162,9 @@ impl MeshBuilder {
         self
     }
 
-    /// Who this workload is, for the metrics' labels (default: unknown). With a
+    /// Who this workload is, for the metrics' labels. Default: what the environment says
+    /// ([`WorkloadLabels::from_env`]: Istio's injected variables, then
+    /// `OTEL_SERVICE_NAME`), else the executable's name. With a
     /// [`bootstrap`](Self::bootstrap), what its node metadata says (the Istio agent writes
     /// `WORKLOAD_NAME`, `NAMESPACE`, `LABELS`, `CLUSTER_ID` there) takes precedence; see
     /// [`WorkloadLabels::with_node_metadata`].
@@ -199,7 +201,7 @@ impl MeshBuilder {
             (None, None) => None,
         };
         let policy = LivePolicy::new(snapshot);
-        let metrics = Metrics::new(self.workload.unwrap_or_default());
+        let metrics = Metrics::new(self.workload.unwrap_or_else(default_workload));
         let outbound = Arc::new(
             Outbound::new(policy.clone(), tls, self.outbound, None).with_metrics(metrics.clone()),
         );
@@ -291,7 +293,7 @@ impl MeshBuilder {
         let xds_targets = XdsTargets::new(subscribe, Duration::from_secs(15));
         let labels = self
             .workload
-            .unwrap_or_default()
+            .unwrap_or_else(default_workload)
             .with_node_metadata(&bootstrap.node.id, &bootstrap.node.metadata);
         let metrics = Metrics::new(labels);
         let outbound = Arc::new(
@@ -492,6 +494,18 @@ impl Mesh {
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
     }
+}
+
+/// The workload's labels when the builder was given none: the environment's
+/// ([`WorkloadLabels::from_env`]), named after the executable when it names nothing.
+fn default_workload() -> WorkloadLabels {
+    let exe = std::env::args_os()
+        .next()
+        .map(std::path::PathBuf::from)
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned());
+    WorkloadLabels::from_env(&exe)
 }
 
 fn unreachable_build(e: MeshBuildError) -> Mesh {

@@ -559,3 +559,134 @@ async fn application_metrics_join_the_admin_metrics() {
     assert!(stats.contains("\norders_placed_total 3\n"));
     promtool_check(&metrics);
 }
+
+/// The metric names and label names a PromQL query uses: `istio_*` names, the label
+/// names of its `{...}` selectors, and of its `by (...)` clauses (`le` included). With
+/// the fixed `reporter="..."` value of each selector.
+fn query_parts(expr: &str) -> Vec<(String, Vec<String>, Option<String>)> {
+    let mut out = Vec::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find("istio_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        let name = tail[..end].to_owned();
+        let mut labels = Vec::new();
+        let mut reporter = None;
+        if let Some(sel) = tail[end..].strip_prefix('{') {
+            let sel = &sel[..sel.find('}').unwrap()];
+            for matcher in sel.split(',') {
+                let matcher = matcher.trim();
+                let at = matcher.find(['=', '!']).unwrap();
+                let label = matcher[..at].trim().to_owned();
+                if label == "reporter" {
+                    reporter = Some(
+                        matcher[at..]
+                            .trim_start_matches('=')
+                            .trim_matches('"')
+                            .to_owned(),
+                    );
+                }
+                labels.push(label);
+            }
+        }
+        out.push((name, labels, reporter));
+        rest = &tail[end..];
+    }
+    // `by (a, b)` applies to the metrics of the aggregation; checked against each.
+    let mut by = Vec::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find("by (") {
+        let tail = &rest[i + 4..];
+        let list = &tail[..tail.find(')').unwrap()];
+        by.extend(list.split(',').map(|l| l.trim().to_owned()));
+        rest = tail;
+    }
+    for (_, labels, _) in &mut out {
+        labels.extend(by.iter().cloned());
+    }
+    out
+}
+
+/// Every query of `examples/grafana/mesh-dashboard.json` against a real scrape of both
+/// sides of a call: each metric it names is exported, with every label it selects or
+/// groups by, under the reporter it asks for.
+#[tokio::test]
+async fn the_grafana_dashboard_queries_match_a_real_scrape() {
+    let dashboard = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples/grafana/mesh-dashboard.json"),
+    )
+    .unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            exprs.push(target["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(exprs.len() >= 4, "{exprs:?}");
+
+    // payment, served by the mesh (listener + MeshLayer), called by order's mesh client.
+    let payment_mesh = Mesh::builder()
+        .workload(WorkloadLabels::named("payment").with_namespace("shop"))
+        .build()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new().route("/pay", get(|| async { "paid" }));
+    let serving = payment_mesh.clone();
+    let server = tokio::spawn(async move {
+        serving
+            .serve(listener, app, std::future::pending())
+            .await
+            .unwrap();
+    });
+    let order_mesh = Mesh::builder()
+        .workload(WorkloadLabels::named("order").with_namespace("web"))
+        .snapshot(policy(addr))
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let req = Request::get("http://payment.default.svc.cluster.local:8080/pay")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = tower::ServiceExt::oneshot(order_mesh.http_client::<Empty<Bytes>>(), req)
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        resp.into_body().collect().await.unwrap();
+    }
+    // Both sides' series are in their registries once the response is read.
+    let scrape = format!(
+        "{}{}",
+        payment_mesh.metrics().render(),
+        order_mesh.metrics().render()
+    );
+
+    for expr in &exprs {
+        for (metric, labels, reporter) in query_parts(expr) {
+            let series: Vec<&str> = scrape
+                .lines()
+                .filter(|l| l.starts_with(&format!("{metric}{{")))
+                .filter(|l| {
+                    reporter
+                        .as_deref()
+                        .is_none_or(|r| l.contains(&format!("reporter=\"{r}\"")))
+                })
+                .collect();
+            assert!(
+                !series.is_empty(),
+                "{metric} (reporter {reporter:?}) is not exported; query: {expr}"
+            );
+            for label in labels {
+                assert!(
+                    series.iter().any(|l| l.contains(&format!("{label}=\""))),
+                    "{metric} has no label {label}; query: {expr}"
+                );
+            }
+        }
+    }
+    server.abort();
+}

@@ -161,3 +161,18 @@ async fn the_request_builder_gives_the_mesh_error_as_a_type() {
     let bad = mesh.get("http://bad host/").send().await.unwrap_err();
     assert!(matches!(bad, ClientError::InvalidRequest(_)), "{bad:?}");
 }
+
+#[test]
+fn a_mesh_with_defaults_is_named_after_its_executable_not_unknown() {
+    if std::env::var_os("ISTIO_META_WORKLOAD_NAME").is_some()
+        || std::env::var_os("OTEL_SERVICE_NAME").is_some()
+    {
+        return; // the environment names the workload; covered by the labels' own tests
+    }
+    let exe = std::env::current_exe().unwrap();
+    let stem = exe.file_stem().unwrap().to_string_lossy().into_owned();
+    let mesh = mesh_tower::Mesh::with_defaults();
+    let local = mesh.metrics().local();
+    assert_eq!(local.workload, stem);
+    assert_ne!(local.workload, "unknown");
+}

@@ -54,3 +54,8 @@ pub mod snapshot;
 pub mod testing;
 pub mod translate;
 pub mod transport;
+
+/// The crate's README, compiled and run as doctests so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

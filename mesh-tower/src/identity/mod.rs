@@ -33,6 +33,7 @@ mod certs;
 mod client;
 mod server;
 mod source;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod verify;
 

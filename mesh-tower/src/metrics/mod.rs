@@ -66,6 +66,7 @@ use registry::{Counter, Histogram, Interner, SeriesMap};
 pub(crate) use labels::host_of;
 
 /// Appends `name="value"` to a label list, escaped for the text format.
+#[cfg(feature = "admin")]
 pub(crate) fn push_label_pub(out: &mut String, name: &str, value: &str) {
     registry::push_label(out, name, value);
 }

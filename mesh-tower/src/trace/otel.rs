@@ -14,8 +14,12 @@
 //! Call [`init_from_env`] inside the tokio runtime (the gRPC exporter needs it), before
 //! building the layers, and keep the guard until shutdown (dropping it flushes).
 
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+#[cfg(any(feature = "otlp-grpc", feature = "otlp-http"))]
+use opentelemetry_otlp::WithExportConfig;
+#[cfg(feature = "otlp-http")]
+use opentelemetry_otlp::WithHttpConfig;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+#[cfg(any(feature = "otlp-grpc", feature = "otlp-http"))]
 use opentelemetry_sdk::Resource;
 
 /// The OTLP transport.
@@ -35,6 +39,15 @@ pub enum OtelError {
     /// `OTEL_EXPORTER_OTLP_PROTOCOL` names a protocol this build does not speak.
     #[error("OTEL_EXPORTER_OTLP_PROTOCOL={0:?} is not supported (use grpc or http/protobuf)")]
     Protocol(String),
+    /// The protocol asked for is not in this build (mesh-tower's `otlp-grpc` or
+    /// `otlp-http` feature is off).
+    #[error("OTLP over {protocol} is not in this build: enable mesh-tower's `{feature}` feature")]
+    NotBuilt {
+        /// `grpc` or `http/protobuf`.
+        protocol: &'static str,
+        /// The feature that brings it.
+        feature: &'static str,
+    },
     /// The exporter could not be built (a bad endpoint, for example).
     #[error("OTLP exporter: {0}")]
     Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
@@ -104,12 +117,28 @@ pub fn init_from_env(service_name: &str) -> Result<Option<TelemetryGuard>, OtelE
 
 /// Builds an OTLP exporting provider (not installed globally) for `endpoint` (else the
 /// endpoint from the environment). Sampling still comes from `OTEL_TRACES_SAMPLER`.
+#[cfg(any(feature = "otlp-grpc", feature = "otlp-http"))]
 pub fn build(
     service_name: &str,
     protocol: OtlpProtocol,
     endpoint: Option<&str>,
 ) -> Result<TelemetryGuard, OtelError> {
-    let exporter = match protocol {
+    let exporter: opentelemetry_otlp::SpanExporter = match protocol {
+        #[cfg(not(feature = "otlp-grpc"))]
+        OtlpProtocol::Grpc => {
+            return Err(OtelError::NotBuilt {
+                protocol: "grpc",
+                feature: "otlp-grpc",
+            })
+        }
+        #[cfg(not(feature = "otlp-http"))]
+        OtlpProtocol::HttpProtobuf => {
+            return Err(OtelError::NotBuilt {
+                protocol: "http/protobuf",
+                feature: "otlp-http",
+            })
+        }
+        #[cfg(feature = "otlp-grpc")]
         OtlpProtocol::Grpc => {
             let b = opentelemetry_otlp::SpanExporter::builder().with_tonic();
             match endpoint {
@@ -117,6 +146,7 @@ pub fn build(
                 None => b.build()?,
             }
         }
+        #[cfg(feature = "otlp-http")]
         OtlpProtocol::HttpProtobuf => {
             let b = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
@@ -138,4 +168,24 @@ pub fn build(
         .with_resource(resource.build())
         .build();
     Ok(TelemetryGuard { provider })
+}
+
+/// Builds an OTLP exporting provider: in this build (no `otlp-grpc`, no `otlp-http`
+/// feature), always [`OtelError::NotBuilt`].
+#[cfg(not(any(feature = "otlp-grpc", feature = "otlp-http")))]
+pub fn build(
+    _service_name: &str,
+    protocol: OtlpProtocol,
+    _endpoint: Option<&str>,
+) -> Result<TelemetryGuard, OtelError> {
+    Err(match protocol {
+        OtlpProtocol::Grpc => OtelError::NotBuilt {
+            protocol: "grpc",
+            feature: "otlp-grpc",
+        },
+        OtlpProtocol::HttpProtobuf => OtelError::NotBuilt {
+            protocol: "http/protobuf",
+            feature: "otlp-http",
+        },
+    })
 }
