@@ -7,6 +7,19 @@
 //!
 //! What this crate does not do: talk to a control plane (that is `mesh-xds-client`), or
 //! touch sockets and requests (that is `mesh-tower`).
+//!
+//! ```
+//! use mesh_core::live::LivePolicy;
+//! use mesh_core::policy_file::PolicyFile;
+//!
+//! let text = "services:\n  - name: payment-service\n    ports: [{ port: 8080 }]\n    endpoints: [{ address: '127.0.0.1:50051' }]\n";
+//! let snapshot = PolicyFile::parse(text, "policy.yaml")?.to_snapshot("policy.yaml")?;
+//! let policy = LivePolicy::new(snapshot);
+//! // Readers load the current snapshot without locks; a writer publishes a new one.
+//! let now = policy.load();
+//! assert!(now.outbound("payment-service:8080").is_some());
+//! # Ok::<(), mesh_core::policy_file::PolicyError>(())
+//! ```
 #![forbid(unsafe_code)]
 
 pub mod breaker;

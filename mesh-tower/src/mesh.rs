@@ -60,6 +60,23 @@ pub enum MeshBuildError {
 }
 
 /// The mesh: one per process, cheap to clone.
+///
+/// ```
+/// # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use mesh_tower::Mesh;
+///
+/// // A static policy (a file: `.policy_file(path)`; a control plane: `.bootstrap(path)`).
+/// let policy = mesh_core::policy_file::PolicyFile::parse(
+///     "services:\n  - name: inventory\n    ports: [{ port: 8080 }]\n    endpoints: [{ address: '127.0.0.1:9090' }]\n",
+///     "inline",
+/// )?
+/// .to_snapshot("inline")?;
+/// let mesh = Mesh::builder().snapshot(policy).build()?;
+/// assert!(mesh.policy().snapshot().outbound("inventory:8080").is_some());
+/// # Ok(())
+/// # }
+/// # demo().unwrap();
+/// ```
 #[derive(Clone, Debug)]
 pub struct Mesh {
     inner: Arc<Inner>,

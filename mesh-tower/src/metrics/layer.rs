@@ -16,6 +16,19 @@ use crate::observe::{CountedBody, ExchangeEnd, ExchangeObserver, ObservedBody, R
 /// the status and `grpc-status`, duration and sizes (the request's from `content-length`,
 /// else counted as the application reads the body: the inner service receives it as a
 /// [`CountedBody`]).
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use mesh_tower::metrics::{Metrics, MetricsLayer, WorkloadLabels};
+///
+/// let metrics = Metrics::new(WorkloadLabels::named("inventory").with_namespace("shop"));
+/// let app: Router = Router::new()
+///     .route("/stock", get(|| async { "42" }))
+///     .layer(MetricsLayer::new(metrics.clone()));
+/// // `metrics.render()` is the Prometheus text the admin server's /metrics serves.
+/// assert!(metrics.render().is_empty() || metrics.render().starts_with('#'));
+/// # let _ = app;
+/// ```
 #[derive(Debug, Clone)]
 pub struct MetricsLayer {
     metrics: Metrics,

@@ -35,6 +35,21 @@ use crate::observe::{ExchangeEnd, ExchangeObserver, ObservedBody};
 /// [`TraceLayer::with_log_span`] also wraps the handler in a `tracing` span named
 /// `inbound` carrying `trace_id` and `request_id`, for log lines; leave it off when
 /// `tracing-opentelemetry` exports your spans, or it is exported as a span of its own.
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use mesh_tower::trace::{TraceContext, TraceLayer};
+///
+/// // Per route, so the span is named `GET /hello`; `mesh.layer()` includes it.
+/// let app: Router = Router::new()
+///     .route("/hello", get(|| async {
+///         // The request's context, current for the handler.
+///         let trace_id = mesh_tower::trace::current().map(|cx: TraceContext| cx.trace_id);
+///         format!("{trace_id:?}")
+///     }))
+///     .layer(TraceLayer::new());
+/// # let _ = app;
+/// ```
 #[derive(Clone)]
 pub struct TraceLayer {
     tracer: Arc<BoxedTracer>,
