@@ -1,5 +1,10 @@
 //! Opening connections to endpoints: TCP with TCP_NODELAY, a connect timeout, the cluster's
-//! `max_connections` limit, and TLS when the cluster asks for it.
+//! `max_connections` limit, and TLS when the cluster asks for it, with at most
+//! [`MAX_CONCURRENT_HANDSHAKES`] handshakes at once per cluster (a burst that needs many new
+//! connections queues them instead of spending every core on handshakes at once; requests
+//! meanwhile take connections that free up) and the same timeout again on the handshake.
+//! Sessions are resumed (TLS 1.3 tickets) from the cluster's client config, so most new
+//! connections to a known endpoint skip the certificate exchange.
 
 use std::future::Future;
 use std::io;
@@ -48,6 +53,9 @@ impl std::fmt::Debug for TlsConnected {
     }
 }
 
+/// The most TLS client handshakes one cluster runs at once (by default).
+pub const MAX_CONCURRENT_HANDSHAKES: usize = 8;
+
 /// Dials endpoints for one cluster.
 #[derive(Clone)]
 pub struct MeshConnector {
@@ -55,6 +63,7 @@ pub struct MeshConnector {
     breaker: Arc<CircuitBreaker>,
     tls: Option<Arc<dyn UpstreamTlsConnect>>,
     metrics: Option<Metrics>,
+    handshakes: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for MeshConnector {
@@ -113,7 +122,16 @@ impl MeshConnector {
             breaker,
             tls,
             metrics: None,
+            handshakes: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_HANDSHAKES)),
         }
+    }
+
+    /// Runs at most `limit` TLS handshakes at once (at least one); the mesh uses
+    /// [`MAX_CONCURRENT_HANDSHAKES`].
+    #[cfg(test)]
+    pub(crate) fn with_handshake_limit(mut self, limit: usize) -> Self {
+        self.handshakes = Arc::new(tokio::sync::Semaphore::new(limit.max(1)));
+        self
     }
 
     /// Counts the connections it opens in `metrics` (`istio_tcp_connections_opened_total`
@@ -156,13 +174,26 @@ impl MeshConnector {
         let (stream, h2) = match &self.tls {
             None => (Stream::Plain(tcp), false),
             Some(tls) => {
-                let done =
-                    tls.connect(tcp, &authority)
-                        .await
-                        .map_err(|source| ConnectError::Tls {
-                            authority: authority.clone(),
-                            source,
-                        })?;
+                let handshakes = Arc::clone(&self.handshakes);
+                let handshake = async {
+                    // Never closed: `acquire` only fails on a closed semaphore.
+                    let _slot = handshakes.acquire().await.ok();
+                    tls.connect(tcp, &authority).await
+                };
+                let done = tokio::time::timeout(self.connect_timeout, handshake)
+                    .await
+                    .map_err(|_| ConnectError::Tls {
+                        authority: authority.clone(),
+                        source: format!(
+                            "no handshake within {:?} (waiting for a slot, then handshaking)",
+                            self.connect_timeout
+                        )
+                        .into(),
+                    })?
+                    .map_err(|source| ConnectError::Tls {
+                        authority: authority.clone(),
+                        source,
+                    })?;
                 (Stream::Tls(done.stream), done.h2)
             }
         };
@@ -333,5 +364,80 @@ impl Write for MeshIo {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// A "handshake" that stays in flight for many scheduler rounds and records how many
+    /// run at once.
+    struct SlowHandshake {
+        in_flight: Arc<AtomicUsize>,
+        most: Arc<AtomicUsize>,
+    }
+
+    impl UpstreamTlsConnect for SlowHandshake {
+        fn connect(
+            &self,
+            tcp: TcpStream,
+            _authority: &str,
+        ) -> Pin<Box<dyn Future<Output = Result<TlsConnected, BoxError>> + Send>> {
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            let in_flight = Arc::clone(&self.in_flight);
+            Box::pin(async move {
+                for _ in 0..200 {
+                    tokio::task::yield_now().await;
+                }
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                Ok(TlsConnected {
+                    stream: Box::new(tcp),
+                    h2: false,
+                })
+            })
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn at_most_the_limit_of_handshakes_run_at_once() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let most = Arc::new(AtomicUsize::new(0));
+        let tls = Arc::new(SlowHandshake {
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            most: Arc::clone(&most),
+        });
+        let dyn_tls: Arc<dyn UpstreamTlsConnect> = tls.clone();
+        let connector = MeshConnector::new(
+            Duration::from_secs(30),
+            Arc::new(CircuitBreaker::new(
+                mesh_core::breaker::Thresholds::default(),
+            )),
+            Some(dyn_tls),
+        )
+        .with_handshake_limit(2);
+        let uri: http::Uri = format!("http://{addr}").parse().expect("uri");
+        let dials: Vec<_> = (0..6)
+            .map(|_| tokio::spawn(connector.clone().oneshot(uri.clone())))
+            .collect();
+        for dial in dials {
+            dial.await.expect("task").expect("connected");
+        }
+        let most = most.load(Ordering::SeqCst);
+        assert!((1..=2).contains(&most), "{most} handshakes ran at once");
     }
 }
