@@ -46,7 +46,12 @@ pub fn trace_w3c(data: &[u8]) {
             .unwrap_or_else(|e| panic!("our own traceparent {out:?} rejected: {e}"));
         assert_eq!(
             (again.trace_id, again.parent_id, again.flags),
-            (tp.trace_id, tp.parent_id, tp.flags & 0x01)
+            // Level 2: the sampled and random flags are kept, the rest dropped.
+            (
+                tp.trace_id,
+                tp.parent_id,
+                tp.flags & (mesh_tower::trace::FLAG_SAMPLED | mesh_tower::trace::FLAG_RANDOM)
+            )
         );
     }
     if let Ok(Some(state)) = w3c::parse_tracestate(data.split(|&b| b == b'\n')) {

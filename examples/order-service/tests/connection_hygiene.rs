@@ -272,9 +272,13 @@ async fn a_peer_over_its_limit_loses_its_own_idle_connections_only() {
         greedy_conns.push(connect_from(greedy, service.addr).await.unwrap());
     }
     assert_eq!(fresh_request(service.addr).await, 200);
-    // The greedy peer's first 200 were closed to make room for its later ones.
-    let first: Vec<TcpStream> = greedy_conns.drain(..200).collect();
-    assert_eq!(count_closed(first, Duration::from_secs(5)).await, 200);
+    // 200 of the greedy peer's connections were closed to make room for its later ones,
+    // 100 (its limit) stay. Which ones is the longest idle at each admission: connections
+    // accepted a moment apart can register in either order, so the count is what is fixed.
+    assert_eq!(
+        count_closed(greedy_conns, Duration::from_secs(5)).await,
+        200
+    );
     // The other peer's idle connections were not touched (they go only at the idle timeout).
     let mut untouched = 0;
     for s in &mut theirs {

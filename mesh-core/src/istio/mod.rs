@@ -227,8 +227,29 @@ struct Index<'a> {
 impl<'a> Index<'a> {
     fn new(inputs: MeshInputs<'a>, errors: &mut Vec<IstioError>) -> Self {
         let mut by_fqdn = BTreeMap::new();
-        for s in inputs.services {
-            by_fqdn.insert(s.fqdn(inputs.default_namespace, inputs.domain_suffix), s);
+        for (i, s) in inputs.services.iter().enumerate() {
+            // The names become host names, route domains and cluster names: only what
+            // Kubernetes allows (lower-case letters, digits, `-` and `.`).
+            let names = [
+                ("name", Some(s.name.as_str())),
+                ("namespace", s.namespace.as_deref()),
+            ];
+            let mut valid = true;
+            for (field, value) in names {
+                if let Some(value) = value.filter(|v| !is_dns_name(v)) {
+                    valid = false;
+                    errors.push(Path::root("services").index(i).field(field).err(
+                        IstioErrorKind::InvalidValue {
+                            value: value.to_owned(),
+                            expected: "a DNS name: lower-case letters, digits, '-' and '.', \
+                                       starting and ending with a letter or digit",
+                        },
+                    ));
+                }
+            }
+            if valid {
+                by_fqdn.insert(s.fqdn(inputs.default_namespace, inputs.domain_suffix), s);
+            }
         }
         let mut index = Self {
             inputs,
@@ -338,6 +359,19 @@ impl routes::ResolveDestination for DestinationResolver<'_, '_> {
         }
         Ok(cluster_name(port, dest.subset.as_deref(), &fqdn))
     }
+}
+
+/// Whether `name` can be a Kubernetes name and a part of a host name: 1 to 253 of
+/// `a-z`, `0-9`, `-` and `.`, starting and ending with a letter or digit.
+fn is_dns_name(name: &str) -> bool {
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && alnum(name.chars().next())
+        && alnum(name.chars().last())
 }
 
 /// Translates the inputs into listeners, routes, clusters and endpoints. Every error is

@@ -398,3 +398,17 @@ fn inbound_policy_errors_carry_line_and_column() {
     );
     assert!(shown.contains("bad-port"), "{shown}");
 }
+
+#[test]
+fn service_names_must_be_dns_names() {
+    // Found by fuzzing (fuzz/seeds/istio_yaml/regression-service-name-wildcard): a name
+    // with spaces and `*` became a route domain xDS clients reject.
+    let errs = invalid("services:\n  - name: 'pay *ment'\n    ports: [{port: 8080}]\n  - name: ok\n    namespace: Bad_NS\n    ports: [{port: 80}]\n");
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["services[0].name", "services[1].namespace"],
+        "{errs:?}"
+    );
+    assert!(errs[0].to_string().contains("a DNS name"), "{}", errs[0]);
+}
