@@ -68,7 +68,7 @@ pub mod server;
 pub mod trace;
 
 pub use error::MeshError;
-pub use mesh::{Mesh, MeshBuilder, PolicySource};
+pub use mesh::{IstioShape, Mesh, MeshBuilder, PolicySource};
 pub use server::{MeshLayer, MeshService};
 
 /// The crate's README, compiled and run as doctests so that it stays true.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use mesh_core::live::LivePolicy;
 use mesh_core::policy_file::{PolicyError, PolicyFile};
 use mesh_core::Snapshot;
+pub use mesh_xds_client::shape::IstioShape;
 
 use crate::health::{Health, Readiness};
 use crate::identity::{CertificateError, CertificateSource, FileWatcherConfig, MeshTls};
@@ -99,6 +100,7 @@ struct Inner {
 struct XdsState {
     client: Arc<mesh_xds_client::transport::XdsClient>,
     bootstrap: mesh_xds_client::bootstrap::Bootstrap,
+    shape: IstioShape,
 }
 
 /// Builds a [`Mesh`].
@@ -113,6 +115,7 @@ pub struct MeshBuilder {
     watch_interval: Option<Duration>,
     workload: Option<WorkloadLabels>,
     inbound: InboundConfig,
+    istio_shape: Option<IstioShape>,
 }
 
 impl std::fmt::Debug for MeshBuilder {
@@ -130,6 +133,14 @@ impl MeshBuilder {
     /// `file_watcher` certificate providers. Wins over a policy file.
     pub fn bootstrap(mut self, path: impl Into<PathBuf>) -> Self {
         self.bootstrap = Some(path.into());
+        self
+    }
+
+    /// Which of istiod's outputs to take from the control plane: the proxyless one (the
+    /// default) or the Envoy sidecar one, which carries every DestinationRule setting
+    /// (see [`mesh_xds_client::shape`]). Without this call, `MESH_ISTIO_SHAPE` decides.
+    pub fn istio_shape(mut self, shape: IstioShape) -> Self {
+        self.istio_shape = Some(shape);
         self
     }
 
@@ -288,10 +299,14 @@ impl MeshBuilder {
             Some(t) => Some(t),
             None => Some(Arc::new(tls)),
         };
+        let shape = match self.istio_shape {
+            Some(shape) => shape,
+            None => IstioShape::from_env().map_err(|e| MeshBuildError::Xds(e.to_string()))?,
+        };
         let policy = LivePolicy::new(Snapshot::empty());
         let client = XdsClient::from_bootstrap_with_policy(
             &bootstrap,
-            XdsClientConfig::default(),
+            XdsClientConfig::default().with_shape(shape),
             policy.clone(),
         )
         .map_err(|e| MeshBuildError::Xds(e.to_string()))?;
@@ -333,7 +348,11 @@ impl MeshBuilder {
                 source: PolicySource::Xds(path),
                 file: None,
                 certificates: default_source,
-                xds: Some(XdsState { client, bootstrap }),
+                xds: Some(XdsState {
+                    client,
+                    bootstrap,
+                    shape,
+                }),
                 metrics,
                 inbound: self.inbound,
                 health: Health::new(readiness),
@@ -432,9 +451,17 @@ impl Mesh {
     pub fn listener(&self, listener: tokio::net::TcpListener) -> MeshListener {
         let mut require = false;
         if let (Some(xds), Ok(local)) = (&self.inner.xds, listener.local_addr()) {
-            // gRFC A36: the server's policy is the listener named by the template.
-            if let Some(template) = &xds.bootstrap.server_listener_resource_name_template {
-                let name = template.replace("%s", &local.to_string());
+            // gRFC A36: the server's policy is the listener named by the template; in the
+            // sidecar shape, the `virtualInbound` chains for the port.
+            let name = if xds.shape.is_sidecar() {
+                Some(IstioShape::inbound_target(local))
+            } else {
+                xds.bootstrap
+                    .server_listener_resource_name_template
+                    .as_ref()
+                    .map(|template| template.replace("%s", &local.to_string()))
+            };
+            if let Some(name) = name {
                 let client = Arc::clone(&xds.client);
                 tokio::spawn(async move {
                     if client.add_target(&name).await.is_err() {

@@ -11,6 +11,7 @@ use clap::{Parser, ValueEnum};
 use mesh_xds_cli::report::{Outcome, Report};
 use mesh_xds_cli::target::listener_target;
 use mesh_xds_client::bootstrap::Bootstrap;
+use mesh_xds_client::shape::IstioShape;
 use mesh_xds_client::transport::{XdsClient, XdsClientConfig};
 
 /// Resolve a target (`xds:///payment-service:8080`) through the xDS control plane of a
@@ -76,7 +77,28 @@ fn usage(message: &str) -> ExitCode {
 }
 
 async fn run(args: Args, bootstrap: Bootstrap, target: String) -> ExitCode {
-    let listener = bootstrap.client_listener_name(&target);
+    let shape = match IstioShape::from_env() {
+        Ok(s) => s,
+        Err(e) => return usage(&e.to_string()),
+    };
+    // Sidecar shape: the client watches the target itself; the listener is the port's.
+    let (watched, listener) = if shape.is_sidecar() {
+        match target
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+        {
+            Some(port) => (target.clone(), format!("0.0.0.0_{port}")),
+            None => {
+                return usage(&format!(
+                    "{}=sidecar needs a target with a port (host:port), not {target:?}",
+                    mesh_xds_client::shape::ENV
+                ))
+            }
+        }
+    } else {
+        let name = bootstrap.client_listener_name(&target);
+        (name.clone(), name)
+    };
     let server = bootstrap
         .xds_servers
         .first()
@@ -86,7 +108,7 @@ async fn run(args: Args, bootstrap: Bootstrap, target: String) -> ExitCode {
         Ok(c) => c,
         Err(e) => return usage(&format!("cannot start the xDS client: {e}")),
     };
-    if client.add_target(&listener).await.is_err() {
+    if client.add_target(&watched).await.is_err() {
         eprintln!("mesh-xds: the xDS client stopped");
         return ExitCode::FAILURE;
     }

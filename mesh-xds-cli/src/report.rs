@@ -73,6 +73,9 @@ pub struct ResourceStatus {
     pub updated_at: Option<String>,
     /// The last rejected update, cleared when a later one is accepted.
     pub last_error: Option<Value>,
+    /// `MESH_ISTIO_SHAPE=sidecar`: what of the resource the mesh does not honour.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_applied: Vec<String>,
 }
 
 /// Whether a report is final, and how.
@@ -89,10 +92,12 @@ pub enum Outcome {
 impl Report {
     /// Builds the report of `listener` (the resource the target names) from the client's view.
     pub fn new(target: &str, listener: &str, server: &str, view: &ClientView) -> Self {
-        let policy = view
-            .snapshot
-            .as_deref()
-            .and_then(|s| Policy::of(s, target_of(listener, s)));
+        let policy = view.snapshot.as_deref().and_then(|s| {
+            Policy::of(s, target_of(listener, s)).or_else(|| {
+                // Sidecar shape: the snapshot keys the target itself.
+                Policy::of(s, target.strip_prefix("xds:///").unwrap_or(target))
+            })
+        });
         let resources: Vec<ResourceStatus> = view
             .cache
             .iter()
@@ -452,6 +457,11 @@ impl ResourceStatus {
                     "at": wall_clock(f.at),
                 })
             }),
+            not_applied: e
+                .resource
+                .as_ref()
+                .map(|r| r.not_applied())
+                .unwrap_or_default(),
         }
     }
 }

@@ -8,6 +8,7 @@ fn status(t: &'static str, name: &str, state: &'static str) -> ResourceStatus {
         version: None,
         updated_at: None,
         last_error: None,
+        not_applied: Vec::new(),
     }
 }
 

@@ -65,6 +65,9 @@ impl ResourceEntry {
 #[derive(Debug, Clone, Default)]
 pub struct ResourceCache {
     by_type: [BTreeMap<String, ResourceEntry>; 4],
+    /// Per type, whether any response has been settled (a wildcard type's missing names
+    /// are decided once it has).
+    answered: [bool; 4],
 }
 
 impl ResourceCache {
@@ -100,6 +103,16 @@ impl ResourceCache {
     /// Whether nothing is subscribed.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Whether the server has sent any response of this type. For a type subscribed by
+    /// wildcard, a name it does not hold is then known not to exist.
+    pub fn has_answered(&self, xds_type: XdsType) -> bool {
+        self.answered[xds_type.index()]
+    }
+
+    pub(crate) fn set_answered(&mut self, xds_type: XdsType) {
+        self.answered[xds_type.index()] = true;
     }
 
     pub(crate) fn get_mut(&mut self, xds_type: XdsType, name: &str) -> Option<&mut ResourceEntry> {

@@ -14,7 +14,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use envoy_types::pb::google::rpc::Status;
 
 use super::response::Decoding;
-use super::{AdsCore, Protocol, ProtocolError, ResponseOutcome, INVALID_ARGUMENT};
+use super::{AdsCore, Protocol, ProtocolError, ResponseOutcome, INVALID_ARGUMENT, WILDCARD};
 use crate::resource::{decode_with, Decoded, FieldError, ResourceError};
 
 impl AdsCore {
@@ -34,17 +34,20 @@ impl AdsCore {
                 state.subscribed.difference(&state.sent).cloned().collect();
             let unsubscribe: Vec<String> =
                 state.sent.difference(&state.subscribed).cloned().collect();
-            let initial_resource_versions: HashMap<String, String> = if state.first_on_stream
-                && self.versions_reusable
-            {
-                self.cache
-                    .entries(t)
-                    .filter(|(name, e)| e.resource.is_some() && state.subscribed.contains(*name))
-                    .filter_map(|(name, e)| Some((name.to_owned(), e.version.clone()?)))
-                    .collect()
-            } else {
-                HashMap::new()
-            };
+            let initial_resource_versions: HashMap<String, String> =
+                if state.first_on_stream && self.versions_reusable {
+                    self.cache
+                        .entries(t)
+                        .filter(|(name, e)| {
+                            e.resource.is_some()
+                                && (state.subscribed.contains(WILDCARD)
+                                    || state.subscribed.contains(*name))
+                        })
+                        .filter_map(|(name, e)| Some((name.to_owned(), e.version.clone()?)))
+                        .collect()
+                } else {
+                    HashMap::new()
+                };
             let nonce = std::mem::take(&mut state.nonce);
             let error_detail = state.pending_error.take().map(|message| Status {
                 code: INVALID_ARGUMENT,
@@ -104,7 +107,10 @@ impl AdsCore {
                 ),
                 Some(any) => {
                     let cache = &self.cache;
-                    match decode_with(t, index, any, &|name| cache.resource(t, name).cloned()) {
+                    let shape = self.config.shape;
+                    match decode_with(t, index, any, shape, &|name| {
+                        cache.resource(t, name).cloned()
+                    }) {
                         // The wrapper names it even when its bytes are broken.
                         Decoded::Undecodable(error) if !wrapped.name.is_empty() => {
                             Decoded::Invalid(
@@ -144,7 +150,7 @@ impl AdsCore {
         let keep = t.is_full_state() && self.config.ignore_resource_deletion;
         if !keep {
             for name in &response.removed_resources {
-                if self.types[t.index()].subscribed.contains(name) {
+                if self.is_wildcard(t) || self.types[t.index()].subscribed.contains(name) {
                     self.delete(t, name, &response.system_version_info, now, &mut outcome);
                 }
             }

@@ -52,6 +52,10 @@ use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use envoy_types::pb::google::rpc::Status;
 
 use crate::resource::{ResourceError, XdsType};
+use crate::shape::IstioShape;
+
+/// The name that subscribes a whole type (xDS wildcard).
+pub(crate) const WILDCARD: &str = "*";
 
 /// `google.rpc.Code.INVALID_ARGUMENT`, the code of a NACK's `error_detail`.
 const INVALID_ARGUMENT: i32 = 3;
@@ -93,6 +97,9 @@ pub struct AdsConfig {
     /// The protocol flavour; the transport may change it per server
     /// ([`AdsCore::set_protocol`]).
     pub protocol: Protocol,
+    /// Which of istiod's outputs to take ([`IstioShape`]): in sidecar shape listeners and
+    /// clusters are subscribed by wildcard and Envoy's resources are read leniently.
+    pub shape: IstioShape,
 }
 
 impl Default for AdsConfig {
@@ -102,6 +109,7 @@ impl Default for AdsConfig {
             does_not_exist_timeout: Duration::from_secs(15),
             certificate_providers: None,
             protocol: Protocol::StateOfTheWorld,
+            shape: IstioShape::Proxyless,
         }
     }
 }
@@ -122,6 +130,12 @@ impl AdsConfig {
     /// Sets [`AdsConfig::protocol`].
     pub fn with_protocol(mut self, protocol: Protocol) -> Self {
         self.protocol = protocol;
+        self
+    }
+
+    /// Sets [`AdsConfig::shape`].
+    pub fn with_shape(mut self, shape: IstioShape) -> Self {
+        self.shape = shape;
         self
     }
 
@@ -201,10 +215,16 @@ pub struct AdsCore {
 impl AdsCore {
     /// A core for this node (sent in the first request of every stream).
     pub fn new(node: Node, config: AdsConfig) -> Self {
+        let mut types: [TypeState; 4] = Default::default();
+        if config.shape.is_sidecar() {
+            for t in [XdsType::Listener, XdsType::Cluster] {
+                types[t.index()].subscribed = BTreeSet::from([WILDCARD.to_owned()]);
+            }
+        }
         Self {
             node,
             targets: BTreeSet::new(),
-            types: Default::default(),
+            types,
             cache: ResourceCache::default(),
             queue: VecDeque::new(),
             events: VecDeque::new(),
@@ -329,7 +349,13 @@ impl AdsCore {
         Some(DiscoveryRequest {
             version_info: state.version.clone(),
             node,
-            resource_names: state.subscribed.iter().cloned().collect(),
+            // Wildcard, as Envoy asks for it: no names.
+            resource_names: state
+                .subscribed
+                .iter()
+                .filter(|n| *n != WILDCARD)
+                .cloned()
+                .collect(),
             type_url: t.type_url().to_owned(),
             response_nonce: state.nonce.clone(),
             error_detail: state.pending_error.take().map(|message| Status {
@@ -399,15 +425,25 @@ impl AdsCore {
     fn sync_subscriptions(&mut self, now: Instant) {
         let mut wanted: [BTreeSet<String>; 4] = Default::default();
         wanted[XdsType::Listener.index()] = self.targets.clone();
-        // References only point down the cascade, so one pass in order suffices.
+        // References only point down the cascade, so one pass in order suffices. A
+        // wildcard type's references come from everything it holds.
         for t in XdsType::ALL {
-            let names: Vec<String> = wanted[t.index()].iter().cloned().collect();
+            let names: Vec<String> = if self.is_wildcard(t) {
+                self.cache.entries(t).map(|(n, _)| n.to_owned()).collect()
+            } else {
+                wanted[t.index()].iter().cloned().collect()
+            };
             for name in names {
                 if let Some(resource) = self.cache.resource(t, &name) {
                     for (rt, rn) in resource.references() {
                         wanted[rt.index()].insert(rn);
                     }
                 }
+            }
+        }
+        for t in XdsType::ALL {
+            if self.is_wildcard(t) {
+                wanted[t.index()] = BTreeSet::from([WILDCARD.to_owned()]);
             }
         }
         for (t, want) in XdsType::ALL.into_iter().zip(wanted) {
@@ -423,13 +459,24 @@ impl AdsCore {
             let deadline = self
                 .connected
                 .then(|| now + self.config.does_not_exist_timeout);
-            for name in &added {
+            for name in added.iter().filter(|n| *n != WILDCARD) {
                 let entry = self.cache.insert_requested(t, name);
                 entry.does_not_exist_at = deadline;
             }
             self.types[t.index()].subscribed = want;
             self.enqueue(t);
         }
+    }
+
+    /// Whether a type is subscribed by wildcard (listeners and clusters in sidecar shape,
+    /// as Envoy subscribes them).
+    pub fn is_wildcard(&self, t: XdsType) -> bool {
+        self.config.shape.is_sidecar() && t.is_full_state()
+    }
+
+    /// The shape of istiod's output this core takes.
+    pub fn shape(&self) -> IstioShape {
+        self.config.shape
     }
 }
 

@@ -66,7 +66,10 @@ impl AdsCore {
         let mut decoding = Decoding::default();
         for (index, any) in response.resources.iter().enumerate() {
             let cache = &self.cache;
-            let decoded = decode_with(t, index, any, &|name| cache.resource(t, name).cloned());
+            let shape = self.config.shape;
+            let decoded = decode_with(t, index, any, shape, &|name| {
+                cache.resource(t, name).cloned()
+            });
             self.sort_decoded(t, decoded, &mut decoding, &mut outcome);
         }
         let version = response.version_info;
@@ -123,13 +126,15 @@ impl AdsCore {
         outcome: &mut ResponseOutcome,
     ) {
         let subscribed = &self.types[t.index()].subscribed;
+        let wildcard = self.is_wildcard(t);
         match decoded {
             Decoded::Undecodable(error) => {
                 decoding.undecodable = true;
                 outcome.rejected.push(error);
             }
             // A resource we did not ask for is ignored, valid or not.
-            Decoded::Valid(name, _) | Decoded::Invalid(name, _) if !subscribed.contains(&name) => {}
+            Decoded::Valid(name, _) | Decoded::Invalid(name, _)
+                if !wildcard && !subscribed.contains(&name) => {}
             Decoded::Valid(name, _) | Decoded::Invalid(name, _)
                 if !decoding.seen.insert(name.clone()) =>
             {
@@ -157,7 +162,11 @@ impl AdsCore {
         now: Instant,
         outcome: &mut ResponseOutcome,
     ) {
+        let wildcard = self.is_wildcard(t);
         for (name, resource) in valid {
+            if wildcard {
+                self.cache.insert_requested(t, &name);
+            }
             let Some(entry) = self.cache.get_mut(t, &name) else {
                 continue;
             };
@@ -190,8 +199,12 @@ impl AdsCore {
         now: Instant,
         outcome: &mut ResponseOutcome,
     ) {
+        let wildcard = self.is_wildcard(t);
         for error in &outcome.rejected {
             let Some(name) = error.name() else { continue };
+            if wildcard {
+                self.cache.insert_requested(t, name);
+            }
             let Some(entry) = self.cache.get_mut(t, name) else {
                 continue;
             };
@@ -247,6 +260,7 @@ impl AdsCore {
         total: usize,
         outcome: &mut ResponseOutcome,
     ) {
+        self.cache.set_answered(t);
         let state = &mut self.types[t.index()];
         state.nonce = nonce;
         outcome.acked = outcome.rejected.is_empty();
@@ -288,6 +302,7 @@ impl AdsCore {
                     "filter_chains",
                     s.certificate_providers.iter().map(String::as_str).collect(),
                 ),
+                ListenerModel::Sidecar(s) => ("filter_chains", s.providers().collect()),
                 _ => return None,
             },
             _ => return None,

@@ -18,6 +18,12 @@ pub struct ClusterResource {
     pub eds_service_name: Option<String>,
     /// The cluster translated.
     pub model: Arc<mesh_core::cluster::Cluster>,
+    /// Sidecar shape: why the mesh cannot use this cluster (it is accepted, kept out of
+    /// snapshots, and reported). Always `None` in the proxyless shape, which rejects such
+    /// clusters.
+    pub unsupported: Option<String>,
+    /// Sidecar shape: what of it the mesh does not honour.
+    pub skipped: Vec<String>,
 }
 
 impl ResourceType for ClusterResource {
@@ -89,7 +95,38 @@ impl ResourceType for ClusterResource {
             cluster,
             eds_service_name,
             model,
+            unsupported: None,
+            skipped: Vec::new(),
         })
+    }
+
+    fn validate_as(cluster: Cluster, shape: crate::shape::IstioShape) -> Result<Self, FieldError> {
+        if !shape.is_sidecar() {
+            return Self::validate(cluster);
+        }
+        let mut normalized = cluster.clone();
+        let mut skipped = Vec::new();
+        let result = crate::translate::sidecar::normalize_cluster(&mut normalized, &mut skipped)
+            .and_then(|()| Self::validate(normalized).map_err(|e| e.to_string()));
+        match result {
+            Ok(mut valid) => {
+                valid.cluster = cluster;
+                valid.skipped = skipped;
+                Ok(valid)
+            }
+            // istiod validated it; what fails here is what the mesh cannot do. Accepted (no
+            // NACK), never used, reported by name.
+            Err(why) => {
+                tracing::debug!(cluster = cluster.name, "sidecar shape: not usable: {why}");
+                Ok(Self {
+                    model: Arc::new(mesh_core::cluster::Cluster::new(cluster.name.clone())),
+                    cluster,
+                    eds_service_name: None,
+                    unsupported: Some(why),
+                    skipped,
+                })
+            }
+        }
     }
 
     fn references(&self) -> Vec<(XdsType, String)> {

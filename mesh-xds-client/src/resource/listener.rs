@@ -12,8 +12,11 @@ use prost::{Message, Name};
 
 use super::route::{route_cluster_names, validate_route_configuration};
 use super::{FieldError, Resource, ResourceType, XdsType};
+use crate::shape::IstioShape;
 use crate::translate::listener::{client_listener, server_listener};
+use crate::translate::sidecar::{sidecar_listener, SidecarListener};
 use crate::translate::{ClientListener, ServerListener};
+use std::sync::Arc;
 
 /// A listener in the model's terms.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,6 +26,8 @@ pub enum ListenerModel {
     Client(ClientListener),
     /// A server (inbound) listener.
     Server(ServerListener),
+    /// A listener of istiod's sidecar output (an outbound port, `virtualInbound`, ...).
+    Sidecar(Arc<SidecarListener>),
 }
 
 /// Where a listener's routes come from.
@@ -140,7 +145,32 @@ impl ResourceType for ListenerResource {
         })
     }
 
+    fn validate_as(listener: Listener, shape: IstioShape) -> Result<Self, FieldError> {
+        if !shape.is_sidecar() {
+            return Self::validate(listener);
+        }
+        if listener.api_listener.is_some() {
+            return Self::validate(listener);
+        }
+        let model = sidecar_listener(&listener);
+        for skipped in &model.skipped {
+            tracing::debug!(listener = listener.name, "sidecar shape: {skipped}");
+        }
+        Ok(Self {
+            listener,
+            http_connection_manager: None,
+            route: ListenerRoute::Server,
+            model: ListenerModel::Sidecar(Arc::new(model)),
+        })
+    }
+
     fn references(&self) -> Vec<(XdsType, String)> {
+        if let ListenerModel::Sidecar(s) = &self.model {
+            return s
+                .rds_names()
+                .map(|n| (XdsType::RouteConfiguration, n.to_owned()))
+                .collect();
+        }
         match &self.route {
             ListenerRoute::Rds(name) => vec![(XdsType::RouteConfiguration, name.clone())],
             ListenerRoute::Inline(rc) => route_cluster_names(rc)

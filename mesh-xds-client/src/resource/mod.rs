@@ -23,6 +23,8 @@ use std::sync::Arc;
 use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
 
+use crate::shape::IstioShape;
+
 /// The xDS resource types the client speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum XdsType {
@@ -103,6 +105,13 @@ pub trait ResourceType: Sized + Clone + fmt::Debug + Send + Sync + 'static {
     fn name(message: &Self::Message) -> &str;
     /// Validates the message, with the path of the first rejected field.
     fn validate(message: Self::Message) -> Result<Self, FieldError>;
+    /// Validates the message as part of istiod's `shape` output; the proxyless shape is
+    /// [`validate`](Self::validate), the sidecar shape reads Envoy's resources leniently
+    /// ([`crate::translate::sidecar`]).
+    fn validate_as(message: Self::Message, shape: IstioShape) -> Result<Self, FieldError> {
+        let _ = shape;
+        Self::validate(message)
+    }
     /// The resources this one makes the client subscribe to, with their types.
     fn references(&self) -> Vec<(XdsType, String)>;
     /// Wraps it into a [`Resource`].
@@ -147,6 +156,25 @@ impl Resource {
             Self::ClusterLoadAssignment(r) => r.references(),
         }
     }
+
+    /// Sidecar shape: what of it the mesh does not honour, by name (Istio's filters,
+    /// chains it has no use for, a cluster it cannot use). Empty in the proxyless shape,
+    /// which rejects such resources instead.
+    pub fn not_applied(&self) -> Vec<String> {
+        match self {
+            Self::Listener(l) => match &l.model {
+                ListenerModel::Sidecar(s) => s.skipped.clone(),
+                _ => Vec::new(),
+            },
+            Self::Cluster(c) => c
+                .unsupported
+                .iter()
+                .map(|why| format!("not usable: {why}"))
+                .chain(c.skipped.iter().cloned())
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// What became of one entry of a response.
@@ -165,7 +193,7 @@ const WRAPPER_TYPE_URL: &str = "type.googleapis.com/envoy.service.discovery.v3.R
 /// Decodes and validates the `index`-th resource of a response of type `xds_type`.
 #[cfg(test)]
 pub(crate) fn decode(xds_type: XdsType, index: usize, any: &Any) -> Decoded {
-    decode_with(xds_type, index, any, &|_| None)
+    decode_with(xds_type, index, any, IstioShape::Proxyless, &|_| None)
 }
 
 /// [`decode`], reusing `previous(name)` as is when the message is the one it was accepted
@@ -175,6 +203,7 @@ pub(crate) fn decode_with(
     xds_type: XdsType,
     index: usize,
     any: &Any,
+    shape: IstioShape,
     previous: &dyn Fn(&str) -> Option<Resource>,
 ) -> Decoded {
     // With the `xds.config.resource-in-sotw` client feature, a server may wrap resources.
@@ -184,7 +213,7 @@ pub(crate) fn decode_with(
             Ok(Wrapper {
                 resource: Some(inner),
                 ..
-            }) => decode_with(xds_type, index, &inner, previous),
+            }) => decode_with(xds_type, index, &inner, shape, previous),
             Ok(Wrapper { name, .. }) => Decoded::Invalid(
                 name.clone(),
                 ResourceError::Invalid {
@@ -207,18 +236,21 @@ pub(crate) fn decode_with(
         });
     }
     match xds_type {
-        XdsType::Listener => decode_as::<ListenerResource>(index, any, previous),
+        XdsType::Listener => decode_as::<ListenerResource>(index, any, shape, previous),
         XdsType::RouteConfiguration => {
-            decode_as::<RouteConfigurationResource>(index, any, previous)
+            decode_as::<RouteConfigurationResource>(index, any, shape, previous)
         }
-        XdsType::Cluster => decode_as::<ClusterResource>(index, any, previous),
-        XdsType::ClusterLoadAssignment => decode_as::<EndpointsResource>(index, any, previous),
+        XdsType::Cluster => decode_as::<ClusterResource>(index, any, shape, previous),
+        XdsType::ClusterLoadAssignment => {
+            decode_as::<EndpointsResource>(index, any, shape, previous)
+        }
     }
 }
 
 fn decode_as<T: ResourceType>(
     index: usize,
     any: &Any,
+    shape: IstioShape,
     previous: &dyn Fn(&str) -> Option<Resource>,
 ) -> Decoded
 where
@@ -246,7 +278,7 @@ where
             return Decoded::Valid(name, prev);
         }
     }
-    match T::validate(message) {
+    match T::validate_as(message, shape) {
         Ok(valid) => Decoded::Valid(name, valid.into_resource()),
         Err(error) => Decoded::Invalid(name.clone(), ResourceError::Invalid { name, error }),
     }

@@ -46,6 +46,24 @@ impl ResourceType for RouteConfigurationResource {
         })
     }
 
+    fn validate_as(
+        route_configuration: RouteConfiguration,
+        shape: crate::shape::IstioShape,
+    ) -> Result<Self, FieldError> {
+        if !shape.is_sidecar() {
+            return Self::validate(route_configuration);
+        }
+        let mut normalized = route_configuration.clone();
+        let mut skipped = Vec::new();
+        crate::translate::sidecar::normalize_route_config(&mut normalized, "", &mut skipped);
+        for s in &skipped {
+            tracing::debug!(route = route_configuration.name, "sidecar shape: {s}");
+        }
+        let mut valid = Self::validate(normalized)?;
+        valid.route_configuration = route_configuration;
+        Ok(valid)
+    }
+
     fn references(&self) -> Vec<(XdsType, String)> {
         self.cluster_names
             .iter()

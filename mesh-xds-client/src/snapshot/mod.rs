@@ -27,6 +27,8 @@
 mod derive;
 
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
 
 use mesh_core::route::{RouteAction, RouteConfig};
 use mesh_core::snapshot::SnapshotBuilder;
@@ -34,6 +36,8 @@ use mesh_core::Snapshot;
 
 use crate::ads::{ResourceCache, ResourceEntry, ResourceState};
 use crate::resource::{ListenerModel, Resource, XdsType};
+use crate::shape::{IstioShape, INBOUND_PREFIX};
+use crate::translate::sidecar::PASSTHROUGH_CLUSTER;
 use crate::translate::ClientRoutes;
 
 /// A resource the snapshot waits for.
@@ -52,6 +56,7 @@ pub struct SnapshotAssembler {
     template_prefix: String,
     template_suffix: String,
     derived: HashMap<String, derive::Derived>,
+    shape: IstioShape,
 }
 
 /// What the cache says about one resource.
@@ -65,7 +70,14 @@ enum Lookup<'a> {
 }
 
 fn lookup<'a>(cache: &'a ResourceCache, t: XdsType, name: &str) -> Lookup<'a> {
+    lookup_in(cache, t, name, false)
+}
+
+/// [`lookup`]; with `wildcard`, a name the cache does not hold once the server has
+/// answered for the type is absent (it sends every resource of a wildcard type).
+fn lookup_in<'a>(cache: &'a ResourceCache, t: XdsType, name: &str, wildcard: bool) -> Lookup<'a> {
     match cache.get(t, name) {
+        None if wildcard && cache.has_answered(t) => Lookup::Absent,
         Some(ResourceEntry {
             resource: Some(r), ..
         }) => Lookup::Present(r),
@@ -86,7 +98,18 @@ impl SnapshotAssembler {
             template_prefix: prefix.to_owned(),
             template_suffix: suffix.to_owned(),
             derived: HashMap::new(),
+            shape: IstioShape::Proxyless,
         }
+    }
+
+    /// Reads targets as istiod's `shape` output lays them out: in sidecar shape an
+    /// outbound target `host:port` resolves through the listener `0.0.0.0_PORT`, its route
+    /// configuration and the virtual host whose domains match `host:port`, as an Envoy
+    /// sidecar resolves it; an inbound target `virtualInbound/ADDR` is the policy of the
+    /// `virtualInbound` chains for `ADDR`'s port.
+    pub fn with_shape(mut self, shape: IstioShape) -> Self {
+        self.shape = shape;
+        self
     }
 
     /// The target (`payment-service:8080`) a listener name stands for.
@@ -113,6 +136,16 @@ impl SnapshotAssembler {
         let mut clusters_seen = HashSet::new();
         let mut derived_used = HashSet::new();
         for listener_name in targets {
+            if self.shape.is_sidecar() {
+                b = self.add_sidecar_target(
+                    b,
+                    listener_name,
+                    cache,
+                    &mut clusters_seen,
+                    &mut derived_used,
+                )?;
+                continue;
+            }
             let listener = match lookup(cache, XdsType::Listener, listener_name) {
                 Lookup::Present(Resource::Listener(l)) => l,
                 Lookup::Pending => return Err(pending(XdsType::Listener, listener_name)),
@@ -127,6 +160,8 @@ impl SnapshotAssembler {
                     continue;
                 }
                 ListenerModel::Client(client) => client,
+                // Only in the sidecar shape, handled above.
+                ListenerModel::Sidecar(_) => continue,
             };
             let target = self.target_of(listener_name);
             let (rc, faults) = match &client.routes {
@@ -158,6 +193,93 @@ impl SnapshotAssembler {
         Ok(b.build())
     }
 
+    /// One target of the sidecar shape (see [`SnapshotAssembler::with_shape`]). A target
+    /// without a port, without an HTTP listener for its port, or whose virtual host only
+    /// passes traffic through (`PassthroughCluster`) gets no listener: the mesh then calls
+    /// it directly, as the sidecar would pass it through.
+    fn add_sidecar_target(
+        &mut self,
+        mut b: SnapshotBuilder,
+        listener_name: &str,
+        cache: &ResourceCache,
+        clusters_seen: &mut HashSet<String>,
+        derived_used: &mut HashSet<String>,
+    ) -> Result<SnapshotBuilder, Incomplete> {
+        let pending = |t: XdsType, name: &str| Incomplete {
+            xds_type: t,
+            name: name.to_owned(),
+        };
+        let target = self.target_of(listener_name).to_owned();
+        if let Some(addr) = target.strip_prefix(INBOUND_PREFIX) {
+            let Ok(addr) = addr.parse::<SocketAddr>() else {
+                return Ok(b);
+            };
+            match lookup_in(cache, XdsType::Listener, "virtualInbound", true) {
+                Lookup::Present(Resource::Listener(l)) => {
+                    if let ListenerModel::Sidecar(s) = &l.model {
+                        if let Some(policy) = s.inbound_policy(addr.port()) {
+                            b = b.inbound_listener_arc(addr, Arc::new(policy));
+                        }
+                    }
+                }
+                Lookup::Pending => return Err(pending(XdsType::Listener, "virtualInbound")),
+                _ => {}
+            }
+            return Ok(b);
+        }
+        let Some(port) = target
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+        else {
+            return Ok(b);
+        };
+        let name = format!("0.0.0.0_{port}");
+        let listener = match lookup_in(cache, XdsType::Listener, &name, true) {
+            Lookup::Present(Resource::Listener(l)) => l,
+            Lookup::Pending => return Err(pending(XdsType::Listener, &name)),
+            _ => return Ok(b),
+        };
+        let ListenerModel::Sidecar(sidecar) = &listener.model else {
+            return Ok(b);
+        };
+        let Some(client) = sidecar.http_client() else {
+            return Ok(b);
+        };
+        let (rc, faults) = match &client.routes {
+            ClientRoutes::Inline(rc, faults) => (rc.clone(), faults.clone()),
+            ClientRoutes::Rds(rds) => match lookup(cache, XdsType::RouteConfiguration, rds) {
+                Lookup::Present(Resource::RouteConfiguration(r)) => {
+                    (r.model.clone(), r.fault_overrides.clone())
+                }
+                Lookup::Pending => return Err(pending(XdsType::RouteConfiguration, rds)),
+                _ => return Ok(b),
+            },
+        };
+        let passthrough_only = match rc.virtual_host_for(&target) {
+            None => true,
+            Some(vh) => vh.routes().iter().all(|r| match r.action() {
+                RouteAction::Forward(f) => f
+                    .cluster_names()
+                    .into_iter()
+                    .all(|c| c == PASSTHROUGH_CLUSTER),
+                _ => false,
+            }),
+        };
+        if passthrough_only {
+            return Ok(b);
+        }
+        let rc = match self.derive(&name, &rc, &faults, client) {
+            Some(derived) => {
+                derived_used.insert(derived.name().to_owned());
+                derived
+            }
+            None => rc,
+        };
+        b = b.listener(target.as_str(), rc.name());
+        b = self.add_clusters(b, &rc, cache, clusters_seen)?;
+        Ok(b.route_config_arc(rc))
+    }
+
     fn add_clusters(
         &self,
         mut b: SnapshotBuilder,
@@ -178,7 +300,10 @@ impl SnapshotAssembler {
             if !seen.insert(name.to_owned()) {
                 continue;
             }
-            let cluster = match lookup(cache, XdsType::Cluster, name) {
+            let wildcard = self.shape.is_sidecar();
+            let cluster = match lookup_in(cache, XdsType::Cluster, name, wildcard) {
+                // Sidecar shape: a cluster the mesh cannot use stays out; calls to it fail.
+                Lookup::Present(Resource::Cluster(c)) if c.unsupported.is_some() => continue,
                 Lookup::Present(Resource::Cluster(c)) => c,
                 Lookup::Pending => {
                     return Err(Incomplete {

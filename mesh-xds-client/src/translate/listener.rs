@@ -191,7 +191,7 @@ pub(crate) fn server_listener(listener: &Listener) -> Result<ServerListener, Fie
     })
 }
 
-fn listener_address(listener: &Listener) -> Result<Option<SocketAddr>, FieldError> {
+pub(crate) fn listener_address(listener: &Listener) -> Result<Option<SocketAddr>, FieldError> {
     let Some(AddressKind::SocketAddress(sa)) =
         listener.address.as_ref().and_then(|a| a.address.as_ref())
     else {

@@ -43,6 +43,7 @@ pub mod listener;
 mod rbac;
 pub mod route;
 mod route_policy;
+pub mod sidecar;
 mod tls;
 
 pub use cluster::cluster;

@@ -29,7 +29,7 @@ pub(crate) fn rbac_filter(filter: &RbacFilter) -> Result<Option<RbacEngine>, Fie
     }
 }
 
-fn rbac_rules(rules: &pb::Rbac) -> Result<Option<RbacEngine>, FieldError> {
+pub(crate) fn rbac_rules(rules: &pb::Rbac) -> Result<Option<RbacEngine>, FieldError> {
     let action = match pb::rbac::Action::try_from(rules.action) {
         Ok(pb::rbac::Action::Allow) => RbacAction::Allow,
         Ok(pb::rbac::Action::Deny) => RbacAction::Deny,

@@ -60,8 +60,14 @@ impl Driver {
         view: watch::Sender<Arc<ClientView>>,
         policy: Option<LivePolicy>,
     ) -> Self {
-        let core = AdsCore::new(node, config.ads.clone());
-        let assembler = SnapshotAssembler::new(&config.client_listener_template);
+        let mut ads = config.ads.clone();
+        if let Some(shape) = config.shape {
+            ads.shape = shape;
+        }
+        let node = ads.shape.announce(node);
+        let assembler =
+            SnapshotAssembler::new(&config.client_listener_template).with_shape(ads.shape);
+        let core = AdsCore::new(node, ads);
         Self {
             servers,
             current: 0,

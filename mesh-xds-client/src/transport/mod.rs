@@ -37,6 +37,7 @@ use mesh_core::Snapshot;
 use crate::ads::{AdsConfig, Protocol, ResourceCache, UpdateCounts};
 use crate::bootstrap::{Bootstrap, XdsServer};
 use crate::resource::XdsType;
+use crate::shape::{IstioShape, ShapeError};
 
 /// Why a stream could not be opened or ended.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +74,9 @@ pub enum TransportError {
     /// The bootstrap lists no server.
     #[error("the bootstrap lists no xDS server")]
     NoServer,
+    /// `MESH_ISTIO_SHAPE` is not a shape.
+    #[error(transparent)]
+    Shape(#[from] ShapeError),
 }
 
 impl TransportError {
@@ -92,9 +96,10 @@ impl TransportError {
             Self::Tls { .. } => FailureKind::Unreachable,
             Self::Refused(_) => FailureKind::StreamRefused,
             Self::Stream(_) | Self::Closed => FailureKind::StreamEnded,
-            Self::UnsupportedCredentials(_) | Self::InvalidUri(_) | Self::NoServer => {
-                FailureKind::Configuration
-            }
+            Self::UnsupportedCredentials(_)
+            | Self::InvalidUri(_)
+            | Self::NoServer
+            | Self::Shape(_) => FailureKind::Configuration,
         }
     }
 }
@@ -170,6 +175,10 @@ pub struct XdsClientConfig {
     /// How outbound listener names are made from targets (`%s` is the target), so that
     /// snapshots key listeners by target (`payment-service:8080`).
     pub client_listener_template: String,
+    /// Which of istiod's outputs to take; `None`: `MESH_ISTIO_SHAPE` decides when the
+    /// client starts from a bootstrap ([`XdsClient::from_bootstrap`]), else
+    /// [`AdsConfig::shape`].
+    pub shape: Option<IstioShape>,
 }
 
 impl Default for XdsClientConfig {
@@ -179,6 +188,7 @@ impl Default for XdsClientConfig {
             backoff: Backoff::default(),
             connect_timeout: Duration::from_secs(20),
             client_listener_template: "%s".to_owned(),
+            shape: None,
         }
     }
 }
@@ -193,6 +203,12 @@ impl XdsClientConfig {
     /// Sets the outbound listener name template (`%s` is the target).
     pub fn with_client_listener_template(mut self, template: &str) -> Self {
         self.client_listener_template = template.to_owned();
+        self
+    }
+
+    /// Sets which of istiod's outputs to take (overrides `MESH_ISTIO_SHAPE`).
+    pub fn with_shape(mut self, shape: IstioShape) -> Self {
+        self.shape = Some(shape);
         self
     }
 
@@ -285,6 +301,10 @@ impl XdsClient {
             .clone();
         config.ads.certificate_providers =
             Some(bootstrap.certificate_providers.keys().cloned().collect());
+        config.shape = Some(match config.shape {
+            Some(shape) => shape,
+            None => IstioShape::from_env()?,
+        });
         Ok(Self::start_inner(
             bootstrap.xds_servers.clone(),
             bootstrap.node.to_proto(),

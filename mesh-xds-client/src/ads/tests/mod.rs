@@ -8,6 +8,7 @@ use super::*;
 mod delta;
 mod lifecycle;
 mod responses;
+mod wildcard;
 use crate::bootstrap::NodeConfig;
 use crate::testing::fixtures::*;
 
