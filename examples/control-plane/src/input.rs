@@ -401,6 +401,7 @@ impl Input {
             InputError(vec![format!("inbound policy: {}", self.locate(&reason))])
         })?;
         resources.add_inbound_workloads(&inbound);
+        resources.add_sidecar(&snapshot, &inbound);
         Ok(Served {
             resources,
             inbound,

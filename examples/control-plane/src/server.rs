@@ -128,6 +128,7 @@ impl ControlPlane {
         }
         for server in &servers {
             server.set_wildcard_filter(Arc::new(wildcard_visible));
+            server.set_variant(Arc::new(sidecar_variant));
         }
         apply(&servers, &Resources::default(), &served.resources);
         let warnings = audit(None, &served);
@@ -189,16 +190,24 @@ pub fn is_proxyless(node: Option<&Node>) -> bool {
         .is_some_and(|v| matches!(&v.kind, Some(Kind::StringValue(g)) if g == "grpc"))
 }
 
-/// What a wildcard subscription gets. istiod sends proxyless (`GENERATOR: grpc`) nodes
-/// other listeners than Envoy sidecars, and every listener made here is proxyless-shaped:
-/// API listeners (Envoy ignores them: "only one ApiListener is allowed, and it can only be
-/// added via bootstrap") and gRPC's inbound template with certificate-provider TLS (Envoy
-/// NACKs them: "No TLS certificates found for server context"). So a wildcard LDS
-/// subscriber without `GENERATOR: grpc` (Envoy) gets no listeners; clusters and endpoints
-/// go to everyone. gRPC clients name their listeners, and get them whatever their node.
-fn wildcard_visible(node: Option<&Node>, t: XdsType, _name: &str) -> bool {
-    t != XdsType::Listener || is_proxyless(node)
+/// What a wildcard subscription gets, as istiod decides by the node's `GENERATOR`
+/// metadata: proxyless (`GENERATOR: grpc`) nodes get the proxyless listeners (API
+/// listeners, which Envoy ignores, and gRPC's inbound template with certificate-provider
+/// TLS, which Envoy NACKs); every other node (an Envoy sidecar, the mesh with
+/// `MESH_ISTIO_SHAPE=sidecar`) gets the sidecar shape's listeners (`0.0.0.0_PORT`,
+/// `virtualInbound`). Clusters and endpoints go to everyone, sidecar nodes getting the
+/// sidecar shape's clusters ([`sidecar_variant`]). Clients that name their listeners get
+/// them whatever their node.
+fn wildcard_visible(node: Option<&Node>, t: XdsType, name: &str) -> bool {
+    t != XdsType::Listener || is_proxyless(node) != crate::envoy::sidecar::is_sidecar_listener(name)
 }
+
+/// The variant of the resources a node gets: `sidecar` for every node but proxyless ones.
+fn sidecar_variant(node: Option<&Node>) -> Option<String> {
+    (!is_proxyless(node)).then(|| SIDECAR.to_owned())
+}
+
+const SIDECAR: &str = "sidecar";
 
 /// Reads and translates the files off the async threads.
 async fn load(paths: Vec<PathBuf>) -> Result<Served, InputError> {
@@ -336,6 +345,16 @@ fn apply(servers: &[TestAdsServer], old: &Resources, new: &Resources) {
         XdsType::RouteConfiguration,
         XdsType::Listener,
     ];
+    if old.sidecar_clusters != new.sidecar_clusters {
+        let clusters: Vec<(String, Any)> = new
+            .sidecar_clusters
+            .iter()
+            .map(|(n, a)| (n.clone(), a.clone()))
+            .collect();
+        for s in servers {
+            s.put_variant(SIDECAR, XdsType::Cluster, clusters.clone());
+        }
+    }
     for t in add_order {
         let (before, after) = (of(old, t), of(new, t));
         let changed: Vec<(String, Any)> = after

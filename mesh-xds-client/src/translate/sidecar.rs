@@ -21,7 +21,7 @@
 //! match, TLS and what it carries, and chains the mesh has no use for (TCP proxies,
 //! passthrough, black holes) are kept as such, never a reason to reject the listener.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
@@ -77,6 +77,8 @@ pub struct SidecarChain {
     pub name: String,
     /// `filter_chain_match.destination_port`.
     pub destination_port: Option<u32>,
+    /// `filter_chain_match.prefix_ranges` (destination addresses), as address and length.
+    pub prefix_ranges: Vec<(IpAddr, u32)>,
     /// `None`: plaintext; `Some(require_client_certificate)`: TLS.
     pub tls: Option<bool>,
     /// The certificate provider instances its TLS context names.
@@ -147,23 +149,33 @@ impl SidecarListener {
         })
     }
 
-    /// The inbound policy for traffic to `port`, from the chains that match that
-    /// destination port, else the catch-all chains (no destination port). The TLS mode
+    /// The inbound policy for traffic to `addr`, from the chains that match its port (and,
+    /// when they name destination addresses, its address; any, for an unspecified one),
+    /// else the catch-all chains (no destination port). The TLS mode
     /// follows the chains (all mutual TLS: STRICT; none: DISABLE; both: PERMISSIVE); the
     /// authorization is the HTTP chains' RBAC, which Istio writes the same on each. Chains
     /// that disagree, or a chain the mesh cannot read, deny everything: fail closed.
-    pub fn inbound_policy(&self, port: u16) -> Option<InboundPolicy> {
-        let port = u32::from(port);
+    pub fn inbound_policy(&self, addr: SocketAddr) -> Option<InboundPolicy> {
+        let port = u32::from(addr.port());
+        let for_addr = |c: &&SidecarChain| {
+            addr.ip().is_unspecified()
+                || c.prefix_ranges.is_empty()
+                || c.prefix_ranges
+                    .iter()
+                    .any(|(net, len)| in_range(addr.ip(), *net, *len))
+        };
         let mut chains: Vec<&SidecarChain> = self
             .chains
             .iter()
             .filter(|c| c.destination_port == Some(port))
+            .filter(for_addr)
             .collect();
         if chains.is_empty() {
             chains = self
                 .chains
                 .iter()
                 .filter(|c| c.destination_port.is_none())
+                .filter(for_addr)
                 .collect();
         }
         let first = chains.first()?;
@@ -208,6 +220,27 @@ impl SidecarListener {
         self.chains
             .iter()
             .flat_map(|c| c.providers.iter().map(String::as_str))
+    }
+}
+
+/// Whether `ip` is in `net/len`.
+fn in_range(ip: IpAddr, net: IpAddr, len: u32) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let len = len.min(32);
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let len = len.min(128);
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len)
+            };
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
     }
 }
 
@@ -261,9 +294,19 @@ fn sidecar_chain(
         .as_ref()
         .and_then(|m| m.destination_port.as_ref())
         .map(|p| p.value);
+    let prefix_ranges = chain
+        .filter_chain_match
+        .iter()
+        .flat_map(|m| &m.prefix_ranges)
+        .filter_map(|r| {
+            let ip: IpAddr = r.address_prefix.parse().ok()?;
+            Some((ip, r.prefix_len.as_ref().map_or(0, |l| l.value)))
+        })
+        .collect();
     let mut out = SidecarChain {
         name,
         destination_port,
+        prefix_ranges,
         tls: None,
         providers: Vec::new(),
         kind: ChainKind::Unusable(String::new()),

@@ -6,6 +6,7 @@
 mod cluster;
 pub mod inbound;
 mod route;
+pub mod sidecar;
 
 use std::collections::BTreeMap;
 
@@ -68,6 +69,9 @@ fn listener(name: &str, route_config: &str) -> Listener {
 pub struct Resources {
     /// type -> name -> resource.
     pub by_type: BTreeMap<XdsType, BTreeMap<String, Any>>,
+    /// The sidecar shape's clusters, served instead of `by_type`'s to Envoy sidecar
+    /// nodes (its listeners and routes, named apart, are in `by_type`).
+    pub sidecar_clusters: BTreeMap<String, Any>,
 }
 
 impl Resources {
@@ -106,7 +110,25 @@ impl Resources {
                 );
             }
         }
-        Self { by_type }
+        Self {
+            by_type,
+            ..Self::default()
+        }
+    }
+
+    /// Adds the sidecar shape (see [`sidecar`]) of `s` and `workloads`: its listeners and
+    /// routes alongside the proxyless ones, its clusters apart.
+    pub fn add_sidecar(&mut self, s: &Snapshot, workloads: &[InboundWorkload]) {
+        let shape = sidecar::sidecar_resources(s, workloads);
+        self.by_type
+            .entry(XdsType::Listener)
+            .or_default()
+            .extend(shape.listeners);
+        self.by_type
+            .entry(XdsType::RouteConfiguration)
+            .or_default()
+            .extend(shape.routes);
+        self.sidecar_clusters = shape.clusters;
     }
 
     /// Adds an inbound listener per workload address (every endpoint's address on every
