@@ -401,7 +401,10 @@ impl Input {
             InputError(vec![format!("inbound policy: {}", self.locate(&reason))])
         })?;
         resources.add_inbound_workloads(&inbound);
-        resources.add_sidecar(&snapshot, &inbound);
+        let catch_all = crate::envoy::namespace_default(&self.policy).map_err(|reason| {
+            InputError(vec![format!("inbound policy: {}", self.locate(&reason))])
+        })?;
+        resources.add_sidecar(&snapshot, &inbound, &catch_all);
         Ok(Served {
             resources,
             inbound,

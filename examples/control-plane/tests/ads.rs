@@ -137,7 +137,9 @@ fn client(cp: &ControlPlane, policy: LivePolicy) -> XdsClient {
     ));
     XdsClient::start_with_policy(
         XdsServer::insecure(cp.addr().unwrap().to_string()),
-        NodeConfig::new("control-plane-test").to_proto(),
+        NodeConfig::new("control-plane-test")
+            .with_metadata("GENERATOR", "grpc")
+            .to_proto(),
         config,
         policy,
     )
@@ -430,7 +432,9 @@ async fn serves_on_a_unix_socket() {
     let policy = LivePolicy::new(Snapshot::empty());
     let client = XdsClient::start_with_policy(
         XdsServer::from_uri(&format!("unix://{}", socket.display())).unwrap(),
-        NodeConfig::new("control-plane-test").to_proto(),
+        NodeConfig::new("control-plane-test")
+            .with_metadata("GENERATOR", "grpc")
+            .to_proto(),
         XdsClientConfig::default(),
         policy.clone(),
     );
@@ -462,7 +466,9 @@ async fn a_delta_client_gets_the_same_config_and_edits() {
         .with_ads(AdsConfig::default().with_protocol(Protocol::Delta));
     let delta = XdsClient::start_with_policy(
         XdsServer::insecure(cp.addr().unwrap().to_string()),
-        NodeConfig::new("control-plane-delta").to_proto(),
+        NodeConfig::new("control-plane-delta")
+            .with_metadata("GENERATOR", "grpc")
+            .to_proto(),
         config,
         delta_policy.clone(),
     );

@@ -103,7 +103,9 @@ async fn server_side(cp: &ControlPlane) -> (XdsClient, LivePolicy) {
     let policy = LivePolicy::new(Snapshot::empty());
     let client = XdsClient::start_with_policy(
         XdsServer::insecure(cp.addr().unwrap().to_string()),
-        NodeConfig::new("reviews-server").to_proto(),
+        NodeConfig::new("reviews-server")
+            .with_metadata("GENERATOR", "grpc")
+            .to_proto(),
         XdsClientConfig::default(),
         policy.clone(),
     );

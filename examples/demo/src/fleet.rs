@@ -13,10 +13,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use control_plane::ControlPlane;
 use example_common::MeshArgs;
 use mesh_tower::admin::{AdminHandle, AdminServer};
 use mesh_tower::metrics::WorkloadLabels;
-use mesh_tower::Mesh;
+use mesh_tower::{IstioShape, Mesh};
 use order_service::client::OrderClient;
 use payment_service::PaymentVersion;
 use tokio::net::TcpListener;
@@ -159,6 +160,9 @@ pub struct Fleet {
     payment_policies: [PathBuf; 2],
     /// The order-service mesh's admin server.
     admin: AdminHandle,
+    /// With [`Fleet::start_with`] and a shape: the dev control plane the order-service
+    /// takes its policy from, and its input file.
+    xds: Option<(ControlPlane, PathBuf)>,
     /// Last: the certificate directory is removed once everything else has stopped.
     identities: Identities,
 }
@@ -246,6 +250,90 @@ fn order_mesh(
         .build()?)
 }
 
+/// Whether `got` routes the payment service as `want` does (the routes of its virtual host)
+/// and has its clusters with the same limits, outlier detection and balancing.
+fn same_payment_policy(want: &mesh_core::Snapshot, got: &mesh_core::Snapshot) -> bool {
+    let routes = |s: &mesh_core::Snapshot| {
+        let l = s.outbound(PAYMENT_TARGET)?;
+        let rc = s.route_config(l.route_config_name())?;
+        rc.virtual_host_for(PAYMENT_TARGET)
+            .map(|vh| vh.routes().to_vec())
+    };
+    let Some(want_routes) = routes(want) else {
+        return false;
+    };
+    if Some(&want_routes) != routes(got).as_ref() {
+        return false;
+    }
+    // The clusters its routes lead to.
+    let same = want_routes
+        .iter()
+        .filter_map(|r| match r.action() {
+            mesh_core::route::RouteAction::Forward(f) => Some(f.cluster_names()),
+            _ => None,
+        })
+        .flatten()
+        .all(|name| match (want.cluster(name), got.cluster(name)) {
+            (Some(c), Some(g)) => {
+                g.circuit_breakers == c.circuit_breakers
+                    && g.outlier_detection == c.outlier_detection
+                    && g.retry_budget == c.retry_budget
+                    && g.lb == c.lb
+            }
+            (None, None) => true,
+            _ => false,
+        });
+    same
+}
+
+/// How long a control plane's push may take to reach the order-service.
+const XDS_PATIENCE: Duration = Duration::from_secs(30);
+
+fn write_atomically(path: &Path, text: &str) -> Result<(), DemoError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|source| DemoError::Files {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// The order-service's mesh on a dev control plane serving `policy` in `shape`, with the
+/// control plane and its input file.
+async fn xds_order_mesh(
+    policy: &Policy,
+    endpoints: &[Endpoint],
+    identity: &Issued,
+    root: &Path,
+    shape: IstioShape,
+) -> Result<(Mesh, ControlPlane, PathBuf), DemoError> {
+    let dir = root.join("fleet-control-plane");
+    std::fs::create_dir_all(&dir).map_err(|source| DemoError::Files {
+        path: dir.clone(),
+        source,
+    })?;
+    let input = dir.join("payment-service.yaml");
+    write_atomically(&input, &policy.control_plane_yaml(endpoints))?;
+    let cp = ControlPlane::start(control_plane::Config {
+        paths: vec![input.clone()],
+        listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        unix: None,
+        poll: Duration::from_millis(20),
+    })
+    .await?;
+    let addr = cp.addr().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
+    // Outside the control plane's input (it would read it as input).
+    let bootstrap = root.join("fleet-bootstrap.json");
+    write_atomically(&bootstrap, &crate::scenario::bootstrap_json(addr, identity))?;
+    let mesh = Mesh::builder()
+        .bootstrap(&bootstrap)
+        .istio_shape(shape)
+        .workload(WorkloadLabels::from_env(ORDER_SA))
+        .build()?;
+    Ok((mesh, cp, input))
+}
+
 /// Starts an order-service on `mesh` on an ephemeral port.
 async fn start_order(
     name: String,
@@ -270,6 +358,16 @@ impl Fleet {
     /// mTLS, `payment-access`), then the order-service on a mesh whose first policy is
     /// `initial`, and its admin server.
     pub async fn start(initial: &Policy) -> Result<Self, DemoError> {
+        Self::start_with(initial, None).await
+    }
+
+    /// As [`Fleet::start`]; with `control_plane`, the order-service's mesh takes its policy
+    /// over xDS from the dev control plane (examples/control-plane), in istiod's shape
+    /// `control_plane`, and [`Fleet::publish`] writes the control plane's input file.
+    pub async fn start_with(
+        initial: &Policy,
+        control_plane: Option<IstioShape>,
+    ) -> Result<Self, DemoError> {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
         let identities = Identities::new()?;
         let order_id = identities.issue(ORDER_SA)?;
@@ -287,7 +385,18 @@ impl Fleet {
             replicas.push(Some(replica));
         }
         let endpoints = endpoints_of(&addrs);
-        let mesh = order_mesh(initial, &endpoints, &order_id, "demo:start")?;
+        let (mesh, xds) = match control_plane {
+            None => (
+                order_mesh(initial, &endpoints, &order_id, "demo:start")?,
+                None,
+            ),
+            Some(shape) => {
+                let (mesh, cp, input) =
+                    xds_order_mesh(initial, &endpoints, &order_id, identities.root(), shape)
+                        .await?;
+                (mesh, Some((cp, input)))
+            }
+        };
         let admin = AdminServer::new(mesh.clone())
             .spawn(any)
             .await
@@ -302,6 +411,7 @@ impl Fleet {
             order_id,
             payment_policies,
             admin,
+            xds,
             identities,
         })
     }
@@ -388,11 +498,40 @@ impl Fleet {
         endpoints_of(&self.addrs)
     }
 
-    /// Renders `policy` as a policy file, parses it and publishes it to the mesh.
-    /// Returns the policy generation.
-    pub fn publish(&self, policy: &Policy, origin: &str) -> Result<u64, DemoError> {
+    /// Renders `policy` as a policy file, parses it and publishes it to the mesh; with a
+    /// control plane, writes it to the control plane's input and waits until the mesh has
+    /// the pushed policy. Returns the policy generation.
+    pub async fn publish(&self, policy: &Policy, origin: &str) -> Result<u64, DemoError> {
         let snapshot = policy.snapshot(&self.endpoints(), Some(&self.order_id), origin)?;
-        Ok(self.mesh.policy().publish(snapshot))
+        let Some((_, input)) = &self.xds else {
+            return Ok(self.mesh.policy().publish(snapshot));
+        };
+        let yaml = policy.control_plane_yaml(&self.endpoints());
+        if std::fs::read_to_string(input).is_ok_and(|old| old == yaml) {
+            return Ok(self.mesh.policy().generation());
+        }
+        let mut changes = self.mesh.policy().watch();
+        write_atomically(input, &yaml)?;
+        // A push comes type by type (clusters, then routes): wait until the mesh's policy
+        // for the payment service is the one published. The bound is for a control plane
+        // that rejected the file.
+        let converged = async {
+            loop {
+                let current = changes.changed().await;
+                if same_payment_policy(&snapshot, &current) {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(XDS_PATIENCE, converged)
+            .await
+            .map_err(|_| DemoError::Files {
+                path: input.clone(),
+                source: std::io::Error::other(format!(
+                    "the control plane's push of {origin} did not reach the order-service within {XDS_PATIENCE:?}"
+                )),
+            })?;
+        Ok(self.mesh.policy().generation())
     }
 
     /// Stops replica `id` and starts it again on the same port, behaving as `behaviour`.

@@ -90,7 +90,7 @@ pub async fn run(
     } else {
         None
     };
-    let mut fleet = match Fleet::start(&Policy::all_v1()).await {
+    let mut fleet = match Fleet::start_with(&Policy::all_v1(), options.control_plane).await {
         Ok(fleet) => fleet,
         Err(e) => {
             if let Some(t) = telemetry {
@@ -119,6 +119,11 @@ pub async fn run(
         "  admin: http://{}/ (the order-service's mesh: /metrics, /config_dump, /clusters)",
         fleet.admin_addr()
     ));
+    if let Some(shape) = options.control_plane {
+        out.line(format!(
+            "  the order-service's policy: over xDS from the dev control plane, istiod's {shape} shape"
+        ));
+    }
     let mut summary = Summary::default();
     let walked = tokio::select! {
         result = walk(&mut fleet, telemetry.as_ref(), options, scenarios, out, &mut summary) => Some(result),

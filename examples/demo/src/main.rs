@@ -28,6 +28,12 @@ struct Cli {
     /// Print every policy file as it is published.
     #[arg(long)]
     show_policy: bool,
+
+    /// The order-service takes its policy over xDS from the dev control plane (fed each
+    /// story's Istio YAML), in the shape `MESH_ISTIO_SHAPE` names (`proxyless`, the
+    /// default, or `sidecar`), instead of having it published to its mesh directly.
+    #[arg(long)]
+    control_plane: bool,
 }
 
 fn parse_secs(s: &str) -> Result<f64, String> {
@@ -57,10 +63,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let options = Options::default()
+    let mut options = Options::default()
         .with_duration(Duration::from_secs_f64(cli.duration))
         .with_orders(usize::try_from(cli.orders).unwrap_or(usize::MAX))
         .with_show_policy(cli.show_policy);
+    if cli.control_plane {
+        match mesh_tower::IstioShape::from_env() {
+            Ok(shape) => options = options.with_control_plane(shape),
+            Err(e) => {
+                eprintln!("demo: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let scenarios: Vec<Scenario> = match cli.scenario {
         Some(s) => vec![s],
         None => Scenario::ALL.to_vec(),

@@ -52,6 +52,37 @@ async fn every_story_turns_out_as_expected() -> Result<(), demo::DemoError> {
     Ok(())
 }
 
+/// The failing-replica and overload stories with the order-service's policy coming from the
+/// dev control plane in istiod's sidecar shape (`--control-plane`, `MESH_ISTIO_SHAPE=sidecar`):
+/// outlier detection and the connection pool's limits reach it over xDS and are enforced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_replica_and_overload_pass_with_the_sidecar_shape_from_the_control_plane(
+) -> Result<(), demo::DemoError> {
+    let buf = SharedBuffer::default();
+    let mut out = Reporter::plain(buf.clone());
+    let options = Options::default()
+        .with_duration(Duration::from_secs(1))
+        .with_orders(60)
+        .with_control_plane(mesh_tower::IstioShape::Sidecar);
+    let scenarios = [Scenario::FailingReplica, Scenario::Overload];
+    let summary = demo::run(&options, &scenarios, &mut out, std::future::pending()).await?;
+    let output = buf.contents();
+    assert!(
+        output.contains("over xDS from the dev control plane, istiod's sidecar shape"),
+        "{output}"
+    );
+    assert_eq!(summary.outcomes.len(), 2, "{output}");
+    for (scenario, outcome) in &summary.outcomes {
+        assert!(
+            matches!(outcome, Outcome::Passed(_)),
+            "{scenario}: {outcome:?}\n{output}"
+        );
+    }
+    assert!(output.contains("shed by the breaker"), "{output}");
+    assert!(output.contains("ejected"), "{output}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn shutdown_stops_the_walkthrough_and_every_service() -> Result<(), demo::DemoError> {
     let buf = SharedBuffer::default();

@@ -40,6 +40,12 @@ impl NodeConfig {
         }
     }
 
+    /// Sets `metadata[key]` (`GENERATOR: grpc` asks istiod for its proxyless output).
+    pub fn with_metadata(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.metadata.insert(key.to_owned(), value.into());
+        self
+    }
+
     /// The metadata value under `key` when it is a string (`GENERATOR` -> `grpc`).
     pub fn metadata_str(&self, key: &str) -> Option<&str> {
         self.metadata.get(key).and_then(|v| v.as_str())

@@ -118,8 +118,13 @@ impl Resources {
 
     /// Adds the sidecar shape (see [`sidecar`]) of `s` and `workloads`: its listeners and
     /// routes alongside the proxyless ones, its clusters apart.
-    pub fn add_sidecar(&mut self, s: &Snapshot, workloads: &[InboundWorkload]) {
-        let shape = sidecar::sidecar_resources(s, workloads);
+    pub fn add_sidecar(
+        &mut self,
+        s: &Snapshot,
+        workloads: &[InboundWorkload],
+        catch_all: &mesh_core::inbound::InboundPolicy,
+    ) {
+        let shape = sidecar::sidecar_resources(s, workloads, catch_all);
         self.by_type
             .entry(XdsType::Listener)
             .or_default()
@@ -214,6 +219,25 @@ pub fn inbound_workloads(file: &PolicyFile) -> Result<Vec<InboundWorkload>, Stri
         }
     }
     Ok(out)
+}
+
+/// The inbound policy of a workload in the input's namespace with no labels: what the
+/// namespace- and mesh-wide PeerAuthentications and AuthorizationPolicies say, for ports
+/// no service declares (`virtualInbound`'s catch-all chains).
+pub fn namespace_default(file: &PolicyFile) -> Result<mesh_core::inbound::InboundPolicy, String> {
+    let mut workload = Workload::new(
+        file.namespace(),
+        std::collections::BTreeMap::<String, String>::new(),
+    );
+    if let Some(root) = &file.root_namespace {
+        workload = workload.with_root_namespace(root.clone());
+    }
+    inbound_policy(
+        &file.peer_authentication_objects(),
+        &file.authorization_policy_objects(),
+        &workload,
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// A protobuf duration.

@@ -40,6 +40,7 @@ use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
 use envoy_types::pb::google::protobuf::{Any, BoolValue, UInt32Value};
+use mesh_core::inbound::InboundPolicy;
 use mesh_core::Snapshot;
 use mesh_xds_client::resource::to_any;
 use prost::{Message, Name};
@@ -64,7 +65,11 @@ pub struct SidecarResources {
 }
 
 /// Builds the sidecar shape of `s` (its outbound side) and `inbound` (every workload).
-pub fn sidecar_resources(s: &Snapshot, inbound: &[InboundWorkload]) -> SidecarResources {
+pub fn sidecar_resources(
+    s: &Snapshot,
+    inbound: &[InboundWorkload],
+    catch_all: &InboundPolicy,
+) -> SidecarResources {
     let mut out = SidecarResources::default();
     // Route configurations used per port.
     let mut by_port: BTreeMap<u16, BTreeSet<String>> = BTreeMap::new();
@@ -139,7 +144,7 @@ pub fn sidecar_resources(s: &Snapshot, inbound: &[InboundWorkload]) -> SidecarRe
         let c = inbound_cluster(w.addr.port());
         out.clusters.insert(c.name.clone(), to_any(&c));
     }
-    let vi = virtual_inbound(inbound);
+    let vi = virtual_inbound(inbound, catch_all);
     out.listeners.insert(vi.name.clone(), to_any(&vi));
     out
 }
@@ -225,7 +230,7 @@ fn outbound_listener(port: u16, rds: &str) -> Listener {
 }
 
 /// `virtualInbound`: per workload address, chains by destination port and address.
-fn virtual_inbound(workloads: &[InboundWorkload]) -> Listener {
+fn virtual_inbound(workloads: &[InboundWorkload], catch_all: &InboundPolicy) -> Listener {
     let mut chains = vec![FilterChain {
         name: "virtualInbound-blackhole".to_owned(),
         filter_chain_match: Some(FilterChainMatch {
@@ -255,39 +260,8 @@ fn virtual_inbound(workloads: &[InboundWorkload]) -> Listener {
                 downstream_to_sds(ts);
             }
             chain.name = format!("{}_{}", w.addr.ip(), w.addr.port());
-            if let Some(hcm) = chain
-                .filters
-                .iter_mut()
-                .find_map(|f| match &mut f.config_type {
-                    Some(filter::ConfigType::TypedConfig(any))
-                        if any.type_url == HttpConnectionManager::type_url() =>
-                    {
-                        Some(any)
-                    }
-                    _ => None,
-                })
-            {
-                // Envoy routes inbound requests to the local application's cluster.
-                if let Ok(mut h) = HttpConnectionManager::decode(hcm.value.as_slice()) {
-                    if let Some(RouteSpecifier::RouteConfig(rc)) = h.route_specifier.as_mut() {
-                        let cluster = inbound_cluster_name(w.addr.port());
-                        rc.name.clone_from(&cluster);
-                        for route in rc
-                            .virtual_hosts
-                            .iter_mut()
-                            .flat_map(|v| v.routes.iter_mut())
-                        {
-                            route.action = Some(rpb::route::Action::Route(rpb::RouteAction {
-                                cluster_specifier: Some(
-                                    rpb::route_action::ClusterSpecifier::Cluster(cluster.clone()),
-                                ),
-                                ..Default::default()
-                            }));
-                        }
-                    }
-                    *hcm = to_any(&h);
-                }
-            }
+            // Envoy routes inbound requests to the local application's cluster.
+            route_all_to(&mut chain, &inbound_cluster_name(w.addr.port()));
             chains.push(chain);
         }
     }
@@ -296,6 +270,21 @@ fn virtual_inbound(workloads: &[InboundWorkload]) -> Listener {
         config_type: Some(listener_filter::ConfigType::TypedConfig(config)),
         ..Default::default()
     };
+    // Ports no service declares: the namespace's policy, passed through to the
+    // destination, as Istio's `virtualInbound-catchall-http` chains.
+    let any: std::net::SocketAddr = ([0, 0, 0, 0], 15006).into();
+    for mut chain in super::inbound::listener(any, catch_all).filter_chains {
+        if let Some(ts) = chain.transport_socket.as_mut() {
+            downstream_to_sds(ts);
+        }
+        let tls = chain.transport_socket.is_some();
+        chain.name = format!(
+            "virtualInbound-catchall-http{}",
+            if tls { "-tls" } else { "" }
+        );
+        route_all_to(&mut chain, PASSTHROUGH);
+        chains.push(chain);
+    }
     Listener {
         name: "virtualInbound".to_owned(),
         address: socket("0.0.0.0", 15006),
@@ -314,6 +303,43 @@ fn virtual_inbound(workloads: &[InboundWorkload]) -> Listener {
         filter_chains: chains,
         ..Default::default()
     }
+}
+
+/// Points every route of the chain's HttpConnectionManager at `cluster`.
+fn route_all_to(chain: &mut FilterChain, cluster: &str) {
+    let Some(hcm) = chain
+        .filters
+        .iter_mut()
+        .find_map(|f| match &mut f.config_type {
+            Some(filter::ConfigType::TypedConfig(any))
+                if any.type_url == HttpConnectionManager::type_url() =>
+            {
+                Some(any)
+            }
+            _ => None,
+        })
+    else {
+        return;
+    };
+    let Ok(mut h) = HttpConnectionManager::decode(hcm.value.as_slice()) else {
+        return;
+    };
+    if let Some(RouteSpecifier::RouteConfig(rc)) = h.route_specifier.as_mut() {
+        rc.name = cluster.to_owned();
+        for route in rc
+            .virtual_hosts
+            .iter_mut()
+            .flat_map(|v| v.routes.iter_mut())
+        {
+            route.action = Some(rpb::route::Action::Route(rpb::RouteAction {
+                cluster_specifier: Some(rpb::route_action::ClusterSpecifier::Cluster(
+                    cluster.to_owned(),
+                )),
+                ..Default::default()
+            }));
+        }
+    }
+    *hcm = to_any(&h);
 }
 
 /// Istio's name for the cluster of the local application on `port`.

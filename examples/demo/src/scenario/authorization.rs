@@ -16,7 +16,7 @@ const DENIED: &str = "502 PERMISSION_DENIED";
 
 pub(crate) async fn run(story: &mut Story<'_>) -> Result<Outcome, DemoError> {
     let policy = Policy::all_v1().with_retries(default_retries());
-    story.publish(&policy, "authorization")?;
+    story.publish(&policy, "authorization").await?;
     story.out.line(format!(
         "  payment-service: PeerAuthentication STRICT; AuthorizationPolicy payment-access allows \
          {PAYMENT_ACCESS_PRINCIPAL} to POST /payment.v1.PaymentService/*"

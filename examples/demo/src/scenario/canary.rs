@@ -17,7 +17,7 @@ pub(crate) async fn run(story: &mut Story<'_>) -> Result<Outcome, DemoError> {
         let policy = Policy::all_v1()
             .with_v2_weight(weight)
             .with_retries(default_retries());
-        story.publish(&policy, &format!("canary-{weight}"))?;
+        story.publish(&policy, &format!("canary-{weight}")).await?;
         let batch = Batch::new(
             story.options.orders,
             story.options.concurrency,

@@ -159,7 +159,7 @@ pub(crate) async fn run(story: &mut Story<'_>) -> Result<Outcome, DemoError> {
 
 /// A gRPC xDS bootstrap for the order-service: the control plane at `addr`, Istio's node
 /// id shape, and its certificates from a `file_watcher` provider named `default`.
-fn bootstrap_json(addr: SocketAddr, id: &Issued) -> String {
+pub(crate) fn bootstrap_json(addr: SocketAddr, id: &Issued) -> String {
     let path = |p: PathBuf| serde_json::Value::String(p.display().to_string());
     serde_json::json!({
         "xds_servers": [{

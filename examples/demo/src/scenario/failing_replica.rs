@@ -45,7 +45,7 @@ pub(crate) async fn run(story: &mut Story<'_>) -> Result<Outcome, DemoError> {
         .with_retries(retries)
         .with_outlier(OUTLIER)
         .with_pool(POOL);
-    story.publish(&policy, "failing-replica")?;
+    story.publish(&policy, "failing-replica").await?;
     story.out.line(format!(
         "  policy: all orders to v1 (2 replicas); retries {} on unavailable (maxRetries {}); \
          outlierDetection consecutive5xxErrors {}, interval {:?}, baseEjectionTime {:?}",

@@ -14,7 +14,7 @@ pub(crate) async fn run(story: &mut Story<'_>) -> Result<Outcome, DemoError> {
     let policy = Policy::all_v1()
         .with_beta_testers_to_v2()
         .with_retries(default_retries());
-    story.publish(&policy, "header-routing")?;
+    story.publish(&policy, "header-routing").await?;
     story.out.line(format!(
         "  policy: match end-user: exact {BETA_TESTER} -> subset v2; everyone else -> subset v1"
     ));

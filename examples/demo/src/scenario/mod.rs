@@ -7,6 +7,7 @@
 mod authorization;
 mod canary;
 mod control_plane;
+pub(crate) use control_plane::bootstrap_json;
 mod failing_replica;
 mod header_routing;
 mod overload;
@@ -151,6 +152,10 @@ pub struct Options {
     pub concurrency: usize,
     /// Print every policy file as it is published.
     pub show_policy: bool,
+    /// `Some(shape)`: the order-service takes its policy from the dev control plane over
+    /// xDS, in istiod's `shape` (every policy the stories publish is written to the control
+    /// plane's input file); `None`: policies are published to the mesh directly.
+    pub control_plane: Option<mesh_tower::IstioShape>,
 }
 
 impl Default for Options {
@@ -160,6 +165,7 @@ impl Default for Options {
             orders: 200,
             concurrency: 8,
             show_policy: false,
+            control_plane: None,
         }
     }
 }
@@ -176,6 +182,13 @@ impl Options {
     #[must_use]
     pub fn with_orders(mut self, orders: usize) -> Self {
         self.orders = orders.max(1);
+        self
+    }
+
+    /// Takes the order-service's policy from the dev control plane in istiod's `shape`.
+    #[must_use]
+    pub fn with_control_plane(mut self, shape: mesh_tower::IstioShape) -> Self {
+        self.control_plane = Some(shape);
         self
     }
 
@@ -199,8 +212,8 @@ pub(crate) struct Story<'a> {
 
 impl Story<'_> {
     /// Publishes `policy` to the mesh, saying so (and printing it with `--show-policy`).
-    pub fn publish(&mut self, policy: &Policy, origin: &str) -> Result<(), DemoError> {
-        let generation = self.fleet.publish(policy, origin)?;
+    pub async fn publish(&mut self, policy: &Policy, origin: &str) -> Result<(), DemoError> {
+        let generation = self.fleet.publish(policy, origin).await?;
         if self.options.show_policy {
             self.out.line(format!("  --- policy {origin} ---"));
             for line in self.fleet.yaml(policy).lines() {

@@ -33,7 +33,7 @@ pub(crate) async fn run(story: &mut Story<'_>) -> Result<Outcome, DemoError> {
         .with_v2_weight(100)
         .with_retries(default_retries())
         .with_pool(POOL);
-    story.publish(&policy, "overload")?;
+    story.publish(&policy, "overload").await?;
     story
         .fleet
         .restart(

@@ -31,7 +31,9 @@ pub(crate) async fn run(story: &mut Story<'_>) -> Result<Outcome, DemoError> {
             "span export was not set up for this walkthrough".to_owned(),
         ));
     };
-    story.publish(&Policy::all_v1().with_retries(default_retries()), "tracing")?;
+    story
+        .publish(&Policy::all_v1().with_retries(default_retries()), "tracing")
+        .await?;
     let trace_id = TraceId::random();
     let caller = SpanId::random();
     telemetry.watch(trace_id.0);
