@@ -227,6 +227,22 @@ struct Index<'a> {
 impl<'a> Index<'a> {
     fn new(inputs: MeshInputs<'a>, errors: &mut Vec<IstioError>) -> Self {
         let mut by_fqdn = BTreeMap::new();
+        // The file's default namespace and domain suffix end up in the same host names.
+        let expected = "a DNS name: lower-case letters, digits, '-' and '.', \
+                        starting and ending with a letter or digit";
+        let mut defaults_valid = true;
+        for (field, value) in [
+            ("namespace", inputs.default_namespace),
+            ("domainSuffix", inputs.domain_suffix),
+        ] {
+            if !is_dns_name(value) {
+                defaults_valid = false;
+                errors.push(Path::root(field).err(IstioErrorKind::InvalidValue {
+                    value: value.to_owned(),
+                    expected,
+                }));
+            }
+        }
         for (i, s) in inputs.services.iter().enumerate() {
             // The names become host names, route domains and cluster names: only what
             // Kubernetes allows (lower-case letters, digits, `-` and `.`).
@@ -234,7 +250,7 @@ impl<'a> Index<'a> {
                 ("name", Some(s.name.as_str())),
                 ("namespace", s.namespace.as_deref()),
             ];
-            let mut valid = true;
+            let mut valid = defaults_valid;
             for (field, value) in names {
                 if let Some(value) = value.filter(|v| !is_dns_name(v)) {
                     valid = false;

@@ -412,3 +412,15 @@ fn service_names_must_be_dns_names() {
     );
     assert!(errs[0].to_string().contains("a DNS name"), "{}", errs[0]);
 }
+
+#[test]
+fn the_default_namespace_and_domain_suffix_must_be_dns_names() {
+    // Found by fuzzing (fuzz/seeds/istio_yaml/regression-default-namespace): the file's
+    // `namespace:` goes into every host name of services without their own.
+    let errs = invalid(
+        "namespace: 'default /sa/x'\ndomainSuffix: 'cluster local'\nservices:\n  - name: pay\n    ports: [{port: 8080}]\n",
+    );
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["namespace", "domainSuffix"], "{errs:?}");
+    assert!(errs[0].to_string().contains("a DNS name"), "{}", errs[0]);
+}
