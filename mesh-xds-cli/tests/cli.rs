@@ -285,3 +285,62 @@ async fn a_missing_or_rejected_target_or_no_server_fails_with_a_message() {
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("mesh-xds: bootstrap:"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecar_shape_resolves_through_the_port_listener_and_reports_what_it_skips() {
+    let dir = temp_dir("sidecar");
+    let cp = control_plane(&dir).await;
+    let boot = bootstrap(&dir, &cp.addr().unwrap().to_string());
+    let args = args(&boot, &["payment-service:8080", "--timeout", "20"]);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .env("MESH_ISTIO_SHAPE", "sidecar")
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["resolved"], true, "{doc:#}");
+    assert_eq!(doc["listener"], "0.0.0.0_8080");
+    let policy = &doc["policy"];
+    assert_eq!(policy["route_config"], "8080", "{policy:#}");
+    let clusters = policy["clusters"].as_array().unwrap();
+    assert_eq!(clusters.len(), 2, "{policy:#}");
+    assert_eq!(clusters[0]["circuit_breakers"]["max_requests"], 100);
+    assert_eq!(clusters[0]["outlier_detection"]["consecutive_5xx"], 5);
+    let resources = doc["resources"].as_array().unwrap();
+    let named = |name: &str| resources.iter().find(|r| r["name"] == name).cloned();
+    assert!(named("virtualInbound").is_some(), "{resources:#?}");
+    assert!(
+        named("payment-service:8080").is_none(),
+        "a proxyless listener: {resources:#?}"
+    );
+    let passthrough = named("PassthroughCluster").expect("PassthroughCluster");
+    assert_eq!(passthrough["state"], "ACKED");
+    assert!(
+        passthrough["not_applied"][0]
+            .as_str()
+            .is_some_and(|s| s.contains("ORIGINAL_DST")),
+        "{passthrough}"
+    );
+
+    // An unknown shape is a usage error that names the variable.
+    let args = self::args(&boot, &["payment-service:8080", "--timeout", "5"]);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .env("MESH_ISTIO_SHAPE", "envoy")
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("MESH_ISTIO_SHAPE=\"envoy\""));
+    drop(cp);
+    let _ = std::fs::remove_dir_all(&dir);
+}
