@@ -660,3 +660,111 @@ async fn permissive_chains_and_unknown_targets_resolve_as_a_sidecar_would() {
     client.shutdown().await;
     served.server.shutdown().await;
 }
+
+/// istiod's inbound chain for a workload under a CUSTOM AuthorizationPolicy: an
+/// `ext_authz` filter before the RBAC filters, which istiod names alike for DENY and ALLOW.
+fn with_ext_authz_and_two_rbac_filters(mut vi: Json) -> Json {
+    let chains = vi["filter_chains"].as_array_mut().unwrap();
+    let chain = chains
+        .iter_mut()
+        .find(|c| c["filter_chain_match"]["destination_port"] == 9080)
+        .unwrap();
+    let hcm = &mut chain["filters"][1]["typed_config"];
+    let filters = hcm["http_filters"].as_array_mut().unwrap();
+    let rbac = filters
+        .iter()
+        .find(|f| f["name"] == "envoy.filters.http.rbac")
+        .cloned()
+        .unwrap();
+    let mut deny = rbac.clone();
+    deny["typed_config"]["rules"]["action"] = json!("DENY");
+    deny["typed_config"]["rules"]["policies"] = json!({});
+    filters.insert(1, deny);
+    filters.insert(
+        1,
+        json!({"name": "envoy.filters.http.ext_authz", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+            "grpc_service": {"envoy_grpc": {"cluster_name": "outbound|9000||ext-authz.foo.svc.cluster.local"}},
+            "transport_api_version": "V3"
+        }}),
+    );
+    vi
+}
+
+#[tokio::test]
+async fn a_filter_that_may_refuse_requests_denies_the_port_instead_of_being_skipped() {
+    let served = serve(false).await;
+    let pool = istio_json::pool();
+    let inbound: SocketAddr = INBOUND.parse().unwrap();
+    let principal = "spiffe://cluster.local/ns/default/sa/order";
+    // First the plain chains, with istiod's two RBAC filters of the same name: allowed.
+    let mut two_rbac = virtual_inbound(9080, false, principal);
+    {
+        let chains = two_rbac["filter_chains"].as_array_mut().unwrap();
+        let chain = chains
+            .iter_mut()
+            .find(|c| c["filter_chain_match"]["destination_port"] == 9080)
+            .unwrap();
+        let filters = chain["filters"][1]["typed_config"]["http_filters"]
+            .as_array_mut()
+            .unwrap();
+        let mut deny = filters
+            .iter()
+            .find(|f| f["name"] == "envoy.filters.http.rbac")
+            .cloned()
+            .unwrap();
+        deny["typed_config"]["rules"]["action"] = json!("DENY");
+        deny["typed_config"]["rules"]["policies"] = json!({});
+        filters.insert(1, deny);
+    }
+    let put = |j: Json| {
+        served.server.put(
+            LDS,
+            "virtualInbound",
+            to_any(&istio_json::decode::<Listener>(
+                &pool,
+                "envoy.config.listener.v3.Listener",
+                j,
+            )),
+        )
+    };
+    put(two_rbac);
+    let policy = LivePolicy::new(Snapshot::empty());
+    let client = start(&served, policy.clone());
+    client
+        .add_target(&IstioShape::inbound_target(inbound))
+        .await
+        .unwrap();
+    let allowed = Request::new("GET", "/").with_peer_principal(Some(principal));
+    let snap = wait_snapshot(&policy, |s| s.inbound_for(inbound).is_some()).await;
+    let p = snap.inbound_for(inbound).unwrap();
+    assert!(p.authorization.evaluate(&allowed).is_allowed(), "{p:?}");
+    // Then a CUSTOM policy's ext_authz: the port denies everything, and says why.
+    put(with_ext_authz_and_two_rbac_filters(virtual_inbound(
+        9080, false, principal,
+    )));
+    let snap = wait_snapshot(&policy, |s| {
+        s.inbound_for(inbound)
+            .is_some_and(|p| !p.authorization.evaluate(&allowed).is_allowed())
+    })
+    .await;
+    assert_eq!(
+        snap.inbound_for(inbound).unwrap().mode_for_port(9080),
+        TlsMode::Strict
+    );
+    let view = client.view();
+    let why = view
+        .cache
+        .get(LDS, "virtualInbound")
+        .and_then(|e| e.resource.as_ref())
+        .map(|r| r.not_applied())
+        .unwrap_or_default();
+    assert!(
+        why.iter()
+            .any(|s| s.contains("ext_authz") && s.contains("denied")),
+        "{why:#?}"
+    );
+    assert!(served.server.requests().iter().all(|r| !r.is_nack()));
+    client.shutdown().await;
+    served.server.shutdown().await;
+}

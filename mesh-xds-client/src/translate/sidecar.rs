@@ -349,7 +349,9 @@ fn chain_kind(chain: &FilterChain, at: &str, inbound: bool, skipped: &mut Skippe
                 return ChainKind::Unusable(format!("filters[{i}]: cannot decode"));
             };
             let here = format!("{at}.filters[{i}]");
-            normalize_hcm(&mut hcm, inbound, &here, skipped);
+            if let Err(why) = normalize_hcm(&mut hcm, inbound, &here, skipped) {
+                return ChainKind::Unusable(why);
+            }
             return http_chain(&hcm, inbound, rbac);
         }
         if any.type_url == TcpProxy::type_url() {
@@ -410,12 +412,19 @@ fn http_chain(hcm: &HttpConnectionManager, inbound: bool, mut rbac: Vec<RbacEngi
 
 /// Marks every HTTP filter the mesh does not implement optional (so it is skipped), and
 /// normalizes an inline route configuration.
+///
+/// On the inbound side a filter that may refuse requests (external authorization — what a
+/// CUSTOM AuthorizationPolicy becomes —, JWT validation, external processing, Wasm, Lua, a
+/// filter config from ECDS) cannot be skipped without opening access: the chain is refused
+/// (`Err`, and the port denies everything), as the mesh does for CUSTOM policies itself.
+/// Filters named alike (istiod names its DENY and ALLOW RBAC filters the same) are renamed
+/// apart.
 pub(crate) fn normalize_hcm(
     hcm: &mut HttpConnectionManager,
     inbound: bool,
     at: &str,
     skipped: &mut Skipped,
-) {
+) -> Result<(), String> {
     // What each side implements: fault injection on the client, RBAC on the server.
     let own = if inbound {
         Rbac::type_url()
@@ -423,12 +432,25 @@ pub(crate) fn normalize_hcm(
         HttpFault::type_url()
     };
     let known = [Router::type_url(), own];
+    let mut names = std::collections::HashSet::new();
     for (i, filter) in hcm.http_filters.iter_mut().enumerate() {
+        if !names.insert(filter.name.clone()) {
+            filter.name = format!("{}#{i}", filter.name);
+            names.insert(filter.name.clone());
+        }
         let url = match &filter.config_type {
-            Some(ConfigType::TypedConfig(any)) => any.type_url.as_str(),
-            _ => "",
+            Some(ConfigType::TypedConfig(any)) => typed_struct_url(any),
+            Some(ConfigType::ConfigDiscovery(_)) => "ECDS".to_owned(),
+            None => String::new(),
         };
-        if !known.iter().any(|k| k == url) && !filter.is_optional {
+        if inbound && !filter.is_optional && (url == "ECDS" || GATEKEEPERS.contains(&url.as_str()))
+        {
+            return Err(format!(
+                "http_filters[{i}] ({}, {url}) may refuse requests and is not supported: every request to this port is denied",
+                filter.name
+            ));
+        }
+        if !known.iter().any(|k| *k == url) && !filter.is_optional {
             filter.is_optional = true;
             skipped.push(format!(
                 "{at}.http_filters[{i}] ({}): not applied",
@@ -439,6 +461,39 @@ pub(crate) fn normalize_hcm(
     if let Some(RouteSpecifier::RouteConfig(rc)) = &mut hcm.route_specifier {
         normalize_route_config(rc, &format!("{at}.route_config"), skipped);
     }
+    Ok(())
+}
+
+/// HTTP filters that decide whether a request is served.
+const GATEKEEPERS: [&str; 7] = [
+    "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+    "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+    "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+    "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+    "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+    "type.googleapis.com/envoy.extensions.filters.http.oauth2.v3.OAuth2",
+    "type.googleapis.com/envoy.extensions.filters.http.basic_auth.v3.BasicAuth",
+];
+
+/// The part of `udpa.type.v1.TypedStruct` / `xds.type.v3.TypedStruct` read here.
+#[derive(Clone, PartialEq, prost::Message)]
+struct TypedStructMsg {
+    #[prost(string, tag = "1")]
+    type_url: String,
+}
+
+/// A filter config's type URL, seen through a `TypedStruct`.
+fn typed_struct_url(any: &Any) -> String {
+    const TYPED_STRUCTS: [&str; 2] = [
+        "type.googleapis.com/udpa.type.v1.TypedStruct",
+        "type.googleapis.com/xds.type.v3.TypedStruct",
+    ];
+    if TYPED_STRUCTS.contains(&any.type_url.as_str()) {
+        if let Ok(ts) = TypedStructMsg::decode(any.value.as_slice()) {
+            return ts.type_url;
+        }
+    }
+    any.type_url.clone()
 }
 
 /// Marks route-level overrides of filters the mesh does not implement optional.
