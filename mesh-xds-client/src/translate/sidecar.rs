@@ -450,7 +450,7 @@ pub(crate) fn normalize_hcm(
                 filter.name
             ));
         }
-        if !known.iter().any(|k| *k == url) && !filter.is_optional {
+        if !known.contains(&url) && !filter.is_optional {
             filter.is_optional = true;
             skipped.push(format!(
                 "{at}.http_filters[{i}] ({}): not applied",
