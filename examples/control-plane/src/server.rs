@@ -345,14 +345,21 @@ fn apply(servers: &[TestAdsServer], old: &Resources, new: &Resources) {
         XdsType::RouteConfiguration,
         XdsType::Listener,
     ];
+    let base_clusters_change = of(old, XdsType::Cluster) != of(new, XdsType::Cluster);
     if old.sidecar_clusters != new.sidecar_clusters {
         let clusters: Vec<(String, Any)> = new
             .sidecar_clusters
             .iter()
             .map(|(n, a)| (n.clone(), a.clone()))
             .collect();
+        // One version per change: the base clusters' push carries the variant too.
         for s in servers {
-            s.put_variant(SIDECAR, XdsType::Cluster, clusters.clone());
+            s.put_variant(
+                SIDECAR,
+                XdsType::Cluster,
+                clusters.clone(),
+                !base_clusters_change,
+            );
         }
     }
     for t in add_order {

@@ -383,15 +383,24 @@ impl TestAdsServer {
     }
 
     /// Sets the resources of one type in a variant (replacing that type's set) and pushes
-    /// the type.
-    pub fn put_variant(&self, variant: &str, xds_type: XdsType, resources: Vec<(String, Any)>) {
+    /// the type; with `push: false` they go out with the type's next push (so that one
+    /// change of both the base and a variant is one version).
+    pub fn put_variant(
+        &self,
+        variant: &str,
+        xds_type: XdsType,
+        resources: Vec<(String, Any)>,
+        push: bool,
+    ) {
         let mut inner = self.shared.lock();
         inner
             .variants
             .entry(variant.to_owned())
             .or_default()
             .insert(xds_type, resources.into_iter().collect());
-        inner.push(xds_type);
+        if push {
+            inner.push(xds_type);
+        }
     }
 
     /// Sets (adds or replaces) one resource and pushes its type to subscribed streams.
