@@ -49,22 +49,32 @@ impl RouteConfig {
 
     /// The virtual host for `authority`, with Envoy's and gRPC's precedence: an exact domain,
     /// then the longest `*.suffix` wildcard, then the longest `prefix.*` wildcard, then `*`.
-    /// When nothing matches and the authority carries a port, the host without the port is
-    /// tried, so `payment-service:8080` finds a virtual host for `payment-service`.
+    /// When the authority carries a port and matches nothing, or only a `*` catch-all, the
+    /// host without the port is tried, so `payment-service:8080` finds a virtual host for
+    /// `payment-service` — also beside istiod's `allow_any` (`*`) host, whose route
+    /// configurations list many services' domains without ports.
     pub fn virtual_host_for(&self, authority: &str) -> Option<&VirtualHost> {
-        self.find_vhost(authority).or_else(|| {
-            let (host, port) = authority.rsplit_once(':')?;
+        let with_port = self.find_vhost_ranked(authority);
+        if matches!(with_port, Some((m, _)) if m != DomainMatch::Universal) {
+            return with_port.map(|(_, vh)| vh);
+        }
+        let without_port = authority.rsplit_once(':').and_then(|(host, port)| {
             let is_port = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
             let plain_host = !host.contains(':') || (host.starts_with('[') && host.ends_with(']'));
             if is_port && plain_host {
-                self.find_vhost(host)
+                self.find_vhost_ranked(host)
             } else {
                 None
             }
-        })
+        });
+        match (with_port, without_port) {
+            (_, Some((m, vh))) if m != DomainMatch::Universal => Some(vh),
+            (Some((_, vh)), _) | (None, Some((_, vh))) => Some(vh),
+            (None, None) => None,
+        }
     }
 
-    fn find_vhost(&self, authority: &str) -> Option<&VirtualHost> {
+    fn find_vhost_ranked(&self, authority: &str) -> Option<(DomainMatch, &VirtualHost)> {
         let mut best: Option<(DomainMatch, &VirtualHost)> = None;
         for vh in &self.virtual_hosts {
             for domain in &vh.domains {
@@ -72,14 +82,14 @@ impl RouteConfig {
                     continue;
                 };
                 if m == DomainMatch::Exact {
-                    return Some(vh);
+                    return Some((m, vh));
                 }
                 if best.as_ref().is_none_or(|(b, _)| m > *b) {
                     best = Some((m, vh));
                 }
             }
         }
-        best.map(|(_, vh)| vh)
+        best
     }
 
     /// Matches a request: the virtual host by authority, then the first matching route.

@@ -161,6 +161,29 @@ fn port_is_dropped_only_when_nothing_matches_with_it() {
 }
 
 #[test]
+fn a_specific_host_without_the_port_beats_a_catch_all_with_it() {
+    // istiod's sidecar route configuration `8080`: services' domains (here without ports)
+    // and `allow_any` (`*`) to PassthroughCluster.
+    let rc = RouteConfig::new(
+        "8080",
+        vec![
+            VirtualHost::new(
+                "payment-service.default.svc.cluster.local:8080",
+                vec!["payment-service".into(), "*.svc.cluster.local".into()],
+                vec![],
+            ),
+            VirtualHost::new("allow_any", vec!["*".into()], vec![]),
+        ],
+    );
+    let name = |a: &str| rc.virtual_host_for(a).map(|v| v.name().to_owned());
+    let payment = Some("payment-service.default.svc.cluster.local:8080".to_owned());
+    assert_eq!(name("payment-service:8080"), payment);
+    assert_eq!(name("x.default.svc.cluster.local:8080"), payment);
+    assert_eq!(name("example.com:8080"), Some("allow_any".to_owned()));
+    assert_eq!(name("example.com"), Some("allow_any".to_owned()));
+}
+
+#[test]
 fn path_matches() {
     let h = HeaderMap::new();
     let exact = RouteMatch::path(PathMatch::Exact("/a/b".into()));
