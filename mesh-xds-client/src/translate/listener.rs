@@ -166,14 +166,7 @@ pub(crate) fn server_listener(listener: &Listener) -> Result<ServerListener, Fie
             "filter chains with different RBAC filters are not supported",
         ));
     }
-    let with_tls = chains.iter().filter(|c| c.tls.is_some()).count();
-    let mode = if with_tls == 0 {
-        TlsMode::Disable
-    } else if with_tls < chains.len() {
-        TlsMode::Permissive
-    } else if chains.iter().all(|c| c.tls == Some(true)) {
-        TlsMode::Strict
-    } else {
+    let Some(mode) = tls_mode(chains.iter().map(|c| c.tls)) else {
         return Err(FieldError::new(
             "filter_chains",
             "TLS without client certificates is not supported (only mutual TLS, plaintext, or both)",
@@ -189,6 +182,24 @@ pub(crate) fn server_listener(listener: &Listener) -> Result<ServerListener, Fie
         policy: Arc::new(InboundPolicy::new(mode).with_authorization(authorization)),
         certificate_providers,
     })
+}
+
+/// The TLS mode of an address from its filter chains' TLS (`None`: plaintext;
+/// `Some(require_client_certificate)`): every chain mutual TLS -> STRICT, none with TLS ->
+/// DISABLE, both -> PERMISSIVE; `None` when some chain is TLS without client certificates
+/// (no peer identity to authorize).
+pub(crate) fn tls_mode(chains: impl Iterator<Item = Option<bool>> + Clone) -> Option<TlsMode> {
+    let total = chains.clone().count();
+    let with_tls = chains.clone().filter(Option::is_some).count();
+    if with_tls == 0 {
+        Some(TlsMode::Disable)
+    } else if with_tls < total {
+        Some(TlsMode::Permissive)
+    } else if chains.into_iter().all(|t| t == Some(true)) {
+        Some(TlsMode::Strict)
+    } else {
+        None
+    }
 }
 
 pub(crate) fn listener_address(listener: &Listener) -> Result<Option<SocketAddr>, FieldError> {

@@ -180,14 +180,7 @@ impl SidecarListener {
         }
         let first = chains.first()?;
         let deny_all = || Authorization::new(vec![RbacEngine::new(RbacAction::Allow, vec![])]);
-        let with_tls = chains.iter().filter(|c| c.tls.is_some()).count();
-        let mode = if with_tls == 0 {
-            TlsMode::Disable
-        } else if with_tls < chains.len() {
-            TlsMode::Permissive
-        } else if chains.iter().all(|c| c.tls == Some(true)) {
-            TlsMode::Strict
-        } else {
+        let Some(mode) = super::listener::tls_mode(chains.iter().map(|c| c.tls)) else {
             // TLS without client certificates: no peer identity to authorize.
             return Some(InboundPolicy::new(TlsMode::Strict).with_authorization(deny_all()));
         };
