@@ -138,6 +138,48 @@ async fn breaker_rejects_at_once_past_max_requests() {
     assert_eq!(get(&mut client, "http://pay:80/").await.0, 200);
 }
 
+/// HTTP/1.1 carries one request per connection: the connections a burst opened serve the
+/// next burst (kept warm up to the breaker's `max_connections`), rather than being closed
+/// and dialed again (for mTLS, a handshake each).
+#[tokio::test]
+async fn a_bursts_connections_stay_warm_for_the_next_burst() {
+    const BURST: usize = 100;
+    let gate = Arc::new(Semaphore::new(0));
+    let slow = Backend::start("slow", Script::Gate(Arc::clone(&gate))).await;
+    let b = cluster(Snapshot::builder(), "pay", &[&slow], |c| {
+        c.protocol = mesh_core::cluster::UpstreamProtocol::Http1;
+    });
+    let b = route(
+        b,
+        "pay:80",
+        mesh_core::route::ForwardAction::to_cluster("pay"),
+    );
+    let mesh = Mesh::builder().snapshot(b.build()).build().unwrap();
+    for round in 1..=2 {
+        let held: Vec<_> = (0..BURST)
+            .map(|_| {
+                let mut c = mesh.http_client();
+                tokio::spawn(async move { get(&mut c, "http://pay:80/").await })
+            })
+            .collect();
+        // All of them at the backend at once: one connection each.
+        while slow.hits() < round * BURST {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        gate.add_permits(BURST);
+        for h in held {
+            assert_eq!(h.await.unwrap().0, 200);
+        }
+        // Answered connections go back to the pool once their response is read.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        slow.accepted.load(std::sync::atomic::Ordering::SeqCst),
+        BURST,
+        "the second burst dialed new connections"
+    );
+}
+
 #[tokio::test]
 async fn retry_budget_caps_retries_in_flight() {
     let failing =

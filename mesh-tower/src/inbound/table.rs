@@ -45,11 +45,18 @@ impl Activity {
     }
 
     /// A request starts; the returned guard ends it (keep it until the response body has
-    /// been sent).
+    /// been sent). Only the end reads the clock: idle time counts from the last request's
+    /// end, and a connection with a request in flight is not idle.
     pub(super) fn start(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.touch();
         InFlight(Arc::clone(self))
+    }
+
+    /// When the connection last turned idle, in milliseconds since the table's epoch;
+    /// `None` while a request is in flight.
+    fn idle_since_ms(&self) -> Option<u64> {
+        self.is_idle()
+            .then(|| self.last_active_ms.load(Ordering::Relaxed))
     }
 
     /// Whether nothing is in flight.
@@ -89,16 +96,14 @@ impl Drop for InFlight {
     }
 }
 
-struct Entry {
-    peer: IpAddr,
-    activity: Arc<Activity>,
-}
-
+/// The open connections, grouped by peer address: the per-peer limit looks only at that
+/// peer's connections, and picking the longest-idle one compares stored timestamps (no
+/// clock read per connection).
 #[derive(Default)]
 struct Inner {
     next_id: u64,
-    connections: HashMap<u64, Entry>,
-    per_peer: HashMap<IpAddr, usize>,
+    total: usize,
+    peers: HashMap<IpAddr, HashMap<u64, Arc<Activity>>>,
 }
 
 /// What [`ConnectionTable::admit`] decided.
@@ -140,13 +145,13 @@ impl ConnectionTable {
     /// same peer, for the per-peer limit) when a limit is reached.
     pub(super) fn admit(self: &Arc<Self>, peer: IpAddr) -> Admission {
         let mut inner = self.lock();
-        if inner.per_peer.get(&peer).copied().unwrap_or(0) >= self.max_per_peer {
+        if inner.peers.get(&peer).map_or(0, HashMap::len) >= self.max_per_peer {
             if !evict_longest_idle(&mut inner, Some(peer)) {
                 return Admission::PeerLimit;
             }
             tracing::debug!(%peer, "per-peer connection limit: closed this peer's longest-idle connection");
         }
-        if inner.connections.len() >= self.max_total {
+        if inner.total >= self.max_total {
             if !evict_longest_idle(&mut inner, None) {
                 return Admission::Full;
             }
@@ -155,16 +160,15 @@ impl ConnectionTable {
         inner.next_id += 1;
         let id = inner.next_id;
         let activity = Arc::new(Activity::new(self.epoch));
-        inner.connections.insert(
-            id,
-            Entry {
-                peer,
-                activity: Arc::clone(&activity),
-            },
-        );
-        *inner.per_peer.entry(peer).or_default() += 1;
+        inner
+            .peers
+            .entry(peer)
+            .or_default()
+            .insert(id, Arc::clone(&activity));
+        inner.total += 1;
         Admission::Admitted(Registered {
             id,
+            peer,
             activity,
             table: Arc::clone(self),
         })
@@ -177,45 +181,58 @@ impl ConnectionTable {
 
     /// Connections open.
     pub(super) fn len(&self) -> usize {
-        self.lock().connections.len()
+        self.lock().total
     }
 
-    fn remove(&self, id: u64) {
+    fn remove(&self, peer: IpAddr, id: u64) {
         let mut inner = self.lock();
-        if let Some(entry) = inner.connections.remove(&id) {
-            release_peer(&mut inner, entry.peer);
-        }
+        inner.take(peer, id);
         drop(inner);
         self.removed.notify_waiters();
     }
 }
 
-fn release_peer(inner: &mut Inner, peer: IpAddr) {
-    if let Some(n) = inner.per_peer.get_mut(&peer) {
-        *n -= 1;
-        if *n == 0 {
-            inner.per_peer.remove(&peer);
+impl Inner {
+    /// Takes a connection out of the table, if it is still there.
+    fn take(&mut self, peer: IpAddr, id: u64) -> Option<Arc<Activity>> {
+        let conns = self.peers.get_mut(&peer)?;
+        let activity = conns.remove(&id)?;
+        if conns.is_empty() {
+            self.peers.remove(&peer);
         }
+        self.total -= 1;
+        Some(activity)
     }
 }
 
 /// Closes the connection idle the longest (of `peer` if given); `false` if none is idle.
 /// It leaves the table at once, so its room is free before its task has finished.
 fn evict_longest_idle(inner: &mut Inner, peer: Option<IpAddr>) -> bool {
-    let victim = inner
-        .connections
-        .iter()
-        .filter(|(_, e)| peer.is_none_or(|p| e.peer == p) && e.activity.is_idle())
-        // Idle the longest; on a tie (same millisecond), the older connection.
-        .max_by_key(|(id, e)| (e.activity.idle_for(), std::cmp::Reverse(**id)))
-        .map(|(id, _)| *id);
-    let Some(id) = victim else {
+    // Idle the longest = turned idle first; on a tie (same millisecond), the older
+    // connection (the smaller id).
+    let oldest = |conns: &HashMap<u64, Arc<Activity>>| {
+        conns
+            .iter()
+            .filter_map(|(id, a)| a.idle_since_ms().map(|since| (since, *id)))
+            .min()
+    };
+    let victim = match peer {
+        Some(p) => inner
+            .peers
+            .get(&p)
+            .and_then(|conns| oldest(conns).map(|(since, id)| (since, id, p))),
+        None => inner
+            .peers
+            .iter()
+            .filter_map(|(p, conns)| oldest(conns).map(|(since, id)| (since, id, *p)))
+            .min(),
+    };
+    let Some((_, id, p)) = victim else {
         return false;
     };
-    if let Some(entry) = inner.connections.remove(&id) {
-        release_peer(inner, entry.peer);
-        entry.activity.evicted.store(true, Ordering::Release);
-        entry.activity.evict.notify_waiters();
+    if let Some(activity) = inner.take(p, id) {
+        activity.evicted.store(true, Ordering::Release);
+        activity.evict.notify_waiters();
     }
     true
 }
@@ -223,6 +240,7 @@ fn evict_longest_idle(inner: &mut Inner, peer: Option<IpAddr>) -> bool {
 /// A connection counted in the table until dropped.
 pub(super) struct Registered {
     id: u64,
+    peer: IpAddr,
     activity: Arc<Activity>,
     table: Arc<ConnectionTable>,
 }
@@ -235,7 +253,7 @@ impl Registered {
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        self.table.remove(self.id);
+        self.table.remove(self.peer, self.id);
     }
 }
 

@@ -371,8 +371,14 @@ fn make_pools(
     let is_tls = tls_connector.is_some();
     let connector = MeshConnector::new(config.connect_timeout, Arc::clone(breaker), tls_connector)
         .with_metrics(metrics.clone());
+    // HTTP/1.1 carries one request per connection: keep as many warm as the breaker lets
+    // open (Envoy keeps them until its idle timeout), so a burst's connections serve the
+    // next burst instead of being closed and dialed (and handshaken) again. Idle ones are
+    // closed after hyper's 90 s pool timeout, checked by the timer.
+    let warm = usize::try_from(config.circuit_breakers.max_connections).unwrap_or(usize::MAX);
     let mut h1 = Client::builder(TokioExecutor::new());
-    h1.pool_max_idle_per_host(64);
+    h1.pool_max_idle_per_host(warm)
+        .pool_timer(hyper_util::rt::TokioTimer::new());
     let http1 = h1.build(connector.clone());
     let mut h2 = Client::builder(TokioExecutor::new());
     h2.http2_only(true);

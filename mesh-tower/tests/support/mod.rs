@@ -47,6 +47,8 @@ pub struct Backend {
     /// Requests in flight whose `x-envoy-attempt-count` is above 1, and the most seen.
     pub retries_in_flight: Arc<AtomicUsize>,
     pub max_retries_in_flight: Arc<AtomicUsize>,
+    /// Connections accepted.
+    pub accepted: Arc<AtomicUsize>,
 }
 
 impl Backend {
@@ -59,6 +61,7 @@ impl Backend {
             hits: Arc::new(AtomicUsize::new(0)),
             retries_in_flight: Arc::new(AtomicUsize::new(0)),
             max_retries_in_flight: Arc::new(AtomicUsize::new(0)),
+            accepted: Arc::new(AtomicUsize::new(0)),
         };
         let b = backend.clone();
         tokio::spawn(async move {
@@ -67,6 +70,7 @@ impl Backend {
                     return;
                 };
                 tcp.set_nodelay(true).unwrap();
+                b.accepted.fetch_add(1, Ordering::SeqCst);
                 let b = b.clone();
                 let script = script.clone();
                 tokio::spawn(async move {
