@@ -370,27 +370,31 @@ impl Outbound {
         grpc: bool,
     ) -> Result<Response<ResponseBody>, MeshError> {
         let mut rng = rand::rngs::SmallRng::from_rng(&mut rand::rng());
-        let authority: String = match target {
-            Some(t) => t.to_owned(),
-            None => req
-                .uri()
-                .authority()
-                .map(|a| a.as_str().to_owned())
-                .or_else(|| {
-                    req.headers()
-                        .get(http::header::HOST)
-                        .and_then(|h| h.to_str().ok())
-                        .map(str::to_owned)
-                })
-                .ok_or_else(|| MeshError::NoRoute {
-                    authority: String::new(),
-                    path: req.uri().path().to_owned(),
-                })?,
+        // A client bound to a target (a tonic channel) borrows it; one addressed by the
+        // request's authority copies it (the request changes below).
+        let authority: std::borrow::Cow<'_, str> = match target {
+            Some(t) => std::borrow::Cow::Borrowed(t),
+            None => std::borrow::Cow::Owned(
+                req.uri()
+                    .authority()
+                    .map(|a| a.as_str().to_owned())
+                    .or_else(|| {
+                        req.headers()
+                            .get(http::header::HOST)
+                            .and_then(|h| h.to_str().ok())
+                            .map(str::to_owned)
+                    })
+                    .ok_or_else(|| MeshError::NoRoute {
+                        authority: String::new(),
+                        path: req.uri().path().to_owned(),
+                    })?,
+            ),
         };
-        let snap = self.await_target(&authority).await;
-        let Some(listener) = snap.outbound(&authority) else {
+        let authority = authority.as_ref();
+        let snap = self.await_target(authority).await;
+        let Some(listener) = snap.outbound(authority) else {
             // Not in the policy: DNS, default settings (gRPC's dns: resolver).
-            let state = self.clusters.passthrough(&authority);
+            let state = self.clusters.passthrough(authority);
             let routed = Routed {
                 state,
                 retry: None,
@@ -399,23 +403,20 @@ impl Outbound {
                 response_headers: Vec::new(),
             };
             return self
-                .send(routed, req, &authority, &mut rng)
+                .send(routed, req, authority, &mut rng)
                 .await
-                .map_err(|e| self.explain_passthrough(e, &authority));
+                .map_err(|e| self.explain_passthrough(e, authority));
         };
-        let path_and_query = req
-            .uri()
-            .path_and_query()
-            .map_or("/", PathAndQuery::as_str)
-            .to_owned();
+        let path_and_query = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
+        // Strings only for the error.
         let no_route = || MeshError::NoRoute {
-            authority: authority.clone(),
-            path: path_and_query.clone(),
+            authority: authority.to_owned(),
+            path: path_and_query.to_owned(),
         };
         let rc = listener.route_config().ok_or_else(no_route)?;
         let draw: u64 = rng.random();
         let (vh, route) = rc
-            .route_for(&authority, &path_and_query, req.headers(), draw)
+            .route_for(authority, path_and_query, req.headers(), draw)
             .ok_or_else(no_route)?;
         let fwd = match route.action() {
             RouteAction::Forward(f) => f,
@@ -505,7 +506,7 @@ impl Outbound {
             hash,
             response_headers,
         };
-        self.send(routed, req, &authority, &mut rng).await
+        self.send(routed, req, authority, &mut rng).await
     }
 
     /// Sends with retries, timeouts and the breaker, to endpoints of the routed cluster.
@@ -522,6 +523,9 @@ impl Outbound {
         let deadline = routed.timeout.map(|t| started + t);
         let retry = routed.retry.filter(|p| p.num_retries > 0);
         let (parts, body) = req.into_parts();
+        let use_h2 =
+            state.config.protocol == UpstreamProtocol::Http2 || parts.version == Version::HTTP_2;
+        let mut parts = Some(parts);
         let mut body = Some(match retry {
             Some(_) => ReplayBody::buffer(body, self.config.retry_buffer_limit),
             None => ReplayBody::Streaming {
@@ -534,8 +538,6 @@ impl Outbound {
         // The retry slots of the attempt in flight (breaker max_retries, retry budget).
         let mut _retry_slots = None;
         let mut previous: Option<SocketAddr> = None;
-        let use_h2 =
-            state.config.protocol == UpstreamProtocol::Http2 || parts.version == Version::HTTP_2;
         let host_header = HeaderValue::from_str(authority).ok();
 
         loop {
@@ -579,7 +581,16 @@ impl Outbound {
                 Some(copy) => copy,
                 None => body.take().unwrap_or_else(ReplayBody::empty),
             };
-            let mut attempt_req = Request::from_parts(parts.clone(), this_body);
+            // The request's head: a copy while a retry may follow, else the head itself.
+            let head = match (retry, &mut parts) {
+                (Some(_), Some(p)) => p.clone(),
+                // Without a retry policy there is one attempt (a retry needs `retry`).
+                (_, p) => p.take().ok_or_else(|| MeshError::Upstream {
+                    endpoint: endpoint.authority.to_string(),
+                    reason: "a second attempt without a retry policy".to_owned(),
+                })?,
+            };
+            let mut attempt_req = Request::from_parts(head, this_body);
             if retry.is_some() {
                 // As Envoy's include_request_attempt_count: upstreams can tell retries apart.
                 attempt_req.headers_mut().insert(
@@ -587,14 +598,15 @@ impl Outbound {
                     HeaderValue::from(retry_state.retries_made() + 1),
                 );
             }
-            let mut uri_parts = parts.uri.clone().into_parts();
+            // The endpoint's address as the authority; the path stays.
+            let uri = std::mem::take(attempt_req.uri_mut());
+            let mut uri_parts = uri.clone().into_parts();
             uri_parts.scheme = Some(Scheme::HTTP);
             uri_parts.authority = Some(endpoint.authority.clone());
             if uri_parts.path_and_query.is_none() {
                 uri_parts.path_and_query = Some(PathAndQuery::from_static("/"));
             }
-            *attempt_req.uri_mut() =
-                Uri::from_parts(uri_parts).unwrap_or_else(|_| parts.uri.clone());
+            *attempt_req.uri_mut() = Uri::from_parts(uri_parts).unwrap_or(uri);
             if !use_h2 {
                 if let Some(h) = &host_header {
                     attempt_req
