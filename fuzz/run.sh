@@ -78,7 +78,10 @@ row() {
   crashes=$(find "artifacts/$t" -type f 2>/dev/null | wc -l)
   secs=$(( ${runs:-0} / (${eps:-0} > 0 ? ${eps:-0} : 1) ))
   verdict="no crash"
-  if [ "$status" != 0 ] || [ "$crashes" -gt 0 ]; then
+  if [ "$status" = 72 ] && [ "$crashes" -eq 0 ]; then
+    # libFuzzer's exit code after SIGINT: stopped by hand before its limit.
+    verdict="no crash (stopped by hand)"
+  elif [ "$status" != 0 ] || [ "$crashes" -gt 0 ]; then
     verdict="**crash** (exit $status, $crashes artifacts)"
   fi
   echo "| \`$t\` | $date, $commit | $limit | ${runs:-?} | ${eps:-?} | ~${secs} s | ${cov:-?} | ${ft:-?} | ${corp:-?} | $verdict |"
