@@ -10,8 +10,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use arc_swap::ArcSwap;
 
 /// Maps keyed per request (label strings, series keys): foldhash, several times faster than
-/// SipHash on these short keys, seeded per process; the maps are bounded
-/// ([`MAX_INTERNED`]), so a crafted key set cannot grow them.
+/// SipHash on these short keys, seeded per process. Strings from outside are capped at
+/// [`MAX_INTERNED`] per interner and series keys are built from their ids, so a crafted key
+/// set cannot grow the maps without bound.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Id of a string the interner refused (it was full): rendered as `unknown`.

@@ -599,14 +599,15 @@ impl Outbound {
                 );
             }
             // The endpoint's address as the authority; the path stays.
-            let uri = std::mem::take(attempt_req.uri_mut());
-            let mut uri_parts = uri.clone().into_parts();
+            let mut uri_parts = attempt_req.uri().clone().into_parts();
             uri_parts.scheme = Some(Scheme::HTTP);
             uri_parts.authority = Some(endpoint.authority.clone());
             if uri_parts.path_and_query.is_none() {
                 uri_parts.path_and_query = Some(PathAndQuery::from_static("/"));
             }
-            *attempt_req.uri_mut() = Uri::from_parts(uri_parts).unwrap_or(uri);
+            if let Ok(uri) = Uri::from_parts(uri_parts) {
+                *attempt_req.uri_mut() = uri;
+            }
             if !use_h2 {
                 if let Some(h) = &host_header {
                     attempt_req
