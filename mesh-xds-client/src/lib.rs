@@ -49,6 +49,7 @@ pub mod ads;
 pub mod bootstrap;
 pub mod csds;
 pub mod resource;
+pub mod server;
 pub mod shape;
 pub mod snapshot;
 #[cfg(any(test, feature = "testing"))]

@@ -11,7 +11,7 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::value::Kind;
 use envoy_types::pb::google::protobuf::Any;
 use mesh_xds_client::resource::XdsType;
-use mesh_xds_client::testing::TestAdsServer;
+use mesh_xds_client::server::AdsServer;
 use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 
@@ -86,7 +86,7 @@ pub struct ControlPlane {
 
 #[derive(Debug)]
 struct Shared {
-    servers: Vec<TestAdsServer>,
+    servers: Vec<AdsServer>,
     state: Mutex<State>,
     status: watch::Sender<Status>,
     paths: Vec<PathBuf>,
@@ -101,13 +101,12 @@ impl ControlPlane {
         let mut servers = Vec::new();
         let mut tcp = None;
         if let Some(addr) = config.listen {
-            let server =
-                TestAdsServer::start_on(addr)
-                    .await
-                    .map_err(|source| StartError::Listen {
-                        what: addr.to_string(),
-                        source,
-                    })?;
+            let server = AdsServer::start_on(addr)
+                .await
+                .map_err(|source| StartError::Listen {
+                    what: addr.to_string(),
+                    source,
+                })?;
             tcp = server.addr();
             servers.push(server);
         }
@@ -115,7 +114,7 @@ impl ControlPlane {
             // A socket left by an earlier run would make bind fail.
             let _ = std::fs::remove_file(path);
             let server =
-                TestAdsServer::start_unix(path)
+                AdsServer::start_unix(path)
                     .await
                     .map_err(|source| StartError::Listen {
                         what: path.display().to_string(),
@@ -166,7 +165,7 @@ impl ControlPlane {
 
     /// The ADS servers (TCP first, then the unix socket), whose recorded requests show
     /// what each client ACKed and NACKed.
-    pub fn servers(&self) -> &[TestAdsServer] {
+    pub fn servers(&self) -> &[AdsServer] {
         &self.shared.servers
     }
 
@@ -336,7 +335,7 @@ fn audit(old: Option<&Served>, new: &Served) -> Vec<String> {
 
 /// Pushes the difference: additions and changes bottom-up (clusters and endpoints before
 /// the routes and listeners that name them), then removals top-down.
-fn apply(servers: &[TestAdsServer], old: &Resources, new: &Resources) {
+fn apply(servers: &[AdsServer], old: &Resources, new: &Resources) {
     let empty = BTreeMap::new();
     let of = |r: &Resources, t| r.by_type.get(&t).unwrap_or(&empty).clone();
     let add_order = [

@@ -117,11 +117,13 @@ async fn respond<T: Send + 'static>(
 /// Records the request and answers it when it opens or changes a subscription.
 fn on_request(shared: &Shared, id: u64, req: DiscoveryRequest) {
     let mut inner = shared.lock();
-    inner.requests.push(RecordedRequest {
+    let recorded = RecordedRequest {
         stream: id,
         request: req.clone(),
-    });
-    let count = inner.requests.len();
+    };
+    super::record(&mut inner.requests, recorded);
+    inner.received += 1;
+    let count = inner.received;
     if let Some(t) = XdsType::from_type_url(&req.type_url) {
         let mut names: BTreeSet<String> = req.resource_names.into_iter().collect();
         if let Some(i) = inner.streams.iter().position(|s| s.id == id) {

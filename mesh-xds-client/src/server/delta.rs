@@ -16,7 +16,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
-use super::{Inner, Shared, TestAdsServer};
+use super::{AdsServer, Inner, Shared};
 use crate::resource::XdsType;
 
 /// A delta request the server received, with the stream it came on.
@@ -164,11 +164,13 @@ pub(super) fn open(
 
 fn on_request(shared: &Shared, id: u64, req: DeltaDiscoveryRequest) {
     let mut inner = shared.lock();
-    inner.delta_requests.push(RecordedDeltaRequest {
+    let recorded = RecordedDeltaRequest {
         stream: id,
         request: req.clone(),
-    });
-    let count = inner.requests.len() + inner.delta_requests.len();
+    };
+    super::record(&mut inner.delta_requests, recorded);
+    inner.received += 1;
+    let count = inner.received;
     if let (Some(t), Some(i)) = (
         XdsType::from_type_url(&req.type_url),
         inner.delta_streams.iter().position(|s| s.id == id),
@@ -197,10 +199,10 @@ fn on_request(shared: &Shared, id: u64, req: DeltaDiscoveryRequest) {
     shared.recorded.send_replace(count);
 }
 
-impl TestAdsServer {
-    /// Every delta request received so far.
+impl AdsServer {
+    /// The delta requests received so far (the latest 10,000), oldest first.
     pub fn delta_requests(&self) -> Vec<RecordedDeltaRequest> {
-        self.shared.lock().delta_requests.clone()
+        self.shared.lock().delta_requests.iter().cloned().collect()
     }
 
     /// Waits until a recorded delta request satisfies `pred` and returns the first that
