@@ -307,3 +307,36 @@ async fn a_custom_policy_denies_every_call_at_start_and_when_added() {
         Some(StatusCode::FORBIDDEN)
     );
 }
+
+/// A file that is empty, not UTF-8, or missing when the mesh is built is an error naming
+/// the file, not a mesh without policy.
+#[test]
+fn a_bad_policy_file_at_build_is_an_error_naming_the_file() {
+    let dir = TempDir::new("policy-at-build");
+    let cases: [(&str, &[u8], &str); 3] = [
+        (
+            "empty.yaml",
+            b"  \n# nothing\n---\n",
+            "the policy file is empty",
+        ),
+        ("binary.yaml", b"\xff\xfe", "not UTF-8 text"),
+        ("missing.yaml", b"", "No such file"),
+    ];
+    for (name, contents, expect) in cases {
+        let path = dir.0.join(name);
+        if name != "missing.yaml" {
+            std::fs::write(&path, contents).unwrap();
+        }
+        let err = Mesh::builder()
+            .policy_file(&path)
+            .build()
+            .expect_err(name)
+            .to_string();
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(err.contains(expect), "{name}: {err}");
+    }
+    let path = dir.0.join("good.yaml");
+    std::fs::write(&path, "namespace: shop\n").unwrap();
+    let file = mesh_tower::mesh::read_policy_file(&path).unwrap();
+    assert_eq!(file.namespace(), "shop");
+}

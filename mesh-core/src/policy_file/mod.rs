@@ -33,7 +33,6 @@
 //! Errors name the file, the field path and, where the YAML parser knows it, the line.
 
 use std::fmt;
-use std::path::Path as FsPath;
 
 use serde::Deserialize;
 
@@ -192,16 +191,6 @@ fn join(file: &str, errors: &[IstioError], at: &[Option<(usize, usize)>]) -> Str
 }
 
 impl PolicyFile {
-    /// Reads and parses a file.
-    pub fn load(path: &FsPath) -> Result<Self, PolicyError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| PolicyError::Io {
-            file: file.clone(),
-            reason: e.to_string(),
-        })?;
-        Self::parse(&text, &file)
-    }
-
     /// Parses YAML text; `origin` names it in errors. Text with no YAML content (see
     /// [`is_blank_yaml`]) is [`PolicyError::Empty`].
     pub fn parse(text: &str, origin: &str) -> Result<Self, PolicyError> {
@@ -372,12 +361,6 @@ impl PolicyFile {
             .map(Some)
             .map_err(|e| e.to_string())
     }
-}
-
-/// Loads a policy file straight into a snapshot.
-pub fn load_snapshot(path: &FsPath) -> Result<Snapshot, PolicyError> {
-    let file = PolicyFile::load(path)?;
-    file.to_snapshot(&path.display().to_string())
 }
 
 /// Whether YAML text holds no content: only whitespace, comments, and document markers

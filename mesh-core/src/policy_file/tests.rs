@@ -311,15 +311,6 @@ fn empty_files_are_refused_not_taken_as_an_empty_policy() {
     assert!(!is_blank_yaml("{}"));
 }
 
-#[test]
-fn an_empty_file_on_disk_is_refused_at_load() {
-    let path = std::env::temp_dir().join(format!("mesh-core-empty-{}.yaml", std::process::id()));
-    std::fs::write(&path, b"").expect("write");
-    let err = load_snapshot(&path).expect_err("empty");
-    let _ = std::fs::remove_file(&path);
-    assert!(matches!(err, PolicyError::Empty { .. }), "{err}");
-}
-
 /// A policy for payment-service with the given AuthorizationPolicy spec (indented under
 /// `spec:`) and PeerAuthentication mode.
 fn payment_policy(mode: &str, authz_spec: &str) -> String {

@@ -18,7 +18,8 @@ use super::Resources;
 fn seed_guide() -> mesh_core::Snapshot {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../mesh-core/tests/data/seed-guide-policy.yaml");
-    let file = PolicyFile::load(&path).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let file = PolicyFile::parse(&text, "seed-guide").unwrap();
     file.to_snapshot("seed-guide").unwrap()
 }
 
