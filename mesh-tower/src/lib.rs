@@ -57,6 +57,7 @@ pub mod admin;
 pub mod body;
 pub mod client;
 pub mod error;
+mod exchange;
 pub mod health;
 pub mod identity;
 pub mod inbound;

@@ -37,12 +37,17 @@
 
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 
-use tower::Layer;
+use http::{Request, Response};
+use tower::{Layer, Service};
 
 use crate::inbound::{AuthorizationLayer, Authorize, HttpService, ResponseBody};
-use crate::metrics::{Metered, MetricsLayer};
-use crate::trace::{Trace, TraceLayer};
+use crate::metrics::{InboundSample, Metrics};
+use crate::observe::{CountedBody, ExchangeEnd, ExchangeObserver, ObservedBody};
+
+use crate::trace::{Scoped, SpanGuard, TraceLayer};
 use crate::Mesh;
 
 /// The mesh's inbound stack as one layer: trace context, then metrics, then
@@ -65,7 +70,7 @@ use crate::Mesh;
 #[derive(Debug, Clone)]
 pub struct MeshLayer {
     trace: TraceLayer,
-    metrics: MetricsLayer,
+    metrics: Metrics,
     authorization: AuthorizationLayer,
 }
 
@@ -74,7 +79,7 @@ impl MeshLayer {
     pub fn new(mesh: &Mesh) -> Self {
         Self {
             trace: TraceLayer::new(),
-            metrics: MetricsLayer::new(mesh.metrics().clone()),
+            metrics: mesh.metrics().clone(),
             authorization: mesh.authorization_layer(),
         }
     }
@@ -86,15 +91,117 @@ impl MeshLayer {
     }
 }
 
-/// The service [`MeshLayer`] makes: `Trace<Metered<Authorize<S>>>`.
-pub type MeshService<S> = Trace<Metered<Authorize<S>>>;
+/// The service [`MeshLayer`] makes: [`Observed`] around [`Authorize`].
+pub type MeshService<S> = Observed<Authorize<S>>;
 
 impl<S> Layer<S> for MeshLayer {
     type Service = MeshService<S>;
 
     fn layer(&self, inner: S) -> MeshService<S> {
-        self.trace
-            .layer(self.metrics.layer(self.authorization.layer(inner)))
+        Observed {
+            inner: self.authorization.layer(inner),
+            trace: self.trace.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// Trace context and Istio's request metrics as one service: what
+/// [`TraceLayer`](crate::trace::TraceLayer) and [`MetricsLayer`](crate::metrics::MetricsLayer)
+/// do stacked, with one response future and one body watcher, so each response's end
+/// (bytes, `grpc-status`) is read once for both.
+#[derive(Clone)]
+pub struct Observed<S> {
+    inner: S,
+    trace: TraceLayer,
+    metrics: Metrics,
+}
+
+impl<S> std::fmt::Debug for Observed<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observed").finish_non_exhaustive()
+    }
+}
+
+/// Told when an inbound response ends: the metrics sample, then the server span.
+type InboundEnd = (InboundSample, SpanGuard);
+
+impl<S, B, RB> Service<Request<B>> for Observed<S>
+where
+    S: Service<Request<CountedBody<B>>, Response = Response<RB>>,
+    B: http_body::Body,
+    RB: http_body::Body,
+{
+    type Response = Response<ObservedBody<RB, InboundEnd>>;
+    type Error = S::Error;
+    type Future = ObservedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let (mut parts, body) = req.into_parts();
+        let (body, sample) = InboundSample::begin(&self.metrics, &mut parts, body);
+        let inner = &mut self.inner;
+        let (inner, guard) = self
+            .trace
+            .begin(Request::from_parts(parts, body), |req| inner.call(req));
+        ObservedFuture {
+            inner,
+            end: Some((sample, guard)),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Observed`]: the inner future with the request's trace
+    /// context current.
+    pub struct ObservedFuture<F> {
+        #[pin]
+        inner: Scoped<F>,
+        end: Option<InboundEnd>,
+    }
+}
+
+impl<F> std::fmt::Debug for ObservedFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObservedFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, RB, E> Future for ObservedFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+    RB: http_body::Body,
+{
+    type Output = Result<Response<ObservedBody<RB, InboundEnd>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        let Some((mut sample, mut guard)) = this.end.take() else {
+            // Polled after completion: a contract breach by the caller; end quietly.
+            return Poll::Pending;
+        };
+        Poll::Ready(match result {
+            Ok(resp) => {
+                let (mut parts, body) = resp.into_parts();
+                guard.set_status(parts.status.as_u16());
+                sample.respond(parts.status, &mut parts.headers);
+                let body = ObservedBody::new(body, &parts.headers, (sample, guard));
+                Ok(Response::from_parts(parts, body))
+            }
+            Err(e) => {
+                sample.failed();
+                guard.on_end(ExchangeEnd {
+                    bytes: 0,
+                    grpc_status: None,
+                    complete: false,
+                });
+                Err(e)
+            }
+        })
     }
 }
 
@@ -122,5 +229,112 @@ impl Mesh {
     {
         let service = self.layer().layer(app);
         self.listener(listener).serve(service, shutdown).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::convert::Infallible;
+
+    use bytes::Bytes;
+    use http::{HeaderMap, HeaderValue};
+    use http_body::Frame;
+    use http_body_util::{BodyExt, Empty};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::metrics::WorkloadLabels;
+
+    /// A body of queued frames (the authorization layer needs a `Default` body for its
+    /// denials).
+    #[derive(Default)]
+    struct Frames(std::collections::VecDeque<Frame<Bytes>>);
+
+    impl http_body::Body for Frames {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            Poll::Ready(self.0.pop_front().map(Ok))
+        }
+    }
+
+    /// A gRPC response: a 5-byte message, then trailers with `grpc-status: 14`.
+    fn unavailable() -> Response<Frames> {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("14"));
+        let frames = [
+            Frame::data(Bytes::from_static(b"\0\0\0\0\0")),
+            Frame::trailers(trailers),
+        ];
+        let mut resp = Response::new(Frames(frames.into()));
+        resp.headers_mut()
+            .insert("content-type", HeaderValue::from_static("application/grpc"));
+        resp
+    }
+
+    fn grpc_request() -> Request<Empty<Bytes>> {
+        Request::post("http://payment:50051/pay.v1.Payments/Pay")
+            .header("content-type", "application/grpc")
+            .body(Empty::new())
+            .unwrap()
+    }
+
+    fn mesh() -> Mesh {
+        Mesh::builder()
+            .workload(WorkloadLabels::named("payment"))
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn one_watcher_records_the_trailers_status_and_runs_the_handler_in_the_trace() {
+        let mesh = mesh();
+        let app = tower::service_fn(|req: Request<CountedBody<Empty<Bytes>>>| async move {
+            // The trace's work happened before the handler: its context is current and the
+            // request has an id.
+            assert!(crate::trace::current().is_some());
+            assert!(req.headers().contains_key("x-request-id"));
+            Ok::<_, Infallible>(unavailable())
+        });
+        let svc = mesh.layer().layer(app);
+        let resp = svc.oneshot(grpc_request()).await.unwrap();
+        assert_eq!(resp.status(), http::StatusCode::OK);
+        // Nothing is recorded until the body ends.
+        assert!(!mesh.metrics().render().contains("istio_requests_total{"));
+        let collected = resp.into_body().collect().await.unwrap();
+        assert_eq!(collected.trailers().unwrap()["grpc-status"], "14");
+        let text = mesh.metrics().render();
+        let line = text
+            .lines()
+            .find(|l| {
+                l.starts_with("istio_requests_total{") && l.contains("reporter=\"destination\"")
+            })
+            .unwrap_or_else(|| panic!("no inbound request counted:\n{text}"));
+        assert!(line.contains("grpc_response_status=\"14\""), "{line}");
+        assert!(line.contains("response_code=\"200\""), "{line}");
+        assert!(line.ends_with(" 1"), "counted once: {line}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_handler_is_counted_as_a_500() {
+        let mesh = mesh();
+        let app = tower::service_fn(|_req: Request<CountedBody<Empty<Bytes>>>| async move {
+            Err::<Response<Empty<Bytes>>, _>(std::io::Error::other("handler failed"))
+        });
+        let svc = mesh.layer().layer(app);
+        assert!(svc.oneshot(grpc_request()).await.is_err());
+        let text = mesh.metrics().render();
+        assert!(
+            text.lines().any(|l| l.starts_with("istio_requests_total{")
+                && l.contains("response_code=\"500\"")
+                && l.ends_with(" 1")),
+            "{text}"
+        );
     }
 }

@@ -19,6 +19,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// The only scheme a SPIFFE ID may have, with its `//`.
 pub const SCHEME: &str = "spiffe://";
@@ -146,16 +147,15 @@ pub enum SpiffeIdError {
 /// A SPIFFE trust domain name, such as `cluster.local`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TrustDomain {
-    name: String,
+    // Shared: identities are cloned onto every request they authenticate.
+    name: Arc<str>,
 }
 
 impl TrustDomain {
     /// Parses a bare trust domain name (`cluster.local`, no scheme).
     pub fn new(name: &str) -> Result<Self, SpiffeIdError> {
         validate_trust_domain(name, 0)?;
-        Ok(Self {
-            name: name.to_owned(),
-        })
+        Ok(Self { name: name.into() })
     }
 
     /// The name.
@@ -166,7 +166,7 @@ impl TrustDomain {
     /// The trust domain's own SPIFFE ID, `spiffe://<name>` (empty path).
     pub fn id(&self) -> SpiffeId {
         SpiffeId {
-            full: format!("{SCHEME}{}", self.name),
+            full: format!("{SCHEME}{}", self.name).into(),
             td: self.clone(),
         }
     }
@@ -191,7 +191,8 @@ impl fmt::Display for TrustDomain {
 /// `Display` writes the ID exactly as it was parsed, so parse and display round-trip.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SpiffeId {
-    full: String,
+    // Shared: identities are cloned onto every request they authenticate.
+    full: Arc<str>,
     td: TrustDomain,
 }
 
@@ -221,10 +222,8 @@ impl SpiffeId {
         validate_trust_domain(td, SCHEME.len())?;
         validate_path(path, SCHEME.len() + td_end)?;
         Ok(Self {
-            full: s.to_owned(),
-            td: TrustDomain {
-                name: td.to_owned(),
-            },
+            full: s.into(),
+            td: TrustDomain { name: td.into() },
         })
     }
 

@@ -164,15 +164,9 @@ where
     }
 }
 
-fn is_grpc<B>(req: &Request<B>) -> bool {
-    req.headers()
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"))
-}
-
 fn denial<B, ResB: Default>(req: &Request<B>, denied: PermissionDenied) -> Response<ResB> {
     let mut response = Response::new(ResB::default());
-    if is_grpc(req) {
+    if crate::exchange::is_grpc(req.headers()) {
         let headers = response.headers_mut();
         headers.insert(
             http::header::CONTENT_TYPE,

@@ -236,7 +236,7 @@ async fn establish(
         .and_then(|chain| chain.first())
         .and_then(|leaf| crate::identity::peer_spiffe_id(leaf));
     let peer = PeerIdentity {
-        sni: conn.server_name().map(str::to_owned),
+        sni: conn.server_name().map(Arc::from),
         ..plain.with_spiffe_id(spiffe_id)
     };
     Ok((Box::new(tls), peer))

@@ -47,7 +47,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mesh_core::identity::SpiffeId;
 use mesh_core::inbound::TlsMode;
 use mesh_core::live::LivePolicy;
 use tokio::net::{TcpListener, TcpStream};
@@ -63,45 +62,10 @@ mod config;
 mod connection;
 mod table;
 
+pub use crate::exchange::PeerIdentity;
 pub use authz::{Authorization, AuthorizationLayer, Authorize, PermissionDenied, ResponseFuture};
 pub use config::{InboundConfig, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
 pub use connection::{HttpService, ResponseBody};
-
-/// Who is on the other end of a request's connection; in every request's extensions.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct PeerIdentity {
-    /// The SPIFFE ID of the peer's verified client certificate; `None` without mTLS.
-    pub spiffe_id: Option<SpiffeId>,
-    /// Whether the connection is TLS.
-    pub tls: bool,
-    /// The peer's address.
-    pub remote_addr: SocketAddr,
-    /// Our address the connection arrived on.
-    pub local_addr: SocketAddr,
-    /// The server name the client asked for in its ClientHello.
-    pub sni: Option<String>,
-}
-
-impl PeerIdentity {
-    /// A plaintext peer (for tests and servers that do their own TLS).
-    pub fn plaintext(remote_addr: SocketAddr, local_addr: SocketAddr) -> Self {
-        Self {
-            spiffe_id: None,
-            tls: false,
-            remote_addr,
-            local_addr,
-            sni: None,
-        }
-    }
-
-    /// The same peer with a verified SPIFFE ID over TLS.
-    pub fn with_spiffe_id(mut self, id: Option<SpiffeId>) -> Self {
-        self.tls = true;
-        self.spiffe_id = id;
-        self
-    }
-}
 
 /// The accept loop and its settings.
 #[derive(Debug)]

@@ -8,7 +8,7 @@ use http::{Request, Response};
 use tokio::time::Instant;
 
 use super::{host_of, HttpKey, Metrics, Reporter, ResponseFlags, SecurityPolicy};
-use crate::inbound::PeerIdentity;
+use crate::exchange::PeerIdentity;
 use crate::observe::{CountedBody, ExchangeEnd, ExchangeObserver, ObservedBody, RequestSize};
 
 /// Records every inbound request into [`Metrics`] when its response ends: the caller's
@@ -116,17 +116,33 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let started = Instant::now();
         let (mut parts, body) = req.into_parts();
+        let (body, sample) = InboundSample::begin(&self.metrics, &mut parts, body);
+        ResponseFuture {
+            inner: self.inner.call(Request::from_parts(parts, body)),
+            sample: Some(sample),
+        }
+    }
+}
+
+impl InboundSample {
+    /// What [`Metered`] does before the inner service: the peer's metadata-exchange headers
+    /// taken off the request, its labels resolved, the request body counted.
+    pub(crate) fn begin<B: http_body::Body>(
+        metrics: &Metrics,
+        parts: &mut http::request::Parts,
+        body: B,
+    ) -> (CountedBody<B>, Self) {
+        let started = Instant::now();
         // A caller that sent its metadata-exchange headers gets ours on the response.
         let announce = parts.headers.contains_key(super::peer::PEER_METADATA_ID)
             || parts.headers.contains_key(super::peer::PEER_METADATA);
         let peer_meta = if announce {
-            self.metrics.take_peer(&mut parts.headers)
+            metrics.take_peer(&mut parts.headers)
         } else {
             None
         };
-        let r = &self.metrics.inner;
+        let r = &metrics.inner;
         let peer = parts.extensions.get::<PeerIdentity>();
         let principal = peer
             .and_then(|p| p.spiffe_id.as_ref())
@@ -153,10 +169,10 @@ where
         };
         let (body, request_bytes) = CountedBody::new(body);
         let sample = InboundSample {
-            metrics: self.metrics.clone(),
+            metrics: metrics.clone(),
             peer: r.strings.intern(principal.unwrap_or("unknown")),
             service: r.strings.intern(service),
-            grpc: crate::outbound::is_grpc_request(&parts.headers),
+            grpc: crate::exchange::is_grpc(&parts.headers),
             security,
             started,
             request_bytes,
@@ -164,10 +180,26 @@ where
             peer_meta,
             announce,
         };
-        ResponseFuture {
-            inner: self.inner.call(Request::from_parts(parts, body)),
-            sample: Some(sample),
+        (body, sample)
+    }
+
+    /// The response's head is out: its status is recorded, and a caller that announced
+    /// itself is told who answered.
+    pub(crate) fn respond(&mut self, status: http::StatusCode, headers: &mut http::HeaderMap) {
+        self.code = status.as_u16();
+        if self.announce {
+            self.metrics.announce(headers);
         }
+    }
+
+    /// The service failed: the connection is reset, counted as a 500 would be.
+    pub(crate) fn failed(mut self) {
+        self.code = 500;
+        self.on_end(ExchangeEnd {
+            bytes: 0,
+            grpc_status: None,
+            complete: true,
+        });
     }
 }
 
@@ -201,22 +233,13 @@ where
         };
         Poll::Ready(match result {
             Ok(resp) => {
-                sample.code = resp.status().as_u16();
                 let (mut parts, body) = resp.into_parts();
-                if sample.announce {
-                    sample.metrics.announce(&mut parts.headers);
-                }
+                sample.respond(parts.status, &mut parts.headers);
                 let body = ObservedBody::new(body, &parts.headers, sample);
                 Ok(Response::from_parts(parts, body))
             }
             Err(e) => {
-                // The service failed: the connection is reset, as a 500 would be counted.
-                sample.code = 500;
-                sample.on_end(ExchangeEnd {
-                    bytes: 0,
-                    grpc_status: None,
-                    complete: true,
-                });
+                sample.failed();
                 Err(e)
             }
         })

@@ -46,11 +46,10 @@ pub use response::ResponseBody;
 
 use crate::body::{BoxError, ReplayBody};
 use crate::error::MeshError;
+use crate::exchange::is_grpc;
 use cluster::{ClusterRegistry, ClusterState};
 use connect::ConnectError;
-use response::{error_response, grpc_status_response, is_grpc, AttemptGuard};
-
-pub(crate) use response::is_grpc as is_grpc_request;
+use response::{error_response, grpc_status_response, AttemptGuard};
 
 /// Request bodies as the connection pools carry them.
 pub(crate) type RequestBody = ReplayBody<UnsyncBoxBody<Bytes, BoxError>>;

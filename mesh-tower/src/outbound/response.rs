@@ -149,13 +149,6 @@ impl Body for ResponseBody {
     }
 }
 
-/// Whether a request is gRPC (so failures are answered with a `grpc-status`).
-pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
-}
-
 /// The response for a mesh failure: 503-style for HTTP, trailers-only for gRPC.
 pub(crate) fn error_response(err: MeshError, grpc: bool) -> Response<ResponseBody> {
     let mut resp = if grpc {

@@ -14,7 +14,7 @@ use tracing::instrument::{Instrument, Instrumented};
 use super::context::{extract_with, scope, sync_scope, TraceContext, X_REQUEST_ID};
 use super::propagation::Propagation;
 use super::span::{global_tracer, start_server, Exchange, SpanGuard};
-use crate::inbound::PeerIdentity;
+use crate::exchange::PeerIdentity;
 use crate::observe::{ExchangeEnd, ExchangeObserver, ObservedBody};
 
 /// Reads the caller's trace context (per [`Propagation`]: W3C, B3, baggage, and
@@ -107,9 +107,7 @@ impl<S> tower::Layer<S> for TraceLayer {
     fn layer(&self, inner: S) -> Trace<S> {
         Trace {
             inner,
-            tracer: Arc::clone(&self.tracer),
-            propagation: self.propagation,
-            log_span: self.log_span,
+            layer: self.clone(),
         }
     }
 }
@@ -118,9 +116,7 @@ impl<S> tower::Layer<S> for TraceLayer {
 #[derive(Clone)]
 pub struct Trace<S> {
     inner: S,
-    tracer: Arc<BoxedTracer>,
-    propagation: Propagation,
-    log_span: bool,
+    layer: TraceLayer,
 }
 
 impl<S> std::fmt::Debug for Trace<S> {
@@ -154,9 +150,31 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let inner = &mut self.inner;
+        let (inner, guard) = self.layer.begin(req, |req| inner.call(req));
+        ResponseFuture {
+            inner,
+            guard: Some(guard),
+        }
+    }
+}
+
+/// An inner service's future with the request's trace context current.
+pub(crate) type Scoped<F> = TaskLocalFuture<TraceContext, WithContext<Instrumented<F>>>;
+
+impl TraceLayer {
+    /// What [`Trace`] does before the inner service: the caller's context extracted (or a
+    /// new trace), the server span started, `x-request-id` set, the context put in the
+    /// request's extensions; then `call` runs with the context current, and its future is
+    /// returned scoped to it, with the server span's guard.
+    pub(crate) fn begin<B, F: Future>(
+        &self,
+        mut req: Request<B>,
+        call: impl FnOnce(Request<B>) -> F,
+    ) -> (Scoped<F>, SpanGuard) {
         let incoming = extract_with(req.headers(), self.propagation);
-        let grpc = crate::outbound::is_grpc_request(req.headers());
+        let grpc = crate::exchange::is_grpc(req.headers());
         let server = req.uri().authority().map(|a| a.as_str()).or_else(|| {
             req.headers()
                 .get(http::header::HOST)
@@ -197,15 +215,11 @@ where
             .or_insert_with(|| ctx.request_id.clone());
         req.extensions_mut().insert(ctx.clone());
         let otel = ctx.otel.clone();
-        let inner = &mut self.inner;
         let fut = sync_scope(ctx.clone(), || {
             let _attached = otel.clone().attach();
-            span.in_scope(|| inner.call(req))
+            span.in_scope(|| call(req))
         });
-        ResponseFuture {
-            inner: scope(ctx, fut.instrument(span).with_context(otel)),
-            guard: Some(guard),
-        }
+        (scope(ctx, fut.instrument(span).with_context(otel)), guard)
     }
 }
 
@@ -213,7 +227,7 @@ pin_project_lite::pin_project! {
     /// The response future of [`Trace`]: the inner future with the trace context current.
     pub struct ResponseFuture<F> {
         #[pin]
-        inner: TaskLocalFuture<TraceContext, WithContext<Instrumented<F>>>,
+        inner: Scoped<F>,
         guard: Option<SpanGuard>,
     }
 }

@@ -45,6 +45,7 @@ pub use context::{
     WithTrace, FLAG_RANDOM, FLAG_SAMPLED, X_REQUEST_ID,
 };
 pub use ids::{new_request_id, SpanId, TraceId};
+pub(crate) use layer::Scoped;
 pub use layer::{ResponseFuture, Trace, TraceLayer};
 pub use propagation::{B3Form, Propagation};
 pub use span::{global_tracer, SpanGuard, TRACER_NAME};
