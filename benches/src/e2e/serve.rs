@@ -44,7 +44,8 @@ use crate::proto::echo_server::{Echo, EchoServer};
 use crate::proto::Payload;
 
 /// The name A's mesh routes to B by.
-const B_AUTHORITY: &str = "service-b:80";
+/// The target A calls B by.
+pub const B_AUTHORITY: &str = "service-b:80";
 
 /// Runs service B until the process is killed. `mesh` puts it on the mesh, with STRICT
 /// mTLS and authorization when `certs` (a directory made by [`write_certificates`]) is
@@ -285,15 +286,15 @@ fn certificates(dir: &Path, service: &str) -> Result<CertificateSource, BoxError
     )?)
 }
 
-/// A's mesh: plaintext inbound from the load generator (the edge), and a route
-/// `service-b:80` -> cluster `service-b` with a timeout, retries, round robin, the default
-/// breaker thresholds, outlier detection, and (with `certs`) mTLS that accepts only B's
-/// SPIFFE ID.
-fn a_mesh(
-    certs: Option<&Path>,
+/// A's policy: plaintext inbound from the load generator (the edge), and a route
+/// `service-b:80` -> cluster `service-b` at `upstream` with a timeout, retries, round
+/// robin, the default breaker thresholds, outlier detection, and (with `mtls`) mTLS that
+/// accepts only B's SPIFFE ID.
+pub fn a_snapshot(
+    mtls: bool,
     upstream: SocketAddr,
     protocol: Protocol,
-) -> Result<Mesh, BoxError> {
+) -> Result<Snapshot, BoxError> {
     let mut cluster = Cluster::new("service-b");
     cluster.protocol = if protocol.is_h2() {
         UpstreamProtocol::Http2
@@ -301,7 +302,7 @@ fn a_mesh(
         UpstreamProtocol::Http1
     };
     cluster.service = Some("service-b.default.svc.cluster.local".into());
-    cluster.tls = certs.map(|_| UpstreamTls {
+    cluster.tls = mtls.then(|| UpstreamTls {
         sni: None,
         accepted_sans: vec![StringMatcher::exact(SPIFFE_B)],
         identity: Some(CertificateInstance::new("default", "default")),
@@ -338,8 +339,17 @@ fn a_mesh(
         ))
         .inbound_default(Some(InboundPolicy::new(TlsMode::Disable)))
         .build();
+    Ok(snapshot)
+}
+
+/// A's mesh: [`a_snapshot`], with A's certificates from `certs` (none: no mTLS).
+fn a_mesh(
+    certs: Option<&Path>,
+    upstream: SocketAddr,
+    protocol: Protocol,
+) -> Result<Mesh, BoxError> {
     let mut builder = Mesh::builder()
-        .snapshot(snapshot)
+        .snapshot(a_snapshot(certs.is_some(), upstream, protocol)?)
         .workload(WorkloadLabels::from_env("service-a"));
     if let Some(dir) = certs {
         builder = builder.identity(certificates(dir, "service-a")?);
@@ -347,16 +357,14 @@ fn a_mesh(
     Ok(builder.build()?)
 }
 
-/// B's mesh: STRICT mTLS inbound and an Istio `AuthorizationPolicy` allowing only A; without
-/// `certs`, plaintext inbound and no authorization rules (a principal needs mTLS).
-fn b_mesh(certs: Option<&Path>) -> Result<Mesh, BoxError> {
-    let builder = Mesh::builder().workload(WorkloadLabels::from_env("service-b"));
-    let Some(dir) = certs else {
-        let snapshot = Snapshot::builder()
+/// B's policy: STRICT mTLS inbound and an Istio `AuthorizationPolicy` allowing only A;
+/// without `mtls`, plaintext inbound and no authorization rules (a principal needs mTLS).
+pub fn b_snapshot(mtls: bool) -> Result<Snapshot, BoxError> {
+    if !mtls {
+        return Ok(Snapshot::builder()
             .inbound_default(Some(InboundPolicy::new(TlsMode::Disable)))
-            .build();
-        return Ok(builder.snapshot(snapshot).build()?);
-    };
+            .build());
+    }
     let spec = serde_json::from_value(serde_json::json!({
         "selector": { "matchLabels": { "app": "service-b" } },
         "rules": [{
@@ -372,13 +380,20 @@ fn b_mesh(certs: Option<&Path>) -> Result<Mesh, BoxError> {
     )];
     let workload = Workload::new("default", [("app", "service-b")]);
     let authorization = to_authorization(&policies, &workload)?;
-    let snapshot = Snapshot::builder()
+    Ok(Snapshot::builder()
         .inbound_default(Some(
             InboundPolicy::new(TlsMode::Strict).with_authorization(authorization),
         ))
-        .build();
-    Ok(builder
-        .snapshot(snapshot)
-        .identity(certificates(dir, "service-b")?)
-        .build()?)
+        .build())
+}
+
+/// B's mesh: [`b_snapshot`], with B's certificates from `certs` (none: no mTLS).
+fn b_mesh(certs: Option<&Path>) -> Result<Mesh, BoxError> {
+    let mut builder = Mesh::builder()
+        .workload(WorkloadLabels::from_env("service-b"))
+        .snapshot(b_snapshot(certs.is_some())?);
+    if let Some(dir) = certs {
+        builder = builder.identity(certificates(dir, "service-b")?);
+    }
+    Ok(builder.build()?)
 }
