@@ -1,5 +1,6 @@
 //! The whole request path per request, each stack against its bare baseline in the same
-//! run (the ratio is the number to read; absolute times depend on the machine):
+//! run (the difference and the ratio are the numbers to read; absolute times depend on
+//! the machine):
 //!
 //! - `inbound/*`: the mesh's inbound stack (`Mesh::layer`: trace context, Istio metrics,
 //!   authorization) around an application that answers `ok`, against the application
@@ -15,7 +16,7 @@
 //!   runs over loopback).
 //!
 //! No OpenTelemetry SDK is installed (span export is not in the numbers). Everything runs
-//! on one current-thread runtime. `cargo bench -p mesh-benches --bench stack`.
+//! on a current-thread runtime (one per group). `cargo bench -p mesh-benches --bench stack`.
 #![allow(missing_docs)]
 
 use std::convert::Infallible;

@@ -617,10 +617,13 @@ const TIMER_ANCHOR: Duration = Duration::from_secs(1);
 ///
 /// Requests arm timers: the route's deadline, hyper's header-read timeout. Tokio wakes its
 /// I/O driver (an eventfd write, then one more `epoll_wait`) whenever a new timer is due
-/// before every timer it has (tokio-rs/tokio#5207), which, with no other timer near, is
-/// every request that arrives while none is in flight: half the requests of service A in
-/// the e2e benchmark at 500 req/s. With a tick due within a second, a deadline further out
-/// registers without a wake-up; the cost is one wake-up per second.
+/// before the driver's recorded next wake-up, even when the registering thread is the one
+/// running the driver (tokio-rs/tokio#5207, for the current-thread runtime); with no other
+/// timer near, that is every request arriving while none is in flight: 1,793 of 2,000
+/// requests of service A in the e2e benchmark at 500 req/s. With a tick due within a
+/// second, a deadline further out registers without a wake-up; the cost is one wake-up
+/// per second. Under paused time (tests), the clock auto-advances in steps of at most a
+/// second while the mesh lives.
 async fn keep_a_timer_near(outbound: std::sync::Weak<Outbound>) {
     let mut tick = tokio::time::interval(TIMER_ANCHOR);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

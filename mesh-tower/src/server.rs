@@ -141,15 +141,19 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let (mut parts, body) = req.into_parts();
-        let (body, sample) = InboundSample::begin(&self.metrics, &mut parts, body);
         let inner = &mut self.inner;
-        let (inner, guard) = self
-            .trace
-            .begin(Request::from_parts(parts, body), |req| inner.call(req));
+        let metrics = &self.metrics;
+        let mut sample = None;
+        // As the layers stacked: the trace first, then the metrics inside its context.
+        let (inner, guard) = self.trace.begin(req, |req| {
+            let (mut parts, body) = req.into_parts();
+            let (body, begun) = InboundSample::begin(metrics, &mut parts, body);
+            sample = Some(begun);
+            inner.call(Request::from_parts(parts, body))
+        });
         ObservedFuture {
             inner,
-            end: Some((sample, guard)),
+            end: sample.map(|sample| (sample, guard)),
         }
     }
 }

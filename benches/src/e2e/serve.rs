@@ -44,7 +44,6 @@ use crate::proto::echo_server::{Echo, EchoServer};
 use crate::proto::Payload;
 
 /// The name A's mesh routes to B by.
-/// The target A calls B by.
 pub const B_AUTHORITY: &str = "service-b:80";
 
 /// Runs service B until the process is killed. `mesh` puts it on the mesh, with STRICT

@@ -123,7 +123,8 @@ impl Inner {
     pub(super) fn push_delta(&mut self, t: XdsType) {
         for i in 0..self.delta_streams.len() {
             if let Some(response) = self.delta_response(i, t, &BTreeSet::new()) {
-                // A full buffer means the client stopped reading; the test will notice.
+                // A full buffer means the client stopped reading: the push is dropped, and the
+                // client is brought up to date by the next change (or when it reconnects).
                 let _ = self.delta_streams[i].tx.try_send(Ok(response));
             }
         }
@@ -140,7 +141,7 @@ pub(super) fn open(
     let id = {
         let mut inner = shared.lock();
         if inner.closed {
-            return Err(Status::unavailable("test server is shutting down"));
+            return Err(Status::unavailable("ADS server is shutting down"));
         }
         inner.next_stream += 1;
         let id = inner.next_stream;

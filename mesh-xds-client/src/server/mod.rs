@@ -250,7 +250,8 @@ impl Inner {
             }
         }
         for (i, response) in pending {
-            // A full buffer means the client stopped reading; the test will notice.
+            // A full buffer means the client stopped reading: the push is dropped, and the
+            // client is brought up to date by the next change (or when it reconnects).
             let _ = self.streams[i].tx.try_send(Ok(response));
         }
         self.push_delta(t);
@@ -457,11 +458,11 @@ impl AdsServer {
             (std::mem::take(&mut inner.streams), delta)
         };
         for stream in delta_streams {
-            stream.end(tonic::Status::unavailable("stream dropped by the test"));
+            stream.end(tonic::Status::unavailable("stream dropped by the server"));
         }
         for stream in streams {
             let _ = stream.tx.try_send(Err(tonic::Status::unavailable(
-                "stream dropped by the test",
+                "stream dropped by the server",
             )));
         }
     }
@@ -477,7 +478,8 @@ impl AdsServer {
     }
 
     /// Waits until a recorded request satisfies `pred` and returns the first that does,
-    /// or `None` after `within` (a deadline for a hung test, not a timing assertion).
+    /// or `None` after `within` (a deadline for a hung test, not a timing assertion). Only
+    /// the latest 10,000 requests are kept to be searched.
     pub async fn wait_for_request(
         &self,
         within: Duration,

@@ -39,7 +39,7 @@ impl AggregatedDiscoveryService for AdsService {
         let id = {
             let mut inner = self.shared.lock();
             if inner.closed {
-                return Err(Status::unavailable("test server is shutting down"));
+                return Err(Status::unavailable("ADS server is shutting down"));
             }
             if let Some(status) = &inner.refusal {
                 return Err(status.clone());
