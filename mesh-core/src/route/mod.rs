@@ -26,6 +26,47 @@ use http::HeaderMap;
 pub struct RouteConfig {
     name: String,
     virtual_hosts: Vec<VirtualHost>,
+    /// Built with the configuration, so a request does not scan every domain.
+    domains: DomainIndex,
+}
+
+/// The virtual hosts' domains, indexed: exact domains (lowercase) in a map, the wildcard
+/// patterns in configuration order.
+#[derive(Debug, Clone, PartialEq, Default)]
+struct DomainIndex {
+    exact: std::collections::HashMap<Box<str>, usize>,
+    patterns: Vec<(Box<str>, usize)>,
+}
+
+impl DomainIndex {
+    fn build(virtual_hosts: &[VirtualHost]) -> Self {
+        let mut index = Self::default();
+        for (i, vh) in virtual_hosts.iter().enumerate() {
+            for domain in &vh.domains {
+                if domain.starts_with('*') || domain.ends_with('*') {
+                    index.patterns.push((domain.as_str().into(), i));
+                } else {
+                    // The first virtual host listing a domain keeps it, as a scan in order would.
+                    index
+                        .exact
+                        .entry(domain.to_ascii_lowercase().into_boxed_str())
+                        .or_insert(i);
+                }
+            }
+        }
+        index
+    }
+
+    fn exact(&self, authority: &str) -> Option<usize> {
+        if authority.bytes().any(|b| b.is_ascii_uppercase()) {
+            // Rare: a mixed-case authority is lowercased for the lookup.
+            return self
+                .exact
+                .get(authority.to_ascii_lowercase().as_str())
+                .copied();
+        }
+        self.exact.get(authority).copied()
+    }
 }
 
 impl RouteConfig {
@@ -33,6 +74,7 @@ impl RouteConfig {
     pub fn new(name: impl Into<String>, virtual_hosts: Vec<VirtualHost>) -> Self {
         Self {
             name: name.into(),
+            domains: DomainIndex::build(&virtual_hosts),
             virtual_hosts,
         }
     }
@@ -75,21 +117,23 @@ impl RouteConfig {
     }
 
     fn find_vhost_ranked(&self, authority: &str) -> Option<(DomainMatch, &VirtualHost)> {
-        let mut best: Option<(DomainMatch, &VirtualHost)> = None;
-        for vh in &self.virtual_hosts {
-            for domain in &vh.domains {
-                let Some(m) = DomainMatch::of(domain, authority) else {
-                    continue;
-                };
-                if m == DomainMatch::Exact {
-                    return Some((m, vh));
-                }
-                if best.as_ref().is_none_or(|(b, _)| m > *b) {
-                    best = Some((m, vh));
-                }
+        if let Some(vh) = self
+            .domains
+            .exact(authority)
+            .and_then(|i| self.virtual_hosts.get(i))
+        {
+            return Some((DomainMatch::Exact, vh));
+        }
+        let mut best: Option<(DomainMatch, usize)> = None;
+        for (domain, i) in &self.domains.patterns {
+            let Some(m) = DomainMatch::of(domain, authority) else {
+                continue;
+            };
+            if best.as_ref().is_none_or(|(b, _)| m > *b) {
+                best = Some((m, *i));
             }
         }
-        best
+        best.and_then(|(m, i)| Some((m, self.virtual_hosts.get(i)?)))
     }
 
     /// Matches a request: the virtual host by authority, then the first matching route.

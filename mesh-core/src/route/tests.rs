@@ -136,6 +136,69 @@ fn domain_precedence() {
     assert_eq!(name("FOO.EXAMPLE.COM").as_deref(), Some("exact"));
 }
 
+/// The domain search as a scan of every virtual host's domains in order: what the index
+/// must agree with.
+fn scan_for_vhost<'a>(rc: &'a RouteConfig, authority: &str) -> Option<(DomainMatch, &'a str)> {
+    let mut best: Option<(DomainMatch, &str)> = None;
+    for vh in rc.virtual_hosts() {
+        for domain in &vh.domains {
+            let Some(m) = DomainMatch::of(domain, authority) else {
+                continue;
+            };
+            if m == DomainMatch::Exact {
+                return Some((m, vh.name()));
+            }
+            if best.as_ref().is_none_or(|(b, _)| m > *b) {
+                best = Some((m, vh.name()));
+            }
+        }
+    }
+    best
+}
+
+proptest! {
+    #[test]
+    fn the_domain_index_agrees_with_a_scan_in_order(
+        hosts in prop::collection::vec(
+            prop::collection::vec("(\\*|\\*\\.?[aB]{0,2}|[aB]{0,2}\\.?\\*|[aB.]{1,3})", 1..4),
+            1..6,
+        ),
+        authority in "[aAbB.]{0,4}",
+    ) {
+        let vhs: Vec<VirtualHost> = hosts
+            .iter()
+            .enumerate()
+            .map(|(i, d)| VirtualHost::new(format!("vh{i}"), d.clone(), vec![]))
+            .collect();
+        let rc = RouteConfig::new("rc", vhs);
+        let indexed = rc.find_vhost_ranked(&authority).map(|(m, vh)| (m, vh.name()));
+        prop_assert_eq!(indexed, scan_for_vhost(&rc, &authority));
+    }
+}
+
+#[test]
+fn the_first_virtual_host_listing_an_exact_domain_keeps_it() {
+    let rc = RouteConfig::new(
+        "rc",
+        vec![
+            VirtualHost::new("first", vec!["Svc.NS".into()], vec![]),
+            VirtualHost::new("second", vec!["svc.ns".into(), "*".into()], vec![]),
+        ],
+    );
+    assert_eq!(
+        rc.virtual_host_for("svc.ns").map(|v| v.name()),
+        Some("first")
+    );
+    assert_eq!(
+        rc.virtual_host_for("SVC.ns").map(|v| v.name()),
+        Some("first")
+    );
+    assert_eq!(
+        rc.virtual_host_for("other").map(|v| v.name()),
+        Some("second")
+    );
+}
+
 #[test]
 fn port_is_dropped_only_when_nothing_matches_with_it() {
     let rc = RouteConfig::new(
