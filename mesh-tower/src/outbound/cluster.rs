@@ -101,10 +101,12 @@ pub(crate) struct ClusterState {
     next_sweep: AtomicU64,
     epoch: Instant,
     pub(crate) pools: Result<Pools, String>,
+    /// Where its outlier ejections are counted.
+    pub(crate) metrics: Metrics,
 }
 
 impl ClusterState {
-    fn build(
+    pub(crate) fn build(
         config: Arc<Cluster>,
         cla: Option<Arc<ClusterLoadAssignment>>,
         previous: Option<&ClusterState>,
@@ -219,6 +221,7 @@ impl ClusterState {
             epoch: previous.map_or(now, |p| p.epoch),
             pools,
             config,
+            metrics: metrics.clone(),
         };
         if let Some(det) = &state.outlier {
             for ep in state.levels.iter().flat_map(|l| &l.endpoints) {

@@ -3,41 +3,43 @@
 //! [`HttpClient`] sends HTTP/1.1 or HTTP/2 requests addressed by logical target (the
 //! request's authority, `payment-service:8080`); [`Channel`] is the same client bound to
 //! one target, for tonic-generated clients (`PaymentClient::new(mesh.channel(...))`).
-//! Per request: the current snapshot (lock-free) -> virtual host and route -> fault
-//! injection -> weighted cluster -> circuit breaker -> endpoint (LB, outlier ejection) ->
-//! pooled connection (TCP_NODELAY, mTLS when the cluster says) -> retries with backoff and
-//! budget, within the deadline. A target the policy does not know is resolved by DNS and
-//! dialed with default settings.
+//! Per request: the current snapshot (lock-free) -> virtual host (exact domains by map) and
+//! route -> fault injection -> weighted cluster -> the cluster's stack, a tower service per
+//! concern: [`retry`] (a `tower::retry::Policy`, only when the route retries) over
+//! [`breaker`] (the request slot taken in `poll_ready`) over [`endpoint`] (LB, outlier
+//! ejection, the pooled connection with TCP_NODELAY and mTLS when the cluster says, the
+//! attempt's deadline). A target the policy does not know is resolved by DNS and dialed
+//! with default settings.
 
+mod attempt;
+mod breaker;
 pub(crate) mod cluster;
 pub(crate) mod connect;
 mod deadline;
+mod endpoint;
 mod fault;
 mod observed;
 mod response;
+mod retry;
 
 use std::future::Future;
 use std::marker::PhantomData;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderValue, Request, Response, Uri, Version};
+use http::uri::{Authority, PathAndQuery};
+use http::{HeaderValue, Request, Response, Uri};
 use http_body::Body;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
-use mesh_core::classify::{classify, TransportError};
-use mesh_core::cluster::UpstreamProtocol;
 use mesh_core::live::LivePolicy;
-use mesh_core::retry::{RetryDecision, RetryPolicy, RetryState};
+use mesh_core::retry::RetryPolicy;
 use mesh_core::route::{
     ClusterSpecifier, ForwardAction, HashPolicyKind, PathMatch, Route, RouteAction, VirtualHost,
 };
-use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
 pub use cluster::{EndpointStatus, TlsProvider};
@@ -47,9 +49,13 @@ pub use response::ResponseBody;
 use crate::body::{BoxError, ReplayBody};
 use crate::error::MeshError;
 use crate::exchange::is_grpc;
+use attempt::Attempt;
+use breaker::Breaker;
 use cluster::{ClusterRegistry, ClusterState};
-use connect::ConnectError;
-use response::{error_response, grpc_status_response, AttemptGuard};
+use endpoint::Endpoints;
+use response::{error_response, grpc_status_response};
+use retry::Retries;
+use tower::ServiceExt;
 
 /// Request bodies as the connection pools carry them.
 pub(crate) type RequestBody = ReplayBody<UnsyncBoxBody<Bytes, BoxError>>;
@@ -268,7 +274,7 @@ pub struct BreakerStatus {
 /// An HTTP client whose requests go through the mesh, addressed by their authority.
 pub struct HttpClient<B> {
     outbound: Arc<Outbound>,
-    target: Option<Arc<str>>,
+    target: Option<Arc<Target>>,
     _body: PhantomData<fn(B)>,
 }
 
@@ -290,6 +296,14 @@ impl<B> std::fmt::Debug for HttpClient<B> {
     }
 }
 
+/// The target a client is bound to, and what is built once from it.
+#[derive(Debug)]
+struct Target {
+    name: Arc<str>,
+    /// The Host header of its HTTP/1.1 requests.
+    host: Option<HeaderValue>,
+}
+
 /// A client bound to one target, for tonic-generated clients: `B` is the body tonic sends
 /// (`tonic::body::Body`), inferred where the channel is used.
 pub type Channel<B> = HttpClient<B>;
@@ -298,7 +312,12 @@ impl<B> HttpClient<B> {
     pub(crate) fn new(outbound: Arc<Outbound>, target: Option<&str>) -> Self {
         Self {
             outbound,
-            target: target.map(Arc::from),
+            target: target.map(|name| {
+                Arc::new(Target {
+                    name: Arc::from(name),
+                    host: HeaderValue::from_str(name).ok(),
+                })
+            }),
             _body: PhantomData,
         }
     }
@@ -338,7 +357,7 @@ struct Routed<'s> {
 impl Outbound {
     async fn dispatch(
         &self,
-        target: Option<&str>,
+        target: Option<&Target>,
         mut req: Request<UnsyncBoxBody<Bytes, BoxError>>,
     ) -> Response<ResponseBody> {
         let grpc = is_grpc(req.headers());
@@ -354,7 +373,13 @@ impl Outbound {
         };
         // Trace inject (the current request's context, a client span) before routing;
         // the span and the metrics finish when the response body ends.
-        let observer = observed::start(&self.metrics, target, &mut req, grpc, size);
+        let observer = observed::start(
+            &self.metrics,
+            target.map(|t| &*t.name),
+            &mut req,
+            grpc,
+            size,
+        );
         let resp = match self.route_and_send(target, req, grpc).await {
             Ok(resp) => resp,
             Err(err) => error_response(err, grpc),
@@ -364,15 +389,14 @@ impl Outbound {
 
     async fn route_and_send(
         &self,
-        target: Option<&str>,
+        target: Option<&Target>,
         mut req: Request<UnsyncBoxBody<Bytes, BoxError>>,
         grpc: bool,
     ) -> Result<Response<ResponseBody>, MeshError> {
-        let mut rng = rand::rngs::SmallRng::from_rng(&mut rand::rng());
         // A client bound to a target (a tonic channel) borrows it; one addressed by the
         // request's authority copies it (the request changes below).
         let authority: std::borrow::Cow<'_, str> = match target {
-            Some(t) => std::borrow::Cow::Borrowed(t),
+            Some(t) => std::borrow::Cow::Borrowed(&*t.name),
             None => std::borrow::Cow::Owned(
                 req.uri()
                     .authority()
@@ -401,8 +425,9 @@ impl Outbound {
                 hash: None,
                 response_headers: Vec::new(),
             };
+            let host = host_for(target, authority, &req);
             return self
-                .send(routed, req, authority, &mut rng)
+                .send(routed, req, host)
                 .await
                 .map_err(|e| self.explain_passthrough(e, authority));
         };
@@ -413,7 +438,7 @@ impl Outbound {
             path: path_and_query.to_owned(),
         };
         let rc = listener.route_config().ok_or_else(no_route)?;
-        let draw: u64 = rng.random();
+        let draw: u64 = rand::random();
         let (vh, route) = rc
             .route_for(authority, path_and_query, req.headers(), draw)
             .ok_or_else(no_route)?;
@@ -434,7 +459,7 @@ impl Outbound {
                 fault,
                 req.headers(),
                 &self.faults,
-                (rng.random(), rng.random()),
+                (rand::random(), rand::random()),
             );
             if let Some(delay) = decision.delay {
                 tokio::time::sleep(delay).await;
@@ -469,7 +494,7 @@ impl Outbound {
         let (cluster_name, wc_headers) = match fwd.clusters() {
             ClusterSpecifier::Cluster(c) => (c.as_str(), None),
             ClusterSpecifier::Weighted(w) => {
-                let c = w.pick(rng.random());
+                let c = w.pick(rand::random());
                 (c.name(), Some(c))
             }
             _ => return Err(MeshError::NonForwardingAction),
@@ -505,221 +530,76 @@ impl Outbound {
             hash,
             response_headers,
         };
-        self.send(routed, req, authority, &mut rng).await
+        let host = host_for(target, authority, &req);
+        self.send(routed, req, host).await
     }
 
-    /// Sends with retries, timeouts and the breaker, to endpoints of the routed cluster.
+    /// Sends with retries, timeouts and the breaker, to endpoints of the routed cluster:
+    /// the cluster's stack (breaker over endpoints), under the route's retries when it has
+    /// any.
     async fn send(
         &self,
         routed: Routed<'_>,
         req: Request<UnsyncBoxBody<Bytes, BoxError>>,
-        authority: &str,
-        rng: &mut rand::rngs::SmallRng,
+        host: Option<HeaderValue>,
     ) -> Result<Response<ResponseBody>, MeshError> {
-        let state = &routed.state;
-        let cluster_name = state.config.name();
+        let state = routed.state;
         let started = Instant::now();
         let deadline = routed.timeout.map(|t| started + t);
         let retry = routed.retry.filter(|p| p.num_retries > 0);
         let (parts, body) = req.into_parts();
-        let use_h2 =
-            state.config.protocol == UpstreamProtocol::Http2 || parts.version == Version::HTTP_2;
-        let mut parts = Some(parts);
-        let mut body = Some(match retry {
+        let body = match retry {
             Some(_) => ReplayBody::buffer(body, self.config.retry_buffer_limit),
             None => ReplayBody::Streaming {
                 prefix: None,
                 rest: body,
             },
-        });
+        };
+        // The budget counts requests in flight, retried or not.
         let _budget_request = state.budget.as_ref().map(|b| b.request());
-        let mut retry_state = RetryState::new();
-        // The retry slots of the attempt in flight (breaker max_retries, retry budget).
-        let mut _retry_slots = None;
-        let mut previous: Option<SocketAddr> = None;
-        let host_header = HeaderValue::from_str(authority).ok();
-
-        loop {
-            let request_guard =
-                state
-                    .breaker
-                    .try_request()
-                    .map_err(|o| MeshError::CircuitOpen {
-                        cluster: cluster_name.to_owned(),
-                        limit: o.limit,
-                        max: o.max,
-                    })?;
-            // Requests beyond what the open connections can carry count as pending
-            // (HTTP/1.1 carries one request per connection).
-            let _pending = if !use_h2
-                && state
-                    .breaker
-                    .in_flight(mesh_core::breaker::BreakerLimit::MaxRequests)
-                    > state.config.circuit_breakers.max_connections
-            {
-                Some(
-                    state
-                        .breaker
-                        .try_pending()
-                        .map_err(|o| MeshError::CircuitOpen {
-                            cluster: cluster_name.to_owned(),
-                            limit: o.limit,
-                            max: o.max,
-                        })?,
-                )
-            } else {
-                None
-            };
-            let now = std::time::Instant::now();
-            let endpoint = state
-                .pick(routed.hash, previous, now, rng)
-                .ok_or_else(|| MeshError::NoHealthyEndpoint(cluster_name.to_owned()))?;
-
-            // This attempt's request: a copy of the body when a retry may follow.
-            let this_body = match body.as_ref().and_then(ReplayBody::try_clone) {
-                Some(copy) => copy,
-                None => body.take().unwrap_or_else(ReplayBody::empty),
-            };
-            // The request's head: a copy while a retry may follow, else the head itself.
-            let head = match (retry, &mut parts) {
-                (Some(_), Some(p)) => p.clone(),
-                // Without a retry policy there is one attempt (a retry needs `retry`).
-                (_, p) => p.take().ok_or_else(|| MeshError::Upstream {
-                    endpoint: endpoint.authority.to_string(),
-                    reason: "a second attempt without a retry policy".to_owned(),
-                })?,
-            };
-            let mut attempt_req = Request::from_parts(head, this_body);
-            if retry.is_some() {
-                // As Envoy's include_request_attempt_count: upstreams can tell retries apart.
-                attempt_req.headers_mut().insert(
-                    "x-envoy-attempt-count",
-                    HeaderValue::from(retry_state.retries_made() + 1),
+        let mut attempt = Attempt::new(Request::from_parts(parts, body));
+        attempt.started = started;
+        attempt.hash = routed.hash;
+        attempt.deadline = deadline;
+        let cluster = Breaker::new(
+            Endpoints::new(Arc::clone(&state), host),
+            Arc::clone(&state.breaker),
+            Arc::clone(&state.config),
+        );
+        let result = match retry {
+            None => cluster.oneshot(attempt).await,
+            Some(policy) => {
+                let retries = Retries::new(
+                    policy,
+                    deadline,
+                    Arc::clone(&state.breaker),
+                    state.budget.clone(),
+                    self.metrics.clone(),
+                    Arc::clone(&state.config),
                 );
+                retries.first(&mut attempt);
+                tower::retry::Retry::new(retries, cluster)
+                    .oneshot(attempt)
+                    .await
             }
-            // The endpoint's address as the authority; the path stays.
-            let mut uri_parts = attempt_req.uri().clone().into_parts();
-            uri_parts.scheme = Some(Scheme::HTTP);
-            uri_parts.authority = Some(endpoint.authority.clone());
-            if uri_parts.path_and_query.is_none() {
-                uri_parts.path_and_query = Some(PathAndQuery::from_static("/"));
-            }
-            if let Ok(uri) = Uri::from_parts(uri_parts) {
-                *attempt_req.uri_mut() = uri;
-            }
-            if !use_h2 {
-                if let Some(h) = &host_header {
-                    attempt_req
-                        .headers_mut()
-                        .entry(http::header::HOST)
-                        .or_insert_with(|| h.clone());
-                }
-            } else {
-                *attempt_req.version_mut() = Version::HTTP_2;
-            }
-            let pools = state.pools.as_ref().map_err(|reason| MeshError::Connect {
-                endpoint: endpoint.authority.to_string(),
-                reason: reason.clone(),
-            })?;
-            let pool = if use_h2 { &pools.http2 } else { &pools.http1 };
-            let guard = AttemptGuard::new(Some(request_guard), Arc::clone(&endpoint));
-
-            // The attempt's deadline: the per-try timeout within the overall one.
-            let per_try = retry.and_then(|p| p.per_try_timeout);
-            let attempt_deadline = match (deadline, per_try) {
-                (Some(d), Some(p)) => Some(d.min(Instant::now() + p)),
-                (Some(d), None) => Some(d),
-                (None, Some(p)) => Some(Instant::now() + p),
-                (None, None) => None,
-            };
-            let fut = pool.request(attempt_req);
-            let result = match attempt_deadline {
-                Some(d) => tokio::time::timeout_at(d, fut).await.ok(),
-                None => Some(fut.await),
-            };
-            let (class, outcome) = match result {
-                None => (
-                    classify(None, None, Some(TransportError::Timeout)),
-                    Err(MeshError::Timeout(started.elapsed())),
-                ),
-                Some(Ok(resp)) => {
-                    let status = resp.status().as_u16();
-                    let grpc_status = resp
-                        .headers()
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<i32>().ok());
-                    (classify(Some(status), grpc_status, None), Ok(resp))
-                }
-                Some(Err(e)) => {
-                    let (kind, err) =
-                        transport_error(&e, endpoint.authority.as_str(), cluster_name);
-                    if let Some(err @ MeshError::CircuitOpen { .. }) = err {
-                        // max_connections: the call fails at once, not retried.
-                        return Err(err);
-                    }
-                    let err = err.unwrap_or_else(|| MeshError::Upstream {
-                        endpoint: endpoint.authority.to_string(),
-                        reason: error_chain(&e),
-                    });
-                    (classify(None, None, Some(kind)), Err(err))
-                }
-            };
-            let was_ejected = endpoint.ejected.load(std::sync::atomic::Ordering::Relaxed);
-            state.record(
-                &endpoint,
-                class.outlier_outcome(),
-                std::time::Instant::now(),
-            );
-            if !was_ejected && endpoint.ejected.load(std::sync::atomic::Ordering::Relaxed) {
-                self.metrics.outlier_ejection(cluster_name);
-            }
-
-            let replayable = body.as_ref().is_some_and(ReplayBody::is_replayable);
-            let decision = match retry {
-                Some(policy) if replayable => retry_state.on_attempt(policy, &class),
-                _ => RetryDecision::Stop(mesh_core::retry::StopReason::NotRetriable),
-            };
-            if let RetryDecision::Retry { retry: n } = decision {
-                let backoff = retry.map_or(Duration::ZERO, |p| p.backoff.delay(n, rng));
-                let fits = deadline.is_none_or(|d| Instant::now() + backoff < d);
-                let breaker_ok = state.breaker.try_retry().ok();
-                let budget_ok = match &state.budget {
-                    Some(b) => b.try_retry().ok().map(Some),
-                    None => Some(None),
-                };
-                if let (true, Some(retry_slot), Some(budget_slot)) = (fits, breaker_ok, budget_ok) {
-                    drop(guard);
-                    drop(outcome);
-                    tokio::time::sleep(backoff).await;
-                    previous = Some(endpoint.addr);
-                    // Held through the next attempt: Envoy counts retries in flight.
-                    _retry_slots = Some((retry_slot, budget_slot));
-                    self.metrics.retry(cluster_name);
-                    continue;
-                }
-                if fits {
-                    self.metrics.retry_budget_exhausted(cluster_name);
-                }
-                tracing::debug!(
-                    cluster = cluster_name,
-                    "retry not allowed by breaker, budget or deadline"
-                );
-            }
-            return match outcome {
-                Ok(resp) => {
-                    let (mut parts, incoming) = resp.into_parts();
-                    for muts in &routed.response_headers {
-                        muts.apply(&mut parts.headers);
-                    }
-                    Ok(Response::from_parts(
-                        parts,
-                        ResponseBody::upstream(incoming, Some(guard)),
-                    ))
-                }
-                Err(e) => Err(e),
-            };
+        };
+        let mut resp = result.map_err(|failed| failed.error)?;
+        for muts in &routed.response_headers {
+            muts.apply(resp.headers_mut());
         }
+        Ok(resp)
+    }
+}
+
+/// The Host header an HTTP/1.1 request without one is sent with: the target's, built once
+/// for a client bound to a target.
+fn host_for<B>(target: Option<&Target>, authority: &str, req: &Request<B>) -> Option<HeaderValue> {
+    if req.headers().contains_key(http::header::HOST) {
+        return None;
+    }
+    match target {
+        Some(t) => t.host.clone(),
+        None => HeaderValue::from_str(authority).ok(),
     }
 }
 
@@ -789,51 +669,4 @@ fn request_hash<B>(fwd: &ForwardAction, state: &ClusterState, req: &Request<B>) 
         }
     }
     hash
-}
-
-/// Classifies a pool error as a transport failure; an overflow of `max_connections` becomes
-/// the breaker's error.
-fn transport_error(
-    e: &hyper_util::client::legacy::Error,
-    endpoint: &str,
-    cluster: &str,
-) -> (TransportError, Option<MeshError>) {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        if let Some(ce) = s.downcast_ref::<ConnectError>() {
-            return match ce {
-                ConnectError::Overflow(o) => (
-                    TransportError::ConnectFailure,
-                    Some(MeshError::CircuitOpen {
-                        cluster: cluster.to_owned(),
-                        limit: o.limit,
-                        max: o.max,
-                    }),
-                ),
-                other => (
-                    TransportError::ConnectFailure,
-                    Some(MeshError::Connect {
-                        endpoint: endpoint.to_owned(),
-                        reason: other.to_string(),
-                    }),
-                ),
-            };
-        }
-        source = s.source();
-    }
-    if e.is_connect() {
-        return (TransportError::ConnectFailure, None);
-    }
-    (TransportError::Reset, None)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

@@ -16,20 +16,21 @@ use crate::body::BoxError;
 use crate::error::MeshError;
 use crate::observe::Watch;
 
-/// What an attempt holds until its response body is done: the breaker's request slot and
-/// the endpoint's in-flight count (least request reads it).
+/// What an attempt holds until its response body is done: the endpoint's in-flight count
+/// (least request reads it).
 pub(crate) struct AttemptGuard {
-    _request: Option<BreakerGuard>,
     endpoint: Arc<EndpointState>,
 }
 
 impl AttemptGuard {
-    pub(crate) fn new(request: Option<BreakerGuard>, endpoint: Arc<EndpointState>) -> Self {
+    pub(crate) fn new(endpoint: Arc<EndpointState>) -> Self {
         endpoint.active.fetch_add(1, Ordering::Relaxed);
-        Self {
-            _request: request,
-            endpoint,
-        }
+        Self { endpoint }
+    }
+
+    /// The endpoint's address.
+    pub(crate) fn addr(&self) -> std::net::SocketAddr {
+        self.endpoint.addr
     }
 }
 
@@ -45,6 +46,8 @@ pin_project_lite::pin_project! {
         #[pin]
         kind: Kind,
         guard: Option<AttemptGuard>,
+        // The breaker's request slot, held until the body ends.
+        permit: Option<BreakerGuard>,
         // Observability: the call's span and metrics, finished when the body ends.
         observer: Option<Watch<OutboundObserver>>,
     }
@@ -73,6 +76,7 @@ impl ResponseBody {
         Self {
             kind: Kind::Upstream { body },
             guard,
+            permit: None,
             observer: None,
         }
     }
@@ -85,8 +89,25 @@ impl ResponseBody {
                 data: (!data.is_empty()).then_some(data),
             },
             guard: None,
+            permit: None,
             observer: None,
         }
+    }
+
+    /// Holds the breaker's request slot until the body ends.
+    pub(crate) fn hold(&mut self, permit: BreakerGuard) {
+        self.permit = Some(permit);
+    }
+
+    /// Whether it holds a breaker slot (for tests).
+    #[cfg(test)]
+    pub(crate) fn holds_permit(&self) -> bool {
+        self.permit.is_some()
+    }
+
+    /// The endpoint the response came from, when it came from one.
+    pub(crate) fn endpoint(&self) -> Option<std::net::SocketAddr> {
+        self.guard.as_ref().map(AttemptGuard::addr)
     }
 
     /// Watches this body for the end of the exchange.
@@ -128,6 +149,7 @@ impl Body for ResponseBody {
         if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
             // The exchange is over: release the breaker slot and in-flight count now.
             this.guard.take();
+            this.permit.take();
         }
         polled
     }

@@ -1,0 +1,286 @@
+//! The bottom of a cluster's stack: an endpoint picked by the load balancer (ejected ones
+//! skipped, the previous attempt's avoided), the request addressed to it and sent on the
+//! cluster's pool within the attempt's deadline, and the outcome recorded for outlier
+//! detection.
+
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use http::uri::{PathAndQuery, Scheme};
+use http::{HeaderValue, Request, Response, Uri, Version};
+use mesh_core::classify::{classify, TransportError};
+use mesh_core::cluster::UpstreamProtocol;
+
+use super::attempt::{Attempt, Failed};
+use super::cluster::{ClusterState, EndpointState};
+use super::connect::ConnectError;
+use super::response::{AttemptGuard, ResponseBody};
+use super::RequestBody;
+use crate::error::MeshError;
+
+/// Sends attempts to the endpoints of one cluster.
+#[derive(Clone, Debug)]
+pub(crate) struct Endpoints {
+    state: Arc<ClusterState>,
+    /// The Host header an HTTP/1.1 request without one gets (the pool would otherwise
+    /// write the endpoint's address).
+    host: Option<HeaderValue>,
+}
+
+impl Endpoints {
+    pub(crate) fn new(state: Arc<ClusterState>, host: Option<HeaderValue>) -> Self {
+        Self { state, host }
+    }
+
+    fn send(&self, attempt: Attempt) -> Result<EndpointFuture, Failed> {
+        let state = &self.state;
+        let endpoint = state
+            .pick(
+                attempt.hash,
+                attempt.avoid,
+                std::time::Instant::now(),
+                &mut rand::rng(),
+            )
+            .ok_or_else(|| {
+                Failed::refused(MeshError::NoHealthyEndpoint(state.config.name().to_owned()))
+            })?;
+        let pools = state.pools.as_ref().map_err(|reason| {
+            Failed::refused(MeshError::Connect {
+                endpoint: endpoint.authority.to_string(),
+                reason: reason.clone(),
+            })
+        })?;
+        let h2 = state.config.protocol == UpstreamProtocol::Http2
+            || attempt.req.version() == Version::HTTP_2;
+        let mut req = attempt.req;
+        address(&mut req, &endpoint.authority);
+        if h2 {
+            *req.version_mut() = Version::HTTP_2;
+        } else if let Some(host) = &self.host {
+            req.headers_mut()
+                .entry(http::header::HOST)
+                .or_insert_with(|| host.clone());
+        }
+        let pool = if h2 { &pools.http2 } else { &pools.http1 };
+        let guard = AttemptGuard::new(Arc::clone(&endpoint));
+        let call = pool.request(req);
+        let send = match attempt.deadline {
+            Some(d) => Send::Bounded {
+                call: tokio::time::timeout_at(d, call),
+            },
+            None => Send::Unbounded { call },
+        };
+        Ok(EndpointFuture {
+            send,
+            sent: Some(Sent {
+                state: Arc::clone(state),
+                endpoint,
+                guard,
+                started: attempt.started,
+            }),
+        })
+    }
+}
+
+/// The endpoint's address as the request's authority; the path stays.
+fn address(req: &mut Request<RequestBody>, authority: &http::uri::Authority) {
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(authority.clone());
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(PathAndQuery::from_static("/"));
+    }
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
+}
+
+impl tower::Service<Attempt> for Endpoints {
+    type Response = Response<ResponseBody>;
+    type Error = Failed;
+    type Future = EndpointFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Failed>> {
+        // The pool's capacity is per connection; the breaker above bounds what goes in.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, attempt: Attempt) -> EndpointFuture {
+        self.send(attempt).unwrap_or_else(|failed| EndpointFuture {
+            send: Send::Refused {
+                failed: Some(failed),
+            },
+            sent: None,
+        })
+    }
+}
+
+/// What an attempt in flight went to.
+struct Sent {
+    state: Arc<ClusterState>,
+    endpoint: Arc<EndpointState>,
+    guard: AttemptGuard,
+    started: tokio::time::Instant,
+}
+
+type PoolFuture = hyper_util::client::legacy::ResponseFuture;
+
+pin_project_lite::pin_project! {
+    #[project = SendProj]
+    enum Send {
+        Bounded { #[pin] call: tokio::time::Timeout<PoolFuture> },
+        Unbounded { call: PoolFuture },
+        Refused { failed: Option<Failed> },
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An attempt at one endpoint.
+    pub(crate) struct EndpointFuture {
+        #[pin]
+        send: Send,
+        sent: Option<Sent>,
+    }
+}
+
+impl Future for EndpointFuture {
+    type Output = Result<Response<ResponseBody>, Failed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = match this.send.project() {
+            SendProj::Bounded { call } => ready!(call.poll(cx)).ok(),
+            SendProj::Unbounded { call } => Some(ready!(Pin::new(call).poll(cx))),
+            SendProj::Refused { failed } => {
+                return Poll::Ready(Err(failed.take().unwrap_or_else(polled_again)))
+            }
+        };
+        let Some(sent) = this.sent.take() else {
+            return Poll::Ready(Err(polled_again()));
+        };
+        Poll::Ready(sent.finish(result))
+    }
+}
+
+fn polled_again() -> Failed {
+    Failed::refused(MeshError::Upstream {
+        endpoint: String::new(),
+        reason: "an attempt's future was polled after it completed".to_owned(),
+    })
+}
+
+impl Sent {
+    /// Classifies the outcome and records it for outlier detection.
+    fn finish(
+        self,
+        result: Option<Result<Response<hyper::body::Incoming>, hyper_util::client::legacy::Error>>,
+    ) -> Result<Response<ResponseBody>, Failed> {
+        let state = &self.state;
+        let endpoint = &self.endpoint;
+        let failed = |error, kind| Failed {
+            error,
+            transport: Some(kind),
+            endpoint: Some(endpoint.addr),
+        };
+        let (class, outcome) = match result {
+            None => (
+                classify(None, None, Some(TransportError::Timeout)),
+                Err(failed(
+                    MeshError::Timeout(self.started.elapsed()),
+                    TransportError::Timeout,
+                )),
+            ),
+            Some(Ok(resp)) => {
+                let grpc_status = resp
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<i32>().ok());
+                (
+                    classify(Some(resp.status().as_u16()), grpc_status, None),
+                    Ok(resp),
+                )
+            }
+            Some(Err(e)) => {
+                let (kind, err) =
+                    transport_error(&e, endpoint.authority.as_str(), state.config.name());
+                if let Some(error @ MeshError::CircuitOpen { .. }) = err {
+                    // max_connections: the call fails at once, not retried, not the
+                    // endpoint's fault.
+                    return Err(Failed {
+                        error,
+                        transport: None,
+                        endpoint: Some(endpoint.addr),
+                    });
+                }
+                let err = err.unwrap_or_else(|| MeshError::Upstream {
+                    endpoint: endpoint.authority.to_string(),
+                    reason: error_chain(&e),
+                });
+                (classify(None, None, Some(kind)), Err(failed(err, kind)))
+            }
+        };
+        let was_ejected = endpoint.ejected.load(Ordering::Relaxed);
+        state.record(endpoint, class.outlier_outcome(), std::time::Instant::now());
+        if !was_ejected && endpoint.ejected.load(Ordering::Relaxed) {
+            state.metrics.outlier_ejection(state.config.name());
+        }
+        outcome.map(|resp| {
+            let (parts, incoming) = resp.into_parts();
+            Response::from_parts(parts, ResponseBody::upstream(incoming, Some(self.guard)))
+        })
+    }
+}
+
+/// Classifies a pool error as a transport failure; an overflow of `max_connections` becomes
+/// the breaker's error.
+fn transport_error(
+    e: &hyper_util::client::legacy::Error,
+    endpoint: &str,
+    cluster: &str,
+) -> (TransportError, Option<MeshError>) {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(ce) = s.downcast_ref::<ConnectError>() {
+            return match ce {
+                ConnectError::Overflow(o) => (
+                    TransportError::ConnectFailure,
+                    Some(MeshError::CircuitOpen {
+                        cluster: cluster.to_owned(),
+                        limit: o.limit,
+                        max: o.max,
+                    }),
+                ),
+                other => (
+                    TransportError::ConnectFailure,
+                    Some(MeshError::Connect {
+                        endpoint: endpoint.to_owned(),
+                        reason: other.to_string(),
+                    }),
+                ),
+            };
+        }
+        source = s.source();
+    }
+    if e.is_connect() {
+        return (TransportError::ConnectFailure, None);
+    }
+    (TransportError::Reset, None)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
