@@ -3,8 +3,8 @@
 
 use std::net::SocketAddr;
 
-use http::Request;
-use mesh_core::classify::TransportError;
+use http::{Request, Response};
+use mesh_core::classify::{classify, ResponseClass, TransportError};
 use tokio::time::Instant;
 
 use super::RequestBody;
@@ -88,4 +88,14 @@ impl std::error::Error for Failed {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&self.error)
     }
+}
+
+/// How a response counts for retries and outlier detection: its status, and its
+/// `grpc-status` when the head carries one (a trailers-only gRPC answer).
+pub(crate) fn class_of<B>(resp: &Response<B>) -> ResponseClass {
+    classify(
+        Some(resp.status().as_u16()),
+        crate::observe::grpc_status(resp.headers()),
+        None,
+    )
 }

@@ -17,7 +17,7 @@ use http::{HeaderValue, Request, Response, Uri, Version};
 use mesh_core::classify::{classify, TransportError};
 use mesh_core::cluster::UpstreamProtocol;
 
-use super::attempt::{Attempt, Failed};
+use super::attempt::{class_of, Attempt, Failed};
 use super::cluster::{ClusterState, EndpointState};
 use super::connect::ConnectError;
 use super::response::{AttemptGuard, ResponseBody};
@@ -196,17 +196,7 @@ impl Sent {
                     TransportError::Timeout,
                 )),
             ),
-            Some(Ok(resp)) => {
-                let grpc_status = resp
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<i32>().ok());
-                (
-                    classify(Some(resp.status().as_u16()), grpc_status, None),
-                    Ok(resp),
-                )
-            }
+            Some(Ok(resp)) => (class_of(&resp), Ok(resp)),
             Some(Err(e)) => {
                 let (kind, err) =
                     transport_error(&e, endpoint.authority.as_str(), state.config.name());

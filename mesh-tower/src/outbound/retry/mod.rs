@@ -10,19 +10,19 @@ mod tests;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderValue, Response};
+use http::{HeaderName, HeaderValue, Response};
 use mesh_core::breaker::{BreakerGuard, CircuitBreaker};
 use mesh_core::classify::{classify, ResponseClass};
 use mesh_core::cluster::Cluster;
 use mesh_core::retry::{RetryBudget, RetryDecision, RetryPolicy, RetryState, RetryToken};
 use tokio::time::Instant;
 
-use super::attempt::{Attempt, Failed};
+use super::attempt::{self, Attempt, Failed};
 use super::response::ResponseBody;
 use crate::metrics::Metrics;
 
 /// Upstreams can tell retries apart (Envoy's `include_request_attempt_count`).
-pub(crate) const ATTEMPT_COUNT: &str = "x-envoy-attempt-count";
+pub(crate) static ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-envoy-attempt-count");
 
 /// One call's retries.
 #[derive(Clone)]
@@ -75,7 +75,7 @@ impl<'p> Retries<'p> {
         attempt
             .req
             .headers_mut()
-            .insert(ATTEMPT_COUNT, HeaderValue::from(1u32));
+            .insert(ATTEMPT_COUNT.clone(), HeaderValue::from(1u32));
     }
 
     /// The per-try timeout from `start`, within the call's deadline.
@@ -102,14 +102,7 @@ impl<'p> Retries<'p> {
 /// How an attempt ended, for the retry policy.
 fn class_of(result: &Result<Response<ResponseBody>, Failed>) -> Option<ResponseClass> {
     match result {
-        Ok(resp) => {
-            let grpc_status = resp
-                .headers()
-                .get("grpc-status")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<i32>().ok());
-            Some(classify(Some(resp.status().as_u16()), grpc_status, None))
-        }
+        Ok(resp) => Some(attempt::class_of(resp)),
         // A refusal (breaker, no endpoint) ends the call.
         Err(failed) => failed.transport.map(|t| classify(None, None, Some(t))),
     }
@@ -151,7 +144,7 @@ impl tower::retry::Policy<Attempt, Response<ResponseBody>, Failed> for Retries<'
         next.deadline = self.attempt_deadline(start);
         next.req
             .headers_mut()
-            .insert(ATTEMPT_COUNT, HeaderValue::from(n + 1));
+            .insert(ATTEMPT_COUNT.clone(), HeaderValue::from(n + 1));
         Some(tokio::time::sleep_until(start))
     }
 

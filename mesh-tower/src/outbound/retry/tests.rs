@@ -72,7 +72,7 @@ fn status(code: u16) -> Response<ResponseBody> {
 }
 
 fn count(a: &Attempt) -> &str {
-    a.req.headers()[ATTEMPT_COUNT].to_str().unwrap()
+    a.req.headers()[&ATTEMPT_COUNT].to_str().unwrap()
 }
 
 #[tokio::test(start_paused = true)]
