@@ -146,52 +146,48 @@ async fn a_reset_is_retried_on_another_endpoint_within_the_per_try_timeout() {
     assert_eq!(resp.status(), 200);
 }
 
+/// Sends `attempt` through `retries`; the first attempt gets `answer`, and any other
+/// attempt fails the test.
+async fn answered_once(
+    retries: Retries<'_>,
+    attempt: Attempt,
+    answer: Result<Response<ResponseBody>, Failed>,
+) -> Result<Response<ResponseBody>, Failed> {
+    call(retries, attempt, |mut h| async move {
+        let (_, send) = h.next_request().await.unwrap();
+        match answer {
+            Ok(resp) => send.send_response(resp),
+            Err(failed) => send.send_error(failed),
+        }
+    })
+    .await
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_refusal_is_not_retried() {
     let p = policy(3);
-    let failed = call(
-        retries(&p, None, Thresholds::default()),
-        buffered(),
-        |mut h| async move {
-            let (_, send) = h.next_request().await.unwrap();
-            send.send_error(Failed::refused(MeshError::NoHealthyEndpoint(
-                "payments".into(),
-            )));
-        },
-    )
-    .await
-    .unwrap_err();
+    let refusal = Failed::refused(MeshError::NoHealthyEndpoint("payments".into()));
+    let r = retries(&p, None, Thresholds::default());
+    let failed = answered_once(r, buffered(), Err(refusal))
+        .await
+        .unwrap_err();
     assert!(matches!(failed.error, MeshError::NoHealthyEndpoint(_)));
 }
 
 #[tokio::test(start_paused = true)]
 async fn no_retry_starts_past_the_deadline() {
     let p = policy(3);
-    let resp = call(
-        retries(&p, Some(Instant::now()), Thresholds::default()),
-        buffered(),
-        |mut h| async move {
-            let (_, send) = h.next_request().await.unwrap();
-            send.send_response(status(503));
-        },
-    )
-    .await
-    .unwrap();
+    let r = retries(&p, Some(Instant::now()), Thresholds::default());
+    let resp = answered_once(r, buffered(), Ok(status(503))).await.unwrap();
     assert_eq!(resp.status(), 503);
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_breaker_s_max_retries_refuses_a_retry() {
     let p = policy(3);
-    let full = Thresholds::default().with_max_retries(0);
-    let r = retries(&p, None, full);
+    let r = retries(&p, None, Thresholds::default().with_max_retries(0));
     let breaker = Arc::clone(&r.breaker);
-    let resp = call(r, buffered(), |mut h| async move {
-        let (_, send) = h.next_request().await.unwrap();
-        send.send_response(status(503));
-    })
-    .await
-    .unwrap();
+    let resp = answered_once(r, buffered(), Ok(status(503))).await.unwrap();
     assert_eq!(resp.status(), 503);
     assert_eq!(breaker.in_flight(BreakerLimit::MaxRetries), 0);
 }
@@ -206,15 +202,7 @@ async fn a_streaming_body_is_sent_once_and_never_copied() {
         prefix: None,
         rest: body,
     }));
-    let resp = call(
-        retries(&p, None, Thresholds::default()),
-        streaming,
-        |mut h| async move {
-            let (_, send) = h.next_request().await.unwrap();
-            send.send_response(status(503));
-        },
-    )
-    .await
-    .unwrap();
+    let r = retries(&p, None, Thresholds::default());
+    let resp = answered_once(r, streaming, Ok(status(503))).await.unwrap();
     assert_eq!(resp.status(), 503);
 }
