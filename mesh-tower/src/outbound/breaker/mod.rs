@@ -87,6 +87,8 @@ where
     type Future = BreakerFuture<S::Future, E>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), E>> {
+        // The slot is taken first: while the inner service is not ready the caller holds
+        // it, as a request waiting in Envoy's router holds its `max_requests` count.
         if self.permit.is_none() {
             match self.breaker.try_request() {
                 Ok(permit) => self.permit = Some(permit),
@@ -97,11 +99,13 @@ where
     }
 
     fn call(&mut self, attempt: Attempt) -> Self::Future {
-        // Called without `poll_ready` (as a oneshot would not): take the slot now.
-        let permit = match self.permit.take() {
-            Some(p) => Ok(p),
-            None => self.breaker.try_request().map_err(|o| self.open(o)),
-        };
+        let permit = self.permit.take().ok_or_else(|| {
+            // The tower contract: `call` follows a ready `poll_ready`, which took the slot.
+            Failed::refused(MeshError::Upstream {
+                endpoint: String::new(),
+                reason: "the breaker was called without poll_ready".to_owned(),
+            })
+        });
         let admitted = permit.and_then(|p| Ok((p, self.pending(&attempt)?)));
         match admitted {
             Ok((permit, pending)) => BreakerFuture::Admitted {
@@ -141,21 +145,29 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
             BreakerProj::Admitted { call, permit, .. } => {
-                let mut resp = ready!(call.poll(cx))?;
-                if let Some(p) = permit.take() {
+                if permit.is_none() {
+                    // Finished: the slot went with the response or was given back.
+                    return Poll::Ready(Err(polled_again()));
+                }
+                let result = ready!(call.poll(cx));
+                let permit = permit.take();
+                let mut resp = result?;
+                if let Some(p) = permit {
                     resp.body_mut().hold(p);
                 }
                 Poll::Ready(Ok(resp))
             }
             BreakerProj::Refused { failed } => {
-                Poll::Ready(Err(failed.take().unwrap_or_else(|| {
-                    Failed::refused(MeshError::Upstream {
-                        endpoint: String::new(),
-                        reason: "a breaker's future was polled after it completed".to_owned(),
-                    })
-                    .into()
-                })))
+                Poll::Ready(Err(failed.take().unwrap_or_else(polled_again)))
             }
         }
     }
+}
+
+fn polled_again<E: From<Failed>>() -> E {
+    Failed::refused(MeshError::Upstream {
+        endpoint: String::new(),
+        reason: "a breaker's future was polled after it completed".to_owned(),
+    })
+    .into()
 }

@@ -35,6 +35,14 @@ fn breaker(thresholds: Thresholds) -> (Breaker<Mock>, Handle, Arc<CircuitBreaker
     )
 }
 
+/// Waits for `f`; on the paused clock the limit passes only when nothing else can happen,
+/// so a test waiting for a request that never comes fails instead of hanging.
+async fn within<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(std::time::Duration::from_secs(3600), f)
+        .await
+        .expect("waited for something that never happened")
+}
+
 fn open_limit(e: BoxError) -> BreakerLimit {
     match e.downcast_ref::<crate::outbound::attempt::Failed>() {
         Some(f) => match &f.error {
@@ -48,7 +56,7 @@ fn open_limit(e: BoxError) -> BreakerLimit {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_request_slot_is_taken_when_ready_and_held_by_the_body_until_it_ends() {
     let (mut svc, mut handle, cb) = breaker(Thresholds::default().with_max_requests(1));
     svc.ready().await.unwrap();
@@ -60,7 +68,7 @@ async fn the_request_slot_is_taken_when_ready_and_held_by_the_body_until_it_ends
     assert_eq!(open_limit(refused), BreakerLimit::MaxRequests);
 
     let call = svc.call(attempt(Version::HTTP_11));
-    let (_, send) = handle.next_request().await.unwrap();
+    let (_, send) = within(handle.next_request()).await.unwrap();
     send.send_response(Response::new(ResponseBody::full("ok")));
     let resp = call.await.unwrap();
     assert!(resp.body().holds_permit());
@@ -71,13 +79,13 @@ async fn the_request_slot_is_taken_when_ready_and_held_by_the_body_until_it_ends
     other.ready().await.unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_failed_attempt_gives_its_slot_back() {
     let (svc, mut handle, cb) = breaker(Thresholds::default().with_max_requests(1));
     let call = svc.oneshot(attempt(Version::HTTP_11));
     let (served, result) = tokio::join!(
         async {
-            let (_, send) = handle.next_request().await.unwrap();
+            let (_, send) = within(handle.next_request()).await.unwrap();
             assert_eq!(cb.in_flight(BreakerLimit::MaxRequests), 1);
             send.send_error(std::io::Error::other("reset"));
         },
@@ -88,7 +96,7 @@ async fn a_failed_attempt_gives_its_slot_back() {
     assert_eq!(cb.in_flight(BreakerLimit::MaxRequests), 0);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_http1_request_beyond_the_connections_waits_as_pending_and_h2_does_not() {
     let thresholds = Thresholds::default()
         .with_max_connections(1)
@@ -96,7 +104,7 @@ async fn an_http1_request_beyond_the_connections_waits_as_pending_and_h2_does_no
     let (mut first, mut handle, cb) = breaker(thresholds);
     first.ready().await.unwrap();
     let _in_flight = first.call(attempt(Version::HTTP_11));
-    let _ = handle.next_request().await.unwrap();
+    let _ = within(handle.next_request()).await.unwrap();
 
     // Two requests on one HTTP/1.1 connection: the second would wait, and no wait is allowed.
     let mut second = first.clone();
@@ -109,8 +117,20 @@ async fn an_http1_request_beyond_the_connections_waits_as_pending_and_h2_does_no
     let mut third = first.clone();
     third.ready().await.unwrap();
     let h2 = third.call(attempt(Version::HTTP_2));
-    let (req, send) = handle.next_request().await.unwrap();
+    let (req, send) = within(handle.next_request()).await.unwrap();
     assert_eq!(req.req.version(), Version::HTTP_2);
     send.send_response(Response::new(ResponseBody::empty()));
     assert!(h2.await.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_without_poll_ready_is_refused_not_sent() {
+    let (mut svc, mut handle, cb) = breaker(Thresholds::default());
+    let refused = svc.call(attempt(Version::HTTP_11)).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("without poll_ready"),
+        "{refused}"
+    );
+    assert_eq!(cb.in_flight(BreakerLimit::MaxRequests), 0);
+    assert!(handle.poll_request().is_pending());
 }

@@ -90,7 +90,7 @@ impl Endpoints {
 
 /// The endpoint's address as the request's authority; the path stays.
 fn address(req: &mut Request<RequestBody>, authority: &http::uri::Authority) {
-    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    let mut parts = req.uri().clone().into_parts();
     parts.scheme = Some(Scheme::HTTP);
     parts.authority = Some(authority.clone());
     if parts.path_and_query.is_none() {
@@ -154,17 +154,23 @@ impl Future for EndpointFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = match this.send.project() {
+        let send = this.send.project();
+        if let SendProj::Refused { failed } = send {
+            return Poll::Ready(Err(failed.take().unwrap_or_else(polled_again)));
+        }
+        if this.sent.is_none() {
+            // Finished: the pool's future is not polled again.
+            return Poll::Ready(Err(polled_again()));
+        }
+        let result = match send {
             SendProj::Bounded { call } => ready!(call.poll(cx)).ok(),
             SendProj::Unbounded { call } => Some(ready!(Pin::new(call).poll(cx))),
-            SendProj::Refused { failed } => {
-                return Poll::Ready(Err(failed.take().unwrap_or_else(polled_again)))
-            }
+            SendProj::Refused { .. } => None,
         };
-        let Some(sent) = this.sent.take() else {
-            return Poll::Ready(Err(polled_again()));
-        };
-        Poll::Ready(sent.finish(result))
+        match this.sent.take() {
+            Some(sent) => Poll::Ready(sent.finish(result)),
+            None => Poll::Ready(Err(polled_again())),
+        }
     }
 }
 

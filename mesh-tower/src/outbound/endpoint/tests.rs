@@ -127,7 +127,11 @@ async fn an_attempt_past_its_deadline_is_the_endpoint_s_timeout() {
     let svc = Endpoints::new(cluster(&[addr], None), None);
     let mut slow = attempt("/");
     slow.deadline = Some(tokio::time::Instant::now() + Duration::from_millis(200));
-    let failed = svc.oneshot(slow).await.unwrap_err();
+    // A guard against a hang if the deadline were ignored (the server never answers).
+    let failed = tokio::time::timeout(Duration::from_secs(60), svc.oneshot(slow))
+        .await
+        .expect("the attempt outlived its deadline")
+        .unwrap_err();
     assert_eq!(failed.transport, Some(TransportError::Timeout));
     assert_eq!(failed.endpoint, Some(addr));
     assert!(matches!(failed.error, MeshError::Timeout(_)));

@@ -8,7 +8,7 @@ use http::{Request, Response, StatusCode};
 use mesh_core::breaker::{BreakerLimit, CircuitBreaker, Thresholds};
 use mesh_core::classify::TransportError;
 use mesh_core::cluster::Cluster;
-use mesh_core::retry::{RetryOn, RetryPolicy};
+use mesh_core::retry::{RetryBudget, RetryBudgetConfig, RetryOn, RetryPolicy};
 use tokio::time::Instant;
 use tower::ServiceExt;
 use tower_test::mock;
@@ -76,7 +76,7 @@ fn count(a: &Attempt) -> &str {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_503_is_retried_after_a_back_off_and_the_attempts_are_numbered() {
+async fn a_503_is_retried_and_the_attempts_are_numbered() {
     let p = policy(2);
     let resp = call(
         retries(&p, None, Thresholds::default()),
@@ -186,9 +186,45 @@ async fn no_retry_starts_past_the_deadline() {
 async fn the_breaker_s_max_retries_refuses_a_retry() {
     let p = policy(3);
     let r = retries(&p, None, Thresholds::default().with_max_retries(0));
-    let breaker = Arc::clone(&r.breaker);
+    // A second attempt would fail the test (`answered_once`).
     let resp = answered_once(r, buffered(), Ok(status(503))).await.unwrap();
     assert_eq!(resp.status(), 503);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_empty_retry_budget_refuses_a_retry() {
+    let p = policy(3);
+    let budget = RetryBudget::new(&RetryBudgetConfig::new(0.0, 0));
+    let r = Retries::new(
+        &p,
+        None,
+        Arc::new(CircuitBreaker::new(Thresholds::default())),
+        Some(Arc::new(budget)),
+        Metrics::default(),
+        Arc::new(Cluster::new("payments")),
+    );
+    let resp = answered_once(r, buffered(), Ok(status(503))).await.unwrap();
+    assert_eq!(resp.status(), 503);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_holds_its_breaker_slot_through_its_attempt() {
+    let p = policy(1);
+    let r = retries(&p, None, Thresholds::default());
+    let breaker = Arc::clone(&r.breaker);
+    let seen = Arc::clone(&breaker);
+    let resp = call(r, buffered(), |mut h| async move {
+        let (_, send) = h.next_request().await.unwrap();
+        assert_eq!(seen.in_flight(BreakerLimit::MaxRetries), 0);
+        send.send_response(status(503));
+        let (_, send) = h.next_request().await.unwrap();
+        assert_eq!(seen.in_flight(BreakerLimit::MaxRetries), 1);
+        send.send_response(status(200));
+    })
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    // The call is over: the retry's slot is given back.
     assert_eq!(breaker.in_flight(BreakerLimit::MaxRetries), 0);
 }
 
