@@ -278,6 +278,11 @@ impl ClusterState {
         level.endpoints.get(choice).cloned()
     }
 
+    /// Whether the cluster has outlier detection (else [`Self::record`] does nothing).
+    pub(crate) fn detects_outliers(&self) -> bool {
+        self.outlier.is_some()
+    }
+
     /// Records an attempt's outcome for outlier detection.
     pub(crate) fn record(&self, ep: &EndpointState, outcome: Outcome, now: Instant) {
         if let Some(det) = &self.outlier {

@@ -16,34 +16,8 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
-use super::{AdsServer, Inner, Shared};
+use super::{AdsServer, Inner, RecordedDeltaRequest, Shared};
 use crate::resource::XdsType;
-
-/// A delta request the server received, with the stream it came on.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RecordedDeltaRequest {
-    /// The stream (numbered with the state-of-the-world ones, from 1).
-    pub stream: u64,
-    /// The request.
-    pub request: DeltaDiscoveryRequest,
-}
-
-impl RecordedDeltaRequest {
-    /// Whether it is an ACK or NACK of a response (it carries a nonce).
-    pub fn is_reply(&self) -> bool {
-        !self.request.response_nonce.is_empty()
-    }
-
-    /// Whether it is a NACK (it carries an `error_detail`).
-    pub fn is_nack(&self) -> bool {
-        self.request.error_detail.is_some()
-    }
-
-    /// Its type.
-    pub fn xds_type(&self) -> Option<XdsType> {
-        XdsType::from_type_url(&self.request.type_url)
-    }
-}
 
 /// One open delta stream.
 #[derive(Debug)]
@@ -165,11 +139,7 @@ pub(super) fn open(
 
 fn on_request(shared: &Shared, id: u64, req: DeltaDiscoveryRequest) {
     let mut inner = shared.lock();
-    let recorded = RecordedDeltaRequest {
-        stream: id,
-        request: req.clone(),
-    };
-    super::record(&mut inner.delta_requests, recorded);
+    super::record(&mut inner.delta_requests, id, &req);
     inner.received += 1;
     let count = inner.received;
     if let (Some(t), Some(i)) = (

@@ -24,8 +24,6 @@ mod delta;
 mod service;
 mod tls;
 
-pub use delta::RecordedDeltaRequest;
-
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -34,7 +32,9 @@ use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DiscoveryRequest, DiscoveryResponse,
+};
 use envoy_types::pb::google::protobuf::Any;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -47,40 +47,85 @@ use crate::resource::XdsType;
 /// not grow with every ACK.
 const MAX_RECORDED: usize = 10_000;
 
-/// Keeps `item` as the latest of at most [`MAX_RECORDED`] records.
-fn record<T>(records: &mut VecDeque<T>, item: T) {
+/// Keeps `request` (a copy), received on `stream`, as the latest of at most
+/// [`MAX_RECORDED`] records.
+fn record<R: Clone>(records: &mut VecDeque<Recorded<R>>, stream: u64, request: &R) {
     if records.len() == MAX_RECORDED {
         records.pop_front();
     }
-    records.push_back(item);
+    records.push_back(Recorded {
+        stream,
+        request: request.clone(),
+    });
 }
 
 /// The name a wildcard subscription (every resource of a type) is kept under.
 const WILDCARD: &str = "*";
 
-/// A request the server received, with the stream it came on (streams count from 1).
+/// A request the server received, with the stream it came on (streams count from 1; delta
+/// streams are numbered with the state-of-the-world ones).
 #[derive(Debug, Clone, PartialEq)]
-pub struct RecordedRequest {
+pub struct Recorded<R> {
     /// The stream.
     pub stream: u64,
     /// The request.
-    pub request: DiscoveryRequest,
+    pub request: R,
 }
 
-impl RecordedRequest {
+/// A state-of-the-world request the server received.
+pub type RecordedRequest = Recorded<DiscoveryRequest>;
+
+/// A delta request the server received.
+pub type RecordedDeltaRequest = Recorded<DeltaDiscoveryRequest>;
+
+/// What a discovery request of either kind says about the response it answers.
+pub trait AdsRequest {
+    /// The nonce of the response it answers; empty on a first request.
+    fn response_nonce(&self) -> &str;
+    /// Whether it rejects that response (carries an `error_detail`).
+    fn has_error_detail(&self) -> bool;
+    /// Its type URL.
+    fn type_url(&self) -> &str;
+}
+
+impl AdsRequest for DiscoveryRequest {
+    fn response_nonce(&self) -> &str {
+        &self.response_nonce
+    }
+    fn has_error_detail(&self) -> bool {
+        self.error_detail.is_some()
+    }
+    fn type_url(&self) -> &str {
+        &self.type_url
+    }
+}
+
+impl AdsRequest for DeltaDiscoveryRequest {
+    fn response_nonce(&self) -> &str {
+        &self.response_nonce
+    }
+    fn has_error_detail(&self) -> bool {
+        self.error_detail.is_some()
+    }
+    fn type_url(&self) -> &str {
+        &self.type_url
+    }
+}
+
+impl<R: AdsRequest> Recorded<R> {
     /// Whether it is an ACK or NACK of a response (it carries a nonce).
     pub fn is_reply(&self) -> bool {
-        !self.request.response_nonce.is_empty()
+        !self.request.response_nonce().is_empty()
     }
 
     /// Whether it is a NACK (it carries an `error_detail`).
     pub fn is_nack(&self) -> bool {
-        self.request.error_detail.is_some()
+        self.request.has_error_detail()
     }
 
     /// Its type.
     pub fn xds_type(&self) -> Option<XdsType> {
-        XdsType::from_type_url(&self.request.type_url)
+        XdsType::from_type_url(self.request.type_url())
     }
 }
 
@@ -101,40 +146,30 @@ pub type WildcardFilter = Arc<dyn Fn(Option<&Node>, XdsType, &str) -> bool + Sen
 /// `None`: the base resources only.
 pub type VariantSelector = Arc<dyn Fn(Option<&Node>) -> Option<String> + Send + Sync>;
 
-#[derive(Clone, Default)]
-struct Selector(Option<VariantSelector>);
+/// An owner's callback, shown as set or not in `Debug`.
+#[derive(Clone)]
+struct Hook<F>(Option<F>);
 
-impl std::fmt::Debug for Selector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "Selector(set)"
-        } else {
-            "Selector(none)"
-        })
+impl<F> Default for Hook<F> {
+    fn default() -> Self {
+        Self(None)
     }
 }
 
-#[derive(Clone, Default)]
-struct Filter(Option<WildcardFilter>);
-
-impl std::fmt::Debug for Filter {
+impl<F> std::fmt::Debug for Hook<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "Filter(set)"
-        } else {
-            "Filter(none)"
-        })
+        f.write_str(if self.0.is_some() { "set" } else { "none" })
     }
 }
 
 #[derive(Debug, Default)]
 struct Inner {
-    wildcard_filter: Filter,
+    wildcard_filter: Hook<WildcardFilter>,
     resources: BTreeMap<XdsType, BTreeMap<String, Any>>,
     /// Per variant, resources that replace (or add to) the base ones for the nodes the
     /// selector assigns to it.
     variants: BTreeMap<String, BTreeMap<XdsType, BTreeMap<String, Any>>>,
-    selector: Selector,
+    selector: Hook<VariantSelector>,
     versions: BTreeMap<XdsType, u64>,
     requests: VecDeque<RecordedRequest>,
     streams: Vec<StreamHandle>,
@@ -368,7 +403,7 @@ impl AdsServer {
     /// resources shaped for one kind of client (gRPC's proxyless listeners) from others
     /// (Envoy), as istiod does by the node's `GENERATOR` metadata.
     pub fn set_wildcard_filter(&self, filter: WildcardFilter) {
-        self.shared.lock().wildcard_filter = Filter(Some(filter));
+        self.shared.lock().wildcard_filter = Hook(Some(filter));
     }
 
     /// Sets when calls opened from now on get their response headers (by default with the
@@ -395,7 +430,7 @@ impl AdsServer {
     /// type and name, as istiod serves one name shaped differently for Envoy sidecars and
     /// proxyless clients. State of the world only (delta streams get the base resources).
     pub fn set_variant(&self, selector: VariantSelector) {
-        self.shared.lock().selector = Selector(Some(selector));
+        self.shared.lock().selector = Hook(Some(selector));
     }
 
     /// Sets the resources of one type in a variant (replacing that type's set) and pushes

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{HeaderTiming, RecordedRequest, Shared, StreamHandle, WILDCARD};
+use super::{HeaderTiming, Shared, StreamHandle, WILDCARD};
 use crate::resource::XdsType;
 
 /// Responses buffered per stream.
@@ -117,11 +117,7 @@ async fn respond<T: Send + 'static>(
 /// Records the request and answers it when it opens or changes a subscription.
 fn on_request(shared: &Shared, id: u64, req: DiscoveryRequest) {
     let mut inner = shared.lock();
-    let recorded = RecordedRequest {
-        stream: id,
-        request: req.clone(),
-    };
-    super::record(&mut inner.requests, recorded);
+    super::record(&mut inner.requests, id, &req);
     inner.received += 1;
     let count = inner.received;
     if let Some(t) = XdsType::from_type_url(&req.type_url) {

@@ -194,15 +194,12 @@ impl Sent {
             transport: Some(kind),
             endpoint: Some(endpoint.addr),
         };
-        let (class, outcome) = match result {
-            None => (
-                classify(None, None, Some(TransportError::Timeout)),
-                Err(failed(
-                    MeshError::Timeout(self.started.elapsed()),
-                    TransportError::Timeout,
-                )),
-            ),
-            Some(Ok(resp)) => (class_of(&resp), Ok(resp)),
+        let outcome = match result {
+            None => Err(failed(
+                MeshError::Timeout(self.started.elapsed()),
+                TransportError::Timeout,
+            )),
+            Some(Ok(resp)) => Ok(resp),
             Some(Err(e)) => {
                 let (kind, err) =
                     transport_error(&e, endpoint.authority.as_str(), state.config.name());
@@ -219,13 +216,21 @@ impl Sent {
                     endpoint: endpoint.authority.to_string(),
                     reason: error_chain(&e),
                 });
-                (classify(None, None, Some(kind)), Err(failed(err, kind)))
+                Err(failed(err, kind))
             }
         };
-        let was_ejected = endpoint.ejected.load(Ordering::Relaxed);
-        state.record(endpoint, class.outlier_outcome(), std::time::Instant::now());
-        if !was_ejected && endpoint.ejected.load(Ordering::Relaxed) {
-            state.metrics.outlier_ejection(state.config.name());
+        // Classified only for a cluster that detects outliers (the retry policy classifies
+        // for itself, when the route has one).
+        if state.detects_outliers() {
+            let class = match &outcome {
+                Ok(resp) => class_of(resp),
+                Err(f) => classify(None, None, f.transport),
+            };
+            let was_ejected = endpoint.ejected.load(Ordering::Relaxed);
+            state.record(endpoint, class.outlier_outcome(), std::time::Instant::now());
+            if !was_ejected && endpoint.ejected.load(Ordering::Relaxed) {
+                state.metrics.outlier_ejection(state.config.name());
+            }
         }
         outcome.map(|resp| {
             let (parts, incoming) = resp.into_parts();
