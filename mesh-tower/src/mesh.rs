@@ -8,6 +8,7 @@ use mesh_core::live::LivePolicy;
 use mesh_core::policy_file::{PolicyError, PolicyFile};
 use mesh_core::Snapshot;
 pub use mesh_xds_client::shape::IstioShape;
+use opentelemetry::global::BoxedTracer;
 
 use crate::health::{Health, Readiness};
 use crate::identity::{CertificateError, CertificateSource, FileWatcherConfig, MeshTls};
@@ -116,6 +117,7 @@ pub struct MeshBuilder {
     workload: Option<WorkloadLabels>,
     inbound: InboundConfig,
     istio_shape: Option<IstioShape>,
+    tracer: Option<BoxedTracer>,
 }
 
 impl std::fmt::Debug for MeshBuilder {
@@ -201,6 +203,16 @@ impl MeshBuilder {
         self
     }
 
+    /// Exports the mesh's spans (the server span of each request [`Mesh::serve`] and
+    /// [`MeshLayer`](crate::MeshLayer) handle, the client span of each outbound call)
+    /// through `tracer`. Without it, they go through the global tracer provider installed
+    /// when [`build`](Self::build) runs: install yours (e.g. with
+    /// [`otel::init_from_env`](crate::trace::otel::init_from_env)) before building the mesh.
+    pub fn tracer(mut self, tracer: BoxedTracer) -> Self {
+        self.tracer = Some(tracer);
+        self
+    }
+
     /// Builds the mesh. With a policy file, the file is read now (a bad file is an error)
     /// and, inside a tokio runtime, watched for changes.
     pub fn build(self) -> Result<Mesh, MeshBuildError> {
@@ -230,8 +242,11 @@ impl MeshBuilder {
         };
         let policy = LivePolicy::new(snapshot);
         let metrics = Metrics::new(self.workload.unwrap_or_else(default_workload));
+        let tracer = Arc::new(self.tracer.unwrap_or_else(crate::trace::global_tracer));
         let outbound = Arc::new(
-            Outbound::new(policy.clone(), tls, self.outbound, None).with_metrics(metrics.clone()),
+            Outbound::new(policy.clone(), tls, self.outbound, None)
+                .with_metrics(metrics.clone())
+                .with_tracer(tracer),
         );
         let mesh = Mesh {
             inner: Arc::new(Inner {
@@ -329,9 +344,11 @@ impl MeshBuilder {
             .unwrap_or_else(default_workload)
             .with_node_metadata(&bootstrap.node.id, &bootstrap.node.metadata);
         let metrics = Metrics::new(labels);
+        let tracer = Arc::new(self.tracer.unwrap_or_else(crate::trace::global_tracer));
         let outbound = Arc::new(
             Outbound::new(policy.clone(), tls, self.outbound, Some(xds_targets))
-                .with_metrics(metrics.clone()),
+                .with_metrics(metrics.clone())
+                .with_tracer(tracer),
         );
         tokio::spawn(prune_on_change(Arc::downgrade(&outbound), policy.watch()));
         tokio::spawn(keep_a_timer_near(Arc::downgrade(&outbound)));
@@ -539,6 +556,11 @@ impl Mesh {
     /// [`MetricsLayer`](crate::metrics::MetricsLayer) and the admin server.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// The tracer the mesh's spans go to (see [`MeshBuilder::tracer`]).
+    pub(crate) fn tracer(&self) -> &Arc<BoxedTracer> {
+        self.inner.outbound.tracer()
     }
 }
 

@@ -78,7 +78,7 @@ impl MeshLayer {
     /// The stack for `mesh`: its metrics and its live authorization policy.
     pub fn new(mesh: &Mesh) -> Self {
         Self {
-            trace: TraceLayer::new(),
+            trace: TraceLayer::shared(std::sync::Arc::clone(mesh.tracer())),
             metrics: mesh.metrics().clone(),
             authorization: mesh.authorization_layer(),
         }

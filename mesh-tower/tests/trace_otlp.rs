@@ -27,7 +27,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use tower::ServiceBuilder;
+use tower::{Layer, ServiceBuilder};
 
 #[derive(Clone, Default)]
 struct Receiver {
@@ -255,4 +255,71 @@ async fn order_to_payment_spans_reach_an_otlp_receiver() {
         Some("200")
     );
     assert_eq!(attr(payment_server, "url.path").as_deref(), Some("/pay"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mesh_given_a_tracer_exports_its_server_and_client_spans_there() {
+    let receiver = Receiver::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let otlp_addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(receiver.clone()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    // Not installed globally: only the mesh holds it.
+    let guard = otel::build(
+        "own-tracer",
+        OtlpProtocol::Grpc,
+        Some(&format!("http://{otlp_addr}")),
+    )
+    .unwrap();
+    let tracer = opentelemetry::global::BoxedTracer::new(Box::new(
+        opentelemetry::trace::TracerProvider::tracer(guard.provider(), "mesh-test"),
+    ));
+    let mesh = Mesh::builder().tracer(tracer).build().unwrap();
+    let policy = common::policy(TlsMode::Disable);
+    let payment = common::start(policy.clone(), None, mesh.layer().layer(payment_app())).await;
+    let order = common::start(
+        policy,
+        None,
+        mesh.layer().layer(order_app(&mesh, payment.addr)),
+    )
+    .await;
+
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let mut conn = common::connect(order.addr, None).await.unwrap();
+    let req = Request::get("/order")
+        .header("host", "order")
+        .header("traceparent", format!("00-{trace_id}-b7ad6b7169203331-01"))
+        .body(Empty::new())
+        .unwrap();
+    let resp = conn.send(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+
+    let provider = guard.provider().clone();
+    tokio::task::spawn_blocking(move || provider.force_flush())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut spans = Vec::new();
+    for _ in 0..100 {
+        spans = receiver.spans.lock().unwrap().clone();
+        if spans.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Order's server span, its client span, payment's server span: all through the
+    // mesh's tracer, whatever the global provider is.
+    let mut kinds: Vec<i32> = spans
+        .iter()
+        .map(|(service, s)| {
+            assert_eq!(service, "own-tracer");
+            assert_eq!(hex(&s.trace_id), trace_id, "{}", s.name);
+            s.kind
+        })
+        .collect();
+    kinds.sort_unstable();
+    assert_eq!(kinds, [2, 2, 3], "{spans:#?}");
 }

@@ -68,21 +68,31 @@ impl Target {
 
     /// Sends one request with a 1 KiB body and reads the whole answer; `true` on success.
     pub async fn send(&self) -> bool {
+        self.exchange().await == Outcome::Ok
+    }
+
+    /// Sends one request with a 1 KiB body and reads the whole answer.
+    pub async fn exchange(&self) -> Outcome {
         let call = async {
             match self {
                 Target::Http { client, uri } => {
                     let Ok(req) =
                         Request::post(uri.clone()).body(Full::new(Bytes::from_static(&BODY)))
                     else {
-                        return false;
+                        return Outcome::Transport;
                     };
                     match client.request(req).await {
-                        Ok(resp) if resp.status().is_success() => resp
-                            .into_body()
-                            .collect()
-                            .await
-                            .is_ok_and(|b| b.to_bytes().len() == BODY.len()),
-                        _ => false,
+                        Ok(resp) if resp.status().is_success() => {
+                            match resp.into_body().collect().await {
+                                Ok(b) => match b.to_bytes().len() == BODY.len() {
+                                    true => Outcome::Ok,
+                                    false => Outcome::Transport,
+                                },
+                                Err(_) => Outcome::Transport,
+                            }
+                        }
+                        Ok(resp) => Outcome::Status(resp.status().as_u16()),
+                        Err(_) => Outcome::Transport,
                     }
                 }
                 Target::Grpc(client) => {
@@ -90,26 +100,84 @@ impl Target {
                     let payload = Payload {
                         data: Bytes::from_static(&BODY),
                     };
-                    client
-                        .exchange(payload)
-                        .await
-                        .is_ok_and(|r| r.get_ref().data.len() == BODY.len())
+                    match client.exchange(payload).await {
+                        Ok(r) if r.get_ref().data.len() == BODY.len() => Outcome::Ok,
+                        Ok(_) => Outcome::Transport,
+                        // gRPC status codes sit beside HTTP's: 1000 + code.
+                        Err(status) => Outcome::Status(1000 + status.code() as u16),
+                    }
                 }
             }
         };
         tokio::time::timeout(REQUEST_TIMEOUT, call)
             .await
-            .unwrap_or(false)
+            .unwrap_or(Outcome::Timeout)
+    }
+}
+
+/// How one request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A success status and the whole body.
+    Ok,
+    /// An error status: HTTP's, or 1000 + the gRPC status code.
+    Status(u16),
+    /// The connection failed or the body was cut short.
+    Transport,
+    /// No answer within [`REQUEST_TIMEOUT`].
+    Timeout,
+}
+
+/// How the failed requests of a run failed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Failures {
+    /// By error status (HTTP, or 1000 + gRPC code): how many.
+    pub status: std::collections::BTreeMap<u16, u64>,
+    /// Connection failures and cut bodies.
+    pub transport: u64,
+    /// Timeouts.
+    pub timeout: u64,
+}
+
+impl Failures {
+    fn count(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Ok => {}
+            Outcome::Status(code) => *self.status.entry(code).or_default() += 1,
+            Outcome::Transport => self.transport += 1,
+            Outcome::Timeout => self.timeout += 1,
+        }
+    }
+
+    /// A short line: `503 x12, transport x3, timeout x1`; empty when nothing failed.
+    pub fn summary(&self) -> String {
+        let mut parts: Vec<String> = self
+            .status
+            .iter()
+            .map(|(code, n)| match code {
+                1000.. => format!("grpc {} x{n}", code - 1000),
+                _ => format!("{code} x{n}"),
+            })
+            .collect();
+        if self.transport > 0 {
+            parts.push(format!("transport x{}", self.transport));
+        }
+        if self.timeout > 0 {
+            parts.push(format!("timeout x{}", self.timeout));
+        }
+        parts.join(", ")
     }
 }
 
 /// What one open-loop run measured.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct OpenLoop {
     /// Requests sent.
     pub requests: u64,
     /// Requests that failed or timed out.
     pub errors: u64,
+    /// How they failed.
+    pub failures: Failures,
     /// Latency percentiles, from each request's scheduled send time, in microseconds.
     pub p50_us: u64,
     /// 99th percentile.
@@ -154,27 +222,33 @@ pub async fn open_loop(target: &Target, rate: u64, duration: Duration) -> OpenLo
         max_lag = max_lag.max(scheduled.elapsed());
         let target = target.clone();
         tasks.push(tokio::spawn(async move {
-            let ok = target.send().await;
-            (scheduled.elapsed(), ok)
+            let outcome = target.exchange().await;
+            (scheduled.elapsed(), outcome)
         }));
     }
     let mut latencies = Vec::with_capacity(tasks.len());
     let mut errors = 0;
+    let mut failures = Failures::default();
     for task in tasks {
         match task.await {
-            Ok((latency, ok)) => {
+            Ok((latency, outcome)) => {
                 latencies.push(latency.as_micros() as u64);
-                if !ok {
+                if outcome != Outcome::Ok {
                     errors += 1;
+                    failures.count(outcome);
                 }
             }
-            Err(_) => errors += 1,
+            Err(_) => {
+                errors += 1;
+                failures.count(Outcome::Transport);
+            }
         }
     }
     latencies.sort_unstable();
     OpenLoop {
         requests: n,
         errors,
+        failures,
         p50_us: percentile(&latencies, 0.50),
         p99_us: percentile(&latencies, 0.99),
         p999_us: percentile(&latencies, 0.999),

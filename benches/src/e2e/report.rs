@@ -115,6 +115,9 @@ pub struct RateResult {
     pub requests: u64,
     /// Requests that failed or timed out.
     pub errors: u64,
+    /// How they failed: `503 x12, grpc 14 x3, transport x2, timeout x1` (empty: none).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub failures: String,
     /// Median latency from the scheduled send time, µs.
     pub p50_us: u64,
     /// 99th percentile, µs.
@@ -301,7 +304,11 @@ pub fn markdown(report: &Report) -> String {
                 added(|r| r.p50_us),
                 added(|r| r.p99_us),
                 x.cpu_us_per_req,
-                x.errors
+                if x.failures.is_empty() {
+                    x.errors.to_string()
+                } else {
+                    format!("{} ({})", x.errors, x.failures)
+                }
             );
         }
     }

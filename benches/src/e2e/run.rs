@@ -215,8 +215,13 @@ fn progress_line(r: &ScenarioResult) -> String {
         .rates
         .iter()
         .map(|x| {
+            let failures = if x.failures.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", x.failures)
+            };
             format!(
-                "{}/s p50 {} p99 {} µs, {:.0} µs CPU/req, {} errors",
+                "{}/s p50 {} p99 {} µs, {:.0} µs CPU/req, {} errors{failures}",
                 x.rate, x.p50_us, x.p99_us, x.cpu_us_per_req, x.errors
             )
         })
@@ -334,6 +339,7 @@ impl Running {
             rate,
             requests: r.requests,
             errors: r.errors,
+            failures: r.failures.summary(),
             p50_us: r.p50_us,
             p99_us: r.p99_us,
             p999_us: r.p999_us,

@@ -1,6 +1,5 @@
 //! The outlier-detection state machine.
 
-use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -8,6 +7,9 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 
 use super::{Outcome, OutlierConfig};
+
+/// Looked up per response: foldhash, not SipHash.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Why a host was ejected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

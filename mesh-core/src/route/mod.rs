@@ -34,7 +34,7 @@ pub struct RouteConfig {
 /// patterns in configuration order.
 #[derive(Debug, Clone, PartialEq, Default)]
 struct DomainIndex {
-    exact: std::collections::HashMap<Box<str>, usize>,
+    exact: std::collections::HashMap<Box<str>, usize, foldhash::fast::RandomState>,
     patterns: Vec<(Box<str>, usize)>,
 }
 

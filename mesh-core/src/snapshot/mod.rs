@@ -4,7 +4,7 @@
 //! their route configurations up front, and is then only read. [`Snapshot::validate`] says
 //! which references dangle, for sources that must be complete (the static file).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use std::net::SocketAddr;
@@ -12,6 +12,9 @@ use std::net::SocketAddr;
 use crate::cluster::{Cluster, ClusterLoadAssignment};
 use crate::inbound::InboundPolicy;
 use crate::route::{RouteAction, RouteConfig};
+
+/// Looked up by name on every request: foldhash, not SipHash.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// An outbound target (`payment-service:8080`) and the routes that serve it.
 #[derive(Debug, Clone, PartialEq)]

@@ -21,6 +21,7 @@ use tower::{Service, ServiceExt};
 
 use super::config::InboundConfig;
 use super::table::{Activity, InFlight, Registered};
+use super::until::{Ended, Until};
 use super::{effective_mode, set_nodelay, PeerIdentity};
 use crate::body::BoxError;
 use crate::identity::{server_config, CertificateSource, ClientAuth};
@@ -362,16 +363,22 @@ async fn serve_http<S, B>(
             tokio::time::sleep(wait).await;
         }
     };
-    let why = tokio::select! {
-        result = conn.as_mut() => {
+    let stop = async {
+        tokio::select! {
+            _ = closing.wait_for(|closing| *closing) => "shutting down",
+            () = activity.evicted() => "closed to make room for another connection",
+            () = idle => "idle timeout",
+        }
+    };
+    // The close signals are polled when they fire, not on each of the connection's wake-ups.
+    let why = match Until::new(conn.as_mut(), stop).await {
+        Ended::Done(result) => {
             if let Err(error) = result {
                 tracing::debug!(%error, %remote, "inbound connection ended with an error");
             }
             return;
         }
-        _ = async { closing.wait_for(|closing| *closing).await.map(drop) } => "shutting down",
-        () = activity.evicted() => "closed to make room for another connection",
-        () = idle => "idle timeout",
+        Ended::Stopped(why) => why,
     };
     tracing::debug!(%remote, why, "closing inbound connection");
     conn.as_mut().graceful_shutdown();

@@ -61,6 +61,7 @@ mod authz;
 mod config;
 mod connection;
 mod table;
+mod until;
 
 pub use crate::exchange::PeerIdentity;
 pub use authz::{Authorization, AuthorizationLayer, Authorize, PermissionDenied, ResponseFuture};

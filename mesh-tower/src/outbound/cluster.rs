@@ -8,7 +8,8 @@
 //! so a weight or endpoint change drops no connection, while a TLS change stops the old
 //! connections from serving new requests.
 
-use std::collections::HashMap;
+/// Looked up per request by cluster name: foldhash, not SipHash.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -419,8 +420,8 @@ impl std::fmt::Debug for ClusterRegistry {
 impl ClusterRegistry {
     pub(crate) fn new(tls: Option<Arc<dyn TlsProvider>>) -> Self {
         Self {
-            states: ArcSwap::from_pointee(HashMap::new()),
-            passthrough: ArcSwap::from_pointee(HashMap::new()),
+            states: ArcSwap::from_pointee(HashMap::default()),
+            passthrough: ArcSwap::from_pointee(HashMap::default()),
             rebuild: Mutex::new(()),
             tls,
             metrics: Metrics::default(),

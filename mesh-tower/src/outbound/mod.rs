@@ -40,6 +40,7 @@ use mesh_core::retry::RetryPolicy;
 use mesh_core::route::{
     ClusterSpecifier, ForwardAction, HashPolicyKind, PathMatch, Route, RouteAction, VirtualHost,
 };
+use opentelemetry::global::BoxedTracer;
 use tokio::time::Instant;
 
 pub use cluster::{EndpointStatus, TlsProvider};
@@ -122,6 +123,8 @@ pub(crate) struct Outbound {
     config: OutboundConfig,
     xds: Option<XdsTargets>,
     metrics: crate::metrics::Metrics,
+    /// Where client spans go; held, not looked up per call.
+    tracer: Arc<BoxedTracer>,
 }
 
 impl std::fmt::Debug for Outbound {
@@ -146,7 +149,19 @@ impl Outbound {
             config,
             xds,
             metrics: crate::metrics::Metrics::default(),
+            tracer: Arc::new(crate::trace::global_tracer()),
         }
+    }
+
+    /// Exports client spans through `tracer` (by default the global provider's when built).
+    pub(crate) fn with_tracer(mut self, tracer: Arc<BoxedTracer>) -> Self {
+        self.tracer = tracer;
+        self
+    }
+
+    /// The tracer its client spans go to.
+    pub(crate) fn tracer(&self) -> &Arc<BoxedTracer> {
+        &self.tracer
     }
 
     /// Subscribes a target with the control plane (no-op without xDS).
@@ -374,6 +389,7 @@ impl Outbound {
         // Trace inject (the current request's context, a client span) before routing;
         // the span and the metrics finish when the response body ends.
         let observer = observed::start(
+            &self.tracer,
             &self.metrics,
             target.map(|t| &*t.name),
             &mut req,

@@ -3,6 +3,7 @@
 //! with `reporter="source"`, both finished when the response body ends.
 
 use http::{Request, Response};
+use opentelemetry::global::BoxedTracer;
 use tokio::time::Instant;
 
 use super::response::ResponseBody;
@@ -29,6 +30,7 @@ pub(crate) struct OutboundObserver {
 /// Starts observing a call to `target` (else the request's authority): the client span's
 /// context goes onto the request's headers.
 pub(crate) fn start<B: http_body::Body>(
+    tracer: &BoxedTracer,
     metrics: &Metrics,
     target: Option<&str>,
     req: &mut Request<B>,
@@ -51,12 +53,7 @@ pub(crate) fn start<B: http_body::Body>(
         server: authority,
         peer: None,
     };
-    let span = trace::start_client(
-        &trace::global_tracer(),
-        trace::current(),
-        req.headers_mut(),
-        &ex,
-    );
+    let span = trace::start_client(tracer, trace::current(), req.headers_mut(), &ex);
     OutboundObserver {
         span,
         metrics: metrics.clone(),

@@ -17,7 +17,8 @@ impl TraceId {
     pub fn random() -> Self {
         let mut rng = rand::rng();
         loop {
-            let id: [u8; 16] = rng.random();
+            // One 128-bit draw, not sixteen byte draws.
+            let id = rng.random::<u128>().to_ne_bytes();
             if id != [0; 16] {
                 return Self(id);
             }
@@ -40,7 +41,7 @@ impl SpanId {
     pub fn random() -> Self {
         let mut rng = rand::rng();
         loop {
-            let id: [u8; 8] = rng.random();
+            let id = rng.random::<u64>().to_ne_bytes();
             if id != [0; 8] {
                 return Self(id);
             }
@@ -98,25 +99,49 @@ pub(crate) fn parse_hex<const N: usize>(s: &[u8], upper: bool) -> Option<[u8; N]
     if s.len() != 2 * N {
         return None;
     }
+    let table = if upper {
+        &NIBBLE_ANY_CASE
+    } else {
+        &NIBBLE_LOWER
+    };
     let mut out = [0u8; N];
-    for (i, pair) in s.chunks_exact(2).enumerate() {
-        out[i] = (nibble(pair[0], upper)? << 4) | nibble(pair[1], upper)?;
+    // Every digit is looked up; an invalid one sets the high bit of `bad`.
+    let mut bad = 0u8;
+    for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
+        let (hi, lo) = (table[usize::from(pair[0])], table[usize::from(pair[1])]);
+        bad |= hi | lo;
+        *o = (hi << 4) | (lo & 0x0f);
     }
-    Some(out)
+    (bad & INVALID == 0).then_some(out)
 }
 
-fn nibble(c: u8, upper: bool) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' if upper => Some(c - b'A' + 10),
-        _ => None,
+/// Marks a byte that is no hex digit in the tables below.
+const INVALID: u8 = 0x80;
+
+/// The value of each byte as a lower-case hex digit, or [`INVALID`].
+static NIBBLE_LOWER: [u8; 256] = nibble_table(false);
+/// The same, upper-case digits allowed.
+static NIBBLE_ANY_CASE: [u8; 256] = nibble_table(true);
+
+const fn nibble_table(upper: bool) -> [u8; 256] {
+    let mut table = [INVALID; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        table[c] = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' if upper => b - b'A' + 10,
+            _ => INVALID,
+        };
+        c += 1;
     }
+    table
 }
 
 /// A request id in the UUID version 4 form (`xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx`).
 pub fn new_request_id() -> http::HeaderValue {
-    let mut b: [u8; 16] = rand::rng().random();
+    let mut b = rand::rng().random::<u128>().to_ne_bytes();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let mut hex = [0u8; 32];
@@ -160,5 +185,23 @@ mod tests {
         assert_eq!(parse_hex::<16>(text.as_bytes(), false), Some(id.0));
         assert_eq!(parse_hex::<2>(b"aB", false), None);
         assert_eq!(parse_hex::<2>(b"aBcd", true), Some([0xab, 0xcd]));
+    }
+
+    #[test]
+    fn parse_hex_takes_exactly_the_hex_digits() {
+        for c in 0..=255u8 {
+            let s = [b'0', c];
+            let lower = c.is_ascii_digit() || (b'a'..=b'f').contains(&c);
+            let any = lower || (b'A'..=b'F').contains(&c);
+            let want = |ok: bool| {
+                ok.then(|| {
+                    [u8::from_str_radix(std::str::from_utf8(&s).unwrap_or("x"), 16).unwrap_or(0)]
+                })
+            };
+            assert_eq!(parse_hex::<1>(&s, false), want(lower), "byte {c}");
+            assert_eq!(parse_hex::<1>(&s, true), want(any), "byte {c}");
+        }
+        assert_eq!(parse_hex::<1>(b"0", false), None);
+        assert_eq!(parse_hex::<1>(b"000", false), None);
     }
 }

@@ -81,8 +81,13 @@ impl TraceLayer {
 
     /// A layer exporting through `tracer`.
     pub fn with_tracer(tracer: BoxedTracer) -> Self {
+        Self::shared(Arc::new(tracer))
+    }
+
+    /// A layer exporting through a tracer shared with others (the mesh's).
+    pub(crate) fn shared(tracer: Arc<BoxedTracer>) -> Self {
         Self {
-            tracer: Arc::new(tracer),
+            tracer,
             propagation: Propagation::from_env(),
             log_span: false,
         }
