@@ -234,6 +234,26 @@ async fn inbound_and_outbound_labels_admin_pages_and_promtool() {
         &["reporter=\"source\"", "response_code=\"503\""]
     )
     .is_some());
+    // A client bound to the target (a tonic channel) labels its calls the same: one series.
+    let channel = order_mesh.channel::<Empty<Bytes>>("payment.default.svc.cluster.local:8080");
+    let req = Request::get("http://payment.default.svc.cluster.local:8080/pay")
+        .body(Empty::new())
+        .unwrap();
+    let resp = tower::ServiceExt::oneshot(channel, req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    resp.into_body().collect().await.unwrap();
+    let outbound = order_mesh.metrics().render();
+    let ok = line(
+        &outbound,
+        "istio_requests_total{",
+        &["reporter=\"source\"", "response_code=\"200\""],
+    )
+    .unwrap_or_default();
+    assert!(
+        ok.contains("destination_service=\"payment.default.svc.cluster.local\"")
+            && ok.ends_with(" 2"),
+        "{outbound}"
+    );
     // Both requests went over connections the mesh client opened and counted.
     let opened = line(
         &outbound,

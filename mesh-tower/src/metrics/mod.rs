@@ -64,6 +64,7 @@ pub use prometheus_client;
 use registry::{Counter, Histogram, Interner, SeriesMap};
 
 pub(crate) use labels::host_of;
+pub(crate) use registry::UNKNOWN;
 
 /// Appends `name="value"` to a label list, escaped for the text format.
 #[cfg(feature = "admin")]

@@ -22,12 +22,29 @@ pub(crate) const OVERFLOW: u32 = u32::MAX;
 /// outside (authorities, peer identities), so their number is bounded.
 pub(crate) const MAX_INTERNED: usize = 4096;
 
+/// The id of `unknown`, interned first by every interner: callers that know a label is
+/// `unknown` use it without a lookup.
+pub(crate) const UNKNOWN: u32 = 0;
+
 /// Strings to small ids, lock-free for the ones seen before.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Interner {
     ids: ArcSwap<HashMap<Arc<str>, u32>>,
     names: ArcSwap<Vec<Arc<str>>>,
     write: Mutex<()>,
+}
+
+impl Default for Interner {
+    fn default() -> Self {
+        let unknown: Arc<str> = Arc::from("unknown");
+        let mut ids = HashMap::default();
+        ids.insert(Arc::clone(&unknown), UNKNOWN);
+        Self {
+            ids: ArcSwap::from_pointee(ids),
+            names: ArcSwap::from_pointee(vec![unknown]),
+            write: Mutex::new(()),
+        }
+    }
 }
 
 impl Interner {
@@ -196,6 +213,8 @@ mod tests {
     #[test]
     fn interner_is_stable_and_bounded() {
         let i = Interner::default();
+        assert_eq!(i.intern("unknown"), UNKNOWN);
+        assert_eq!(&*i.name(UNKNOWN), "unknown");
         let a = i.intern("a");
         assert_eq!(i.intern("a"), a);
         assert_ne!(i.intern("b"), a);

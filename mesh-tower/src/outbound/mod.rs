@@ -317,6 +317,8 @@ struct Target {
     name: Arc<str>,
     /// The Host header of its HTTP/1.1 requests.
     host: Option<HeaderValue>,
+    /// Its `destination_service` metric label, interned.
+    service: u32,
 }
 
 /// A client bound to one target, for tonic-generated clients: `B` is the body tonic sends
@@ -325,14 +327,16 @@ pub type Channel<B> = HttpClient<B>;
 
 impl<B> HttpClient<B> {
     pub(crate) fn new(outbound: Arc<Outbound>, target: Option<&str>) -> Self {
+        let target = target.map(|name| {
+            Arc::new(Target {
+                name: Arc::from(name),
+                host: HeaderValue::from_str(name).ok(),
+                service: outbound.metrics.intern(crate::metrics::host_of(name)),
+            })
+        });
         Self {
             outbound,
-            target: target.map(|name| {
-                Arc::new(Target {
-                    name: Arc::from(name),
-                    host: HeaderValue::from_str(name).ok(),
-                })
-            }),
+            target,
             _body: PhantomData,
         }
     }
@@ -388,11 +392,14 @@ impl Outbound {
         };
         // Trace inject (the current request's context, a client span) before routing;
         // the span and the metrics finish when the response body ends.
-        let observer = observed::start(
+        let (observer, req) = observed::start(
             &self.tracer,
             &self.metrics,
-            target.map(|t| &*t.name),
-            &mut req,
+            target.map(|t| observed::ObservedTarget {
+                name: &t.name,
+                service: t.service,
+            }),
+            req,
             grpc,
             size,
         );

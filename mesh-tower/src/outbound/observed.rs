@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use super::response::ResponseBody;
 use crate::error::MeshError;
-use crate::metrics::{host_of, HttpKey, Metrics, Reporter, ResponseFlags, SecurityPolicy};
+use crate::metrics::{host_of, HttpKey, Metrics, Reporter, ResponseFlags, SecurityPolicy, UNKNOWN};
 use crate::observe::{ExchangeEnd, ExchangeObserver};
 use crate::trace::{self, Exchange, SpanGuard};
 
@@ -27,34 +27,49 @@ pub(crate) struct OutboundObserver {
     peer_meta: Option<u32>,
 }
 
+/// A client's target as the observer needs it: its name and its `destination_service`
+/// label, interned once when the client was made.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ObservedTarget<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) service: u32,
+}
+
 /// Starts observing a call to `target` (else the request's authority): the client span's
 /// context goes onto the request's headers.
 pub(crate) fn start<B: http_body::Body>(
     tracer: &BoxedTracer,
     metrics: &Metrics,
-    target: Option<&str>,
-    req: &mut Request<B>,
+    target: Option<ObservedTarget<'_>>,
+    req: Request<B>,
     grpc: bool,
     request_bytes: crate::observe::RequestSize,
-) -> OutboundObserver {
+) -> (OutboundObserver, Request<B>) {
     let started = Instant::now();
-    let uri = req.uri().clone();
-    let method = req.method().clone();
-    let host_header = req.headers().get(http::header::HOST).cloned();
+    // Split, so that the span reads the head while it writes the headers: nothing cloned.
+    let (mut parts, body) = req.into_parts();
+    let host_header = match (target, parts.uri.authority()) {
+        (None, None) => parts.headers.get(http::header::HOST).cloned(),
+        _ => None,
+    };
     let authority = target
-        .or_else(|| uri.authority().map(|a| a.as_str()))
+        .map(|t| t.name)
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
         .or_else(|| host_header.as_ref().and_then(|h| h.to_str().ok()));
-    let service = metrics.intern(authority.map_or("unknown", host_of));
+    let service = match target {
+        Some(t) => t.service,
+        None => metrics.intern(authority.map_or("unknown", host_of)),
+    };
     let ex = Exchange {
-        method: &method,
-        path: uri.path(),
+        method: &parts.method,
+        path: parts.uri.path(),
         route: None,
         grpc,
         server: authority,
         peer: None,
     };
-    let span = trace::start_client(tracer, trace::current(), req.headers_mut(), &ex);
-    OutboundObserver {
+    let span = trace::start_client(tracer, trace::current(), &mut parts.headers, &ex);
+    let observer = OutboundObserver {
         span,
         metrics: metrics.clone(),
         service,
@@ -64,7 +79,8 @@ pub(crate) fn start<B: http_body::Body>(
         code: 0,
         flags: ResponseFlags::None,
         peer_meta: None,
-    }
+    };
+    (observer, Request::from_parts(parts, body))
 }
 
 impl OutboundObserver {
@@ -89,7 +105,7 @@ impl ExchangeObserver for OutboundObserver {
     fn on_end(self, end: ExchangeEnd) {
         let key = HttpKey {
             reporter: Reporter::Source,
-            peer: self.metrics.intern("unknown"),
+            peer: UNKNOWN,
             service: self.service,
             grpc: self.grpc,
             code: self.code,
