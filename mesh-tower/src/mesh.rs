@@ -420,7 +420,8 @@ impl Mesh {
         MeshBuilder::default()
     }
 
-    /// A mesh on built-in defaults.
+    /// A mesh on built-in defaults. Its spans go to the global tracer provider installed
+    /// now (see [`MeshBuilder::tracer`]).
     pub fn with_defaults() -> Self {
         match Self::builder().snapshot(Snapshot::empty()).build() {
             Ok(m) => m,

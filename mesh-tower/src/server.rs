@@ -75,7 +75,7 @@ pub struct MeshLayer {
 }
 
 impl MeshLayer {
-    /// The stack for `mesh`: its metrics and its live authorization policy.
+    /// The stack for `mesh`: its tracer, its metrics and its live authorization policy.
     pub fn new(mesh: &Mesh) -> Self {
         Self {
             trace: TraceLayer::shared(std::sync::Arc::clone(mesh.tracer())),

@@ -103,7 +103,12 @@ impl Target {
                     match client.exchange(payload).await {
                         Ok(r) if r.get_ref().data.len() == BODY.len() => Outcome::Ok,
                         Ok(_) => Outcome::Transport,
-                        // gRPC status codes sit beside HTTP's: 1000 + code.
+                        // A status tonic made from a connection or stream error has that
+                        // error as its source: a transport failure, as over HTTP.
+                        Err(status) if std::error::Error::source(&status).is_some() => {
+                            Outcome::Transport
+                        }
+                        // A status the server answered: beside HTTP's codes, 1000 + code.
                         Err(status) => Outcome::Status(1000 + status.code() as u16),
                     }
                 }

@@ -40,7 +40,7 @@ pub use net::{bind, incoming_nodelay, set_nodelay, shutdown_signal, BindError};
 /// Sets up span export from the standard OpenTelemetry variables
 /// (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_PROTOCOL`, `OTEL_SERVICE_NAME`,
 /// `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`); call it inside the runtime, before
-/// building the mesh layers, and keep the guard. `None` when no export is configured (trace
+/// building the mesh (which holds the tracer installed then), and keep the guard. `None` when no export is configured (trace
 /// context is still propagated) or when the variables are invalid (logged).
 pub fn init_telemetry(service_name: &str) -> Option<mesh_tower::trace::otel::TelemetryGuard> {
     match mesh_tower::trace::otel::init_from_env(service_name) {

@@ -141,6 +141,27 @@ mod tests {
         }
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_signal_from_another_thread_stops_a_connection_that_keeps_waking() {
+        let (tx, rx) = oneshot::channel::<&str>();
+        // A connection under load: it wakes its task over and over.
+        let conn = std::future::poll_fn(|cx| {
+            cx.waker().wake_by_ref();
+            Poll::<()>::Pending
+        });
+        let task = tokio::spawn(Until::new(conn, rx));
+        tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            let _ = tx.send("stop");
+        });
+        // A guard against a lost wake-up hanging the test, not a timing assertion.
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(60), task)
+            .await
+            .expect("the stop signal was seen")
+            .expect("task");
+        assert!(matches!(ended, Ended::Stopped(Ok("stop"))), "{ended:?}");
+    }
+
     #[tokio::test]
     async fn the_connection_wins_when_both_are_ready() {
         let ended = Until::new(std::future::ready(1), std::future::ready(2)).await;

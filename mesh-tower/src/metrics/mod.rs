@@ -324,7 +324,8 @@ impl Metrics {
     pub(crate) fn take_peer(&self, headers: &mut http::HeaderMap) -> Option<u32> {
         let value = peer::take(headers)?;
         let id = self.inner.peers.intern(value.to_str().ok()?);
-        (id != registry::OVERFLOW).then_some(id)
+        // `unknown`: the interner is full (or the peer said nothing usable).
+        (id != registry::UNKNOWN).then_some(id)
     }
 
     /// Adds this workload's metadata-exchange headers to `headers` (when it has a name).

@@ -15,15 +15,14 @@ use arc_swap::ArcSwap;
 /// set cannot grow the maps without bound.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
-/// Id of a string the interner refused (it was full): rendered as `unknown`.
-pub(crate) const OVERFLOW: u32 = u32::MAX;
-
 /// Most distinct strings per interner (peers, services, clusters): label values come from
 /// outside (authorities, peer identities), so their number is bounded.
 pub(crate) const MAX_INTERNED: usize = 4096;
 
 /// The id of `unknown`, interned first by every interner: callers that know a label is
-/// `unknown` use it without a lookup.
+/// `unknown` use it without a lookup, and a string the full interner refuses gets it too
+/// (so an overflow lands in the one `unknown` series, never in a second one that renders
+/// the same).
 pub(crate) const UNKNOWN: u32 = 0;
 
 /// Strings to small ids, lock-free for the ones seen before.
@@ -48,7 +47,7 @@ impl Default for Interner {
 }
 
 impl Interner {
-    /// The id of `s`, adding it when new (or [`OVERFLOW`] when full).
+    /// The id of `s`, adding it when new ([`UNKNOWN`] when full).
     pub(crate) fn intern(&self, s: &str) -> u32 {
         if let Some(id) = self.ids.load().get(s) {
             return *id;
@@ -59,7 +58,7 @@ impl Interner {
             return *id;
         }
         if ids.len() >= MAX_INTERNED {
-            return OVERFLOW;
+            return UNKNOWN;
         }
         let id = ids.len() as u32;
         let name: Arc<str> = Arc::from(s);
@@ -72,7 +71,7 @@ impl Interner {
         id
     }
 
-    /// The string of an id (`unknown` for [`OVERFLOW`]).
+    /// The string of an id (`unknown` for an id it never gave).
     pub(crate) fn name(&self, id: u32) -> Arc<str> {
         self.names
             .load()
@@ -222,8 +221,8 @@ mod tests {
         for n in 0..MAX_INTERNED + 5 {
             i.intern(&n.to_string());
         }
-        assert_eq!(i.intern("one too many"), OVERFLOW);
-        assert_eq!(&*i.name(OVERFLOW), "unknown");
+        assert_eq!(i.intern("one too many"), UNKNOWN);
+        assert_eq!(&*i.name(u32::MAX), "unknown");
     }
 
     #[test]

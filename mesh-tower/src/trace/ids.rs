@@ -190,16 +190,20 @@ mod tests {
     #[test]
     fn parse_hex_takes_exactly_the_hex_digits() {
         for c in 0..=255u8 {
-            let s = [b'0', c];
-            let lower = c.is_ascii_digit() || (b'a'..=b'f').contains(&c);
-            let any = lower || (b'A'..=b'F').contains(&c);
-            let want = |ok: bool| {
-                ok.then(|| {
-                    [u8::from_str_radix(std::str::from_utf8(&s).unwrap_or("x"), 16).unwrap_or(0)]
-                })
-            };
-            assert_eq!(parse_hex::<1>(&s, false), want(lower), "byte {c}");
-            assert_eq!(parse_hex::<1>(&s, true), want(any), "byte {c}");
+            for s in [[b'0', c], [c, b'0']] {
+                let lower = c.is_ascii_digit() || (b'a'..=b'f').contains(&c);
+                let any = lower || (b'A'..=b'F').contains(&c);
+                let want = |ok: bool| {
+                    ok.then(|| {
+                        [
+                            u8::from_str_radix(std::str::from_utf8(&s).unwrap_or("x"), 16)
+                                .unwrap_or(0),
+                        ]
+                    })
+                };
+                assert_eq!(parse_hex::<1>(&s, false), want(lower), "byte {c}");
+                assert_eq!(parse_hex::<1>(&s, true), want(any), "byte {c}");
+            }
         }
         assert_eq!(parse_hex::<1>(b"0", false), None);
         assert_eq!(parse_hex::<1>(b"000", false), None);

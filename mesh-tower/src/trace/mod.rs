@@ -12,9 +12,11 @@
 //! Malformed headers never fail a request: an invalid `traceparent` restarts the trace,
 //! a bad `tracestate` is dropped, as the W3C spec says.
 //!
-//! Spans are OpenTelemetry spans, exported by whatever provider is installed
-//! ([`otel::init_from_env`] installs the OTLP exporter the `OTEL_*` variables describe);
-//! without one, ids are still made and propagated.
+//! Spans are OpenTelemetry spans, exported by the tracer the mesh was given
+//! ([`MeshBuilder::tracer`](crate::MeshBuilder::tracer)), else by the global provider
+//! installed when the mesh (or a [`TraceLayer`]) was built ([`otel::init_from_env`] installs
+//! the OTLP exporter the `OTEL_*` variables describe); without one, ids are still made and
+//! propagated.
 //!
 //! ```
 //! use axum::{routing::get, Router};

@@ -12,7 +12,9 @@
 //! Export runs in a batch processor with a bounded queue (2048 spans by default): when
 //! it is full, spans are dropped, never waited for, so exporting cannot slow requests.
 //! Call [`init_from_env`] inside the tokio runtime (the gRPC exporter needs it), before
-//! building the layers, and keep the guard until shutdown (dropping it flushes).
+//! building the mesh (it holds the tracer installed then; or hand it one with
+//! [`MeshBuilder::tracer`](crate::MeshBuilder::tracer)), and keep the guard until shutdown
+//! (dropping it flushes).
 
 #[cfg(any(feature = "otlp-grpc", feature = "otlp-http"))]
 use opentelemetry_otlp::WithExportConfig;
