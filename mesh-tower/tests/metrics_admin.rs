@@ -208,13 +208,17 @@ async fn inbound_and_outbound_labels_admin_pages_and_promtool() {
             .unwrap();
         resp.into_body().collect().await.unwrap();
     }
+    let ok_line = |text: &str| -> String {
+        line(
+            text,
+            "istio_requests_total{",
+            &["reporter=\"source\"", "response_code=\"200\""],
+        )
+        .unwrap_or_default()
+        .to_owned()
+    };
     let outbound = order_mesh.metrics().render();
-    let ok = line(
-        &outbound,
-        "istio_requests_total{",
-        &["reporter=\"source\"", "response_code=\"200\""],
-    )
-    .unwrap_or_default();
+    let ok = ok_line(&outbound);
     for label in [
         "source_workload=\"order\"",
         "source_workload_namespace=\"default\"",
@@ -243,12 +247,7 @@ async fn inbound_and_outbound_labels_admin_pages_and_promtool() {
     assert_eq!(resp.status(), StatusCode::OK);
     resp.into_body().collect().await.unwrap();
     let outbound = order_mesh.metrics().render();
-    let ok = line(
-        &outbound,
-        "istio_requests_total{",
-        &["reporter=\"source\"", "response_code=\"200\""],
-    )
-    .unwrap_or_default();
+    let ok = ok_line(&outbound);
     assert!(
         ok.contains("destination_service=\"payment.default.svc.cluster.local\"")
             && ok.ends_with(" 2"),

@@ -81,6 +81,29 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// Exports what `guard`'s provider holds, then waits (bounded) until `receiver` has at least
+/// `want` spans; returns what it has.
+async fn flush_and_collect(
+    guard: &otel::TelemetryGuard,
+    receiver: &Receiver,
+    want: usize,
+) -> Vec<(String, Span)> {
+    let provider = guard.provider().clone();
+    tokio::task::spawn_blocking(move || provider.force_flush())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut spans = Vec::new();
+    for _ in 0..100 {
+        spans = receiver.spans.lock().unwrap().clone();
+        if spans.len() >= want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    spans
+}
+
 /// The payment side: echoes the trace headers it received.
 fn payment_app() -> Router {
     Router::new().route(
@@ -192,19 +215,7 @@ async fn order_to_payment_spans_reach_an_otlp_receiver() {
     assert_eq!(seen["x-request-id"], "req-42");
 
     // The spans.
-    let flushed = {
-        let provider = guard.provider().clone();
-        tokio::task::spawn_blocking(move || provider.force_flush())
-    };
-    flushed.await.unwrap().unwrap();
-    let mut spans = Vec::new();
-    for _ in 0..100 {
-        spans = receiver.spans.lock().unwrap().clone();
-        if spans.len() >= 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let spans = flush_and_collect(&guard, &receiver, 3).await;
     assert_eq!(spans.len(), 3, "{spans:#?}");
     let spans: Vec<Span> = spans
         .into_iter()
@@ -297,19 +308,7 @@ async fn a_mesh_given_a_tracer_exports_its_server_and_client_spans_there() {
     let resp = conn.send(req).await.unwrap();
     assert_eq!(resp.status(), 200);
 
-    let provider = guard.provider().clone();
-    tokio::task::spawn_blocking(move || provider.force_flush())
-        .await
-        .unwrap()
-        .unwrap();
-    let mut spans = Vec::new();
-    for _ in 0..100 {
-        spans = receiver.spans.lock().unwrap().clone();
-        if spans.len() >= 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let spans = flush_and_collect(&guard, &receiver, 3).await;
     // Order's server span, its client span, payment's server span: all through the
     // mesh's tracer, whatever the global provider is.
     let mut kinds: Vec<i32> = spans
