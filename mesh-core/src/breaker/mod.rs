@@ -171,6 +171,8 @@ struct Counter {
 #[derive(Debug)]
 struct Inner {
     counters: [Counter; 4],
+    /// Notified (one listener) each time a connection slot is given back.
+    connection_released: event_listener::Event,
 }
 
 /// The circuit breaker of one cluster: cheap to clone (an `Arc`), `Send + Sync`.
@@ -185,6 +187,7 @@ impl CircuitBreaker {
         let breaker = CircuitBreaker {
             inner: Arc::new(Inner {
                 counters: Default::default(),
+                connection_released: event_listener::Event::new(),
             }),
         };
         breaker.set_thresholds(&thresholds);
@@ -247,6 +250,14 @@ impl CircuitBreaker {
         self.try_acquire(BreakerLimit::MaxConnections)
     }
 
+    /// Resolves after a connection slot is given back (one waiter per release): take it
+    /// before [`try_connection`](Self::try_connection) fails, then await it to wait for a
+    /// slot instead of failing, as Envoy queues a request at `max_connections` rather than
+    /// refusing it.
+    pub fn connection_released(&self) -> event_listener::EventListener {
+        self.inner.connection_released.listen()
+    }
+
     /// A slot for one retry in flight.
     pub fn try_retry(&self) -> Result<BreakerGuard, Overflow> {
         self.try_acquire(BreakerLimit::MaxRetries)
@@ -291,6 +302,9 @@ impl Drop for BreakerGuard {
         self.inner.counters[self.limit.index()]
             .in_flight
             .fetch_sub(1, Ordering::AcqRel);
+        if self.limit == BreakerLimit::MaxConnections {
+            self.inner.connection_released.notify(1);
+        }
     }
 }
 

@@ -2,7 +2,9 @@
 //! `max_connections` limit, and TLS when the cluster asks for it, with at most
 //! [`MAX_CONCURRENT_HANDSHAKES`] handshakes at once per cluster (a burst that needs many new
 //! connections queues them instead of spending every core on handshakes at once; requests
-//! meanwhile take connections that free up) and the same timeout again on the handshake.
+//! meanwhile take connections that free up). A queued dial holds no `max_connections` slot:
+//! only dials past the queue count as connections. The connect timeout covers the queue,
+//! the TCP connect and the handshake.
 //! Sessions are resumed (TLS 1.3 tickets) from the cluster's client config, so most new
 //! connections to a known endpoint skip the certificate exchange.
 
@@ -142,7 +144,6 @@ impl MeshConnector {
     }
 
     async fn dial(self, uri: http::Uri) -> Result<MeshIo, ConnectError> {
-        let guard = self.breaker.try_connection()?;
         let authority = uri
             .authority()
             .map(|a| a.as_str().to_owned())
@@ -154,6 +155,49 @@ impl MeshConnector {
         let port = uri
             .port_u16()
             .ok_or_else(|| ConnectError::BadUri(uri.to_string()))?;
+        // With TLS, wait for a handshake slot before anything counts as a connection: a
+        // dial queued behind other handshakes is not connecting yet (Envoy counts
+        // connections open or connecting), so a burst of queued dials cannot fill
+        // `max_connections` and fail requests that a connection freed meanwhile serves.
+        // The socket is opened after the slot too, so the server sees no connection idling
+        // before its handshake (it would count it, and time it out).
+        let started = tokio::time::Instant::now();
+        let handshake_slot = match &self.tls {
+            None => None,
+            Some(_) => Some(
+                tokio::time::timeout(
+                    self.connect_timeout,
+                    Arc::clone(&self.handshakes).acquire_owned(),
+                )
+                .await
+                .map_err(|_| ConnectError::Tls {
+                    authority: authority.clone(),
+                    source: format!(
+                        "no handshake slot within {:?} (other handshakes to this cluster queued)",
+                        self.connect_timeout
+                    )
+                    .into(),
+                })?
+                // Never closed: `acquire_owned` only fails on a closed semaphore.
+                .ok(),
+            ),
+        };
+        // At `max_connections` the dial waits for a connection to close, within the connect
+        // timeout, as Envoy keeps such a request pending rather than failing it (the breaker
+        // layer bounds how many wait: `max_pending_requests`); meanwhile the pool may hand
+        // the request a connection that another request freed.
+        let guard = loop {
+            let released = self.breaker.connection_released();
+            match self.breaker.try_connection() {
+                Ok(guard) => break guard,
+                Err(full) => {
+                    let left = self.connect_timeout.saturating_sub(started.elapsed());
+                    if tokio::time::timeout(left, released).await.is_err() {
+                        return Err(full.into());
+                    }
+                }
+            }
+        };
         let tcp = tokio::time::timeout(
             self.connect_timeout,
             TcpStream::connect((host.as_str(), port)),
@@ -174,13 +218,9 @@ impl MeshConnector {
         let (stream, h2) = match &self.tls {
             None => (Stream::Plain(tcp), false),
             Some(tls) => {
-                let handshakes = Arc::clone(&self.handshakes);
-                let handshake = async {
-                    // Never closed: `acquire` only fails on a closed semaphore.
-                    let _slot = handshakes.acquire().await.ok();
-                    tls.connect(tcp, &authority).await
-                };
-                let done = tokio::time::timeout(self.connect_timeout, handshake)
+                // The connect timeout covers the wait for the slot and the handshake.
+                let left = self.connect_timeout.saturating_sub(started.elapsed());
+                let done = tokio::time::timeout(left, tls.connect(tcp, &authority))
                     .await
                     .map_err(|_| ConnectError::Tls {
                         authority: authority.clone(),
@@ -194,6 +234,7 @@ impl MeshConnector {
                         authority: authority.clone(),
                         source,
                     })?;
+                drop(handshake_slot);
                 (Stream::Tls(done.stream), done.h2)
             }
         };
@@ -439,5 +480,108 @@ mod tests {
         }
         let most = most.load(Ordering::SeqCst);
         assert!((1..=2).contains(&most), "{most} handshakes ran at once");
+    }
+
+    /// Records how many connection slots are taken whenever a handshake starts.
+    struct CountingHandshake {
+        breaker: Arc<CircuitBreaker>,
+        most: Arc<AtomicUsize>,
+    }
+
+    impl UpstreamTlsConnect for CountingHandshake {
+        fn connect(
+            &self,
+            tcp: TcpStream,
+            _authority: &str,
+        ) -> Pin<Box<dyn Future<Output = Result<TlsConnected, BoxError>> + Send>> {
+            let taken = self
+                .breaker
+                .in_flight(mesh_core::breaker::BreakerLimit::MaxConnections);
+            self.most.fetch_max(taken as usize, Ordering::SeqCst);
+            Box::pin(async move {
+                for _ in 0..50 {
+                    tokio::task::yield_now().await;
+                }
+                Ok(TlsConnected {
+                    stream: Box::new(tcp),
+                    h2: false,
+                })
+            })
+        }
+    }
+
+    async fn sink() -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        addr
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn dials_queued_for_a_handshake_take_no_connection_slot() {
+        let addr = sink().await;
+        let breaker = Arc::new(CircuitBreaker::new(
+            mesh_core::breaker::Thresholds::default(),
+        ));
+        let most = Arc::new(AtomicUsize::new(0));
+        let tls: Arc<dyn UpstreamTlsConnect> = Arc::new(CountingHandshake {
+            breaker: Arc::clone(&breaker),
+            most: Arc::clone(&most),
+        });
+        // One handshake at a time, five dials at once, each connection closed as soon as
+        // it is made: the four dials waiting for the handshake slot hold no connection
+        // slot, so each handshake starts with its own slot the only one taken.
+        let connector =
+            MeshConnector::new(Duration::from_secs(30), Arc::clone(&breaker), Some(tls))
+                .with_handshake_limit(1);
+        let uri: http::Uri = format!("http://{addr}").parse().expect("uri");
+        let dials: Vec<_> = (0..5)
+            .map(|_| {
+                let dial = connector.clone().oneshot(uri.clone());
+                tokio::spawn(async move { dial.await.map(drop) })
+            })
+            .collect();
+        for dial in dials {
+            dial.await.expect("task").expect("connected");
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn at_max_connections_a_dial_waits_for_a_connection_to_close() {
+        let addr = sink().await;
+        let breaker = Arc::new(CircuitBreaker::new(
+            mesh_core::breaker::Thresholds::default().with_max_connections(1),
+        ));
+        let connector = MeshConnector::new(Duration::from_secs(30), Arc::clone(&breaker), None);
+        let uri: http::Uri = format!("http://{addr}").parse().expect("uri");
+        let first = connector.clone().oneshot(uri.clone()).await.expect("first");
+        let second = tokio::spawn(connector.clone().oneshot(uri.clone()));
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !second.is_finished(),
+            "the second dial waits, it does not fail"
+        );
+        drop(first);
+        let second = second
+            .await
+            .expect("task")
+            .expect("connected once the first closed");
+        drop(second);
+
+        // Nothing closes within the connect timeout: the breaker's error, as before.
+        let short = MeshConnector::new(Duration::from_millis(50), Arc::clone(&breaker), None);
+        let _held = short.clone().oneshot(uri.clone()).await.expect("held");
+        let refused = short.oneshot(uri).await.expect_err("no slot");
+        assert!(matches!(refused, ConnectError::Overflow(_)), "{refused}");
     }
 }
