@@ -202,6 +202,8 @@ impl CircuitBreaker {
                 .max
                 .store(thresholds.get(limit), Ordering::Relaxed);
         }
+        // A raised limit may have room for every waiting dial.
+        self.inner.connection_released.notify(usize::MAX);
     }
 
     /// The limits in force.
@@ -250,10 +252,10 @@ impl CircuitBreaker {
         self.try_acquire(BreakerLimit::MaxConnections)
     }
 
-    /// Resolves after a connection slot is given back (one waiter per release): take it
-    /// before [`try_connection`](Self::try_connection) fails, then await it to wait for a
-    /// slot instead of failing, as Envoy queues a request at `max_connections` rather than
-    /// refusing it.
+    /// Resolves after a connection slot is given back (one more waiter per release) or the
+    /// limits change: take it, then try [`try_connection`](Self::try_connection) again, and
+    /// await it only if that failed too; a dial waits for a slot that way instead of
+    /// failing, as Envoy keeps a request pending at `max_connections` rather than refusing it.
     pub fn connection_released(&self) -> event_listener::EventListener {
         self.inner.connection_released.listen()
     }
@@ -303,7 +305,10 @@ impl Drop for BreakerGuard {
             .in_flight
             .fetch_sub(1, Ordering::AcqRel);
         if self.limit == BreakerLimit::MaxConnections {
-            self.inner.connection_released.notify(1);
+            // One more waiter per slot given back (a plain `notify(1)` would do nothing
+            // while an earlier notified waiter has not run yet).
+            use event_listener::IntoNotification as _;
+            self.inner.connection_released.notify(1.additional());
         }
     }
 }

@@ -2,9 +2,11 @@
 //! `max_connections` limit, and TLS when the cluster asks for it, with at most
 //! [`MAX_CONCURRENT_HANDSHAKES`] handshakes at once per cluster (a burst that needs many new
 //! connections queues them instead of spending every core on handshakes at once; requests
-//! meanwhile take connections that free up). A queued dial holds no `max_connections` slot:
-//! only dials past the queue count as connections. The connect timeout covers the queue,
-//! the TCP connect and the handshake.
+//! meanwhile take connections that free up); a dial waiting for its handshake slot holds
+//! no `max_connections` slot and no socket yet. At `max_connections` a dial waits for a
+//! connection to close instead of failing its request, as Envoy keeps such a request
+//! pending. One connect timeout covers the whole dial: the waits, the TCP connect and the
+//! handshake.
 //! Sessions are resumed (TLS 1.3 tickets) from the cluster's client config, so most new
 //! connections to a known endpoint skip the certificate exchange.
 
@@ -143,6 +145,32 @@ impl MeshConnector {
         self
     }
 
+    /// A `max_connections` slot: at the limit, waits until a connection closes (or the
+    /// limits change) rather than failing, as Envoy keeps the request pending; the breaker's
+    /// error when none frees up before `deadline`. Meanwhile the pool may hand the request
+    /// a connection another request freed (the breaker layer bounds how many requests wait
+    /// beyond the connections: `max_pending_requests`).
+    async fn connection_slot(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<BreakerGuard, ConnectError> {
+        loop {
+            if let Ok(guard) = self.breaker.try_connection() {
+                return Ok(guard);
+            }
+            // Listen, then try again: a slot given back in between is not missed.
+            let released = self.breaker.connection_released();
+            match self.breaker.try_connection() {
+                Ok(guard) => return Ok(guard),
+                Err(full) => {
+                    if tokio::time::timeout_at(deadline, released).await.is_err() {
+                        return self.breaker.try_connection().map_err(|_| full.into());
+                    }
+                }
+            }
+        }
+    }
+
     async fn dial(self, uri: http::Uri) -> Result<MeshIo, ConnectError> {
         let authority = uri
             .authority()
@@ -155,62 +183,42 @@ impl MeshConnector {
         let port = uri
             .port_u16()
             .ok_or_else(|| ConnectError::BadUri(uri.to_string()))?;
-        // With TLS, wait for a handshake slot before anything counts as a connection: a
-        // dial queued behind other handshakes is not connecting yet (Envoy counts
-        // connections open or connecting), so a burst of queued dials cannot fill
-        // `max_connections` and fail requests that a connection freed meanwhile serves.
-        // The socket is opened after the slot too, so the server sees no connection idling
-        // before its handshake (it would count it, and time it out).
-        let started = tokio::time::Instant::now();
+        // One budget for the whole dial: waiting for a connection slot, the TCP connect,
+        // waiting for a handshake slot and the handshake.
+        let deadline = tokio::time::Instant::now() + self.connect_timeout;
+        // With TLS, the handshake slot comes first: a dial queued behind other handshakes
+        // holds no connection slot and no socket (the server would count the socket, and
+        // its per-peer limit is below our `max_connections`), so a burst of queued dials
+        // cannot fill either. The slot is kept through the TCP connect and the handshake.
         let handshake_slot = match &self.tls {
             None => None,
             Some(_) => Some(
-                tokio::time::timeout(
-                    self.connect_timeout,
-                    Arc::clone(&self.handshakes).acquire_owned(),
-                )
-                .await
-                .map_err(|_| ConnectError::Tls {
-                    authority: authority.clone(),
-                    source: format!(
-                        "no handshake slot within {:?} (other handshakes to this cluster queued)",
-                        self.connect_timeout
-                    )
-                    .into(),
-                })?
-                // Never closed: `acquire_owned` only fails on a closed semaphore.
-                .ok(),
+                tokio::time::timeout_at(deadline, Arc::clone(&self.handshakes).acquire_owned())
+                    .await
+                    .map_err(|_| ConnectError::Tls {
+                        authority: authority.clone(),
+                        source: format!(
+                            "no handshake slot within the connect timeout of {:?} (other \
+                             handshakes of this cluster queued)",
+                            self.connect_timeout
+                        )
+                        .into(),
+                    })?
+                    // Never closed: `acquire_owned` only fails on a closed semaphore.
+                    .ok(),
             ),
         };
-        // At `max_connections` the dial waits for a connection to close, within the connect
-        // timeout, as Envoy keeps such a request pending rather than failing it (the breaker
-        // layer bounds how many wait: `max_pending_requests`); meanwhile the pool may hand
-        // the request a connection that another request freed.
-        let guard = loop {
-            let released = self.breaker.connection_released();
-            match self.breaker.try_connection() {
-                Ok(guard) => break guard,
-                Err(full) => {
-                    let left = self.connect_timeout.saturating_sub(started.elapsed());
-                    if tokio::time::timeout(left, released).await.is_err() {
-                        return Err(full.into());
-                    }
-                }
-            }
-        };
-        let tcp = tokio::time::timeout(
-            self.connect_timeout,
-            TcpStream::connect((host.as_str(), port)),
-        )
-        .await
-        .map_err(|_| ConnectError::Timeout {
-            authority: authority.clone(),
-            timeout: self.connect_timeout,
-        })?
-        .map_err(|source| ConnectError::Tcp {
-            authority: authority.clone(),
-            source,
-        })?;
+        let guard = self.connection_slot(deadline).await?;
+        let tcp = tokio::time::timeout_at(deadline, TcpStream::connect((host.as_str(), port)))
+            .await
+            .map_err(|_| ConnectError::Timeout {
+                authority: authority.clone(),
+                timeout: self.connect_timeout,
+            })?
+            .map_err(|source| ConnectError::Tcp {
+                authority: authority.clone(),
+                source,
+            })?;
         tcp.set_nodelay(true).map_err(|source| ConnectError::Tcp {
             authority: authority.clone(),
             source,
@@ -218,14 +226,12 @@ impl MeshConnector {
         let (stream, h2) = match &self.tls {
             None => (Stream::Plain(tcp), false),
             Some(tls) => {
-                // The connect timeout covers the wait for the slot and the handshake.
-                let left = self.connect_timeout.saturating_sub(started.elapsed());
-                let done = tokio::time::timeout(left, tls.connect(tcp, &authority))
+                let done = tokio::time::timeout_at(deadline, tls.connect(tcp, &authority))
                     .await
                     .map_err(|_| ConnectError::Tls {
                         authority: authority.clone(),
                         source: format!(
-                            "no handshake within {:?} (waiting for a slot, then handshaking)",
+                            "no handshake within the connect timeout of {:?}",
                             self.connect_timeout
                         )
                         .into(),
@@ -510,6 +516,36 @@ mod tests {
         }
     }
 
+    #[tokio::test(flavor = "current_thread")]
+    async fn dials_queued_for_a_handshake_hold_no_connection_slot() {
+        let addr = sink().await;
+        let breaker = Arc::new(CircuitBreaker::new(
+            mesh_core::breaker::Thresholds::default(),
+        ));
+        let most = Arc::new(AtomicUsize::new(0));
+        let tls: Arc<dyn UpstreamTlsConnect> = Arc::new(CountingHandshake {
+            breaker: Arc::clone(&breaker),
+            most: Arc::clone(&most),
+        });
+        // One handshake at a time, five dials at once, each connection closed as soon as
+        // it is made: while four dials wait for the handshake slot, the one handshaking
+        // holds the only connection slot taken (and the only socket).
+        let connector =
+            MeshConnector::new(Duration::from_secs(30), Arc::clone(&breaker), Some(tls))
+                .with_handshake_limit(1);
+        let uri: http::Uri = format!("http://{addr}").parse().expect("uri");
+        let dials: Vec<_> = (0..5)
+            .map(|_| {
+                let dial = connector.clone().oneshot(uri.clone());
+                tokio::spawn(async move { dial.await.map(drop) })
+            })
+            .collect();
+        for dial in dials {
+            dial.await.expect("task").expect("connected");
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 1);
+    }
+
     async fn sink() -> std::net::SocketAddr {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -525,19 +561,18 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
-    async fn dials_queued_for_a_handshake_take_no_connection_slot() {
+    async fn a_burst_of_dials_beyond_max_connections_waits_instead_of_failing() {
         let addr = sink().await;
         let breaker = Arc::new(CircuitBreaker::new(
-            mesh_core::breaker::Thresholds::default(),
+            mesh_core::breaker::Thresholds::default().with_max_connections(2),
         ));
-        let most = Arc::new(AtomicUsize::new(0));
-        let tls: Arc<dyn UpstreamTlsConnect> = Arc::new(CountingHandshake {
-            breaker: Arc::clone(&breaker),
-            most: Arc::clone(&most),
+        let tls: Arc<dyn UpstreamTlsConnect> = Arc::new(SlowHandshake {
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            most: Arc::new(AtomicUsize::new(0)),
         });
-        // One handshake at a time, five dials at once, each connection closed as soon as
-        // it is made: the four dials waiting for the handshake slot hold no connection
-        // slot, so each handshake starts with its own slot the only one taken.
+        // Two connections allowed, one handshake at a time, five dials at once, each
+        // connection closed as soon as it is made: the dials over the limit wait for a
+        // slot (they failed with the breaker's error before).
         let connector =
             MeshConnector::new(Duration::from_secs(30), Arc::clone(&breaker), Some(tls))
                 .with_handshake_limit(1);
@@ -549,9 +584,46 @@ mod tests {
             })
             .collect();
         for dial in dials {
-            dial.await.expect("task").expect("connected");
+            dial.await
+                .expect("task")
+                .expect("connected within the limit");
         }
-        assert_eq!(most.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            breaker.in_flight(mesh_core::breaker::BreakerLimit::MaxConnections),
+            0
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn two_connections_closing_together_let_two_waiting_dials_through() {
+        let addr = sink().await;
+        let breaker = Arc::new(CircuitBreaker::new(
+            mesh_core::breaker::Thresholds::default().with_max_connections(2),
+        ));
+        let connector = MeshConnector::new(Duration::from_secs(30), Arc::clone(&breaker), None);
+        let uri: http::Uri = format!("http://{addr}").parse().expect("uri");
+        let first = connector.clone().oneshot(uri.clone()).await.expect("first");
+        let second = connector
+            .clone()
+            .oneshot(uri.clone())
+            .await
+            .expect("second");
+        let waiting: Vec<_> = (0..2)
+            .map(|_| tokio::spawn(connector.clone().oneshot(uri.clone())))
+            .collect();
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        assert!(waiting.iter().all(|w| !w.is_finished()), "both dials wait");
+        // Both slots come back before either waiting dial runs again.
+        drop((first, second));
+        // Each kept open, so that no later close wakes the other: without a wake-up per
+        // slot given back, the second would fail after the connect timeout.
+        let mut connected = Vec::new();
+        for w in waiting {
+            connected.push(w.await.expect("task").expect("connected"));
+        }
+        assert_eq!(connected.len(), 2);
     }
 
     #[tokio::test(flavor = "current_thread")]
