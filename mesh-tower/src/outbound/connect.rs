@@ -453,16 +453,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn at_most_the_limit_of_handshakes_run_at_once() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((s, _)) = listener.accept().await {
-                held.push(s);
-            }
-        });
+        let addr = sink().await;
         let most = Arc::new(AtomicUsize::new(0));
         let tls = Arc::new(SlowHandshake {
             in_flight: Arc::new(AtomicUsize::new(0)),
@@ -530,9 +521,19 @@ mod tests {
         // One handshake at a time, five dials at once, each connection closed as soon as
         // it is made: while four dials wait for the handshake slot, the one handshaking
         // holds the only connection slot taken (and the only socket).
-        let connector =
-            MeshConnector::new(Duration::from_secs(30), Arc::clone(&breaker), Some(tls))
-                .with_handshake_limit(1);
+        five_dials_one_handshake_at_a_time(addr, &breaker, tls).await;
+        assert_eq!(most.load(Ordering::SeqCst), 1);
+    }
+
+    /// Five dials at once to `addr`, one handshake at a time, each connection closed as
+    /// soon as it is made; every dial must connect.
+    async fn five_dials_one_handshake_at_a_time(
+        addr: std::net::SocketAddr,
+        breaker: &Arc<CircuitBreaker>,
+        tls: Arc<dyn UpstreamTlsConnect>,
+    ) {
+        let connector = MeshConnector::new(Duration::from_secs(30), Arc::clone(breaker), Some(tls))
+            .with_handshake_limit(1);
         let uri: http::Uri = format!("http://{addr}").parse().expect("uri");
         let dials: Vec<_> = (0..5)
             .map(|_| {
@@ -543,7 +544,20 @@ mod tests {
         for dial in dials {
             dial.await.expect("task").expect("connected");
         }
-        assert_eq!(most.load(Ordering::SeqCst), 1);
+    }
+
+    /// A plaintext connector allowing `max_connections`, with a 30 s connect timeout, its
+    /// breaker, and the URI of a listener that keeps what it accepts.
+    async fn plain_connector(
+        max_connections: u32,
+    ) -> (Arc<CircuitBreaker>, MeshConnector, http::Uri) {
+        let addr = sink().await;
+        let breaker = Arc::new(CircuitBreaker::new(
+            mesh_core::breaker::Thresholds::default().with_max_connections(max_connections),
+        ));
+        let connector = MeshConnector::new(Duration::from_secs(30), Arc::clone(&breaker), None);
+        let uri: http::Uri = format!("http://{addr}").parse().expect("uri");
+        (breaker, connector, uri)
     }
 
     async fn sink() -> std::net::SocketAddr {
@@ -573,21 +587,7 @@ mod tests {
         // Two connections allowed, one handshake at a time, five dials at once, each
         // connection closed as soon as it is made: the dials over the limit wait for a
         // slot (they failed with the breaker's error before).
-        let connector =
-            MeshConnector::new(Duration::from_secs(30), Arc::clone(&breaker), Some(tls))
-                .with_handshake_limit(1);
-        let uri: http::Uri = format!("http://{addr}").parse().expect("uri");
-        let dials: Vec<_> = (0..5)
-            .map(|_| {
-                let dial = connector.clone().oneshot(uri.clone());
-                tokio::spawn(async move { dial.await.map(drop) })
-            })
-            .collect();
-        for dial in dials {
-            dial.await
-                .expect("task")
-                .expect("connected within the limit");
-        }
+        five_dials_one_handshake_at_a_time(addr, &breaker, tls).await;
         assert_eq!(
             breaker.in_flight(mesh_core::breaker::BreakerLimit::MaxConnections),
             0
@@ -596,12 +596,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn two_connections_closing_together_let_two_waiting_dials_through() {
-        let addr = sink().await;
-        let breaker = Arc::new(CircuitBreaker::new(
-            mesh_core::breaker::Thresholds::default().with_max_connections(2),
-        ));
-        let connector = MeshConnector::new(Duration::from_secs(30), Arc::clone(&breaker), None);
-        let uri: http::Uri = format!("http://{addr}").parse().expect("uri");
+        let (_breaker, connector, uri) = plain_connector(2).await;
         let first = connector.clone().oneshot(uri.clone()).await.expect("first");
         let second = connector
             .clone()
@@ -628,12 +623,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn at_max_connections_a_dial_waits_for_a_connection_to_close() {
-        let addr = sink().await;
-        let breaker = Arc::new(CircuitBreaker::new(
-            mesh_core::breaker::Thresholds::default().with_max_connections(1),
-        ));
-        let connector = MeshConnector::new(Duration::from_secs(30), Arc::clone(&breaker), None);
-        let uri: http::Uri = format!("http://{addr}").parse().expect("uri");
+        let (breaker, connector, uri) = plain_connector(1).await;
         let first = connector.clone().oneshot(uri.clone()).await.expect("first");
         let second = tokio::spawn(connector.clone().oneshot(uri.clone()));
         for _ in 0..20 {
