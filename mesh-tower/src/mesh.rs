@@ -244,9 +244,8 @@ impl MeshBuilder {
         let metrics = Metrics::new(self.workload.unwrap_or_else(default_workload));
         let tracer = Arc::new(self.tracer.unwrap_or_else(crate::trace::global_tracer));
         let outbound = Arc::new(
-            Outbound::new(policy.clone(), tls, self.outbound, None)
-                .with_metrics(metrics.clone())
-                .with_tracer(tracer),
+            Outbound::new(policy.clone(), tls, self.outbound, None, tracer)
+                .with_metrics(metrics.clone()),
         );
         let mesh = Mesh {
             inner: Arc::new(Inner {
@@ -346,9 +345,14 @@ impl MeshBuilder {
         let metrics = Metrics::new(labels);
         let tracer = Arc::new(self.tracer.unwrap_or_else(crate::trace::global_tracer));
         let outbound = Arc::new(
-            Outbound::new(policy.clone(), tls, self.outbound, Some(xds_targets))
-                .with_metrics(metrics.clone())
-                .with_tracer(tracer),
+            Outbound::new(
+                policy.clone(),
+                tls,
+                self.outbound,
+                Some(xds_targets),
+                tracer,
+            )
+            .with_metrics(metrics.clone()),
         );
         tokio::spawn(prune_on_change(Arc::downgrade(&outbound), policy.watch()));
         tokio::spawn(keep_a_timer_near(Arc::downgrade(&outbound)));
@@ -585,6 +589,7 @@ fn unreachable_build(e: MeshBuildError) -> Mesh {
         None,
         OutboundConfig::default(),
         None,
+        Arc::new(crate::trace::global_tracer()),
     ));
     Mesh {
         inner: Arc::new(Inner {

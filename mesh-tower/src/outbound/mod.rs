@@ -141,6 +141,7 @@ impl Outbound {
         tls: Option<Arc<dyn TlsProvider>>,
         config: OutboundConfig,
         xds: Option<XdsTargets>,
+        tracer: Arc<BoxedTracer>,
     ) -> Self {
         Self {
             policy,
@@ -149,14 +150,8 @@ impl Outbound {
             config,
             xds,
             metrics: crate::metrics::Metrics::default(),
-            tracer: Arc::new(crate::trace::global_tracer()),
+            tracer,
         }
-    }
-
-    /// Exports client spans through `tracer` (by default the global provider's when built).
-    pub(crate) fn with_tracer(mut self, tracer: Arc<BoxedTracer>) -> Self {
-        self.tracer = tracer;
-        self
     }
 
     /// The tracer its client spans go to.

@@ -88,29 +88,24 @@ pub trait AdsRequest {
     fn type_url(&self) -> &str;
 }
 
-impl AdsRequest for DiscoveryRequest {
-    fn response_nonce(&self) -> &str {
-        &self.response_nonce
-    }
-    fn has_error_detail(&self) -> bool {
-        self.error_detail.is_some()
-    }
-    fn type_url(&self) -> &str {
-        &self.type_url
-    }
+/// The two request types carry the same three fields under the same names.
+macro_rules! ads_request {
+    ($($t:ty),*) => {$(
+        impl AdsRequest for $t {
+            fn response_nonce(&self) -> &str {
+                &self.response_nonce
+            }
+            fn has_error_detail(&self) -> bool {
+                self.error_detail.is_some()
+            }
+            fn type_url(&self) -> &str {
+                &self.type_url
+            }
+        }
+    )*};
 }
 
-impl AdsRequest for DeltaDiscoveryRequest {
-    fn response_nonce(&self) -> &str {
-        &self.response_nonce
-    }
-    fn has_error_detail(&self) -> bool {
-        self.error_detail.is_some()
-    }
-    fn type_url(&self) -> &str {
-        &self.type_url
-    }
-}
+ads_request!(DiscoveryRequest, DeltaDiscoveryRequest);
 
 impl<R: AdsRequest> Recorded<R> {
     /// Whether it is an ACK or NACK of a response (it carries a nonce).
