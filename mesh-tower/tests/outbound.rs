@@ -333,3 +333,60 @@ async fn no_route_and_no_endpoint_answer_with_typed_errors() {
         "cluster-not-found"
     );
 }
+
+#[tokio::test]
+async fn a_route_fault_aborts_on_the_callers_headers_not_on_the_routes_header_changes() {
+    use mesh_core::matcher::{HeaderMatcher, HeaderValueMatch, StringMatcher};
+    use mesh_core::route::{
+        FaultAbort, FaultInjection, ForwardAction, FractionalPercent, HeaderMutations, Route,
+        RouteAction, RouteConfig, RouteMatch, VirtualHost,
+    };
+    let be = Backend::start("pay", Script::Ok).await;
+    let b = cluster(Snapshot::builder(), "pay", &[&be], |_| {});
+    let chaos = || http::HeaderValue::from_static("on");
+    let fault = FaultInjection {
+        abort: Some(FaultAbort::Http {
+            status: 503,
+            percentage: FractionalPercent::new(100, 100),
+        }),
+        headers: vec![HeaderMatcher::new(
+            "x-chaos",
+            HeaderValueMatch::String(StringMatcher::exact("on")),
+            false,
+        )
+        .unwrap()],
+        ..FaultInjection::default()
+    };
+    // The route sets the very header the fault matches on: Envoy's fault filter decides
+    // before the router changes headers, so only callers that send it are aborted.
+    let route = Route::new(
+        "r",
+        RouteMatch::default(),
+        RouteAction::Forward(ForwardAction::to_cluster("pay")),
+    )
+    .with_headers(
+        HeaderMutations::new().set(http::HeaderName::from_static("x-chaos"), chaos()),
+        HeaderMutations::new(),
+    )
+    .with_fault(Some(fault));
+    let rc = RouteConfig::new(
+        "pay:80",
+        vec![VirtualHost::new("vh", vec!["*".into()], vec![route])],
+    );
+    let snap = b.listener("pay:80", "pay:80").route_config(rc).build();
+    let mesh = Mesh::builder().snapshot(snap).build().unwrap();
+    let mut client = mesh.http_client();
+
+    let (status, backend, _) = get(&mut client, "http://pay:80/").await;
+    assert_eq!((status, backend.as_str()), (200, "pay"));
+    assert_eq!(be.hits(), 1);
+
+    use tower::{Service, ServiceExt};
+    let req = http::Request::get("http://pay:80/")
+        .header("x-chaos", chaos())
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let resp = client.ready().await.unwrap().call(req).await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(be.hits(), 1, "an aborted request reached the backend");
+}

@@ -54,7 +54,7 @@ use attempt::Attempt;
 use breaker::Breaker;
 use cluster::{ClusterRegistry, ClusterState};
 use endpoint::Endpoints;
-use response::{error_response, grpc_status_response};
+use response::error_response;
 use retry::Retries;
 use tower::ServiceExt;
 
@@ -359,6 +359,52 @@ where
     }
 }
 
+/// The virtual host and route a request matched, and the route's forward action.
+#[derive(Clone, Copy)]
+struct Chosen<'s> {
+    vh: &'s VirtualHost,
+    route: &'s Route,
+    fwd: &'s ForwardAction,
+}
+
+/// The rest of a routed request's path after the fault filter, as its inner service.
+#[derive(Clone, Copy)]
+struct Forward<'s> {
+    outbound: &'s Outbound,
+    snap: &'s mesh_core::Snapshot,
+    chosen: Chosen<'s>,
+    target: Option<&'s Target>,
+    authority: &'s str,
+    grpc: bool,
+}
+
+impl<'s> tower::Service<Request<UnsyncBoxBody<Bytes, BoxError>>> for Forward<'s> {
+    type Response = Response<ResponseBody>;
+    type Error = MeshError;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, MeshError>> + Send + 's>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), MeshError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<UnsyncBoxBody<Bytes, BoxError>>) -> Self::Future {
+        let this = *self;
+        Box::pin(async move {
+            this.outbound
+                .forward(
+                    this.snap,
+                    this.chosen,
+                    this.target,
+                    this.authority,
+                    this.grpc,
+                    req,
+                )
+                .await
+        })
+    }
+}
+
 /// What a request is sent to after routing.
 struct Routed<'s> {
     state: Arc<ClusterState>,
@@ -408,7 +454,7 @@ impl Outbound {
     async fn route_and_send(
         &self,
         target: Option<&Target>,
-        mut req: Request<UnsyncBoxBody<Bytes, BoxError>>,
+        req: Request<UnsyncBoxBody<Bytes, BoxError>>,
         grpc: bool,
     ) -> Result<Response<ResponseBody>, MeshError> {
         // A client bound to a target (a tonic channel) borrows it; one addressed by the
@@ -471,44 +517,42 @@ impl Outbound {
             _ => return Err(MeshError::NonForwardingAction),
         };
 
-        // Fault injection happens before anything else costs the upstream.
-        let _fault_slot = if let Some(fault) = route.fault() {
-            let (decision, slot) = fault::decide(
-                fault,
-                req.headers(),
-                &self.faults,
-                (rand::random(), rand::random()),
-            );
-            if let Some(delay) = decision.delay {
-                tokio::time::sleep(delay).await;
-            }
-            match decision.abort {
-                Some(fault::Abort::Grpc(code)) if grpc => {
-                    return Ok(grpc_status_response(code, "fault injected"))
-                }
-                Some(fault::Abort::Http(status)) if grpc => {
-                    return Ok(grpc_status_response(
-                        fault::http_to_grpc(status),
-                        "fault injected",
-                    ))
-                }
-                Some(fault::Abort::Http(status)) => {
-                    let mut resp = Response::new(ResponseBody::full("fault filter abort\n"));
-                    *resp.status_mut() = http::StatusCode::from_u16(status)
-                        .unwrap_or(http::StatusCode::SERVICE_UNAVAILABLE);
-                    resp.extensions_mut().insert(MeshError::FaultAbort);
-                    return Ok(resp);
-                }
-                Some(fault::Abort::Grpc(_)) => {
-                    return Err(MeshError::FaultAbort);
-                }
-                None => {}
-            }
-            slot
-        } else {
-            None
+        // Fault injection happens before anything else costs the upstream, and is decided
+        // on the request before the route's header changes (as Envoy's fault filter).
+        let forward = Forward {
+            outbound: self,
+            snap: &snap,
+            chosen: Chosen { vh, route, fwd },
+            target,
+            authority,
+            grpc,
         };
+        match route.fault() {
+            Some(fault) => {
+                let mut filter = fault::Fault::new(fault, &self.faults, grpc, forward);
+                // Always ready: the inner service is made ready after a delay.
+                std::future::poll_fn(|cx| tower::Service::poll_ready(&mut filter, cx)).await?;
+                tower::Service::call(&mut filter, req).await
+            }
+            None => {
+                self.forward(&snap, forward.chosen, target, authority, grpc, req)
+                    .await
+            }
+        }
+    }
 
+    /// Sends a routed request to its cluster: the weighted pick, the header changes of the
+    /// virtual host, route and weighted cluster, then the cluster's stack.
+    async fn forward(
+        &self,
+        snap: &mesh_core::Snapshot,
+        chosen: Chosen<'_>,
+        target: Option<&Target>,
+        authority: &str,
+        grpc: bool,
+        mut req: Request<UnsyncBoxBody<Bytes, BoxError>>,
+    ) -> Result<Response<ResponseBody>, MeshError> {
+        let Chosen { vh, route, fwd } = chosen;
         let (cluster_name, wc_headers) = match fwd.clusters() {
             ClusterSpecifier::Cluster(c) => (c.as_str(), None),
             ClusterSpecifier::Weighted(w) => {

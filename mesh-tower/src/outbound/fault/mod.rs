@@ -3,10 +3,16 @@
 //! `x-envoy-fault-*` headers when the fault is header-controlled.
 
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::HeaderMap;
+use futures_util::future::BoxFuture;
+use http::{HeaderMap, Request, Response};
 use mesh_core::route::{FaultAbort, FaultInjection, FractionalPercent};
+use tower::{Service, ServiceExt};
+
+use super::response::{grpc_status_response, ResponseBody};
+use crate::error::MeshError;
 
 /// What the fault filter decided for one request.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -147,112 +153,97 @@ pub(crate) fn http_to_grpc(status: u16) -> u32 {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use mesh_core::matcher::{HeaderMatcher, HeaderValueMatch, StringMatcher};
-    use mesh_core::route::FaultDelay;
+/// The route's fault filter as a service in front of the rest of the route's path (its
+/// header changes and the cluster's stack): decided on the request as it arrived, it
+/// delays the request before `inner` is called or answers in its place. `inner` is made
+/// ready only after the delay, so an injected delay holds no breaker slot (Envoy's fault
+/// filter runs before its router).
+#[derive(Debug)]
+pub(crate) struct Fault<'a, S> {
+    fault: &'a FaultInjection,
+    active: &'a ActiveFaults,
+    grpc: bool,
+    inner: S,
+}
 
-    use super::*;
-
-    fn abort_all(status: u16) -> FaultInjection {
-        FaultInjection {
-            abort: Some(FaultAbort::Http {
-                status,
-                percentage: FractionalPercent::new(100, 100),
-            }),
-            ..FaultInjection::default()
+impl<'a, S> Fault<'a, S> {
+    /// `grpc`: aborts are answered as gRPC statuses.
+    pub(crate) fn new(
+        fault: &'a FaultInjection,
+        active: &'a ActiveFaults,
+        grpc: bool,
+        inner: S,
+    ) -> Self {
+        Self {
+            fault,
+            active,
+            grpc,
+            inner,
         }
     }
+}
 
-    #[test]
-    fn abort_by_percentage() {
-        let active = ActiveFaults::default();
-        let mut f = abort_all(503);
-        f.abort = Some(FaultAbort::Http {
-            status: 503,
-            percentage: FractionalPercent::new(30, 100),
-        });
-        let hits = (0..100u64)
-            .filter(|r| {
-                decide(&f, &HeaderMap::new(), &active, (0, *r))
-                    .0
-                    .abort
-                    .is_some()
-            })
-            .count();
-        assert_eq!(hits, 30);
+impl<'a, S, B> Service<Request<B>> for Fault<'a, S>
+where
+    S: Service<Request<B>, Response = Response<ResponseBody>, Error = MeshError>
+        + Clone
+        + Send
+        + 'a,
+    S::Future: Send + 'a,
+    B: Send + 'a,
+{
+    type Response = Response<ResponseBody>;
+    type Error = MeshError;
+    type Future = BoxFuture<'a, Result<Self::Response, MeshError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), MeshError>> {
+        // The inner service is made ready when the request goes to it (after a delay).
+        Poll::Ready(Ok(()))
     }
 
-    #[test]
-    fn header_condition_and_override() {
-        let active = ActiveFaults::default();
-        let mut f = abort_all(503);
-        f.headers = vec![HeaderMatcher::new(
-            "x-chaos",
-            HeaderValueMatch::String(StringMatcher::exact("on")),
-            false,
-        )
-        .expect("valid")];
-        assert_eq!(
-            decide(&f, &HeaderMap::new(), &active, (0, 0)).0,
-            FaultDecision::default()
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let inner = self.inner.clone();
+        let (decision, slot) = decide(
+            self.fault,
+            req.headers(),
+            self.active,
+            (rand::random(), rand::random()),
         );
-        let mut h = HeaderMap::new();
-        h.insert("x-chaos", http::HeaderValue::from_static("on"));
-        assert_eq!(
-            decide(&f, &h, &active, (0, 0)).0.abort,
-            Some(Abort::Http(503))
-        );
-        // The request may lower the percentage to zero.
-        h.insert(
-            "x-envoy-fault-abort-request-percentage",
-            http::HeaderValue::from_static("0"),
-        );
-        assert_eq!(decide(&f, &h, &active, (0, 0)).0.abort, None);
-    }
-
-    #[test]
-    fn header_controlled_delay_and_grpc_abort() {
-        let active = ActiveFaults::default();
-        let f = FaultInjection {
-            delay: Some(FaultDelay {
-                fixed: None,
-                header_controlled: true,
-                percentage: FractionalPercent::new(100, 100),
-            }),
-            abort: Some(FaultAbort::HeaderControlled {
-                percentage: FractionalPercent::new(100, 100),
-            }),
-            ..FaultInjection::default()
-        };
-        let mut h = HeaderMap::new();
-        h.insert(
-            "x-envoy-fault-delay-request",
-            http::HeaderValue::from_static("250"),
-        );
-        h.insert(
-            "x-envoy-fault-abort-grpc-request",
-            http::HeaderValue::from_static("14"),
-        );
-        let (d, _slot) = decide(&f, &h, &active, (0, 0));
-        assert_eq!(d.delay, Some(Duration::from_millis(250)));
-        assert_eq!(d.abort, Some(Abort::Grpc(14)));
-    }
-
-    #[test]
-    fn max_active_faults_lets_requests_through() {
-        let active = ActiveFaults::default();
-        let mut f = abort_all(500);
-        f.max_active_faults = Some(1);
-        let (first, slot) = decide(&f, &HeaderMap::new(), &active, (0, 0));
-        assert!(first.abort.is_some());
-        let (second, _) = decide(&f, &HeaderMap::new(), &active, (0, 0));
-        assert!(
-            second.abort.is_none(),
-            "second concurrent fault is over the limit"
-        );
-        drop(slot);
-        let (third, _) = decide(&f, &HeaderMap::new(), &active, (0, 0));
-        assert!(third.abort.is_some());
+        let grpc = self.grpc;
+        // A boxed future of a known type: a future generic over `S::Future` held across
+        // an await in the caller's async fn trips rustc's higher-ranked Send check.
+        Box::pin(async move {
+            // Held until the response (or the abort) is there, for max_active_faults.
+            let _slot = slot;
+            if let Some(delay) = decision.delay {
+                tokio::time::sleep(delay).await;
+            }
+            match decision.abort {
+                Some(abort) => aborted(abort, grpc),
+                None => inner.oneshot(req).await,
+            }
+        })
     }
 }
+
+/// The answer to an aborted request.
+fn aborted(abort: Abort, grpc: bool) -> Result<Response<ResponseBody>, MeshError> {
+    match abort {
+        Abort::Grpc(code) if grpc => Ok(grpc_status_response(code, "fault injected")),
+        Abort::Http(status) if grpc => {
+            Ok(grpc_status_response(http_to_grpc(status), "fault injected"))
+        }
+        Abort::Http(status) => {
+            let mut resp = Response::new(ResponseBody::full("fault filter abort\n"));
+            *resp.status_mut() =
+                http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::SERVICE_UNAVAILABLE);
+            resp.extensions_mut().insert(MeshError::FaultAbort);
+            Ok(resp)
+        }
+        // A gRPC code for a request that is not gRPC: the mesh's own fault error.
+        Abort::Grpc(_) => Err(MeshError::FaultAbort),
+    }
+}
+
+#[cfg(test)]
+mod tests;
