@@ -390,3 +390,97 @@ async fn a_route_fault_aborts_on_the_callers_headers_not_on_the_routes_header_ch
     assert_eq!(resp.status(), 503);
     assert_eq!(be.hits(), 1, "an aborted request reached the backend");
 }
+
+/// A mesh client and a mesh server at their defaults: the client's HTTP/1.1 pool may open
+/// `max_connections` (1,024) connections to one endpoint, and the server's per-peer limit
+/// must admit them all. Below it, the server closed connections the client was using or
+/// about to reuse, the failures ejected the endpoint, and the client's calls all failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mesh_clients_whole_pool_fits_a_mesh_servers_per_peer_limit() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tower::ServiceExt;
+
+    let pool = Thresholds::default().max_connections as usize;
+    assert!(mesh_tower::inbound::DEFAULT_MAX_CONNECTIONS_PER_PEER >= pool);
+    let server_mesh = Mesh::builder()
+        .snapshot(
+            Snapshot::builder()
+                .inbound_default(Some(mesh_core::inbound::InboundPolicy::new(
+                    mesh_core::inbound::TlsMode::Disable,
+                )))
+                .build(),
+        )
+        .build()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Every request waits until all of them have arrived, so each holds its own connection.
+    let gate = Arc::new(Semaphore::new(0));
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let service = {
+        let (gate, arrived) = (Arc::clone(&gate), Arc::clone(&arrived));
+        tower::service_fn(move |_: http::Request<hyper::body::Incoming>| {
+            let (gate, arrived) = (Arc::clone(&gate), Arc::clone(&arrived));
+            async move {
+                arrived.fetch_add(1, Ordering::SeqCst);
+                gate.acquire().await.unwrap().forget();
+                Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                    bytes::Bytes::from_static(b"ok"),
+                )))
+            }
+        })
+    };
+    tokio::spawn(
+        server_mesh
+            .listener(listener)
+            .serve(service, std::future::pending()),
+    );
+
+    let server = Backend {
+        name: "mesh-server",
+        addr,
+        hits: Default::default(),
+        retries_in_flight: Default::default(),
+        max_retries_in_flight: Default::default(),
+        accepted: Default::default(),
+    };
+    let b = cluster(Snapshot::builder(), "pay", &[&server], |c| {
+        c.outlier_detection = Some(OutlierConfig::new());
+    });
+    let client_mesh = Mesh::builder()
+        .snapshot(
+            route(
+                b,
+                "pay:80",
+                mesh_core::route::ForwardAction::to_cluster("pay"),
+            )
+            .build(),
+        )
+        .build()
+        .unwrap();
+    let calls: Vec<_> = (0..pool)
+        .map(|_| {
+            let client = client_mesh.http_client::<http_body_util::Full<bytes::Bytes>>();
+            tokio::spawn(async move {
+                let req = http::Request::get("http://pay:80/")
+                    .body(http_body_util::Full::new(bytes::Bytes::new()))
+                    .unwrap();
+                client.oneshot(req).await.unwrap().status()
+            })
+        })
+        .collect();
+    // Bounded: 60 s for all of them to arrive.
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while arrived.load(Ordering::SeqCst) < pool && std::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    gate.add_permits(pool);
+    let mut ok = 0;
+    for call in calls {
+        if call.await.unwrap() == 200 {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, pool, "calls failed with both sides at their defaults");
+    assert_eq!(arrived.load(Ordering::SeqCst), pool);
+}

@@ -14,6 +14,9 @@
 //!
 //! Prints a Markdown table and writes it next to the JSON (`latest.md`). Envoy is found
 //! through `ENVOY` or `PATH`, haproxy through `HAPROXY` or `PATH`; a missing one is skipped.
+//! The services' logs (service A writes why its calls to B failed) are kept when something
+//! failed, or always with `E2E_KEEP_LOGS=1`; `E2E_PEER_LIMIT=N` sets the mesh services'
+//! per-peer connection limit.
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;

@@ -168,6 +168,8 @@ pub async fn run(config: &RunConfig) -> Result<Report, BoxError> {
 
     if failed {
         eprintln!("e2e: something failed; logs kept in {}", dir.display());
+    } else if std::env::var_os("E2E_KEEP_LOGS").is_some() {
+        eprintln!("e2e: logs kept in {}", dir.display());
     } else {
         let _ = std::fs::remove_dir_all(&dir);
     }

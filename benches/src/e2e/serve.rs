@@ -211,11 +211,40 @@ where
     };
     let resp = match client.oneshot(upstream).await {
         Ok(resp) if resp.status().is_success() => resp,
-        _ => return Ok(status(StatusCode::BAD_GATEWAY)),
+        Ok(resp) => {
+            let why = resp.headers().get("x-mesh-error").cloned();
+            log_failure(format_args!("B answered {} ({why:?})", resp.status()));
+            return Ok(status(StatusCode::BAD_GATEWAY));
+        }
+        Err(err) => {
+            log_failure(format_args!("no answer from B: {}", err.into()));
+            return Ok(status(StatusCode::BAD_GATEWAY));
+        }
     };
     match resp.into_body().collect().await {
         Ok(body) => Ok(Response::new(Full::new(body.to_bytes()))),
         Err(_) => Ok(status(StatusCode::BAD_GATEWAY)),
+    }
+}
+
+/// Writes why a relayed request failed to stderr (the run's service log): each distinct
+/// reason the first time, then at its 10th, 100th, 1,000th ... time (with the count).
+fn log_failure(why: std::fmt::Arguments<'_>) {
+    static SEEN: std::sync::Mutex<Option<std::collections::HashMap<String, u64>>> =
+        std::sync::Mutex::new(None);
+    let why = why.to_string();
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    let n = seen
+        .get_or_insert_with(Default::default)
+        .entry(why.clone())
+        .or_insert(0);
+    *n += 1;
+    let mut power_of_ten = 1;
+    while power_of_ten < *n {
+        power_of_ten *= 10;
+    }
+    if power_of_ten == *n {
+        eprintln!("service-a: relay failed x{n}: {why}");
     }
 }
 
@@ -348,6 +377,7 @@ fn a_mesh(
     protocol: Protocol,
 ) -> Result<Mesh, BoxError> {
     let mut builder = Mesh::builder()
+        .inbound_config(peer_limit())
         .snapshot(a_snapshot(certs.is_some(), upstream, protocol)?)
         .workload(WorkloadLabels::from_env("service-a"));
     if let Some(dir) = certs {
@@ -389,10 +419,25 @@ pub fn b_snapshot(mtls: bool) -> Result<Snapshot, BoxError> {
 /// B's mesh: [`b_snapshot`], with B's certificates from `certs` (none: no mTLS).
 fn b_mesh(certs: Option<&Path>) -> Result<Mesh, BoxError> {
     let mut builder = Mesh::builder()
+        .inbound_config(peer_limit())
         .workload(WorkloadLabels::from_env("service-b"))
         .snapshot(b_snapshot(certs.is_some())?);
     if let Some(dir) = certs {
         builder = builder.identity(certificates(dir, "service-b")?);
     }
     Ok(builder.build()?)
+}
+
+/// The inbound settings of the mesh services: the defaults, with the per-peer connection
+/// limit from `E2E_PEER_LIMIT` when set (`E2E_PEER_LIMIT=1000`, below the client's 1,024
+/// connections, shows the collapse the default of 4,096 avoids).
+fn peer_limit() -> mesh_tower::inbound::InboundConfig {
+    let c = mesh_tower::inbound::InboundConfig::default();
+    match std::env::var("E2E_PEER_LIMIT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        Some(n) => c.with_max_connections_per_peer(n),
+        None => c,
+    }
 }

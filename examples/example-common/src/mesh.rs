@@ -42,7 +42,7 @@ pub struct MeshArgs {
     #[arg(long, value_name = "N", env = "MESH_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
 
-    /// Most inbound connections open at once from one peer address (default 1000).
+    /// Most inbound connections open at once from one peer address (default 4096).
     #[arg(long, value_name = "N", env = "MESH_MAX_CONNECTIONS_PER_PEER")]
     pub max_connections_per_peer: Option<usize>,
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 /// | [`header_read_timeout`](Self::header_read_timeout) (HTTP/1.1) | 30 s | `request_headers_timeout`: none | 30 s once a timer is set |
 /// | [`idle_timeout`](Self::idle_timeout) | 5 min | HTTP connection manager `idle_timeout`: 1 h | none |
 /// | [`max_connections`](Self::max_connections) | 10,000 | overload manager: none | none |
-/// | [`max_connections_per_peer`](Self::max_connections_per_peer) | 1,000 | none | none |
+/// | [`max_connections_per_peer`](Self::max_connections_per_peer) | 4,096 | none | none |
 /// | [`http2_keep_alive_interval`](Self::http2_keep_alive_interval) | 60 s | `connection_keepalive`: none | none |
 /// | [`http2_keep_alive_timeout`](Self::http2_keep_alive_timeout) | 20 s | none | 20 s |
 /// | [`http2_max_concurrent_streams`](Self::http2_max_concurrent_streams) | 1,000 | 2^31 - 1 | 200 |
@@ -57,6 +57,13 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connection limit when none is set.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
+/// The default per-peer connection limit: four times the outbound client's default
+/// `max_connections` (1,024, Envoy's), so that the HTTP/1.1 pools of mesh clients sharing
+/// one address (the processes of one pod) never reach it. Below that, this server would
+/// close a client's idle pooled connections to make room while the client reuses them, and
+/// the failed requests could get the only endpoint of the client's cluster ejected.
+pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 4_096;
+
 impl Default for InboundConfig {
     fn default() -> Self {
         Self {
@@ -65,7 +72,7 @@ impl Default for InboundConfig {
             header_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(300),
             max_connections: DEFAULT_MAX_CONNECTIONS,
-            max_connections_per_peer: 1_000,
+            max_connections_per_peer: DEFAULT_MAX_CONNECTIONS_PER_PEER,
             http2_keep_alive_interval: Some(Duration::from_secs(60)),
             http2_keep_alive_timeout: Duration::from_secs(20),
             http2_max_concurrent_streams: 1_000,

@@ -65,7 +65,10 @@ mod until;
 
 pub use crate::exchange::PeerIdentity;
 pub use authz::{Authorization, AuthorizationLayer, Authorize, PermissionDenied, ResponseFuture};
-pub use config::{InboundConfig, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
+pub use config::{
+    InboundConfig, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_PEER,
+};
 pub use connection::{HttpService, ResponseBody};
 
 /// The accept loop and its settings.

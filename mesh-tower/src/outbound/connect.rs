@@ -187,9 +187,8 @@ impl MeshConnector {
         // waiting for a handshake slot and the handshake.
         let deadline = tokio::time::Instant::now() + self.connect_timeout;
         // With TLS, the handshake slot comes first: a dial queued behind other handshakes
-        // holds no connection slot and no socket (the server would count the socket, and
-        // its per-peer limit is below our `max_connections`), so a burst of queued dials
-        // cannot fill either. The slot is kept through the TCP connect and the handshake.
+        // holds no connection slot and no socket (the server counts sockets against its
+        // per-peer limit), so a burst of queued dials cannot fill either. The slot is kept through the TCP connect and the handshake.
         let handshake_slot = match &self.tls {
             None => None,
             Some(_) => Some(
