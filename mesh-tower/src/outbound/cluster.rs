@@ -26,6 +26,7 @@ use mesh_core::retry::RetryBudget;
 use rand::Rng;
 
 use super::connect::{MeshConnector, UpstreamTlsConnect};
+use super::demand::{DialDemand, DialDemands};
 use crate::metrics::Metrics;
 use crate::outbound::RequestBody;
 
@@ -49,6 +50,8 @@ pub(crate) struct EndpointState {
     usable: bool,
     pub(crate) ejected: AtomicBool,
     pub(crate) active: AtomicU64,
+    /// Its HTTP/1.1 requests and connections, which its pool's dials wait on.
+    pub(crate) demand: Option<Arc<DialDemand>>,
     /// Index in the cluster's outlier detector.
     detector_index: usize,
 }
@@ -80,6 +83,8 @@ pub(crate) struct Pools {
     pub(crate) http1: HttpPool,
     pub(crate) http2: HttpPool,
     tls: bool,
+    /// The endpoints' demand the HTTP/1.1 pool's dials wait on.
+    demand: Arc<DialDemands>,
 }
 
 impl std::fmt::Debug for Pools {
@@ -143,6 +148,25 @@ impl ClusterState {
                     .collect()
             })
             .unwrap_or_default();
+        let breaker = match previous {
+            Some(p) => {
+                p.breaker.set_thresholds(&config.circuit_breakers);
+                Arc::clone(&p.breaker)
+            }
+            None => Arc::new(CircuitBreaker::new(config.circuit_breakers.clone())),
+        };
+        // Keep connection pools unless what they were made for changed.
+        let pools = match previous {
+            Some(p)
+                if p.config.tls == config.tls
+                    && p.config.protocol == config.protocol
+                    && p.config.connect_timeout == config.connect_timeout =>
+            {
+                p.pools.clone()
+            }
+            _ => make_pools(&config, &breaker, tls, metrics),
+        };
+        let demands = pools.as_ref().ok().map(|p| &p.demand);
         let mut next_index = 0;
         let levels: Vec<Level> = by_priority
             .into_iter()
@@ -162,11 +186,12 @@ impl ClusterState {
                         let active = previous_active.get(&addr).copied().unwrap_or(0);
                         Arc::new(EndpointState {
                             addr,
-                            authority,
                             weight,
                             usable,
                             ejected: AtomicBool::new(false),
                             active: AtomicU64::new(active),
+                            demand: demands.map(|d| d.register(authority.as_str())),
+                            authority,
                             detector_index,
                         })
                     })
@@ -176,13 +201,6 @@ impl ClusterState {
             })
             .collect();
 
-        let breaker = match previous {
-            Some(p) => {
-                p.breaker.set_thresholds(&config.circuit_breakers);
-                Arc::clone(&p.breaker)
-            }
-            None => Arc::new(CircuitBreaker::new(config.circuit_breakers.clone())),
-        };
         let budget =
             config
                 .retry_budget
@@ -200,17 +218,6 @@ impl ClusterState {
                 None => OutlierDetector::new(oc.clone(), keys.clone(), now),
             })
         });
-        // Keep connection pools unless what they were made for changed.
-        let pools = match previous {
-            Some(p)
-                if p.config.tls == config.tls
-                    && p.config.protocol == config.protocol
-                    && p.config.connect_timeout == config.connect_timeout =>
-            {
-                p.pools.clone()
-            }
-            _ => make_pools(&config, &breaker, tls, metrics),
-        };
         let state = Self {
             endpoints_src: cla,
             levels,
@@ -388,7 +395,8 @@ fn make_pools(
     let mut h1 = Client::builder(TokioExecutor::new());
     h1.pool_max_idle_per_host(warm)
         .pool_timer(hyper_util::rt::TokioTimer::new());
-    let http1 = h1.build(connector.clone());
+    let demand = Arc::new(DialDemands::default());
+    let http1 = h1.build(connector.clone().with_demand(Arc::clone(&demand)));
     let mut h2 = Client::builder(TokioExecutor::new());
     h2.http2_only(true);
     let http2 = h2.build(connector);
@@ -396,6 +404,7 @@ fn make_pools(
         http1,
         http2,
         tls: is_tls,
+        demand,
     })
 }
 

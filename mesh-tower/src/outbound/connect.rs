@@ -24,6 +24,7 @@ use mesh_core::breaker::{BreakerGuard, CircuitBreaker, Overflow};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+use super::demand::{ConnectionClaim, DialDemands};
 use crate::body::BoxError;
 use crate::metrics::{Metrics, Reporter, SecurityPolicy};
 
@@ -68,6 +69,9 @@ pub struct MeshConnector {
     tls: Option<Arc<dyn UpstreamTlsConnect>>,
     metrics: Option<Metrics>,
     handshakes: Arc<tokio::sync::Semaphore>,
+    /// For an HTTP/1.1 pool: the endpoints' demand, so a dial goes only while a request
+    /// needs it.
+    demand: Option<Arc<DialDemands>>,
 }
 
 impl std::fmt::Debug for MeshConnector {
@@ -104,6 +108,15 @@ pub enum ConnectError {
         /// The timeout.
         timeout: Duration,
     },
+    /// No request needed the connection within the connect timeout (a dial the pool
+    /// started for a request that a connection coming free then served).
+    #[error("connect to {authority}: no request needed a new connection within {timeout:?}")]
+    NotNeeded {
+        /// Where.
+        authority: String,
+        /// The connect timeout.
+        timeout: Duration,
+    },
     /// The TLS handshake failed.
     #[error("TLS handshake with {authority}: {source}")]
     Tls {
@@ -127,7 +140,16 @@ impl MeshConnector {
             tls,
             metrics: None,
             handshakes: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_HANDSHAKES)),
+            demand: None,
         }
+    }
+
+    /// Dials for an HTTP/1.1 pool: a dial to an endpoint registered in `demand` goes ahead
+    /// only while its requests in flight outnumber its connections (see
+    /// [`demand`](super::demand)).
+    pub(crate) fn with_demand(mut self, demand: Arc<DialDemands>) -> Self {
+        self.demand = Some(demand);
+        self
     }
 
     /// Runs at most `limit` TLS handshakes at once (at least one); the mesh uses
@@ -171,6 +193,30 @@ impl MeshConnector {
         }
     }
 
+    /// With TLS, one of the cluster's handshake slots (within `deadline`).
+    async fn handshake_slot(
+        &self,
+        authority: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, ConnectError> {
+        if self.tls.is_none() {
+            return Ok(None);
+        }
+        tokio::time::timeout_at(deadline, Arc::clone(&self.handshakes).acquire_owned())
+            .await
+            .map_err(|_| ConnectError::Tls {
+                authority: authority.to_owned(),
+                source: format!(
+                    "no handshake slot within the connect timeout of {:?} (other handshakes \
+                     of this cluster queued)",
+                    self.connect_timeout
+                )
+                .into(),
+            })
+            // Never closed: `acquire_owned` only fails on a closed semaphore.
+            .map(Result::ok)
+    }
+
     async fn dial(self, uri: http::Uri) -> Result<MeshIo, ConnectError> {
         let authority = uri
             .authority()
@@ -186,26 +232,29 @@ impl MeshConnector {
         // One budget for the whole dial: waiting for a connection slot, the TCP connect,
         // waiting for a handshake slot and the handshake.
         let deadline = tokio::time::Instant::now() + self.connect_timeout;
-        // With TLS, the handshake slot comes first: a dial queued behind other handshakes
-        // holds no connection slot and no socket (the server counts sockets against its
-        // per-peer limit), so a burst of queued dials cannot fill either. The slot is kept through the TCP connect and the handshake.
-        let handshake_slot = match &self.tls {
-            None => None,
-            Some(_) => Some(
-                tokio::time::timeout_at(deadline, Arc::clone(&self.handshakes).acquire_owned())
-                    .await
-                    .map_err(|_| ConnectError::Tls {
-                        authority: authority.clone(),
-                        source: format!(
-                            "no handshake slot within the connect timeout of {:?} (other \
-                             handshakes of this cluster queued)",
-                            self.connect_timeout
-                        )
-                        .into(),
-                    })?
-                    // Never closed: `acquire_owned` only fails on a closed semaphore.
-                    .ok(),
-            ),
+        // With TLS, the handshake slot comes before the connection slot: a dial queued
+        // behind other handshakes holds no connection slot and no socket (the server counts
+        // sockets against its per-peer limit), so a burst of queued dials cannot fill
+        // either. The slot is kept through the TCP connect and the handshake.
+        let (claim, handshake_slot) = loop {
+            // On an HTTP/1.1 pool, first a request that needs a new connection.
+            let claim =
+                match self.demand.as_ref().and_then(|d| d.find(&authority)) {
+                    None => None,
+                    Some(demand) => Some(demand.claim(deadline).await.ok_or_else(|| {
+                        ConnectError::NotNeeded {
+                            authority: authority.clone(),
+                            timeout: self.connect_timeout,
+                        }
+                    })?),
+                };
+            let handshake_slot = self.handshake_slot(&authority, deadline).await?;
+            // A connection that came free while this dial queued for its handshake served
+            // the request: wait for another request instead of handshaking for none.
+            if handshake_slot.is_some() && claim.as_ref().is_some_and(|c| c.is_surplus()) {
+                continue;
+            }
+            break (claim, handshake_slot);
         };
         let guard = self.connection_slot(deadline).await?;
         let tcp = tokio::time::timeout_at(deadline, TcpStream::connect((host.as_str(), port)))
@@ -248,6 +297,7 @@ impl MeshConnector {
             io: TokioIo::new(stream),
             h2,
             _guard: guard,
+            _claim: claim,
             _counted: counted,
         })
     }
@@ -335,6 +385,8 @@ pub struct MeshIo {
     io: TokioIo<Stream>,
     h2: bool,
     _guard: BreakerGuard,
+    /// Its place in its endpoint's connections (HTTP/1.1 pools).
+    _claim: Option<ConnectionClaim>,
     _counted: Option<Counted>,
 }
 
@@ -644,5 +696,127 @@ mod tests {
         let _held = short.clone().oneshot(uri.clone()).await.expect("held");
         let refused = short.oneshot(uri).await.expect_err("no slot");
         assert!(matches!(refused, ConnectError::Overflow(_)), "{refused}");
+    }
+
+    /// A listener that counts the connections it accepts (and keeps them).
+    async fn counting_sink() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                held.push(s);
+            }
+        });
+        (addr, accepted)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_http1_dial_no_request_needs_opens_no_socket_and_gives_up_at_the_timeout() {
+        let (addr, accepted) = counting_sink().await;
+        let demands = Arc::new(DialDemands::default());
+        let authority = addr.to_string();
+        let demand = demands.register(&authority);
+        let connector = MeshConnector::new(
+            Duration::from_millis(300),
+            Arc::new(CircuitBreaker::new(
+                mesh_core::breaker::Thresholds::default(),
+            )),
+            None,
+        )
+        .with_demand(Arc::clone(&demands));
+        let uri: http::Uri = format!("http://{addr}").parse().expect("uri");
+
+        // No request in flight: the dial waits, then fails without touching the network.
+        let err = connector
+            .clone()
+            .oneshot(uri.clone())
+            .await
+            .expect_err("not needed");
+        assert!(matches!(err, ConnectError::NotNeeded { .. }), "{err}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 0);
+
+        // One request: one connection, counted until it closes.
+        let request = demand.request();
+        let conn = connector
+            .clone()
+            .oneshot(uri.clone())
+            .await
+            .expect("needed");
+        assert_eq!(demand.counts(), (1, 1));
+        // A second dial for the same single request is not needed.
+        let second = connector.clone().oneshot(uri.clone()).await;
+        assert!(matches!(second, Err(ConnectError::NotNeeded { .. })));
+        // The request waits on; its connection closes: a new dial replaces it.
+        drop(conn);
+        assert_eq!(demand.counts(), (1, 0));
+        let again = connector
+            .clone()
+            .oneshot(uri.clone())
+            .await
+            .expect("replaced");
+        drop(request);
+        drop(again);
+        assert_eq!(demand.counts(), (0, 0));
+        // Let the listener task take what is queued, then count.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        // An authority nobody registered is dialed at once.
+        let (other, other_accepted) = counting_sink().await;
+        let uri: http::Uri = format!("http://{other}").parse().expect("uri");
+        connector
+            .oneshot(uri)
+            .await
+            .expect("unregistered: no waiting");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(other_accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_tls_dial_whose_request_was_served_meanwhile_skips_its_handshake() {
+        let (addr, accepted) = counting_sink().await;
+        let demands = Arc::new(DialDemands::default());
+        let demand = demands.register(&addr.to_string());
+        let most = Arc::new(AtomicUsize::new(0));
+        let tls: Arc<dyn UpstreamTlsConnect> = Arc::new(SlowHandshake {
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            most: Arc::clone(&most),
+        });
+        let connector = MeshConnector::new(
+            Duration::from_millis(500),
+            Arc::new(CircuitBreaker::new(
+                mesh_core::breaker::Thresholds::default(),
+            )),
+            Some(tls),
+        )
+        .with_demand(Arc::clone(&demands))
+        .with_handshake_limit(1);
+        let uri: http::Uri = format!("http://{addr}").parse().expect("uri");
+        // Two requests, two dials; the second queues behind the first's handshake.
+        let first_request = demand.request();
+        let second_request = demand.request();
+        let first = tokio::spawn(connector.clone().oneshot(uri.clone()));
+        let second = tokio::spawn(connector.clone().oneshot(uri.clone()));
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        // While the first dial handshakes, one request ends (a connection came free for
+        // the other), so when the second dial gets the handshake slot it is not needed.
+        drop(first_request);
+        let first = first.await.expect("task").expect("first connected");
+        let second = second.await.expect("task");
+        assert!(
+            matches!(second, Err(ConnectError::NotNeeded { .. })),
+            "the surplus dial handshook: {second:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        drop((first, second_request));
+        assert_eq!(demand.counts(), (0, 0));
     }
 }

@@ -16,6 +16,7 @@ mod breaker;
 pub(crate) mod cluster;
 pub(crate) mod connect;
 mod deadline;
+mod demand;
 mod endpoint;
 mod fault;
 mod observed;

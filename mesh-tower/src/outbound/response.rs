@@ -20,12 +20,24 @@ use crate::observe::Watch;
 /// (least request reads it).
 pub(crate) struct AttemptGuard {
     endpoint: Arc<EndpointState>,
+    /// On an HTTP/1.1 pool, the request counted in its endpoint's dial demand.
+    _demand: Option<super::demand::DemandRequest>,
 }
 
 impl AttemptGuard {
-    pub(crate) fn new(endpoint: Arc<EndpointState>) -> Self {
+    /// `http1`: the attempt goes to the endpoint's HTTP/1.1 pool (one connection per
+    /// request), where it counts for the pool's dials.
+    pub(crate) fn new(endpoint: Arc<EndpointState>, http1: bool) -> Self {
         endpoint.active.fetch_add(1, Ordering::Relaxed);
-        Self { endpoint }
+        let demand = if http1 {
+            endpoint.demand.as_ref().map(|d| d.request())
+        } else {
+            None
+        };
+        Self {
+            endpoint,
+            _demand: demand,
+        }
     }
 
     /// The endpoint's address.

@@ -68,7 +68,7 @@ impl Endpoints {
                 .or_insert_with(|| host.clone());
         }
         let pool = if h2 { &pools.http2 } else { &pools.http1 };
-        let guard = AttemptGuard::new(Arc::clone(&endpoint));
+        let guard = AttemptGuard::new(Arc::clone(&endpoint), !h2);
         let call = pool.request(req);
         let send = match attempt.deadline {
             Some(d) => Send::Bounded {
