@@ -782,10 +782,9 @@ mod tests {
         let (addr, accepted) = counting_sink().await;
         let demands = Arc::new(DialDemands::default());
         let demand = demands.register(&addr.to_string());
-        let most = Arc::new(AtomicUsize::new(0));
         let tls: Arc<dyn UpstreamTlsConnect> = Arc::new(SlowHandshake {
             in_flight: Arc::new(AtomicUsize::new(0)),
-            most: Arc::clone(&most),
+            most: Arc::new(AtomicUsize::new(0)),
         });
         let connector = MeshConnector::new(
             Duration::from_millis(500),

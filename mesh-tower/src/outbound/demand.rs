@@ -29,7 +29,7 @@ impl DialDemand {
     pub(crate) fn request(self: &Arc<Self>) -> DemandRequest {
         self.requests.fetch_add(1, Ordering::AcqRel);
         self.changed.notify(1.additional());
-        DemandRequest(Arc::clone(self))
+        DemandRequest(Some(Arc::clone(self)))
     }
 
     /// Counts one more connection if the requests outnumber the connections.
@@ -59,7 +59,8 @@ impl DialDemand {
                 return Some(claim);
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return self.try_claim();
+                // No time left to dial with: not even a socket.
+                return None;
             }
         }
     }
@@ -76,11 +77,24 @@ impl DialDemand {
 
 /// A request in flight on an endpoint's HTTP/1.1 pool.
 #[derive(Debug)]
-pub(crate) struct DemandRequest(Arc<DialDemand>);
+pub(crate) struct DemandRequest(Option<Arc<DialDemand>>);
+
+impl DemandRequest {
+    /// Leaves the request counted for good: its connection was upgraded (a WebSocket, a
+    /// CONNECT tunnel) and stays counted among the endpoint's connections until it closes,
+    /// unusable by the pool; the request counted in its place keeps the pool's dials from
+    /// waiting on it. When the upgraded connection closes the count is one too high, which
+    /// only lets one more dial through (as without this gate).
+    pub(crate) fn keep_counted(mut self) {
+        self.0 = None;
+    }
+}
 
 impl Drop for DemandRequest {
     fn drop(&mut self) {
-        self.0.requests.fetch_sub(1, Ordering::AcqRel);
+        if let Some(demand) = &self.0 {
+            demand.requests.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -213,10 +227,13 @@ mod tests {
         let dials: Vec<_> = (0..3)
             .map(|_| {
                 let demand = Arc::clone(&demand);
-                tokio::spawn(async move { demand.claim(deadline).await })
+                tokio::spawn(
+                    async move { demand.claim(deadline).await.map(|c| (c, Instant::now())) },
+                )
             })
             .collect();
         tokio::time::sleep(Duration::from_millis(1)).await;
+        let arrived_at = Instant::now();
         let _requests = (demand.request(), demand.request());
         let mut claimed = Vec::new();
         for dial in dials {
@@ -227,7 +244,23 @@ mod tests {
             2,
             "two requests need two connections, not three"
         );
+        assert!(
+            claimed.iter().all(|(_, at)| *at == arrived_at),
+            "both woken by the requests, not the deadline"
+        );
         assert_eq!(demand.counts(), (2, 2));
+    }
+
+    #[test]
+    fn an_upgraded_connections_request_stays_counted() {
+        let demand = Arc::new(DialDemand::default());
+        let upgraded = demand.request();
+        let claim = demand.try_claim().unwrap();
+        upgraded.keep_counted();
+        // The upgraded connection is unusable by the pool: a new request still gets a dial.
+        let _next = demand.request();
+        assert!(demand.try_claim().is_some());
+        drop(claim);
     }
 
     #[test]

@@ -40,6 +40,16 @@ impl AttemptGuard {
         }
     }
 
+    /// Leaves the request counted in its endpoint's dial demand after this guard goes
+    /// (an upgraded connection's: see [`DemandRequest::keep_counted`]).
+    ///
+    /// [`DemandRequest::keep_counted`]: super::demand::DemandRequest::keep_counted
+    pub(crate) fn keep_demand_counted(&mut self) {
+        if let Some(demand) = self._demand.take() {
+            demand.keep_counted();
+        }
+    }
+
     /// The endpoint's address.
     pub(crate) fn addr(&self) -> std::net::SocketAddr {
         self.endpoint.addr

@@ -200,6 +200,19 @@ impl Sent {
                 TransportError::Timeout,
             )),
             Some(Ok(resp)) => Ok(resp),
+            Some(Err(e)) if waited_for_no_request(&e) => {
+                // The dial waited for a request to need it (its accounting found the
+                // endpoint's connections enough) until its connect timeout: not the
+                // endpoint's fault, not counted for outlier detection.
+                return Err(Failed {
+                    error: MeshError::Connect {
+                        endpoint: endpoint.authority.to_string(),
+                        reason: error_chain(&e),
+                    },
+                    transport: None,
+                    endpoint: Some(endpoint.addr),
+                });
+            }
             Some(Err(e)) => {
                 let (kind, err) =
                     transport_error(&e, endpoint.authority.as_str(), state.config.name());
@@ -234,9 +247,32 @@ impl Sent {
         }
         outcome.map(|resp| {
             let (parts, incoming) = resp.into_parts();
-            Response::from_parts(parts, ResponseBody::upstream(incoming, Some(self.guard)))
+            let mut guard = self.guard;
+            // An upgraded connection (101, CONNECT) leaves the pool for good but keeps its
+            // place among the endpoint's connections: its request stays counted, so the
+            // pool's dials are not held back by a connection they can never use.
+            if parts
+                .extensions
+                .get::<hyper::upgrade::OnUpgrade>()
+                .is_some()
+            {
+                guard.keep_demand_counted();
+            }
+            Response::from_parts(parts, ResponseBody::upstream(incoming, Some(guard)))
         })
     }
+}
+
+/// Whether the pool's dial gave up because no request needed it.
+fn waited_for_no_request(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(ConnectError::NotNeeded { .. }) = s.downcast_ref::<ConnectError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// Classifies a pool error as a transport failure; an overflow of `max_connections` becomes
