@@ -59,6 +59,16 @@ async fn unknown_target_is_dialed_by_dns_name() {
 }
 
 #[tokio::test]
+async fn an_unknown_ipv6_literal_target_is_dialed_at_that_address() {
+    let be = Backend::start_on("[::1]:0", "v6", Script::Ok).await;
+    let mesh = Mesh::with_defaults();
+    let mut client = mesh.http_client();
+    let uri = format!("http://[::1]:{}/x", be.addr.port());
+    let (status, backend, err) = get(&mut client, &uri).await;
+    assert_eq!((status, backend.as_str()), (200, "v6"), "{err}");
+}
+
+#[tokio::test]
 async fn failing_replica_is_ejected_and_retries_hide_it() {
     let good1 = Backend::start("good1", Script::Ok).await;
     let good2 = Backend::start("good2", Script::Ok).await;

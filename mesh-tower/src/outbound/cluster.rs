@@ -49,7 +49,9 @@ pub(crate) struct EndpointState {
     weight: u32,
     usable: bool,
     pub(crate) ejected: AtomicBool,
-    pub(crate) active: AtomicU64,
+    /// Requests in flight, shared with the endpoint's state in later snapshots (attempts
+    /// in flight across an update count down where they counted up).
+    pub(crate) active: Arc<AtomicU64>,
     /// Its HTTP/1.1 requests and connections, which its pool's dials wait on.
     pub(crate) demand: Option<Arc<DialDemand>>,
     /// Index in the cluster's outlier detector.
@@ -125,7 +127,13 @@ impl ClusterState {
         let mut dns_authority = None;
         if let Discovery::LogicalDns { host, port } = &config.discovery {
             // One endpoint: the name, resolved when connecting.
-            dns_authority = http::uri::Authority::try_from(format!("{host}:{port}").as_str()).ok();
+            // An IPv6 literal goes in brackets, or `::1:8080` is no authority.
+            let authority = if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            };
+            dns_authority = http::uri::Authority::try_from(authority.as_str()).ok();
             by_priority.push(vec![(SocketAddr::from(([0, 0, 0, 0], *port)), 1, true)]);
         } else if let Some(cla) = &cla {
             for (loc, ep) in cla.endpoints() {
@@ -139,12 +147,12 @@ impl ClusterState {
         let keys: Vec<SocketAddr> = by_priority.iter().flatten().map(|e| e.0).collect();
         // The in-flight counts of the previous endpoints, by address: one lookup per
         // endpoint, so an update of a 10,000-endpoint cluster stays linear.
-        let previous_active: std::collections::HashMap<SocketAddr, u64> = previous
+        let previous_active: std::collections::HashMap<SocketAddr, Arc<AtomicU64>> = previous
             .map(|p| {
                 p.levels
                     .iter()
                     .flat_map(|l| &l.endpoints)
-                    .map(|e| (e.addr, e.active.load(Ordering::Relaxed)))
+                    .map(|e| (e.addr, Arc::clone(&e.active)))
                     .collect()
             })
             .unwrap_or_default();
@@ -182,14 +190,15 @@ impl ClusterState {
                         };
                         let detector_index = next_index;
                         next_index += 1;
-                        // Keep the in-flight count of an endpoint that stays.
-                        let active = previous_active.get(&addr).copied().unwrap_or(0);
+                        // An endpoint that stays keeps its in-flight counter itself: the
+                        // attempts sent before the update end on it.
+                        let active = previous_active.get(&addr).cloned().unwrap_or_default();
                         Arc::new(EndpointState {
                             addr,
                             weight,
                             usable,
                             ejected: AtomicBool::new(false),
-                            active: AtomicU64::new(active),
+                            active,
                             demand: demands.map(|d| d.register(authority.as_str())),
                             authority,
                             detector_index,

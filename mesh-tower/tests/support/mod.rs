@@ -53,7 +53,12 @@ pub struct Backend {
 
 impl Backend {
     pub async fn start(name: &'static str, script: Script) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1:0", name, script).await
+    }
+
+    /// A backend listening on `bind` (`[::1]:0` for IPv6 loopback).
+    pub async fn start_on(bind: &str, name: &'static str, script: Script) -> Backend {
+        let listener = TcpListener::bind(bind).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let backend = Backend {
             name,

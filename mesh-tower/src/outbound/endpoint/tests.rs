@@ -158,3 +158,35 @@ async fn a_cluster_without_endpoints_refuses_without_a_transport_failure() {
     assert_eq!(failed.transport, None);
     assert!(matches!(failed.error, MeshError::NoHealthyEndpoint(ref c) if c == "payments"));
 }
+
+#[tokio::test]
+async fn an_attempt_in_flight_across_an_update_is_counted_down_on_the_new_state() {
+    let addr = server(0).await;
+    let before = cluster(&[addr], None);
+    let stuck = tokio::spawn(Endpoints::new(Arc::clone(&before), None).oneshot(attempt("/")));
+    // Bounded: the attempt is counted as soon as it is sent.
+    for _ in 0..1_000 {
+        if before.endpoint_status()[0].active_requests == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(before.endpoint_status()[0].active_requests, 1);
+
+    // An update that keeps the endpoint (the control plane re-sent its assignment).
+    let cla = ClusterLoadAssignment::from_endpoints("payments", vec![Endpoint::new(addr)]);
+    let after = ClusterState::build(
+        Arc::clone(&before.config),
+        Some(Arc::new(cla)),
+        Some(&before),
+        None,
+        &Metrics::default(),
+        std::time::Instant::now(),
+    );
+    assert_eq!(after.endpoint_status()[0].active_requests, 1);
+    // The attempt ends (cancelled here): the new state counts it down too, so least
+    // request does not see it in flight for ever.
+    stuck.abort();
+    let _ = stuck.await;
+    assert_eq!(after.endpoint_status()[0].active_requests, 0);
+}
