@@ -612,17 +612,7 @@ mod tests {
     }
 
     async fn sink() -> std::net::SocketAddr {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((s, _)) = listener.accept().await {
-                held.push(s);
-            }
-        });
-        addr
+        counting_sink().await.0
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -368,7 +368,9 @@ struct Chosen<'s> {
     fwd: &'s ForwardAction,
 }
 
-/// The rest of a routed request's path after the fault filter, as its inner service.
+/// The rest of a routed request's path after the fault filter, as its inner service. Only
+/// routes with a fault filter go through it (its call boxes the rest of the path); the
+/// others call [`Outbound::forward`] directly.
 #[derive(Clone, Copy)]
 struct Forward<'s> {
     outbound: &'s Outbound,

@@ -263,16 +263,21 @@ impl Sent {
     }
 }
 
-/// Whether the pool's dial gave up because no request needed it.
-fn waited_for_no_request(e: &hyper_util::client::legacy::Error) -> bool {
+/// The connector's error inside a pool error, if the dial failed.
+fn connect_error(e: &hyper_util::client::legacy::Error) -> Option<&ConnectError> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
-        if let Some(ConnectError::NotNeeded { .. }) = s.downcast_ref::<ConnectError>() {
-            return true;
+        if let Some(ce) = s.downcast_ref::<ConnectError>() {
+            return Some(ce);
         }
         source = s.source();
     }
-    false
+    None
+}
+
+/// Whether the pool's dial gave up because no request needed it.
+fn waited_for_no_request(e: &hyper_util::client::legacy::Error) -> bool {
+    matches!(connect_error(e), Some(ConnectError::NotNeeded { .. }))
 }
 
 /// Classifies a pool error as a transport failure; an overflow of `max_connections` becomes
@@ -282,28 +287,27 @@ fn transport_error(
     endpoint: &str,
     cluster: &str,
 ) -> (TransportError, Option<MeshError>) {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        if let Some(ce) = s.downcast_ref::<ConnectError>() {
-            return match ce {
-                ConnectError::Overflow(o) => (
-                    TransportError::ConnectFailure,
-                    Some(MeshError::CircuitOpen {
-                        cluster: cluster.to_owned(),
-                        limit: o.limit,
-                        max: o.max,
-                    }),
-                ),
-                other => (
-                    TransportError::ConnectFailure,
-                    Some(MeshError::Connect {
-                        endpoint: endpoint.to_owned(),
-                        reason: other.to_string(),
-                    }),
-                ),
-            };
+    match connect_error(e) {
+        Some(ConnectError::Overflow(o)) => {
+            return (
+                TransportError::ConnectFailure,
+                Some(MeshError::CircuitOpen {
+                    cluster: cluster.to_owned(),
+                    limit: o.limit,
+                    max: o.max,
+                }),
+            )
         }
-        source = s.source();
+        Some(other) => {
+            return (
+                TransportError::ConnectFailure,
+                Some(MeshError::Connect {
+                    endpoint: endpoint.to_owned(),
+                    reason: other.to_string(),
+                }),
+            )
+        }
+        None => {}
     }
     if e.is_connect() {
         return (TransportError::ConnectFailure, None);
