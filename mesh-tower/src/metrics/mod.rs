@@ -323,7 +323,13 @@ impl Metrics {
     /// Takes a peer's metadata-exchange headers off `headers` and interns what it said.
     pub(crate) fn take_peer(&self, headers: &mut http::HeaderMap) -> Option<u32> {
         let value = peer::take(headers)?;
-        let id = self.inner.peers.intern(value.to_str().ok()?);
+        // UTF-8 (checked word by word) rather than `to_str`'s byte-by-byte check of visible
+        // ASCII: the value is a few hundred bytes of base64 on every request and response,
+        // and a value that is not base64 decodes to `unknown` labels either way.
+        let id = self
+            .inner
+            .peers
+            .intern(std::str::from_utf8(value.as_bytes()).ok()?);
         // `unknown`: the interner is full (or the peer said nothing usable).
         (id != registry::UNKNOWN).then_some(id)
     }

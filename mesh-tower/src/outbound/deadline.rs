@@ -6,6 +6,9 @@ use std::time::Duration;
 use http::HeaderMap;
 use mesh_core::route::ForwardAction;
 
+/// The caller's deadline on a gRPC request.
+const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+
 /// Parses a `grpc-timeout` header value (`100m`, `5S`, `1H`): at most 8 digits and a unit.
 pub(crate) fn parse_grpc_timeout(value: &[u8]) -> Option<Duration> {
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
@@ -37,7 +40,7 @@ pub(crate) fn effective_timeout(
     }
     if grpc {
         if let Some(caller) = headers
-            .get("grpc-timeout")
+            .get(GRPC_TIMEOUT)
             .and_then(|v| parse_grpc_timeout(v.as_bytes()))
         {
             // gRFC A31: with grpc_timeout_header_max set, the caller's timeout counts,

@@ -360,6 +360,11 @@ where
     }
 }
 
+/// Headers the client adds to a request at most, in the common case: `traceparent`,
+/// `tracestate`, `baggage`, `x-request-id`, the two metadata-exchange headers,
+/// `x-envoy-attempt-count` and `host`.
+const MESH_HEADERS: usize = 8;
+
 /// The virtual host and route a request matched, and the route's forward action.
 #[derive(Clone, Copy)]
 struct Chosen<'s> {
@@ -424,6 +429,9 @@ impl Outbound {
         mut req: Request<UnsyncBoxBody<Bytes, BoxError>>,
     ) -> Response<ResponseBody> {
         let grpc = is_grpc(req.headers());
+        // Room for what the mesh adds (trace context, request id, Istio's metadata
+        // exchange, attempt count, Host) in one allocation: a map that grows rehashes.
+        req.headers_mut().reserve(MESH_HEADERS);
         // A body without a length (gRPC, streaming) is counted as it is sent.
         let size = match req.body().size_hint().exact() {
             Some(n) => crate::observe::RequestSize::Exact(n),

@@ -6,22 +6,22 @@
 //! span ids are 16; all-zero ids are invalid. Sampling: `1`/`0` (also `true`/`false`),
 //! `d` (debug, single header) or `x-b3-flags: 1` (debug, multi-header).
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::ids::{hex_into, parse_hex, SpanId, TraceId};
 
 /// The single header.
-pub const B3: &str = "b3";
+pub const B3: HeaderName = HeaderName::from_static("b3");
 /// Multi-header names.
-pub const X_B3_TRACEID: &str = "x-b3-traceid";
+pub const X_B3_TRACEID: HeaderName = HeaderName::from_static("x-b3-traceid");
 /// The span id header.
-pub const X_B3_SPANID: &str = "x-b3-spanid";
+pub const X_B3_SPANID: HeaderName = HeaderName::from_static("x-b3-spanid");
 /// The parent span id header.
-pub const X_B3_PARENTSPANID: &str = "x-b3-parentspanid";
+pub const X_B3_PARENTSPANID: HeaderName = HeaderName::from_static("x-b3-parentspanid");
 /// The sampling decision header.
-pub const X_B3_SAMPLED: &str = "x-b3-sampled";
+pub const X_B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
 /// The debug flag header.
-pub const X_B3_FLAGS: &str = "x-b3-flags";
+pub const X_B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
 
 /// A sampling decision as B3 carries it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,7 +139,7 @@ pub fn parse_single(value: &[u8]) -> Result<B3Headers, InvalidB3> {
 
 /// Parses the multi-header form; `None` when no B3 header is present.
 pub fn parse_multi(headers: &HeaderMap) -> Option<Result<B3Headers, InvalidB3>> {
-    let get = |name| {
+    let get = |name: HeaderName| {
         headers
             .get(name)
             .map(|v: &HeaderValue| v.as_bytes().trim_ascii())
@@ -212,7 +212,7 @@ pub fn format_single(ctx: &B3Context) -> HeaderValue {
 /// Writes the multi-header form of `ctx` into `headers`, replacing any B3 headers there.
 pub fn insert_multi(headers: &mut HeaderMap, ctx: &B3Context) {
     let mut buf = [0u8; 32];
-    let mut put = |name: &'static str, bytes: &[u8]| {
+    let mut put = |name: HeaderName, bytes: &[u8]| {
         if let Ok(v) = HeaderValue::from_bytes(bytes) {
             headers.insert(name, v);
         }

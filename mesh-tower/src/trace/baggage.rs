@@ -6,11 +6,11 @@
 //! re-encoding per call). Several `baggage` headers are one list. A list longer than
 //! [`MAX_BAGGAGE_LEN`] bytes is dropped, as the spec allows for a list over its limits.
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::baggage::Baggage;
 
 /// The header name.
-pub const BAGGAGE: &str = "baggage";
+pub const BAGGAGE: HeaderName = HeaderName::from_static("baggage");
 
 /// The longest baggage list passed on (the W3C limit).
 pub const MAX_BAGGAGE_LEN: usize = 8192;

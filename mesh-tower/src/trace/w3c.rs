@@ -14,14 +14,14 @@
 //! allows; and the list passed on is capped at [`MAX_TRACESTATE_LEN`] characters by
 //! dropping whole entries, those longer than 128 characters first, then from the end.
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 
 use super::ids::{hex_into, parse_hex, SpanId, TraceId};
 
 /// The header names.
-pub const TRACEPARENT: &str = "traceparent";
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// The vendor-specific header.
-pub const TRACESTATE: &str = "tracestate";
+pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// Most list members a `tracestate` may have.
 pub const MAX_TRACESTATE_MEMBERS: usize = 32;
