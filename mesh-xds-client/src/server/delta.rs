@@ -25,8 +25,12 @@ pub(super) struct DeltaStream {
     id: u64,
     tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
     subscribed: BTreeMap<XdsType, BTreeSet<String>>,
-    /// What the client holds, by type: name -> version.
+    /// What the client holds, by type: name -> version (counting what is queued for it).
     holds: BTreeMap<XdsType, BTreeMap<String, String>>,
+    /// Types whose latest changes found the buffer full (the client is not reading), with
+    /// the names to report as missing: sent with the stream's next request (the client's
+    /// ACK of what it read), or with the type's next change.
+    behind: BTreeMap<XdsType, BTreeSet<String>>,
 }
 
 impl DeltaStream {
@@ -44,7 +48,8 @@ fn version_of(value: &[u8]) -> String {
 impl Inner {
     /// The response bringing stream `i` up to date for type `t`: changed resources, and
     /// the removed ones it holds (plus `missing`, names just asked for that do not exist).
-    /// `None` when there is nothing to say.
+    /// `None` when there is nothing to say. What the client holds is not changed here:
+    /// [`Inner::send_delta`] records it once the response is queued.
     fn delta_response(
         &mut self,
         i: usize,
@@ -53,17 +58,17 @@ impl Inner {
     ) -> Option<DeltaDiscoveryResponse> {
         let empty = BTreeMap::new();
         let resources = self.resources.get(&t).unwrap_or(&empty);
-        let stream = &mut self.delta_streams[i];
+        let stream = &self.delta_streams[i];
         let names = stream.subscribed.get(&t).cloned().unwrap_or_default();
-        let holds = stream.holds.entry(t).or_default();
+        let holds = stream.holds.get(&t);
+        let held = |name: &String| holds.and_then(|h| h.get(name));
         let mut changed = Vec::new();
         let mut removed = Vec::new();
         for name in &names {
             match resources.get(name) {
                 Some(any) => {
                     let version = version_of(&any.value);
-                    if holds.get(name) != Some(&version) {
-                        holds.insert(name.clone(), version.clone());
+                    if held(name) != Some(&version) {
                         changed.push(Resource {
                             name: name.clone(),
                             version,
@@ -73,7 +78,7 @@ impl Inner {
                     }
                 }
                 None => {
-                    if holds.remove(name).is_some() || missing.contains(name) {
+                    if held(name).is_some() || missing.contains(name) {
                         removed.push(name.clone());
                     }
                 }
@@ -93,14 +98,44 @@ impl Inner {
         })
     }
 
+    /// Queues stream `i`'s changes of type `t` (with `missing` reported as removed) and
+    /// records what the client then holds; with the buffer full, records nothing and notes
+    /// the type as behind (the changes are worked out again, from what the client holds,
+    /// when there is room).
+    fn send_delta(&mut self, i: usize, t: XdsType, missing: BTreeSet<String>) {
+        let Some(response) = self.delta_response(i, t, &missing) else {
+            self.delta_streams[i].behind.remove(&t);
+            return;
+        };
+        let stream = &mut self.delta_streams[i];
+        let update: Vec<(String, String)> = response
+            .resources
+            .iter()
+            .map(|r| (r.name.clone(), r.version.clone()))
+            .collect();
+        let removed = response.removed_resources.clone();
+        match stream.tx.try_send(Ok(response)) {
+            Ok(()) => {
+                stream.behind.remove(&t);
+                let holds = stream.holds.entry(t).or_default();
+                holds.extend(update);
+                for name in &removed {
+                    holds.remove(name);
+                }
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                stream.behind.entry(t).or_default().extend(missing);
+            }
+            // The stream ended; its reader removes it.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
     /// Sends type `t`'s changes to every delta stream subscribed to it.
     pub(super) fn push_delta(&mut self, t: XdsType) {
         for i in 0..self.delta_streams.len() {
-            if let Some(response) = self.delta_response(i, t, &BTreeSet::new()) {
-                // A full buffer means the client stopped reading: the push is dropped, and the
-                // client is brought up to date by the next change (or when it reconnects).
-                let _ = self.delta_streams[i].tx.try_send(Ok(response));
-            }
+            let missing = self.delta_streams[i].behind.remove(&t).unwrap_or_default();
+            self.send_delta(i, t, missing);
         }
     }
 }
@@ -124,6 +159,7 @@ pub(super) fn open(
             tx,
             subscribed: BTreeMap::new(),
             holds: BTreeMap::new(),
+            behind: BTreeMap::new(),
         });
         id
     };
@@ -162,8 +198,18 @@ fn on_request(shared: &Shared, id: u64, req: DeltaDiscoveryRequest) {
             subscribed.remove(name);
             holds.remove(name);
         }
-        if let Some(response) = inner.delta_response(i, t, &new) {
-            let _ = inner.delta_streams[i].tx.try_send(Ok(response));
+        let mut missing = inner.delta_streams[i].behind.remove(&t).unwrap_or_default();
+        missing.extend(new);
+        inner.send_delta(i, t, missing);
+        // The client read something (this request acknowledges it): the other types a
+        // full buffer held back may fit now.
+        let behind: Vec<XdsType> = inner.delta_streams[i].behind.keys().copied().collect();
+        for other in behind {
+            let missing = inner.delta_streams[i]
+                .behind
+                .remove(&other)
+                .unwrap_or_default();
+            inner.send_delta(i, other, missing);
         }
     }
     drop(inner);

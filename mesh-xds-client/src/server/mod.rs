@@ -131,6 +131,27 @@ struct StreamHandle {
     subscribed: BTreeMap<XdsType, BTreeSet<String>>,
     /// The node its first request named.
     node: Option<Node>,
+    /// Types whose latest push found the buffer full (the client is not reading): sent
+    /// again, current, with the stream's next request (the client's ACK of what it read).
+    behind: BTreeSet<XdsType>,
+}
+
+impl StreamHandle {
+    /// Queues `response` (for type `t`), or notes the type as behind when the buffer is
+    /// full. A state-of-the-world response replaces every earlier one of its type, so the
+    /// client is up to date once the latest reaches it.
+    fn send(&mut self, t: XdsType, response: DiscoveryResponse) {
+        match self.tx.try_send(Ok(response)) {
+            Ok(()) => {
+                self.behind.remove(&t);
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.behind.insert(t);
+            }
+            // The stream ended; its reader removes it.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
 }
 
 /// Decides which resources a wildcard subscription of a node gets, by node, type and
@@ -280,9 +301,7 @@ impl Inner {
             }
         }
         for (i, response) in pending {
-            // A full buffer means the client stopped reading: the push is dropped, and the
-            // client is brought up to date by the next change (or when it reconnects).
-            let _ = self.streams[i].tx.try_send(Ok(response));
+            self.streams[i].send(t, response);
         }
         self.push_delta(t);
     }

@@ -51,6 +51,7 @@ impl AggregatedDiscoveryService for AdsService {
                 tx,
                 subscribed: Default::default(),
                 node: None,
+                behind: Default::default(),
             });
             id
         };
@@ -134,12 +135,30 @@ fn on_request(shared: &Shared, id: u64, req: DiscoveryRequest) {
             if previous.as_ref() != Some(&names) {
                 let node = inner.streams[i].node.clone();
                 let response = inner.response(t, &names, node.as_ref());
-                let _ = inner.streams[i].tx.try_send(Ok(response));
+                inner.streams[i].send(t, response);
             }
         }
     }
+    catch_up(&mut inner, id);
     drop(inner);
     shared.recorded.send_replace(count);
+}
+
+/// Sends stream `id` the current state of each type a full buffer held back: the client
+/// has read something (this request acknowledges it), so there may be room now.
+fn catch_up(inner: &mut super::Inner, id: u64) {
+    let Some(i) = inner.streams.iter().position(|s| s.id == id) else {
+        return;
+    };
+    for t in std::mem::take(&mut inner.streams[i].behind) {
+        // Unsubscribed since: nothing to send.
+        let Some(names) = inner.streams[i].subscribed.get(&t).cloned() else {
+            continue;
+        };
+        let node = inner.streams[i].node.clone();
+        let response = inner.response(t, &names, node.as_ref());
+        inner.streams[i].send(t, response);
+    }
 }
 
 /// Whether a state-of-the-world request for `t` subscribes to every resource of the type:

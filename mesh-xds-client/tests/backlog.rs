@@ -1,0 +1,187 @@
+//! The ADS server keeps a client that stopped reading up to date: when a stream's buffer is
+//! full, a push is not lost; the current state goes out once the client reads again and
+//! acknowledges. State of the world (the latest version arrives) and delta (the latest
+//! version, then a removal, arrive). A raw ADS stream over real gRPC on 127.0.0.1 plays
+//! the client: it reads one response, stops reading while hundreds of changes are pushed
+//! (large enough to fill HTTP/2's flow-control window, hyper's send buffer and the
+//! server's per-stream buffer), then reads and ACKs as a real client does.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
+use std::time::Duration;
+
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use envoy_types::pb::google::protobuf::Any;
+use mesh_xds_client::resource::XdsType;
+use mesh_xds_client::server::AdsServer;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+
+/// A deadline for a hung test, not a timing assertion.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Changes pushed while the client does not read: more than the server's 256-response
+/// buffer plus what HTTP/2 and hyper hold for the stream (64 KiB window, 400 KiB buffer).
+const PUSHES: usize = 400;
+
+/// A resource of 16 KiB whose bytes say which version it is.
+fn cluster(version: usize) -> Any {
+    Any {
+        type_url: XdsType::Cluster.type_url().to_owned(),
+        value: format!("{version:016}").repeat(1024).into_bytes(),
+    }
+}
+
+fn version_of(any: &Any) -> usize {
+    std::str::from_utf8(&any.value[..16])
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+async fn client(server: &AdsServer) -> AggregatedDiscoveryServiceClient<tonic::transport::Channel> {
+    let addr = server.addr().unwrap();
+    AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
+}
+
+async fn next<T: prost::Message + Default>(rx: &mut Streaming<T>) -> T {
+    tokio::time::timeout(PATIENCE, rx.message())
+        .await
+        .expect("no response in time: a push was lost")
+        .unwrap()
+        .expect("stream ended")
+}
+
+async fn send<T>(tx: &mpsc::Sender<T>, request: T) {
+    tokio::time::timeout(PATIENCE, tx.send(request))
+        .await
+        .expect("the request was not taken in time")
+        .unwrap();
+}
+
+fn sotw_request(version: &str, nonce: &str) -> DiscoveryRequest {
+    DiscoveryRequest {
+        type_url: XdsType::Cluster.type_url().to_owned(),
+        resource_names: vec!["big".to_owned()],
+        version_info: version.to_owned(),
+        response_nonce: nonce.to_owned(),
+        ..DiscoveryRequest::default()
+    }
+}
+
+fn ack(r: &DiscoveryResponse) -> DiscoveryRequest {
+    sotw_request(&r.version_info, &r.nonce)
+}
+
+#[tokio::test]
+async fn a_client_that_stopped_reading_gets_the_latest_state_of_the_world() {
+    let server = AdsServer::start().await.unwrap();
+    server.put(XdsType::Cluster, "big", cluster(0));
+    let mut client = client(&server).await;
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(sotw_request("", "")).await.unwrap();
+    let mut responses = client
+        .stream_aggregated_resources(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = next(&mut responses).await;
+    assert_eq!(version_of(&first.resources[0]), 0);
+    send(&tx, ack(&first)).await;
+
+    // The client reads nothing while the resource changes PUSHES times.
+    for v in 1..=PUSHES {
+        server.put(XdsType::Cluster, "big", cluster(v));
+    }
+
+    // It reads again, acknowledging each response, until it has the latest version.
+    let mut read = 0;
+    loop {
+        let r = next(&mut responses).await;
+        read += 1;
+        send(&tx, ack(&r)).await;
+        let v = version_of(&r.resources[0]);
+        if v == PUSHES {
+            break;
+        }
+        assert!(read <= PUSHES + 1, "read {read} responses, none current");
+    }
+    // The buffer did fill (else this test proves nothing): fewer responses than pushes
+    // reached the client.
+    assert!(
+        read < PUSHES,
+        "every push was delivered: the buffer never filled"
+    );
+}
+
+fn delta_ack(r: &DeltaDiscoveryResponse) -> DeltaDiscoveryRequest {
+    DeltaDiscoveryRequest {
+        type_url: XdsType::Cluster.type_url().to_owned(),
+        response_nonce: r.nonce.clone(),
+        ..DeltaDiscoveryRequest::default()
+    }
+}
+
+#[tokio::test]
+async fn a_delta_client_that_stopped_reading_gets_the_latest_version_and_the_removal() {
+    let server = AdsServer::start().await.unwrap();
+    server.put(XdsType::Cluster, "big", cluster(0));
+    let mut client = client(&server).await;
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(DeltaDiscoveryRequest {
+        type_url: XdsType::Cluster.type_url().to_owned(),
+        resource_names_subscribe: vec!["big".to_owned()],
+        ..DeltaDiscoveryRequest::default()
+    })
+    .await
+    .unwrap();
+    let mut responses = client
+        .delta_aggregated_resources(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = next(&mut responses).await;
+    assert_eq!(version_of(first.resources[0].resource.as_ref().unwrap()), 0);
+    send(&tx, delta_ack(&first)).await;
+
+    for v in 1..=PUSHES {
+        server.put(XdsType::Cluster, "big", cluster(v));
+    }
+
+    // The latest version arrives.
+    let mut read = 0;
+    loop {
+        let r = next(&mut responses).await;
+        read += 1;
+        send(&tx, delta_ack(&r)).await;
+        assert!(r.removed_resources.is_empty(), "{:?}", r.removed_resources);
+        let v = version_of(r.resources[0].resource.as_ref().unwrap());
+        if v == PUSHES {
+            break;
+        }
+        assert!(read <= PUSHES + 1, "read {read} responses, none current");
+    }
+    assert!(
+        read < PUSHES,
+        "every push was delivered: the buffer never filled"
+    );
+
+    // Again with a removal as the last change: it arrives, whatever came before it.
+    for v in PUSHES + 1..=2 * PUSHES {
+        server.put(XdsType::Cluster, "big", cluster(v));
+    }
+    server.remove(XdsType::Cluster, "big");
+    loop {
+        let r = next(&mut responses).await;
+        send(&tx, delta_ack(&r)).await;
+        if r.removed_resources == ["big"] {
+            assert!(r.resources.is_empty());
+            break;
+        }
+    }
+}
