@@ -344,6 +344,7 @@ async fn no_route_and_no_endpoint_answer_with_typed_errors() {
     );
 }
 
+/// As Envoy does: control-plane's `interop_envoy_fault` runs the same case on a real Envoy.
 #[tokio::test]
 async fn a_route_fault_aborts_on_the_callers_headers_not_on_the_routes_header_changes() {
     use mesh_core::matcher::{HeaderMatcher, HeaderValueMatch, StringMatcher};
