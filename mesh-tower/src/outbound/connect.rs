@@ -6,7 +6,9 @@
 //! no `max_connections` slot and no socket yet. At `max_connections` a dial waits for a
 //! connection to close instead of failing its request, as Envoy keeps such a request
 //! pending. One connect timeout covers the whole dial: the waits, the TCP connect and the
-//! handshake.
+//! handshake. A TCP connect that takes longer than [`SLOW_TCP_CONNECT`] (an endpoint that
+//! does not answer) gives its handshake slot back and queues again once connected, so an
+//! unreachable endpoint holds up no other dial of its cluster.
 //! Sessions are resumed (TLS 1.3 tickets) from the cluster's client config, so most new
 //! connections to a known endpoint skip the certificate exchange.
 
@@ -60,6 +62,12 @@ impl std::fmt::Debug for TlsConnected {
 
 /// The most TLS client handshakes one cluster runs at once (by default).
 pub const MAX_CONCURRENT_HANDSHAKES: usize = 8;
+
+/// How long a dial keeps its handshake slot through the TCP connect: far longer than a
+/// connect takes within a data centre, far shorter than a connect timeout (Istio's 10 s)
+/// that every other dial of the cluster would otherwise wait out behind an endpoint that
+/// drops SYNs (a node gone without a reset).
+pub const SLOW_TCP_CONNECT: Duration = Duration::from_millis(100);
 
 /// Dials endpoints for one cluster.
 #[derive(Clone)]
@@ -257,16 +265,35 @@ impl MeshConnector {
             break (claim, handshake_slot);
         };
         let guard = self.connection_slot(deadline).await?;
-        let tcp = tokio::time::timeout_at(deadline, TcpStream::connect((host.as_str(), port)))
-            .await
-            .map_err(|_| ConnectError::Timeout {
-                authority: authority.clone(),
-                timeout: self.connect_timeout,
-            })?
-            .map_err(|source| ConnectError::Tcp {
-                authority: authority.clone(),
-                source,
-            })?;
+        let connect = TcpStream::connect((host.as_str(), port));
+        tokio::pin!(connect);
+        let timed_out = || ConnectError::Timeout {
+            authority: authority.clone(),
+            timeout: self.connect_timeout,
+        };
+        // The handshake slot is kept through a quick connect; a slow one gives it back
+        // and queues again once connected.
+        let quick = deadline.min(tokio::time::Instant::now() + SLOW_TCP_CONNECT);
+        let (tcp, handshake_slot) = match tokio::time::timeout_at(quick, &mut connect).await {
+            Ok(tcp) => (tcp, handshake_slot),
+            Err(_) => {
+                let slow = handshake_slot.is_some();
+                drop(handshake_slot);
+                let tcp = tokio::time::timeout_at(deadline, &mut connect)
+                    .await
+                    .map_err(|_| timed_out())?;
+                let slot = if slow {
+                    self.handshake_slot(&authority, deadline).await?
+                } else {
+                    None
+                };
+                (tcp, slot)
+            }
+        };
+        let tcp = tcp.map_err(|source| ConnectError::Tcp {
+            authority: authority.clone(),
+            source,
+        })?;
         tcp.set_nodelay(true).map_err(|source| ConnectError::Tcp {
             authority: authority.clone(),
             source,
@@ -528,6 +555,71 @@ mod tests {
         }
         let most = most.load(Ordering::SeqCst);
         assert!((1..=2).contains(&most), "{most} handshakes ran at once");
+    }
+
+    /// An address on 127.0.0.1 whose connects hang, as to a host that drops SYNs: a
+    /// listener with a backlog of one that never accepts, its queue filled. Kept open while
+    /// the returned connection and listener live.
+    async fn black_hole() -> (std::net::SocketAddr, tokio::net::TcpListener, TcpStream) {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.1:0".parse().expect("addr"))
+            .expect("bind");
+        let listener = socket.listen(0).expect("listen");
+        let addr = listener.local_addr().expect("addr");
+        let queued = TcpStream::connect(addr).await.expect("fills the queue");
+        (addr, listener, queued)
+    }
+
+    /// A TLS "handshake" that completes at once.
+    struct InstantHandshake;
+
+    impl UpstreamTlsConnect for InstantHandshake {
+        fn connect(
+            &self,
+            tcp: TcpStream,
+            _authority: &str,
+        ) -> Pin<Box<dyn Future<Output = Result<TlsConnected, BoxError>> + Send>> {
+            Box::pin(async move {
+                Ok(TlsConnected {
+                    stream: Box::new(tcp),
+                    h2: false,
+                })
+            })
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_dial_to_an_endpoint_that_drops_syns_holds_up_no_other_dial() {
+        let (hole, _listener, _queued) = black_hole().await;
+        let healthy = sink().await;
+        let tls: Arc<dyn UpstreamTlsConnect> = Arc::new(InstantHandshake);
+        // One handshake at a time, and a connect timeout long past the test's own.
+        let connector = MeshConnector::new(
+            Duration::from_secs(120),
+            Arc::new(CircuitBreaker::new(
+                mesh_core::breaker::Thresholds::default(),
+            )),
+            Some(tls),
+        )
+        .with_handshake_limit(1);
+        let stuck = tokio::spawn(
+            connector
+                .clone()
+                .oneshot(format!("http://{hole}").parse().expect("uri")),
+        );
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        // The dial to the healthy endpoint gets the one handshake slot once the stuck
+        // dial's connect is slow (before, it waited the stuck dial's whole connect timeout).
+        let uri: http::Uri = format!("http://{healthy}").parse().expect("uri");
+        let dial = tokio::time::timeout(Duration::from_secs(60), connector.oneshot(uri));
+        dial.await
+            .expect("the healthy dial waited for the stuck one")
+            .expect("connected");
+        assert!(!stuck.is_finished(), "the stuck dial is still connecting");
+        stuck.abort();
     }
 
     /// Records how many connection slots are taken whenever a handshake starts.
