@@ -14,7 +14,6 @@ mod interop;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
@@ -78,15 +77,6 @@ static_resources:
 }
 
 /// Envoy, killed when dropped.
-struct Envoy(Child);
-
-impl Drop for Envoy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The streams Envoy opened (its first request names its node).
 fn envoy_streams(requests: &[RecordedRequest]) -> Vec<u64> {
     requests
@@ -147,23 +137,7 @@ async fn envoy_acks_every_resource_the_control_plane_serves() {
     )
     .unwrap();
     let admin_path = dir.join("admin-address");
-    let log = std::fs::File::create(dir.join("envoy.log")).unwrap();
-    let _envoy = Envoy(
-        Command::new(envoy)
-            .arg("--concurrency")
-            .arg("1")
-            .arg("-c")
-            .arg(&bootstrap_path)
-            .arg("--admin-address-path")
-            .arg(&admin_path)
-            .arg("--disable-hot-restart")
-            .arg("-l")
-            .arg("warning")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
+    let _envoy = interop::start_envoy(&envoy, &bootstrap_path, &dir.join("envoy.log"), &admin_path);
 
     // Envoy ACKs each type once it has applied the response (EDS and RDS follow CDS/LDS).
     for t in [

@@ -16,20 +16,10 @@ mod interop;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Long enough never to be hit by a healthy test; only a hung one fails on it.
 const PATIENCE: Duration = Duration::from_secs(30);
-
-struct Envoy(Child);
-
-impl Drop for Envoy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -143,22 +133,7 @@ fn envoy_decides_a_routes_fault_on_the_callers_headers_not_on_the_routes_header_
     let config_path = dir.join("envoy.yaml");
     std::fs::write(&config_path, config(front, back)).unwrap();
     let log_path = dir.join("envoy.log");
-    let _envoy = Envoy(
-        Command::new(envoy)
-            .args([
-                "--concurrency",
-                "1",
-                "--disable-hot-restart",
-                "-l",
-                "warning",
-            ])
-            .arg("-c")
-            .arg(&config_path)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log_path).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let _envoy = interop::start_envoy(&envoy, &config_path, &log_path, &dir.join("admin"));
 
     // The caller sends no x-fault: the route adds it on the way out, the fault does not
     // fire, and the back listener sees the header.

@@ -21,7 +21,6 @@ mod interop;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mesh_tower::{IstioShape, Mesh};
@@ -113,15 +112,6 @@ static_resources:
 }
 
 /// Envoy, killed when dropped.
-struct Envoy(Child);
-
-impl Drop for Envoy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// One HTTP/1.1 request; the status line and body.
 async fn http(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<String> {
     let mut sock = tokio::net::TcpStream::connect(addr).await?;
@@ -194,25 +184,7 @@ async fn envoy_sidecar_calls_a_sidecar_shaped_mesh_service_under_strict_mtls_and
     let envoy_yaml = dir.join("envoy.yaml");
     std::fs::write(&envoy_yaml, envoy_bootstrap(ads, &client_certs)).unwrap();
     let admin_path = dir.join("admin-address");
-    let log = std::fs::File::create(dir.join("envoy.log")).unwrap();
-    let _envoy = Envoy(
-        Command::new(envoy)
-            .args([
-                "--concurrency",
-                "1",
-                "--disable-hot-restart",
-                "-l",
-                "warning",
-                "-c",
-            ])
-            .arg(&envoy_yaml)
-            .arg("--admin-address-path")
-            .arg(&admin_path)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
+    let _envoy = interop::start_envoy(&envoy, &envoy_yaml, &dir.join("envoy.log"), &admin_path);
     let deadline = Instant::now() + PATIENCE;
     let admin = loop {
         match std::fs::read_to_string(&admin_path) {

