@@ -244,7 +244,7 @@ impl MeshConnector {
         // behind other handshakes holds no connection slot and no socket (the server counts
         // sockets against its per-peer limit), so a burst of queued dials cannot fill
         // either. The slot is kept through the TCP connect and the handshake.
-        let (claim, handshake_slot) = loop {
+        let (claim, handshake_slot, guard) = loop {
             // On an HTTP/1.1 pool, first a request that needs a new connection.
             let claim =
                 match self.demand.as_ref().and_then(|d| d.find(&authority)) {
@@ -262,9 +262,14 @@ impl MeshConnector {
             if handshake_slot.is_some() && claim.as_ref().is_some_and(|c| c.is_surplus()) {
                 continue;
             }
-            break (claim, handshake_slot);
+            let guard = self.connection_slot(deadline).await?;
+            // The same after a wait at `max_connections`: the connection that closed to let
+            // this dial through may have been idle, its request served by another.
+            if claim.as_ref().is_some_and(|c| c.is_surplus()) {
+                continue;
+            }
+            break (claim, handshake_slot, guard);
         };
-        let guard = self.connection_slot(deadline).await?;
         let connect = TcpStream::connect((host.as_str(), port));
         tokio::pin!(connect);
         let timed_out = || ConnectError::Timeout {
@@ -620,6 +625,42 @@ mod tests {
             .expect("connected");
         assert!(!stuck.is_finished(), "the stuck dial is still connecting");
         stuck.abort();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_dial_whose_request_went_while_it_waited_at_max_connections_opens_no_socket() {
+        let (addr, accepted) = counting_sink().await;
+        let demands = Arc::new(DialDemands::default());
+        let demand = demands.register(&addr.to_string());
+        let connector = MeshConnector::new(
+            Duration::from_millis(300),
+            Arc::new(CircuitBreaker::new(
+                mesh_core::breaker::Thresholds::default().with_max_connections(1),
+            )),
+            None,
+        )
+        .with_demand(Arc::clone(&demands));
+        let uri: http::Uri = format!("http://{addr}").parse().expect("uri");
+        let first_request = demand.request();
+        let first = connector.clone().oneshot(uri.clone()).await.expect("first");
+        // A second request needs a second connection: its dial waits at max_connections.
+        let second_request = demand.request();
+        let second = tokio::spawn(connector.clone().oneshot(uri.clone()));
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!second.is_finished(), "the second dial waits for a slot");
+        // Both requests end (the second given up by its caller), then the idle connection
+        // closes: the slot comes free for a dial no request needs any more.
+        drop((first_request, second_request));
+        drop(first);
+        let second = second.await.expect("task");
+        assert!(
+            matches!(second, Err(ConnectError::NotNeeded { .. })),
+            "the dial went on with no request: {second:?}"
+        );
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(demand.counts(), (0, 0));
     }
 
     /// Records how many connection slots are taken whenever a handshake starts.
