@@ -323,13 +323,14 @@ impl Metrics {
     /// Takes a peer's metadata-exchange headers off `headers` and interns what it said.
     pub(crate) fn take_peer(&self, headers: &mut http::HeaderMap) -> Option<u32> {
         let value = peer::take(headers)?;
-        // UTF-8 (checked word by word) rather than `to_str`'s byte-by-byte check of visible
-        // ASCII: the value is a few hundred bytes of base64 on every request and response,
-        // and a value that is not base64 decodes to `unknown` labels either way.
-        let id = self
-            .inner
-            .peers
-            .intern(std::str::from_utf8(value.as_bytes()).ok()?);
+        // Visible ASCII, as `to_str` requires, but checked word by word rather than byte by
+        // byte: the value is a few hundred bytes of base64 on every request and response
+        // (a header value holds no control characters).
+        let value = value.as_bytes();
+        if !value.is_ascii() {
+            return None;
+        }
+        let id = self.inner.peers.intern(std::str::from_utf8(value).ok()?);
         // `unknown`: the interner is full (or the peer said nothing usable).
         (id != registry::UNKNOWN).then_some(id)
     }

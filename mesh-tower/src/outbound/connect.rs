@@ -63,11 +63,12 @@ impl std::fmt::Debug for TlsConnected {
 /// The most TLS client handshakes one cluster runs at once (by default).
 pub const MAX_CONCURRENT_HANDSHAKES: usize = 8;
 
-/// How long a dial keeps its handshake slot through the TCP connect: far longer than a
-/// connect takes within a data centre, far shorter than a connect timeout (Istio's 10 s)
+/// How long a dial keeps its handshake slot through the TCP connect: longer than a connect
+/// takes within a region (and than most round trips between regions), far shorter than a
+/// connect timeout (Istio's 10 s)
 /// that every other dial of the cluster would otherwise wait out behind an endpoint that
 /// drops SYNs (a node gone without a reset).
-pub const SLOW_TCP_CONNECT: Duration = Duration::from_millis(100);
+pub const SLOW_TCP_CONNECT: Duration = Duration::from_millis(250);
 
 /// Dials endpoints for one cluster.
 #[derive(Clone)]
@@ -243,7 +244,8 @@ impl MeshConnector {
         // With TLS, the handshake slot comes before the connection slot: a dial queued
         // behind other handshakes holds no connection slot and no socket (the server counts
         // sockets against its per-peer limit), so a burst of queued dials cannot fill
-        // either. The slot is kept through the TCP connect and the handshake.
+        // either. The slot is kept through the TCP connect and the handshake, unless the
+        // connect is slow (see below): such a dial queues again holding its socket.
         let (claim, handshake_slot, guard) = loop {
             // On an HTTP/1.1 pool, first a request that needs a new connection.
             let claim =
@@ -272,33 +274,41 @@ impl MeshConnector {
         };
         let connect = TcpStream::connect((host.as_str(), port));
         tokio::pin!(connect);
-        let timed_out = || ConnectError::Timeout {
+        let tcp_failed = |source| ConnectError::Tcp {
             authority: authority.clone(),
-            timeout: self.connect_timeout,
+            source,
         };
         // The handshake slot is kept through a quick connect; a slow one gives it back
         // and queues again once connected.
         let quick = deadline.min(tokio::time::Instant::now() + SLOW_TCP_CONNECT);
         let (tcp, handshake_slot) = match tokio::time::timeout_at(quick, &mut connect).await {
-            Ok(tcp) => (tcp, handshake_slot),
+            Ok(tcp) => (tcp.map_err(tcp_failed)?, handshake_slot),
             Err(_) => {
                 let slow = handshake_slot.is_some();
                 drop(handshake_slot);
                 let tcp = tokio::time::timeout_at(deadline, &mut connect)
                     .await
-                    .map_err(|_| timed_out())?;
+                    .map_err(|_| ConnectError::Timeout {
+                        authority: authority.clone(),
+                        timeout: self.connect_timeout,
+                    })?
+                    .map_err(tcp_failed)?;
                 let slot = if slow {
-                    self.handshake_slot(&authority, deadline).await?
+                    let slot = self.handshake_slot(&authority, deadline).await?;
+                    // As above: the request may have been served while this dial queued.
+                    if claim.as_ref().is_some_and(|c| c.is_surplus()) {
+                        return Err(ConnectError::NotNeeded {
+                            authority,
+                            timeout: self.connect_timeout,
+                        });
+                    }
+                    slot
                 } else {
                     None
                 };
                 (tcp, slot)
             }
         };
-        let tcp = tcp.map_err(|source| ConnectError::Tcp {
-            authority: authority.clone(),
-            source,
-        })?;
         tcp.set_nodelay(true).map_err(|source| ConnectError::Tcp {
             authority: authority.clone(),
             source,
@@ -572,7 +582,10 @@ mod tests {
             .expect("bind");
         let listener = socket.listen(0).expect("listen");
         let addr = listener.local_addr().expect("addr");
-        let queued = TcpStream::connect(addr).await.expect("fills the queue");
+        let queued = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr))
+            .await
+            .expect("the first connect is queued at once")
+            .expect("fills the queue");
         (addr, listener, queued)
     }
 
@@ -661,6 +674,53 @@ mod tests {
         );
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
         assert_eq!(demand.counts(), (0, 0));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_slow_connect_whose_request_went_meanwhile_skips_its_handshake() {
+        let (addr, listener, _queued) = black_hole().await;
+        let demands = Arc::new(DialDemands::default());
+        let demand = demands.register(&addr.to_string());
+        let tls: Arc<dyn UpstreamTlsConnect> = Arc::new(InstantHandshake);
+        let connector = MeshConnector::new(
+            Duration::from_secs(60),
+            Arc::new(CircuitBreaker::new(
+                mesh_core::breaker::Thresholds::default(),
+            )),
+            Some(tls),
+        )
+        .with_demand(Arc::clone(&demands))
+        .with_handshake_limit(1);
+        let request = demand.request();
+        let dial = tokio::spawn(
+            connector
+                .clone()
+                .oneshot(format!("http://{addr}").parse().expect("uri")),
+        );
+        // The dial takes the handshake slot; its connect is slow, so it gives it back.
+        let gave_back = async {
+            while connector.handshakes.available_permits() == 1 {
+                tokio::task::yield_now().await;
+            }
+            while connector.handshakes.available_permits() == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), gave_back)
+            .await
+            .expect("the slow dial kept its handshake slot");
+        // Its request goes; then the listener's queue makes room, and the dial's next SYN
+        // connects. Queued again for the slot, it finds no request to handshake for.
+        drop(request);
+        let (_accepted, _) = listener.accept().await.expect("accept");
+        let result = tokio::time::timeout(Duration::from_secs(30), dial)
+            .await
+            .expect("the dial connected after a SYN retry")
+            .expect("task");
+        assert!(
+            matches!(result, Err(ConnectError::NotNeeded { .. })),
+            "the dial handshook for no request: {result:?}"
+        );
     }
 
     /// Records how many connection slots are taken whenever a handshake starts.

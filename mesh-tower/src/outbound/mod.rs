@@ -431,7 +431,9 @@ impl Outbound {
         let grpc = is_grpc(req.headers());
         // Room for what the mesh adds (trace context, request id, Istio's metadata
         // exchange, attempt count, Host) in one allocation: a map that grows rehashes.
-        req.headers_mut().reserve(MESH_HEADERS);
+        // (`try_reserve`: no panic on a map already at its size limit; it then grows as
+        // it can, header by header.)
+        let _ = req.headers_mut().try_reserve(MESH_HEADERS);
         // A body without a length (gRPC, streaming) is counted as it is sent.
         let size = match req.body().size_hint().exact() {
             Some(n) => crate::observe::RequestSize::Exact(n),
