@@ -2,9 +2,10 @@
 //! full, a push is not lost; the current state goes out once the client reads again and
 //! acknowledges. State of the world (the latest version arrives) and delta (the latest
 //! version, then a removal, arrive). A raw ADS stream over real gRPC on 127.0.0.1 plays
-//! the client: it reads one response, stops reading while hundreds of changes are pushed
-//! (large enough to fill HTTP/2's flow-control window, hyper's send buffer and the
-//! server's per-stream buffer), then reads and ACKs as a real client does.
+//! the client: it reads one response, stops reading while hundreds of changes are pushed,
+//! then reads and ACKs as a real client does. The test's runtime has one thread and the
+//! pushes do not yield, so nothing drains the server's 256-response buffer meanwhile: the
+//! pushes past it find it full (`read < PUSHES` checks that they did).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 use std::time::Duration;
@@ -24,7 +25,7 @@ use tonic::Streaming;
 const PATIENCE: Duration = Duration::from_secs(20);
 
 /// Changes pushed while the client does not read: more than the server's 256-response
-/// buffer plus what HTTP/2 and hyper hold for the stream (64 KiB window, 400 KiB buffer).
+/// buffer (and, should the pushes ever yield, than HTTP/2 would carry meanwhile).
 const PUSHES: usize = 400;
 
 /// A resource of 16 KiB whose bytes say which version it is.
