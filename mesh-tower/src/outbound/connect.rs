@@ -8,7 +8,8 @@
 //! pending. One connect timeout covers the whole dial: the waits, the TCP connect and the
 //! handshake. A TCP connect that takes longer than [`SLOW_TCP_CONNECT`] (an endpoint that
 //! does not answer) gives its handshake slot back and queues again once connected, so an
-//! unreachable endpoint holds up no other dial of its cluster.
+//! unreachable endpoint holds up the other dials of its cluster for that long at most, not
+//! for the connect timeout.
 //! Sessions are resumed (TLS 1.3 tickets) from the cluster's client config, so most new
 //! connections to a known endpoint skip the certificate exchange.
 
@@ -64,10 +65,9 @@ impl std::fmt::Debug for TlsConnected {
 pub const MAX_CONCURRENT_HANDSHAKES: usize = 8;
 
 /// How long a dial keeps its handshake slot through the TCP connect: longer than a connect
-/// takes within a region (and than most round trips between regions), far shorter than a
-/// connect timeout (Istio's 10 s)
-/// that every other dial of the cluster would otherwise wait out behind an endpoint that
-/// drops SYNs (a node gone without a reset).
+/// takes within a region (and than most round trips between regions), far shorter than the
+/// connect timeout (Istio's 10 s) that every other dial of the cluster would otherwise wait
+/// out behind an endpoint that drops SYNs (a node gone without a reset).
 pub const SLOW_TCP_CONNECT: Duration = Duration::from_millis(250);
 
 /// Dials endpoints for one cluster.
