@@ -107,7 +107,7 @@ impl<S> Layer<S> for MeshLayer {
 }
 
 /// Trace context and Istio's request metrics as one service: what
-/// [`TraceLayer`](crate::trace::TraceLayer) and [`MetricsLayer`](crate::metrics::MetricsLayer)
+/// [`TraceLayer`] and [`MetricsLayer`](crate::metrics::MetricsLayer)
 /// do stacked, with one response future and one body watcher, so each response's end
 /// (bytes, `grpc-status`) is read once for both.
 #[derive(Clone)]

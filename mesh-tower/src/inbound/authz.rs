@@ -58,7 +58,7 @@ pub enum Authorization {
     Fixed(Arc<rbac::Authorization>),
 }
 
-/// Applies authorization to every request. See the [module docs](self).
+/// Applies authorization to every request (what it checks: the `inbound::authz` module docs).
 #[derive(Debug, Clone)]
 pub struct AuthorizationLayer {
     source: Authorization,

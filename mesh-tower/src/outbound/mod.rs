@@ -5,8 +5,8 @@
 //! one target, for tonic-generated clients (`PaymentClient::new(mesh.channel(...))`).
 //! Per request: the current snapshot (lock-free) -> virtual host (exact domains by map) and
 //! route -> fault injection -> weighted cluster -> the cluster's stack, a tower service per
-//! concern: [`retry`] (a `tower::retry::Policy`, only when the route retries) over
-//! [`breaker`] (the request slot taken in `poll_ready`) over [`endpoint`] (LB, outlier
+//! concern: `retry` (a `tower::retry::Policy`, only when the route retries) over
+//! `breaker` (the request slot taken in `poll_ready`) over `endpoint` (LB, outlier
 //! ejection, the pooled connection with TCP_NODELAY and mTLS when the cluster says, the
 //! attempt's deadline). A target the policy does not know is resolved by DNS and dialed
 //! with default settings.

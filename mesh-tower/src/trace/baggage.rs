@@ -1,6 +1,6 @@
 //! W3C Baggage: the `baggage` header, carried from a request to the calls its handler
 //! makes, and readable (and changeable) by the handler as OpenTelemetry
-//! [`Baggage`](opentelemetry::baggage::Baggage) in the current context.
+//! [`Baggage`] in the current context.
 //!
 //! The header is passed on as received when the handler leaves the baggage alone (no
 //! re-encoding per call). Several `baggage` headers are one list. A list longer than

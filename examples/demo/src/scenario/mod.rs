@@ -92,7 +92,7 @@ impl Scenario {
     }
 
     /// HOOK: the feature a story is waiting for. When the feature lands, implement the
-    /// story in its own module, dispatch to it in [`run_one`], and return `None` here.
+    /// story in its own module, dispatch to it in `run_one`, and return `None` here.
     pub fn needs(self) -> Option<&'static str> {
         match self {
             Self::ControlPlane
