@@ -101,19 +101,27 @@ async fn a_client_that_stopped_reading_gets_the_latest_state_of_the_world() {
     }
 
     // It reads again, acknowledging each response, until it has the latest version.
+    read_backlog(&mut responses, &tx, ack, |r| version_of(&r.resources[0])).await;
+}
+
+/// Reads responses, ACKing each, until one holds version [`PUSHES`]; checks that fewer
+/// than `PUSHES` arrived (the buffer did fill, else the test proves nothing).
+async fn read_backlog<T: prost::Message + Default, R>(
+    responses: &mut Streaming<T>,
+    tx: &mpsc::Sender<R>,
+    ack: fn(&T) -> R,
+    version: impl Fn(&T) -> usize,
+) {
     let mut read = 0;
     loop {
-        let r = next(&mut responses).await;
+        let r = next(responses).await;
         read += 1;
-        send(&tx, ack(&r)).await;
-        let v = version_of(&r.resources[0]);
-        if v == PUSHES {
+        send(tx, ack(&r)).await;
+        if version(&r) == PUSHES {
             break;
         }
         assert!(read <= PUSHES + 1, "read {read} responses, none current");
     }
-    // The buffer did fill (else this test proves nothing): fewer responses than pushes
-    // reached the client.
     assert!(
         read < PUSHES,
         "every push was delivered: the buffer never filled"
@@ -155,22 +163,11 @@ async fn a_delta_client_that_stopped_reading_gets_the_latest_version_and_the_rem
     }
 
     // The latest version arrives.
-    let mut read = 0;
-    loop {
-        let r = next(&mut responses).await;
-        read += 1;
-        send(&tx, delta_ack(&r)).await;
+    read_backlog(&mut responses, &tx, delta_ack, |r| {
         assert!(r.removed_resources.is_empty(), "{:?}", r.removed_resources);
-        let v = version_of(r.resources[0].resource.as_ref().unwrap());
-        if v == PUSHES {
-            break;
-        }
-        assert!(read <= PUSHES + 1, "read {read} responses, none current");
-    }
-    assert!(
-        read < PUSHES,
-        "every push was delivered: the buffer never filled"
-    );
+        version_of(r.resources[0].resource.as_ref().unwrap())
+    })
+    .await;
 
     // Again with a removal as the last change: it arrives, whatever came before it.
     for v in PUSHES + 1..=2 * PUSHES {
