@@ -338,7 +338,7 @@ async fn serve_http<S, B>(
 {
     let remote = peer.remote_addr;
     let mut closing = ctx.closing.clone();
-    let conn = ctx.http.serve_connection(
+    let conn = ctx.http.serve_connection_with_upgrades(
         TokioIo::new(io),
         WithPeer {
             inner: service,
