@@ -2,8 +2,11 @@
 //! handler behind the mesh's inbound stack, reached by tungstenite's own client (an
 //! independent implementation of RFC 6455) and by the mesh's HTTP client, whose upgraded
 //! connection then carries tungstenite's frames. While that connection stays upgraded, the
-//! mesh client's other requests to the same endpoint are not held back by its pool.
+//! mesh client's other requests to the same endpoint are not held back by its pool. The
+//! same over mutual TLS, to a STRICT listener.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
+mod common;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -16,7 +19,10 @@ use futures_util::{SinkExt, StreamExt};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
+use mesh_core::inbound::TlsMode;
 use mesh_tower::Mesh;
+use rustls::pki_types::ServerName;
+use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
@@ -127,5 +133,30 @@ async fn the_mesh_client_upgrades_and_keeps_serving_the_endpoint_meanwhile() {
     assert_eq!(body, "hello");
 
     assert_eq!(round_trip(&mut ws, "two").await, "echo: two");
+    ws.close(None).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_websocket_client_over_mutual_tls_talks_to_a_handler_behind_a_strict_listener() {
+    let certs = common::mesh();
+    let server = common::start(
+        common::policy(TlsMode::Strict),
+        Some(certs.payment.clone()),
+        app(),
+    )
+    .await;
+    let config = common::client_tls(&certs.payment, Some(&certs.order));
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let name = ServerName::try_from("payment.default.svc.cluster.local").unwrap();
+    let tls = TlsConnector::from(config).connect(name, tcp).await.unwrap();
+    let (mut ws, resp) = tokio::time::timeout(
+        PATIENCE,
+        tokio_tungstenite::client_async("ws://payment/ws", tls),
+    )
+    .await
+    .expect("no handshake in time")
+    .expect("handshake");
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    assert_eq!(round_trip(&mut ws, "over tls").await, "echo: over tls");
     ws.close(None).await.unwrap();
 }
