@@ -21,7 +21,7 @@ use crate::observe::Watch;
 pub(crate) struct AttemptGuard {
     endpoint: Arc<EndpointState>,
     /// On an HTTP/1.1 pool, the request counted in its endpoint's dial demand.
-    _demand: Option<super::demand::DemandRequest>,
+    demand: Option<super::demand::DemandRequest>,
 }
 
 impl AttemptGuard {
@@ -34,10 +34,7 @@ impl AttemptGuard {
         } else {
             None
         };
-        Self {
-            endpoint,
-            _demand: demand,
-        }
+        Self { endpoint, demand }
     }
 
     /// Leaves the request counted in its endpoint's dial demand after this guard goes
@@ -45,9 +42,14 @@ impl AttemptGuard {
     ///
     /// [`DemandRequest::keep_counted`]: super::demand::DemandRequest::keep_counted
     pub(crate) fn keep_demand_counted(&mut self) {
-        if let Some(demand) = self._demand.take() {
+        if let Some(demand) = self.demand.take() {
             demand.keep_counted();
         }
+    }
+
+    /// Whether the attempt counts in its endpoint's dial demand (HTTP/1.1 pool).
+    pub(crate) fn counts_demand(&self) -> bool {
+        self.demand.is_some()
     }
 
     /// The endpoint's address.
