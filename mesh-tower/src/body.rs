@@ -41,9 +41,10 @@ where
     B: Body + Unpin,
     B::Data: Buf,
 {
-    /// Reads the frames that are ready now, keeping at most `limit` bytes.
+    /// Reads the frames that are ready now, keeping at most `limit` bytes. A body that is
+    /// one frame (the common case) is kept as it came, without a copy.
     pub fn buffer(mut body: B, limit: usize) -> Self {
-        let mut buf = BytesMut::new();
+        let mut buf = Held::default();
         loop {
             if body.is_end_stream() {
                 return Self::Buffered {
@@ -61,7 +62,7 @@ where
                 }
                 Some(Some(Ok(frame))) => match frame.into_data() {
                     Ok(mut data) => {
-                        buf.extend_from_slice(&data.copy_to_bytes(data.remaining()));
+                        buf.push(data.copy_to_bytes(data.remaining()));
                         if buf.len() > limit {
                             return Self::Streaming {
                                 prefix: Some(buf.freeze()),
@@ -81,11 +82,54 @@ where
                 // surfaces when the body is polled again.
                 Some(Some(Err(_))) | None => {
                     return Self::Streaming {
-                        prefix: (!buf.is_empty()).then(|| buf.freeze()),
+                        prefix: (buf.len() > 0).then(|| buf.freeze()),
                         rest: body,
                     }
                 }
             }
+        }
+    }
+}
+
+/// The data read so far: one chunk as it came, or several copied together.
+#[derive(Default)]
+enum Held {
+    #[default]
+    Empty,
+    One(Bytes),
+    Many(BytesMut),
+}
+
+impl Held {
+    fn push(&mut self, chunk: Bytes) {
+        *self = match std::mem::take(self) {
+            Self::Empty => Self::One(chunk),
+            Self::One(first) => {
+                let mut all = BytesMut::with_capacity(first.len() + chunk.len());
+                all.extend_from_slice(&first);
+                all.extend_from_slice(&chunk);
+                Self::Many(all)
+            }
+            Self::Many(mut all) => {
+                all.extend_from_slice(&chunk);
+                Self::Many(all)
+            }
+        };
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::Empty => 0,
+            Self::One(b) => b.len(),
+            Self::Many(b) => b.len(),
+        }
+    }
+
+    fn freeze(self) -> Bytes {
+        match self {
+            Self::Empty => Bytes::new(),
+            Self::One(b) => b,
+            Self::Many(b) => b.freeze(),
         }
     }
 }
@@ -193,6 +237,45 @@ mod tests {
         let b = copy.collect().await.expect("body").to_bytes();
         assert_eq!(a, b);
         assert_eq!(&a[..], b"hello");
+    }
+
+    #[tokio::test]
+    async fn one_chunk_is_kept_without_a_copy() {
+        let chunk = Bytes::from(vec![3u8; 1024]);
+        let body = ReplayBody::buffer(Full::new(chunk.clone()), 64 * 1024);
+        let copy = body.try_clone().expect("replayable");
+        let sent = body.collect().await.expect("body").to_bytes();
+        assert_eq!(
+            sent.as_ptr(),
+            chunk.as_ptr(),
+            "the caller's bytes, not a copy"
+        );
+        assert_eq!(copy.collect().await.expect("body").to_bytes(), chunk);
+    }
+
+    #[tokio::test]
+    async fn chunks_ready_at_once_are_joined_in_order() {
+        let frames = ["ab", "cd", "ef"]
+            .map(|s| Ok::<_, std::io::Error>(Frame::data(Bytes::from_static(s.as_bytes()))));
+        let body = ReplayBody::buffer(StreamBody::new(futures_util::stream::iter(frames)), 6);
+        assert!(body.is_replayable(), "six bytes fit a limit of six");
+        let copy = body.try_clone().expect("replayable");
+        assert_eq!(
+            &body.collect().await.expect("body").to_bytes()[..],
+            b"abcdef"
+        );
+        assert_eq!(
+            &copy.collect().await.expect("body").to_bytes()[..],
+            b"abcdef"
+        );
+        let frames = ["ab", "cd", "ef"]
+            .map(|s| Ok::<_, std::io::Error>(Frame::data(Bytes::from_static(s.as_bytes()))));
+        let body = ReplayBody::buffer(StreamBody::new(futures_util::stream::iter(frames)), 5);
+        assert!(!body.is_replayable(), "over the limit");
+        assert_eq!(
+            &body.collect().await.expect("body").to_bytes()[..],
+            b"abcdef"
+        );
     }
 
     #[tokio::test]

@@ -242,7 +242,9 @@ impl MeshBuilder {
         };
         let policy = LivePolicy::new(snapshot);
         let metrics = Metrics::new(self.workload.unwrap_or_else(default_workload));
-        let tracer = Arc::new(self.tracer.unwrap_or_else(crate::trace::global_tracer));
+        let tracer = Arc::new(crate::trace::MeshTracer::new(
+            self.tracer.unwrap_or_else(crate::trace::global_tracer),
+        ));
         let outbound = Arc::new(
             Outbound::new(policy.clone(), tls, self.outbound, None, tracer)
                 .with_metrics(metrics.clone()),
@@ -343,7 +345,9 @@ impl MeshBuilder {
             .unwrap_or_else(default_workload)
             .with_node_metadata(&bootstrap.node.id, &bootstrap.node.metadata);
         let metrics = Metrics::new(labels);
-        let tracer = Arc::new(self.tracer.unwrap_or_else(crate::trace::global_tracer));
+        let tracer = Arc::new(crate::trace::MeshTracer::new(
+            self.tracer.unwrap_or_else(crate::trace::global_tracer),
+        ));
         let outbound = Arc::new(
             Outbound::new(
                 policy.clone(),
@@ -564,7 +568,7 @@ impl Mesh {
     }
 
     /// The tracer the mesh's spans go to (see [`MeshBuilder::tracer`]).
-    pub(crate) fn tracer(&self) -> &Arc<BoxedTracer> {
+    pub(crate) fn tracer(&self) -> &Arc<crate::trace::MeshTracer> {
         self.inner.outbound.tracer()
     }
 }
@@ -589,7 +593,7 @@ fn unreachable_build(e: MeshBuildError) -> Mesh {
         None,
         OutboundConfig::default(),
         None,
-        Arc::new(crate::trace::global_tracer()),
+        Arc::new(crate::trace::MeshTracer::new(crate::trace::global_tracer())),
     ));
     Mesh {
         inner: Arc::new(Inner {

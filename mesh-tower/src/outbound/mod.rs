@@ -41,7 +41,6 @@ use mesh_core::retry::RetryPolicy;
 use mesh_core::route::{
     ClusterSpecifier, ForwardAction, HashPolicyKind, PathMatch, Route, RouteAction, VirtualHost,
 };
-use opentelemetry::global::BoxedTracer;
 use tokio::time::Instant;
 
 pub use cluster::{EndpointStatus, TlsProvider};
@@ -51,6 +50,7 @@ pub use response::ResponseBody;
 use crate::body::{BoxError, ReplayBody};
 use crate::error::MeshError;
 use crate::exchange::is_grpc;
+use crate::trace::MeshTracer;
 use attempt::Attempt;
 use breaker::Breaker;
 use cluster::{ClusterRegistry, ClusterState};
@@ -125,7 +125,7 @@ pub(crate) struct Outbound {
     xds: Option<XdsTargets>,
     metrics: crate::metrics::Metrics,
     /// Where client spans go; held, not looked up per call.
-    tracer: Arc<BoxedTracer>,
+    tracer: Arc<MeshTracer>,
 }
 
 impl std::fmt::Debug for Outbound {
@@ -142,7 +142,7 @@ impl Outbound {
         tls: Option<Arc<dyn TlsProvider>>,
         config: OutboundConfig,
         xds: Option<XdsTargets>,
-        tracer: Arc<BoxedTracer>,
+        tracer: Arc<MeshTracer>,
     ) -> Self {
         Self {
             policy,
@@ -156,7 +156,7 @@ impl Outbound {
     }
 
     /// The tracer its client spans go to.
-    pub(crate) fn tracer(&self) -> &Arc<BoxedTracer> {
+    pub(crate) fn tracer(&self) -> &Arc<MeshTracer> {
         &self.tracer
     }
 
@@ -419,7 +419,9 @@ struct Routed<'s> {
     retry: Option<&'s RetryPolicy>,
     timeout: Option<Duration>,
     hash: Option<u64>,
-    response_headers: Vec<&'s mesh_core::route::HeaderMutations>,
+    /// The response header changes, most specific first (weighted cluster, route,
+    /// virtual host): a fixed array, no allocation per request.
+    response_headers: [Option<&'s mesh_core::route::HeaderMutations>; 3],
 }
 
 impl Outbound {
@@ -470,27 +472,16 @@ impl Outbound {
         req: Request<UnsyncBoxBody<Bytes, BoxError>>,
         grpc: bool,
     ) -> Result<Response<ResponseBody>, MeshError> {
-        // A client bound to a target (a tonic channel) borrows it; one addressed by the
-        // request's authority copies it (the request changes below).
-        let authority: std::borrow::Cow<'_, str> = match target {
-            Some(t) => std::borrow::Cow::Borrowed(&*t.name),
-            None => std::borrow::Cow::Owned(
-                req.uri()
-                    .authority()
-                    .map(|a| a.as_str().to_owned())
-                    .or_else(|| {
-                        req.headers()
-                            .get(http::header::HOST)
-                            .and_then(|h| h.to_str().ok())
-                            .map(str::to_owned)
-                    })
-                    .ok_or_else(|| MeshError::NoRoute {
-                        authority: String::new(),
-                        path: req.uri().path().to_owned(),
-                    })?,
-            ),
+        // A client bound to a target (a tonic channel) borrows its name; one addressed by
+        // the request's authority holds that (the request changes below).
+        let unbound;
+        let authority: &str = match target {
+            Some(t) => &t.name,
+            None => {
+                unbound = RequestAuthority::of(&req)?;
+                unbound.as_str()
+            }
         };
-        let authority = authority.as_ref();
         let snap = self.await_target(authority).await;
         let Some(listener) = snap.outbound(authority) else {
             // Not in the policy: DNS, default settings (gRPC's dns: resolver).
@@ -500,7 +491,7 @@ impl Outbound {
                 retry: None,
                 timeout: None,
                 hash: None,
-                response_headers: Vec::new(),
+                response_headers: [None; 3],
             };
             let host = host_for(target, authority, &req);
             return self
@@ -592,12 +583,11 @@ impl Outbound {
         self.metrics.announce(req.headers_mut());
 
         let hash = request_hash(fwd, &state, &req);
-        let mut response_headers = Vec::with_capacity(3);
-        if let Some(wc) = wc_headers {
-            response_headers.push(wc.response_headers());
-        }
-        response_headers.push(route.response_headers());
-        response_headers.push(vh.response_headers());
+        let response_headers = [
+            wc_headers.map(|wc| wc.response_headers()),
+            Some(route.response_headers()),
+            Some(vh.response_headers()),
+        ];
         let routed = Routed {
             timeout: deadline::effective_timeout(fwd, req.headers(), grpc),
             retry: fwd.retry_policy.as_ref().or_else(|| vh_retry(vh)),
@@ -659,10 +649,40 @@ impl Outbound {
             }
         };
         let mut resp = result.map_err(|failed| failed.error)?;
-        for muts in &routed.response_headers {
+        for muts in routed.response_headers.into_iter().flatten() {
             muts.apply(resp.headers_mut());
         }
         Ok(resp)
+    }
+}
+
+/// The authority a request names, for a client not bound to a target: the URI's (its
+/// bytes shared with the request, not copied), else the Host header's.
+enum RequestAuthority {
+    Uri(Authority),
+    Host(String),
+}
+
+impl RequestAuthority {
+    fn of<B>(req: &Request<B>) -> Result<Self, MeshError> {
+        if let Some(a) = req.uri().authority() {
+            return Ok(Self::Uri(a.clone()));
+        }
+        req.headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(|h| Self::Host(h.to_owned()))
+            .ok_or_else(|| MeshError::NoRoute {
+                authority: String::new(),
+                path: req.uri().path().to_owned(),
+            })
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Self::Uri(a) => a.as_str(),
+            Self::Host(h) => h,
+        }
     }
 }
 

@@ -2,8 +2,8 @@
 //! onto the request, continuing the current request's trace) and Istio's request metrics
 //! with `reporter="source"`, both finished when the response body ends.
 
+use crate::trace::MeshTracer;
 use http::{Request, Response};
-use opentelemetry::global::BoxedTracer;
 use tokio::time::Instant;
 
 use super::response::ResponseBody;
@@ -38,7 +38,7 @@ pub(crate) struct ObservedTarget<'a> {
 /// Starts observing a call to `target` (else the request's authority): the client span's
 /// context goes onto the request's headers.
 pub(crate) fn start<B: http_body::Body>(
-    tracer: &BoxedTracer,
+    tracer: &MeshTracer,
     metrics: &Metrics,
     target: Option<ObservedTarget<'_>>,
     req: Request<B>,

@@ -13,7 +13,7 @@ use tracing::instrument::{Instrument, Instrumented};
 
 use super::context::{extract_with, scope, sync_scope, TraceContext, X_REQUEST_ID};
 use super::propagation::Propagation;
-use super::span::{global_tracer, start_server, Exchange, SpanGuard};
+use super::span::{global_tracer, start_server, Exchange, MeshTracer, SpanGuard};
 use crate::exchange::PeerIdentity;
 use crate::observe::{ExchangeEnd, ExchangeObserver, ObservedBody};
 
@@ -52,7 +52,7 @@ use crate::observe::{ExchangeEnd, ExchangeObserver, ObservedBody};
 /// ```
 #[derive(Clone)]
 pub struct TraceLayer {
-    tracer: Arc<BoxedTracer>,
+    tracer: Arc<MeshTracer>,
     propagation: Propagation,
     log_span: bool,
 }
@@ -81,11 +81,11 @@ impl TraceLayer {
 
     /// A layer exporting through `tracer`.
     pub fn with_tracer(tracer: BoxedTracer) -> Self {
-        Self::shared(Arc::new(tracer))
+        Self::shared(Arc::new(MeshTracer::new(tracer)))
     }
 
     /// A layer exporting through a tracer shared with others (the mesh's).
-    pub(crate) fn shared(tracer: Arc<BoxedTracer>) -> Self {
+    pub(crate) fn shared(tracer: Arc<MeshTracer>) -> Self {
         Self {
             tracer,
             propagation: Propagation::from_env(),

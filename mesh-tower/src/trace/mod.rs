@@ -52,4 +52,4 @@ pub use layer::{ResponseFuture, Trace, TraceLayer};
 pub use propagation::{B3Form, Propagation};
 pub use span::{global_tracer, SpanGuard, TRACER_NAME};
 
-pub(crate) use span::{start_client, Exchange};
+pub(crate) use span::{start_client, Exchange, MeshTracer};

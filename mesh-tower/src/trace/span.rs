@@ -26,6 +26,52 @@ pub fn global_tracer() -> BoxedTracer {
     opentelemetry::global::tracer(TRACER_NAME)
 }
 
+/// The tracer the mesh's spans go to, and whether it makes spans at all. The global
+/// provider's tracer before a provider is installed makes none: the mesh then skips the
+/// span (an allocation and a few dynamic calls per request and side) and makes the ids it
+/// propagates itself, as it does when the no-op tracer hands them back.
+pub(crate) struct MeshTracer {
+    tracer: BoxedTracer,
+    spans: bool,
+}
+
+impl MeshTracer {
+    pub(crate) fn new(tracer: BoxedTracer) -> Self {
+        // Under suppressed telemetry an SDK's tracer starts nothing (an empty span
+        // context) and a tracer that ignores suppression starts a span of its own (a new
+        // span id); only the no-op tracer hands back its parent's context unchanged.
+        let parent = otel_parent(TraceId([7; 16]), SpanId([7; 8]), 0, true);
+        let parent = parent.with_telemetry_suppressed();
+        let probe = tracer.build_with_context(tracer.span_builder("mesh-tracer-probe"), &parent);
+        let spans = probe.span_context() != parent.span().span_context();
+        Self { tracer, spans }
+    }
+
+    /// Whether spans are made (a tracer other than the no-op one).
+    #[cfg(test)]
+    pub(crate) fn makes_spans(&self) -> bool {
+        self.spans
+    }
+
+    /// The same tracer, asked for spans whatever it is (tests of the span path with the
+    /// no-op tracer).
+    #[cfg(test)]
+    pub(crate) fn always_spans(self) -> Self {
+        Self {
+            spans: true,
+            ..self
+        }
+    }
+}
+
+impl std::fmt::Debug for MeshTracer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeshTracer")
+            .field("spans", &self.spans)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What a span is about, for its name and attributes.
 #[derive(Debug)]
 pub(crate) struct Exchange<'a> {
@@ -228,7 +274,8 @@ fn span_context(trace_id: TraceId, span_id: SpanId, flags: u8, remote: bool) -> 
 
 /// A started span and the ids it propagates.
 struct Started {
-    span: BoxedSpan,
+    /// None when the tracer makes no spans.
+    span: Option<BoxedSpan>,
     trace_id: TraceId,
     span_id: SpanId,
     /// The sampled bit.
@@ -239,32 +286,36 @@ struct Started {
 
 /// Starts a `kind` span under `parent_cx`, whose span (if valid) has `parent_span`.
 fn start(
-    tracer: &BoxedTracer,
+    tracer: &MeshTracer,
     kind: SpanKind,
     parent_cx: &Context,
     parent: Option<(TraceId, SpanId, u8)>,
     ex: &Exchange<'_>,
 ) -> Started {
-    let builder = tracer
-        .span_builder(Cow::Borrowed(method_name(ex.method)))
-        .with_kind(kind);
-    let mut span = tracer.build_with_context(builder, parent_cx);
-    let sc = span.span_context();
-    let own = sc.is_valid() && parent.is_none_or(|(_, s, _)| sc.span_id().to_bytes() != s.0);
-    let (trace_id, span_id, sampled) = if own {
-        (
+    let mut span = tracer.spans.then(|| {
+        let builder = tracer
+            .tracer
+            .span_builder(Cow::Borrowed(method_name(ex.method)))
+            .with_kind(kind);
+        tracer.tracer.build_with_context(builder, parent_cx)
+    });
+    let own = span.as_ref().map(|s| s.span_context()).filter(|sc| {
+        sc.is_valid() && parent.is_none_or(|(_, s, _)| sc.span_id().to_bytes() != s.0)
+    });
+    let (trace_id, span_id, sampled) = match own {
+        Some(sc) => (
             TraceId(sc.trace_id().to_bytes()),
             SpanId(sc.span_id().to_bytes()),
             sc.trace_flags().to_u8() & FLAG_SAMPLED,
-        )
-    } else {
+        ),
         // No SDK installed: the ids are ours to make.
-        match parent {
+        None => match parent {
             Some((t, _, f)) => (t, SpanId::random(), f & FLAG_SAMPLED),
             None => (TraceId::random(), SpanId::random(), FLAG_SAMPLED),
-        }
+        },
     };
-    if span.is_recording() {
+    let own = own.is_some();
+    if let Some(span) = span.as_mut().filter(|s| s.is_recording()) {
         if let Some(name) = full_name(ex) {
             span.update_name(name);
         }
@@ -285,7 +336,7 @@ fn start(
 /// application starts — with the OpenTelemetry API or `tracing-opentelemetry` — are its
 /// children.
 pub(crate) fn start_server(
-    tracer: &BoxedTracer,
+    tracer: &MeshTracer,
     incoming: Incoming,
     ex: &Exchange<'_>,
     propagation: Propagation,
@@ -315,8 +366,8 @@ pub(crate) fn start_server(
                 None => FLAG_RANDOM,
             };
             let flags = started.sampled | random;
-            let (held, cx) = if started.own {
-                let cx = Context::new().with_span(started.span);
+            let (held, cx) = if let Some(span) = started.span.filter(|_| started.own) {
+                let cx = Context::new().with_span(span);
                 (Held::Context(cx.clone()), cx)
             } else {
                 let cx = otel_parent(started.trace_id, started.span_id, flags, false);
@@ -355,7 +406,7 @@ pub(crate) fn start_server(
 /// the handler), else the request being handled (`request`), else the trace headers the
 /// request already carries, else none (a new trace).
 pub(crate) fn start_client(
-    tracer: &BoxedTracer,
+    tracer: &MeshTracer,
     request: Option<TraceContext>,
     headers: &mut http::HeaderMap,
     ex: &Exchange<'_>,
@@ -386,8 +437,10 @@ pub(crate) fn start_client(
         }
         root
     });
-    let app_sc = current.span().span_context().clone();
-    let (parent_cx, parent) = if app_sc.is_valid() {
+    let app_span = current.span();
+    let app_sc = app_span.span_context();
+    let app = app_sc.is_valid();
+    let parent = if app {
         let t = TraceId(app_sc.trace_id().to_bytes());
         let s = SpanId(app_sc.span_id().to_bytes());
         // The random flag belongs to the trace: the request's when it is the same trace.
@@ -397,12 +450,18 @@ pub(crate) fn start_client(
             app_sc.trace_flags().to_u8() & FLAG_RANDOM
         };
         let flags = (app_sc.trace_flags().to_u8() & FLAG_SAMPLED) | random;
-        (current.clone(), Some((t, s, flags)))
+        Some((t, s, flags))
     } else if base.span_id.is_valid() {
-        let p = (base.trace_id, base.span_id, base.flags);
-        (otel_parent(p.0, p.1, p.2, false), Some(p))
+        Some((base.trace_id, base.span_id, base.flags))
     } else {
-        (Context::new(), None)
+        None
+    };
+    // The span's parent context, only for a tracer that makes spans.
+    let parent_cx = match parent {
+        _ if !tracer.spans => Context::new(),
+        Some(_) if app => current.clone(),
+        Some((t, s, f)) => otel_parent(t, s, f, false),
+        None => Context::new(),
     };
     let started = start(tracer, SpanKind::Client, &parent_cx, parent, ex);
     let random = match parent {
@@ -426,7 +485,7 @@ pub(crate) fn start_client(
     };
     ctx.inject(headers);
     SpanGuard {
-        span: Held::Span(started.span),
+        span: started.span.map_or(Held::None, Held::Span),
         grpc: ex.grpc,
         server: false,
         status: None,
@@ -447,4 +506,127 @@ fn outbound_baggage(current: &Context, base: &TraceContext) -> Option<http::Head
         return base.baggage.clone();
     }
     baggage::format(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::error::OTelSdkResult;
+    use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, Span, SpanData, SpanProcessor};
+
+    use super::*;
+
+    /// Counts the spans an SDK starts and ends.
+    #[derive(Debug, Default)]
+    struct Counted {
+        started: AtomicUsize,
+        ended: AtomicUsize,
+    }
+
+    #[derive(Debug)]
+    struct Counter(Arc<Counted>);
+
+    impl SpanProcessor for Counter {
+        fn on_start(&self, _: &mut Span, _: &Context) {
+            self.0.started.fetch_add(1, Ordering::SeqCst);
+        }
+        fn on_end(&self, _: SpanData) {
+            self.0.ended.fetch_add(1, Ordering::SeqCst);
+        }
+        fn force_flush(&self) -> OTelSdkResult {
+            Ok(())
+        }
+        fn shutdown_with_timeout(&self, _: Duration) -> OTelSdkResult {
+            Ok(())
+        }
+    }
+
+    fn sdk(sampler: Sampler) -> (MeshTracer, Arc<Counted>) {
+        let counted = Arc::new(Counted::default());
+        let provider = SdkTracerProvider::builder()
+            .with_sampler(sampler)
+            .with_span_processor(Counter(Arc::clone(&counted)))
+            .build();
+        let tracer = BoxedTracer::new(Box::new(provider.tracer(TRACER_NAME)));
+        (MeshTracer::new(tracer), counted)
+    }
+
+    fn exchange(method: &http::Method) -> Exchange<'_> {
+        Exchange {
+            method,
+            path: "/",
+            route: None,
+            grpc: false,
+            server: None,
+            peer: None,
+        }
+    }
+
+    #[test]
+    fn the_no_op_tracer_is_told_apart_from_an_sdk_s_whatever_it_samples() {
+        assert!(
+            !MeshTracer::new(global_tracer()).makes_spans(),
+            "no provider installed"
+        );
+        for sampler in [Sampler::AlwaysOn, Sampler::AlwaysOff] {
+            let (tracer, counted) = sdk(sampler);
+            assert!(tracer.makes_spans());
+            // The probe is neither started nor exported.
+            assert_eq!(counted.started.load(Ordering::SeqCst), 0);
+            assert_eq!(counted.ended.load(Ordering::SeqCst), 0);
+        }
+    }
+
+    #[test]
+    fn an_sdk_s_spans_are_the_ids_propagated() {
+        let (tracer, counted) = sdk(Sampler::AlwaysOn);
+        let method = http::Method::GET;
+        let incoming =
+            super::super::context::extract_with(&http::HeaderMap::new(), Propagation::default());
+        let (ctx, server) = start_server(
+            &tracer,
+            incoming,
+            &exchange(&method),
+            Propagation::default(),
+        );
+        let mut out = http::HeaderMap::new();
+        let client = start_client(&tracer, Some(ctx.clone()), &mut out, &exchange(&method));
+        assert_eq!(
+            counted.started.load(Ordering::SeqCst),
+            2,
+            "a server and a client span"
+        );
+        let Held::Context(cx) = &server.span else {
+            panic!("the server span is held in its context");
+        };
+        assert_eq!(cx.span().span_context().span_id().to_bytes(), ctx.span_id.0);
+        let Held::Span(span) = &client.span else {
+            panic!("the client span is held");
+        };
+        let tp = out["traceparent"].to_str().expect("ascii").to_owned();
+        let own = span.span_context();
+        assert!(
+            tp.contains(&own.span_id().to_string()),
+            "{tp} carries the client span"
+        );
+        assert!(
+            tp.contains(&own.trace_id().to_string()),
+            "{tp} carries the trace"
+        );
+        server.on_end(ExchangeEnd {
+            bytes: 0,
+            grpc_status: None,
+            complete: true,
+        });
+        client.on_end(ExchangeEnd {
+            bytes: 0,
+            grpc_status: None,
+            complete: true,
+        });
+        assert_eq!(counted.ended.load(Ordering::SeqCst), 2);
+    }
 }

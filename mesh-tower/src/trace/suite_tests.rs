@@ -7,7 +7,7 @@
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use super::propagation::{B3Form, Propagation};
-use super::span::{start_client, start_server, Exchange};
+use super::span::{start_client, start_server, Exchange, MeshTracer};
 use super::*;
 
 const T: &str = "12345678901234567890123456789012";
@@ -33,16 +33,49 @@ fn exchange(method: &Method) -> Exchange<'_> {
     }
 }
 
-/// What a call made while handling a request with `inbound` headers carries.
-fn propagate_with(inbound: &[(&str, &str)], propagation: Propagation) -> HeaderMap {
-    let tracer = opentelemetry::global::BoxedTracer::new(Box::new(
+/// The no-op tracer (no SDK installed), as the mesh holds it: spans skipped; with
+/// `spans`, as it was before the mesh told the no-op tracer apart (spans started, no-op).
+fn noop_tracer(spans: bool) -> MeshTracer {
+    let noop = opentelemetry::global::BoxedTracer::new(Box::new(
         opentelemetry::trace::noop::NoopTracer::new(),
     ));
+    let tracer = MeshTracer::new(noop);
+    assert!(!tracer.makes_spans(), "the no-op tracer makes no spans");
+    if spans {
+        tracer.always_spans()
+    } else {
+        tracer
+    }
+}
+
+fn propagate_through(
+    tracer: &MeshTracer,
+    inbound: &[(&str, &str)],
+    propagation: Propagation,
+) -> HeaderMap {
     let method = Method::POST;
     let incoming = extract_with(&headers(inbound), propagation);
-    let (ctx, _server) = start_server(&tracer, incoming, &exchange(&method), propagation);
+    let (ctx, _server) = start_server(tracer, incoming, &exchange(&method), propagation);
     let mut out = HeaderMap::new();
-    let _client = start_client(&tracer, Some(ctx), &mut out, &exchange(&method));
+    let _client = start_client(tracer, Some(ctx), &mut out, &exchange(&method));
+    out
+}
+
+/// What a call made while handling a request with `inbound` headers carries. Checked
+/// both ways the no-op tracer can be driven: the same headers, the same trace and flags
+/// (span ids are new each call).
+fn propagate_with(inbound: &[(&str, &str)], propagation: Propagation) -> HeaderMap {
+    let out = propagate_through(&noop_tracer(false), inbound, propagation);
+    let spanned = propagate_through(&noop_tracer(true), inbound, propagation);
+    let names = |h: &HeaderMap| h.keys().map(|k| k.as_str().to_owned()).collect::<Vec<_>>();
+    assert_eq!(names(&out), names(&spanned), "the same headers either way");
+    if out.contains_key("traceparent") {
+        let (a, b) = (traceparent(&out), traceparent(&spanned));
+        assert_eq!(a.2, b.2, "the same flags either way");
+        if inbound.iter().any(|(_, v)| v.contains(&a.0)) {
+            assert_eq!(a.0, b.0, "the caller's trace either way");
+        }
+    }
     out
 }
 
@@ -220,9 +253,7 @@ fn random_flag_is_kept_and_only_then() {
 
 #[test]
 fn multiple_calls_share_the_trace_with_distinct_parents() {
-    let tracer = opentelemetry::global::BoxedTracer::new(Box::new(
-        opentelemetry::trace::noop::NoopTracer::new(),
-    ));
+    let tracer = noop_tracer(false);
     let method = Method::POST;
     for inbound in [
         &[(
@@ -632,9 +663,7 @@ fn baggage_is_carried_per_setting() {
     assert_eq!(get(&out, "baggage"), "");
     // The handler sees it as OpenTelemetry baggage.
     use opentelemetry::baggage::BaggageExt;
-    let tracer = opentelemetry::global::BoxedTracer::new(Box::new(
-        opentelemetry::trace::noop::NoopTracer::new(),
-    ));
+    let tracer = noop_tracer(false);
     let method = Method::GET;
     let incoming = extract_with(&headers(&inbound), Propagation::default());
     let (ctx, _s) = start_server(

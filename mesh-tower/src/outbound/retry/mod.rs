@@ -75,7 +75,7 @@ impl<'p> Retries<'p> {
         attempt
             .req
             .headers_mut()
-            .insert(ATTEMPT_COUNT.clone(), HeaderValue::from(1u32));
+            .insert(ATTEMPT_COUNT.clone(), attempt_count(1));
     }
 
     /// The per-try timeout from `start`, within the call's deadline.
@@ -96,6 +96,18 @@ impl<'p> Retries<'p> {
             None => None,
         };
         Some((breaker, budget))
+    }
+}
+
+/// The `x-envoy-attempt-count` value of attempt `n`: the usual counts are static values,
+/// not built (two allocations each) per request.
+fn attempt_count(n: u32) -> HeaderValue {
+    match n {
+        1 => HeaderValue::from_static("1"),
+        2 => HeaderValue::from_static("2"),
+        3 => HeaderValue::from_static("3"),
+        4 => HeaderValue::from_static("4"),
+        n => HeaderValue::from(n),
     }
 }
 
@@ -144,7 +156,7 @@ impl tower::retry::Policy<Attempt, Response<ResponseBody>, Failed> for Retries<'
         next.deadline = self.attempt_deadline(start);
         next.req
             .headers_mut()
-            .insert(ATTEMPT_COUNT.clone(), HeaderValue::from(n + 1));
+            .insert(ATTEMPT_COUNT.clone(), attempt_count(n + 1));
         Some(tokio::time::sleep_until(start))
     }
 

@@ -242,3 +242,10 @@ async fn a_streaming_body_is_sent_once_and_never_copied() {
     let resp = answered_once(r, streaming, Ok(status(503))).await.unwrap();
     assert_eq!(resp.status(), 503);
 }
+
+#[test]
+fn attempt_counts_are_the_decimal_numbers() {
+    for n in 1..=12u32 {
+        assert_eq!(super::attempt_count(n).to_str().unwrap(), n.to_string());
+    }
+}
