@@ -208,6 +208,9 @@ impl MeshBuilder {
     /// through `tracer`. Without it, they go through the global tracer provider installed
     /// when [`build`](Self::build) runs: install yours (e.g. with
     /// [`otel::init_from_env`](crate::trace::otel::init_from_env)) before building the mesh.
+    /// A tracer that makes no spans (the global one before a provider is installed) is
+    /// found out once, at build, and the mesh then skips its spans; the trace context it
+    /// propagates is the same.
     pub fn tracer(mut self, tracer: BoxedTracer) -> Self {
         self.tracer = Some(tracer);
         self

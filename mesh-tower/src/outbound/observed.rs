@@ -2,7 +2,6 @@
 //! onto the request, continuing the current request's trace) and Istio's request metrics
 //! with `reporter="source"`, both finished when the response body ends.
 
-use crate::trace::MeshTracer;
 use http::{Request, Response};
 use tokio::time::Instant;
 
@@ -10,7 +9,7 @@ use super::response::ResponseBody;
 use crate::error::MeshError;
 use crate::metrics::{host_of, HttpKey, Metrics, Reporter, ResponseFlags, SecurityPolicy, UNKNOWN};
 use crate::observe::{ExchangeEnd, ExchangeObserver};
-use crate::trace::{self, Exchange, SpanGuard};
+use crate::trace::{self, Exchange, MeshTracer, SpanGuard};
 
 /// One call in flight.
 #[derive(Debug)]

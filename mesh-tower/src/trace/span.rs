@@ -353,9 +353,10 @@ pub(crate) fn start_server(
         parent => {
             let caller_flags = if sampled { FLAG_SAMPLED } else { 0 };
             let parent = parent.map(|(t, s)| (t, s, caller_flags));
+            // The span's parent context, only for a tracer that makes spans.
             let parent_cx = match parent {
-                Some((t, s, f)) => otel_parent(t, s, f, true),
-                None => Context::new(),
+                Some((t, s, f)) if tracer.spans => otel_parent(t, s, f, true),
+                _ => Context::new(),
             };
             let started = start(tracer, SpanKind::Server, &parent_cx, parent, ex);
             // Level 2: a continued trace keeps the caller's `random` flag; a trace we start
@@ -370,6 +371,9 @@ pub(crate) fn start_server(
                 let cx = Context::new().with_span(span);
                 (Held::Context(cx.clone()), cx)
             } else {
+                // Without a span of its own the handler still runs in a context carrying
+                // the server span's ids, so spans it starts through another tracer (say,
+                // a provider installed after the mesh was built) continue the trace.
                 let cx = otel_parent(started.trace_id, started.span_id, flags, false);
                 (Held::None, cx)
             };
