@@ -26,14 +26,15 @@ pub(crate) struct Attempt {
 }
 
 impl Attempt {
-    /// An attempt of `req`, begun now, with no deadline or endpoint preference.
-    pub(crate) fn new(req: Request<RequestBody>) -> Self {
+    /// An attempt of `req` begun at `started` (the clock read once per call), with no
+    /// deadline or endpoint preference.
+    pub(crate) fn new(req: Request<RequestBody>, started: Instant) -> Self {
         Self {
             req,
             hash: None,
             avoid: None,
             deadline: None,
-            started: Instant::now(),
+            started,
         }
     }
 

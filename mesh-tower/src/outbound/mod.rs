@@ -622,8 +622,7 @@ impl Outbound {
         };
         // The budget counts requests in flight, retried or not.
         let _budget_request = state.budget.as_ref().map(|b| b.request());
-        let mut attempt = Attempt::new(Request::from_parts(parts, body));
-        attempt.started = started;
+        let mut attempt = Attempt::new(Request::from_parts(parts, body), started);
         attempt.hash = routed.hash;
         attempt.deadline = deadline;
         let cluster = Breaker::new(

@@ -17,7 +17,7 @@ use crate::outbound::response::ResponseBody;
 fn attempt(version: Version) -> Attempt {
     let mut req = Request::new(ReplayBody::empty());
     *req.version_mut() = version;
-    Attempt::new(req)
+    Attempt::new(req, tokio::time::Instant::now())
 }
 
 type Mock = mock::Mock<Attempt, Response<ResponseBody>>;

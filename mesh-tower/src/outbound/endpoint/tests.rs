@@ -75,7 +75,7 @@ fn cluster(endpoints: &[SocketAddr], outlier: Option<OutlierConfig>) -> Arc<Clus
 fn attempt(path: &str) -> Attempt {
     let mut req = Request::new(ReplayBody::empty());
     *req.uri_mut() = path.parse().unwrap();
-    Attempt::new(req)
+    Attempt::new(req, tokio::time::Instant::now())
 }
 
 #[tokio::test]

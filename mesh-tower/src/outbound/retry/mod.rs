@@ -69,9 +69,10 @@ impl<'p> Retries<'p> {
         }
     }
 
-    /// The first attempt's deadline and attempt count.
+    /// The first attempt's deadline (its per-try timeout from when the call began) and
+    /// attempt count.
     pub(crate) fn first(&self, attempt: &mut Attempt) {
-        attempt.deadline = self.attempt_deadline(Instant::now());
+        attempt.deadline = self.attempt_deadline(attempt.started);
         attempt
             .req
             .headers_mut()

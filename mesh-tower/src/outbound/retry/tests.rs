@@ -62,7 +62,7 @@ async fn call<F: std::future::Future<Output = ()>>(
 }
 
 fn buffered() -> Attempt {
-    Attempt::new(Request::new(ReplayBody::empty()))
+    Attempt::new(Request::new(ReplayBody::empty()), Instant::now())
 }
 
 fn status(code: u16) -> Response<ResponseBody> {
@@ -234,10 +234,13 @@ async fn a_streaming_body_is_sent_once_and_never_copied() {
     let body = http_body_util::BodyExt::boxed_unsync(http_body_util::StreamBody::new(
         futures_util::stream::pending::<Result<http_body::Frame<bytes::Bytes>, BoxError>>(),
     ));
-    let streaming = Attempt::new(Request::new(ReplayBody::Streaming {
-        prefix: None,
-        rest: body,
-    }));
+    let streaming = Attempt::new(
+        Request::new(ReplayBody::Streaming {
+            prefix: None,
+            rest: body,
+        }),
+        Instant::now(),
+    );
     let r = retries(&p, None, Thresholds::default());
     let resp = answered_once(r, streaming, Ok(status(503))).await.unwrap();
     assert_eq!(resp.status(), 503);
