@@ -42,6 +42,10 @@ fn quick_run_writes_a_complete_report() {
         markdown.contains("| protocol | scenario | rate/s |"),
         "{markdown}"
     );
+    assert!(
+        markdown.contains("| http1 | mesh | service-a "),
+        "{markdown}"
+    );
 
     for key in ["nproc", "cpu_model", "kernel"] {
         assert!(!json["machine"][key].is_null(), "machine.{key} missing");
@@ -77,6 +81,12 @@ fn quick_run_writes_a_complete_report() {
                 assert!(rate[key].as_u64().unwrap() > 0, "{name}: {key}");
             }
             assert!(rate["cpu_us_per_req"].as_f64().is_some(), "{name}: cpu");
+            let memory = &rate["memory"]["service-a"];
+            assert!(
+                memory["anonymous_kb"].as_u64().unwrap() > 0,
+                "{name}: heap of A"
+            );
+            assert!(memory["file_kb"].as_u64().unwrap() > 0, "{name}: code of A");
             let rss = rate["rss_kb"].as_object().unwrap();
             assert!(rss["service-a"].as_u64().unwrap() > 0, "{name}: rss of A");
             assert!(rss["service-b"].as_u64().unwrap() > 0, "{name}: rss of B");

@@ -164,6 +164,17 @@ impl Proc {
     pub fn peak_rss_kb(&self) -> u64 {
         status_kb(self.pid(), "VmHWM:")
     }
+
+    /// Resident memory now, by kind (0s if unreadable).
+    pub fn memory_now(&self) -> MemoryNow {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let kb = |key: &str| status_value_kb(&status, key);
+        MemoryNow {
+            anonymous_kb: kb("RssAnon:"),
+            file_kb: kb("RssFile:"),
+        }
+    }
 }
 
 impl Drop for Proc {
@@ -208,6 +219,26 @@ pub fn cpu_us_of(path: &str) -> u64 {
     (field(11) + field(12)) * 1_000_000 / clock_ticks()
 }
 
+/// A process's resident memory at one moment, split as the kernel counts it.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct MemoryNow {
+    /// `RssAnon`: heap, stacks and other private memory, KiB.
+    pub anonymous_kb: u64,
+    /// `RssFile`: pages of mapped files (the program's code and its libraries, shared with
+    /// every process mapping the same file and dropped under memory pressure), KiB.
+    pub file_kb: u64,
+}
+
+/// The value of a `kB` line (`key` with its colon) of a status file's text, 0 if absent.
+fn status_value_kb(status: &str, key: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// A `kB` line of `/proc/PID/status` (`VmHWM:`, `VmRSS:`), 0 if unreadable.
 pub fn status_kb(pid: u32, key: &str) -> u64 {
     status_kb_of(&format!("/proc/{pid}/status"), key)
@@ -215,15 +246,7 @@ pub fn status_kb(pid: u32, key: &str) -> u64 {
 
 /// A `kB` line of a status file.
 pub fn status_kb_of(path: &str, key: &str) -> u64 {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(key))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+    std::fs::read_to_string(path).map_or(0, |s| status_value_kb(&s, key))
 }
 
 /// Pins the calling process (the load generator) to `cpu` with `taskset -p`; threads it

@@ -134,6 +134,9 @@ pub struct RateResult {
     pub cpu_us_per_req_by_process: BTreeMap<String, f64>,
     /// Peak RSS (VmHWM) of each process after this rate, KiB.
     pub rss_kb: BTreeMap<String, u64>,
+    /// Resident memory of each process right after this rate, by kind: what the RSS of a
+    /// bigger program holds in code pages is not memory it allocated.
+    pub memory: BTreeMap<String, super::procs::MemoryNow>,
     /// The scenario's closed-loop maximum throughput (repeated here for convenience).
     pub max_rps: Option<f64>,
 }
@@ -330,6 +333,34 @@ pub fn markdown(report: &Report) -> String {
             r.scenario,
             r.max_rps.map_or_else(String::new, |v| format!("{v:.0}")),
             rss.join(", ")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n| protocol | scenario | resident after {REFERENCE_RATE}/s per process: anonymous (heap, stacks) + file-backed (code, libraries; shared, reclaimable), MiB |"
+    );
+    let _ = writeln!(out, "|---|---|---|");
+    for r in report.results.iter().filter(|r| r.status == "ok") {
+        let Some(x) = r.at(REFERENCE_RATE) else {
+            continue;
+        };
+        let mem: Vec<String> = x
+            .memory
+            .iter()
+            .map(|(k, m)| {
+                format!(
+                    "{k} {:.1} + {:.1}",
+                    m.anonymous_kb as f64 / 1024.0,
+                    m.file_kb as f64 / 1024.0
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} |",
+            r.protocol,
+            r.scenario,
+            mem.join(", ")
         );
     }
     let skipped: Vec<String> = report

@@ -350,6 +350,11 @@ impl Running {
             cpu_us_per_req: by_process.values().sum(),
             cpu_us_per_req_by_process: by_process,
             rss_kb: rss_by_process(&self.procs),
+            memory: self
+                .procs
+                .iter()
+                .map(|p| (p.name().to_string(), p.memory_now()))
+                .collect(),
             max_rps: None,
         });
     }
