@@ -553,14 +553,8 @@ mod tests {
             most: Arc::clone(&most),
         });
         let dyn_tls: Arc<dyn UpstreamTlsConnect> = tls.clone();
-        let connector = MeshConnector::new(
-            Duration::from_secs(30),
-            Arc::new(CircuitBreaker::new(
-                mesh_core::breaker::Thresholds::default(),
-            )),
-            Some(dyn_tls),
-        )
-        .with_handshake_limit(2);
+        let connector = connector_with_default_limits(Duration::from_secs(30), Some(dyn_tls))
+            .with_handshake_limit(2);
         let uri: http::Uri = format!("http://{addr}").parse().expect("uri");
         let dials: Vec<_> = (0..6)
             .map(|_| tokio::spawn(connector.clone().oneshot(uri.clone())))
@@ -570,6 +564,20 @@ mod tests {
         }
         let most = most.load(Ordering::SeqCst);
         assert!((1..=2).contains(&most), "{most} handshakes ran at once");
+    }
+
+    /// A connector whose breaker has the default limits.
+    fn connector_with_default_limits(
+        connect_timeout: Duration,
+        tls: Option<Arc<dyn UpstreamTlsConnect>>,
+    ) -> MeshConnector {
+        MeshConnector::new(
+            connect_timeout,
+            Arc::new(CircuitBreaker::new(
+                mesh_core::breaker::Thresholds::default(),
+            )),
+            tls,
+        )
     }
 
     /// An address on 127.0.0.1 whose connects hang, as to a host that drops SYNs: a
@@ -613,14 +621,8 @@ mod tests {
         let healthy = sink().await;
         let tls: Arc<dyn UpstreamTlsConnect> = Arc::new(InstantHandshake);
         // One handshake at a time, and a connect timeout long past the test's own.
-        let connector = MeshConnector::new(
-            Duration::from_secs(120),
-            Arc::new(CircuitBreaker::new(
-                mesh_core::breaker::Thresholds::default(),
-            )),
-            Some(tls),
-        )
-        .with_handshake_limit(1);
+        let connector = connector_with_default_limits(Duration::from_secs(120), Some(tls))
+            .with_handshake_limit(1);
         let stuck = tokio::spawn(
             connector
                 .clone()
@@ -682,15 +684,9 @@ mod tests {
         let demands = Arc::new(DialDemands::default());
         let demand = demands.register(&addr.to_string());
         let tls: Arc<dyn UpstreamTlsConnect> = Arc::new(InstantHandshake);
-        let connector = MeshConnector::new(
-            Duration::from_secs(60),
-            Arc::new(CircuitBreaker::new(
-                mesh_core::breaker::Thresholds::default(),
-            )),
-            Some(tls),
-        )
-        .with_demand(Arc::clone(&demands))
-        .with_handshake_limit(1);
+        let connector = connector_with_default_limits(Duration::from_secs(60), Some(tls))
+            .with_demand(Arc::clone(&demands))
+            .with_handshake_limit(1);
         let request = demand.request();
         let dial = tokio::spawn(
             connector
@@ -905,14 +901,8 @@ mod tests {
         let demands = Arc::new(DialDemands::default());
         let authority = addr.to_string();
         let demand = demands.register(&authority);
-        let connector = MeshConnector::new(
-            Duration::from_millis(300),
-            Arc::new(CircuitBreaker::new(
-                mesh_core::breaker::Thresholds::default(),
-            )),
-            None,
-        )
-        .with_demand(Arc::clone(&demands));
+        let connector = connector_with_default_limits(Duration::from_millis(300), None)
+            .with_demand(Arc::clone(&demands));
         let uri: http::Uri = format!("http://{addr}").parse().expect("uri");
 
         // No request in flight: the dial waits, then fails without touching the network.
@@ -969,15 +959,9 @@ mod tests {
             in_flight: Arc::new(AtomicUsize::new(0)),
             most: Arc::new(AtomicUsize::new(0)),
         });
-        let connector = MeshConnector::new(
-            Duration::from_millis(500),
-            Arc::new(CircuitBreaker::new(
-                mesh_core::breaker::Thresholds::default(),
-            )),
-            Some(tls),
-        )
-        .with_demand(Arc::clone(&demands))
-        .with_handshake_limit(1);
+        let connector = connector_with_default_limits(Duration::from_millis(500), Some(tls))
+            .with_demand(Arc::clone(&demands))
+            .with_handshake_limit(1);
         let uri: http::Uri = format!("http://{addr}").parse().expect("uri");
         // Two requests, two dials; the second queues behind the first's handshake.
         let first_request = demand.request();
