@@ -59,6 +59,32 @@ async fn unknown_target_is_dialed_by_dns_name() {
 }
 
 #[tokio::test]
+async fn a_failed_dial_to_an_unknown_target_says_it_was_dialed_by_dns() {
+    // A port nothing listens on: bound, then closed.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mesh = Mesh::with_defaults();
+    let resp = mesh
+        .get(&format!("http://127.0.0.1:{port}/x"))
+        .send()
+        .await
+        .unwrap_err();
+    let Some(mesh_tower::MeshError::Connect { endpoint, reason }) = resp.mesh_error() else {
+        panic!("not a connect error: {resp:?}");
+    };
+    assert_eq!(endpoint, &format!("127.0.0.1:{port}"));
+    assert!(
+        reason.contains(&format!(
+            "target 127.0.0.1:{port} is not in the mesh policy"
+        )) && reason.contains("the policy has no service of that name")
+            && reason.contains("it was dialed by DNS"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
 async fn an_unknown_ipv6_literal_target_is_dialed_at_that_address() {
     let be = Backend::start_on("[::1]:0", "v6", Script::Ok).await;
     let mesh = Mesh::with_defaults();

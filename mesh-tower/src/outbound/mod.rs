@@ -353,10 +353,12 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let outbound = Arc::clone(&self.outbound);
-        let target = self.target.clone();
         let req = req.map(|b| b.map_err(Into::into).boxed_unsync());
-        Box::pin(async move { Ok(outbound.dispatch(target.as_deref(), req).await) })
+        Box::pin(Outbound::dispatch(
+            Arc::clone(&self.outbound),
+            self.target.clone(),
+            req,
+        ))
     }
 }
 
@@ -398,18 +400,17 @@ impl<'s> tower::Service<Request<UnsyncBoxBody<Bytes, BoxError>>> for Forward<'s>
 
     fn call(&mut self, req: Request<UnsyncBoxBody<Bytes, BoxError>>) -> Self::Future {
         let this = *self;
-        Box::pin(async move {
-            this.outbound
-                .forward(
-                    this.snap,
-                    this.chosen,
-                    this.target,
-                    this.authority,
-                    this.grpc,
-                    req,
-                )
-                .await
-        })
+        match this.outbound.forward(
+            this.snap,
+            this.chosen,
+            this.target,
+            this.authority,
+            this.grpc,
+            req,
+        ) {
+            Ok(sending) => Box::pin(sending),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
     }
 }
 
@@ -424,12 +425,136 @@ struct Routed<'s> {
     response_headers: [Option<&'s mesh_core::route::HeaderMutations>; 3],
 }
 
+pin_project_lite::pin_project! {
+    /// Where routing sent a request, as the future of its response. Routing is
+    /// synchronous and only this awaits, so the call's future holds the request once (in
+    /// the cluster's stack), not once per step.
+    #[project = StepProj]
+    enum Step<'s> {
+        /// The route answers itself (a direct response).
+        Respond { response: Option<Response<ResponseBody>> },
+        /// Routing failed.
+        Fail { error: Option<MeshError> },
+        /// To a cluster of the policy.
+        Send { #[pin] sending: Sending<'s> },
+        /// To a target outside the policy, dialed by DNS.
+        Passthrough {
+            #[pin]
+            sending: Sending<'s>,
+            outbound: &'s Outbound,
+            authority: &'s str,
+        },
+        /// Through the route's fault filter, then on as `Send`. Boxed: a future of the
+        /// filter's generic type held across an await trips rustc's higher-ranked `Send`
+        /// check.
+        Fault {
+            faulted: Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, MeshError>> + Send + 's>>,
+        },
+    }
+}
+
+impl Future for Step<'_> {
+    type Output = Result<Response<ResponseBody>, MeshError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            StepProj::Respond { response } => match response.take() {
+                Some(resp) => Poll::Ready(Ok(resp)),
+                // Polled after completion: a contract breach by the caller.
+                None => Poll::Pending,
+            },
+            StepProj::Fail { error } => match error.take() {
+                Some(e) => Poll::Ready(Err(e)),
+                None => Poll::Pending,
+            },
+            StepProj::Send { sending } => sending.poll(cx),
+            StepProj::Passthrough {
+                sending,
+                outbound,
+                authority,
+            } => sending
+                .poll(cx)
+                .map_err(|e| outbound.explain_passthrough(e, authority)),
+            StepProj::Fault { faulted } => faulted.as_mut().poll(cx),
+        }
+    }
+}
+
+/// The cluster's stack for one request: under the route's retries when it has any.
+type StackCall<'s> = futures_util::future::Either<
+    tower::util::Oneshot<Breaker<Endpoints>, Attempt>,
+    tower::util::Oneshot<tower::retry::Retry<Retries<'s>, Breaker<Endpoints>>, Attempt>,
+>;
+
+pin_project_lite::pin_project! {
+    /// A routed request in its cluster's stack; the route's response header changes are
+    /// made to what comes back.
+    struct Sending<'s> {
+        #[pin]
+        call: StackCall<'s>,
+        response_headers: [Option<&'s mesh_core::route::HeaderMutations>; 3],
+        // The budget counts requests in flight, retried or not.
+        budget: Option<mesh_core::retry::RequestToken>,
+    }
+}
+
+impl Future for Sending<'_> {
+    type Output = Result<Response<ResponseBody>, MeshError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut resp = std::task::ready!(this.call.poll(cx)).map_err(|failed| failed.error)?;
+        for muts in this.response_headers.iter().flatten() {
+            muts.apply(resp.headers_mut());
+        }
+        Poll::Ready(Ok(resp))
+    }
+}
+
 impl Outbound {
-    async fn dispatch(
+    /// One call: observed (client span, metrics) from here to the end of its response
+    /// body; its target's policy, waited for when xDS has not sent it yet; routed; sent.
+    // Not an async fn (the lint's suggestion): its arguments would be moved into a second
+    // slot of the future; the block's captures are used in place.
+    #[allow(clippy::manual_async_fn)]
+    fn dispatch(
+        self: Arc<Self>,
+        target: Option<Arc<Target>>,
+        mut req: Request<UnsyncBoxBody<Bytes, BoxError>>,
+    ) -> impl Future<Output = Result<Response<ResponseBody>, BoxError>> + Send + 'static {
+        async move {
+            let target = target.as_deref();
+            let (observer, grpc) = self.observe(target, &mut req);
+            // A client bound to a target (a tonic channel) borrows its name; one addressed
+            // by the request's authority holds that (the request changes below).
+            let unbound;
+            let authority: &str = match target {
+                Some(t) => &t.name,
+                None => match RequestAuthority::of(&req) {
+                    Ok(a) => {
+                        unbound = a;
+                        unbound.as_str()
+                    }
+                    Err(e) => return Ok(observer.finish(error_response(e, grpc))),
+                },
+            };
+            let snap = self.await_target(authority).await;
+            let resp = match self.route(&snap, target, authority, req, grpc).await {
+                Ok(resp) => resp,
+                Err(e) => error_response(e, grpc),
+            };
+            Ok(observer.finish(resp))
+        }
+    }
+
+    /// Starts observing a call: the trace context goes onto its headers (the current
+    /// request's, in a client span); the span and the metrics finish when the response
+    /// body ends. Says whether the call is gRPC.
+    fn observe(
         &self,
         target: Option<&Target>,
-        mut req: Request<UnsyncBoxBody<Bytes, BoxError>>,
-    ) -> Response<ResponseBody> {
+        req: &mut Request<UnsyncBoxBody<Bytes, BoxError>>,
+    ) -> (observed::OutboundObserver, bool) {
         let grpc = is_grpc(req.headers());
         // Room for what the mesh adds (trace context, request id, Istio's metadata
         // exchange, attempt count, Host) in one allocation: a map that grows rehashes.
@@ -440,15 +565,12 @@ impl Outbound {
         let size = match req.body().size_hint().exact() {
             Some(n) => crate::observe::RequestSize::Exact(n),
             None => {
-                let (parts, body) = req.into_parts();
-                let (body, size) = crate::observe::CountedBody::new(body);
-                req = Request::from_parts(parts, body.boxed_unsync());
+                let (body, size) = crate::observe::CountedBody::new(std::mem::take(req.body_mut()));
+                *req.body_mut() = body.boxed_unsync();
                 size
             }
         };
-        // Trace inject (the current request's context, a client span) before routing;
-        // the span and the metrics finish when the response body ends.
-        let (observer, req) = observed::start(
+        let observer = observed::start(
             &self.tracer,
             &self.metrics,
             target.map(|t| observed::ObservedTarget {
@@ -459,45 +581,48 @@ impl Outbound {
             grpc,
             size,
         );
-        let resp = match self.route_and_send(target, req, grpc).await {
-            Ok(resp) => resp,
-            Err(err) => error_response(err, grpc),
-        };
-        observer.finish(resp)
+        (observer, grpc)
     }
 
-    async fn route_and_send(
-        &self,
-        target: Option<&Target>,
+    /// Routes a request to `authority` by the policy in `snap`: virtual host and route,
+    /// then the route's fault filter or its cluster's stack.
+    fn route<'s>(
+        &'s self,
+        snap: &'s mesh_core::Snapshot,
+        target: Option<&'s Target>,
+        authority: &'s str,
         req: Request<UnsyncBoxBody<Bytes, BoxError>>,
         grpc: bool,
-    ) -> Result<Response<ResponseBody>, MeshError> {
-        // A client bound to a target (a tonic channel) borrows its name; one addressed by
-        // the request's authority holds that (the request changes below).
-        let unbound;
-        let authority: &str = match target {
-            Some(t) => &t.name,
-            None => {
-                unbound = RequestAuthority::of(&req)?;
-                unbound.as_str()
-            }
-        };
-        let snap = self.await_target(authority).await;
+    ) -> Step<'s> {
+        match self.try_route(snap, target, authority, req, grpc) {
+            Ok(step) => step,
+            Err(e) => Step::Fail { error: Some(e) },
+        }
+    }
+
+    fn try_route<'s>(
+        &'s self,
+        snap: &'s mesh_core::Snapshot,
+        target: Option<&'s Target>,
+        authority: &'s str,
+        req: Request<UnsyncBoxBody<Bytes, BoxError>>,
+        grpc: bool,
+    ) -> Result<Step<'s>, MeshError> {
         let Some(listener) = snap.outbound(authority) else {
             // Not in the policy: DNS, default settings (gRPC's dns: resolver).
-            let state = self.clusters.passthrough(authority);
             let routed = Routed {
-                state,
+                state: self.clusters.passthrough(authority),
                 retry: None,
                 timeout: None,
                 hash: None,
                 response_headers: [None; 3],
             };
             let host = host_for(target, authority, &req);
-            return self
-                .send(routed, req, host)
-                .await
-                .map_err(|e| self.explain_passthrough(e, authority));
+            return Ok(Step::Passthrough {
+                sending: self.send(routed, req, host),
+                outbound: self,
+                authority,
+            });
         };
         let path_and_query = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
         // Strings only for the error.
@@ -516,46 +641,48 @@ impl Outbound {
                 let mut resp = Response::new(ResponseBody::full(body.clone().unwrap_or_default()));
                 *resp.status_mut() =
                     http::StatusCode::from_u16(*status).unwrap_or(http::StatusCode::OK);
-                return Ok(resp);
+                return Ok(Step::Respond {
+                    response: Some(resp),
+                });
             }
             _ => return Err(MeshError::NonForwardingAction),
         };
-
-        // Fault injection happens before anything else costs the upstream, and is decided
-        // on the request before the route's header changes (as Envoy's fault filter).
-        let forward = Forward {
-            outbound: self,
-            snap: &snap,
-            chosen: Chosen { vh, route, fwd },
-            target,
-            authority,
-            grpc,
-        };
+        let chosen = Chosen { vh, route, fwd };
         match route.fault() {
+            // Fault injection happens before anything else costs the upstream, and is
+            // decided on the request before the route's header changes (as Envoy's fault
+            // filter).
             Some(fault) => {
-                let mut filter = fault::Fault::new(fault, &self.faults, grpc, forward);
-                // Always ready: the inner service is made ready after a delay.
-                std::future::poll_fn(|cx| tower::Service::poll_ready(&mut filter, cx)).await?;
-                tower::Service::call(&mut filter, req).await
+                let forward = Forward {
+                    outbound: self,
+                    snap,
+                    chosen,
+                    target,
+                    authority,
+                    grpc,
+                };
+                let filter = fault::Fault::new(fault, &self.faults, grpc, forward);
+                Ok(Step::Fault {
+                    faulted: Box::pin(filter.oneshot(req)),
+                })
             }
-            None => {
-                self.forward(&snap, forward.chosen, target, authority, grpc, req)
-                    .await
-            }
+            None => self
+                .forward(snap, chosen, target, authority, grpc, req)
+                .map(|sending| Step::Send { sending }),
         }
     }
 
     /// Sends a routed request to its cluster: the weighted pick, the header changes of the
     /// virtual host, route and weighted cluster, then the cluster's stack.
-    async fn forward(
+    fn forward<'s>(
         &self,
-        snap: &mesh_core::Snapshot,
-        chosen: Chosen<'_>,
+        snap: &'s mesh_core::Snapshot,
+        chosen: Chosen<'s>,
         target: Option<&Target>,
         authority: &str,
         grpc: bool,
         mut req: Request<UnsyncBoxBody<Bytes, BoxError>>,
-    ) -> Result<Response<ResponseBody>, MeshError> {
+    ) -> Result<Sending<'s>, MeshError> {
         let Chosen { vh, route, fwd } = chosen;
         let (cluster_name, wc_headers) = match fwd.clusters() {
             ClusterSpecifier::Cluster(c) => (c.as_str(), None),
@@ -596,18 +723,17 @@ impl Outbound {
             response_headers,
         };
         let host = host_for(target, authority, &req);
-        self.send(routed, req, host).await
+        Ok(self.send(routed, req, host))
     }
 
-    /// Sends with retries, timeouts and the breaker, to endpoints of the routed cluster:
-    /// the cluster's stack (breaker over endpoints), under the route's retries when it has
-    /// any.
-    async fn send(
+    /// The cluster's stack for a routed request (breaker over endpoints), under the
+    /// route's retries when it has any, with the timeout and the retry budget.
+    fn send<'s>(
         &self,
-        routed: Routed<'_>,
+        routed: Routed<'s>,
         req: Request<UnsyncBoxBody<Bytes, BoxError>>,
         host: Option<HeaderValue>,
-    ) -> Result<Response<ResponseBody>, MeshError> {
+    ) -> Sending<'s> {
         let state = routed.state;
         let started = Instant::now();
         let deadline = routed.timeout.map(|t| started + t);
@@ -620,8 +746,7 @@ impl Outbound {
                 rest: body,
             },
         };
-        // The budget counts requests in flight, retried or not.
-        let _budget_request = state.budget.as_ref().map(|b| b.request());
+        let budget = state.budget.as_ref().map(|b| b.request());
         let mut attempt = Attempt::new(Request::from_parts(parts, body), started);
         attempt.hash = routed.hash;
         attempt.deadline = deadline;
@@ -630,8 +755,8 @@ impl Outbound {
             Arc::clone(&state.breaker),
             Arc::clone(&state.config),
         );
-        let result = match retry {
-            None => cluster.oneshot(attempt).await,
+        let call = match retry {
+            None => futures_util::future::Either::Left(cluster.oneshot(attempt)),
             Some(policy) => {
                 let retries = Retries::new(
                     policy,
@@ -642,16 +767,16 @@ impl Outbound {
                     Arc::clone(&state.config),
                 );
                 retries.first(&mut attempt);
-                tower::retry::Retry::new(retries, cluster)
-                    .oneshot(attempt)
-                    .await
+                futures_util::future::Either::Right(
+                    tower::retry::Retry::new(retries, cluster).oneshot(attempt),
+                )
             }
         };
-        let mut resp = result.map_err(|failed| failed.error)?;
-        for muts in routed.response_headers.into_iter().flatten() {
-            muts.apply(resp.headers_mut());
+        Sending {
+            call,
+            response_headers: routed.response_headers,
+            budget,
         }
-        Ok(resp)
     }
 }
 

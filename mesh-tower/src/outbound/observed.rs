@@ -36,39 +36,41 @@ pub(crate) struct ObservedTarget<'a> {
 
 /// Starts observing a call to `target` (else the request's authority): the client span's
 /// context goes onto the request's headers.
-pub(crate) fn start<B: http_body::Body>(
+pub(crate) fn start<B>(
     tracer: &MeshTracer,
     metrics: &Metrics,
     target: Option<ObservedTarget<'_>>,
-    req: Request<B>,
+    req: &mut Request<B>,
     grpc: bool,
     request_bytes: crate::observe::RequestSize,
-) -> (OutboundObserver, Request<B>) {
+) -> OutboundObserver {
     let started = Instant::now();
-    // Split, so that the span reads the head while it writes the headers: nothing cloned.
-    let (mut parts, body) = req.into_parts();
-    let host_header = match (target, parts.uri.authority()) {
-        (None, None) => parts.headers.get(http::header::HOST).cloned(),
+    // The headers taken out (a map moved, nothing cloned), so that the span reads the head
+    // while it writes them.
+    let mut headers = std::mem::take(req.headers_mut());
+    let host_header = match (target, req.uri().authority()) {
+        (None, None) => headers.get(http::header::HOST).cloned(),
         _ => None,
     };
     let authority = target
         .map(|t| t.name)
-        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
         .or_else(|| host_header.as_ref().and_then(|h| h.to_str().ok()));
     let service = match target {
         Some(t) => t.service,
         None => metrics.intern(authority.map_or("unknown", host_of)),
     };
     let ex = Exchange {
-        method: &parts.method,
-        path: parts.uri.path(),
+        method: req.method(),
+        path: req.uri().path(),
         route: None,
         grpc,
         server: authority,
         peer: None,
     };
-    let span = trace::start_client(tracer, trace::current(), &mut parts.headers, &ex);
-    let observer = OutboundObserver {
+    let span = trace::start_client(tracer, trace::current(), &mut headers, &ex);
+    *req.headers_mut() = headers;
+    OutboundObserver {
         span,
         metrics: metrics.clone(),
         service,
@@ -78,8 +80,7 @@ pub(crate) fn start<B: http_body::Body>(
         code: 0,
         flags: ResponseFlags::None,
         peer_meta: None,
-    };
-    (observer, Request::from_parts(parts, body))
+    }
 }
 
 impl OutboundObserver {
