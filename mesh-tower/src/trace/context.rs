@@ -1,11 +1,13 @@
 //! The trace context of the request being handled, and how it is read from headers,
 //! made current for the handler's work, and written onto outbound calls.
 
+use std::cell::RefCell;
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::context::{FutureExt as _, WithContext};
-use tokio::task::futures::TaskLocalFuture;
 
 use super::b3::{self, B3Context, B3Headers, Sampling};
 use super::baggage;
@@ -229,23 +231,123 @@ impl TraceContext {
     }
 }
 
-tokio::task_local! {
-    static CURRENT: TraceContext;
+thread_local! {
+    /// The context of the request whose future this thread is polling: put in place by
+    /// [`Scope`] (and the inbound layer's future) for each poll, and taken back after it,
+    /// as a task-local is.
+    static CURRENT: RefCell<Option<TraceContext>> = const { RefCell::new(None) };
 }
 
 /// The context of the request being handled by this task, if any.
 pub fn current() -> Option<TraceContext> {
-    CURRENT.try_with(Clone::clone).ok()
+    CURRENT
+        .try_with(|c| c.try_borrow().ok().and_then(|c| c.clone()))
+        .ok()
+        .flatten()
+}
+
+/// A context made current until dropped; then it goes back to its owner, and the one it
+/// replaced is current again.
+pub(crate) struct Entered<'a> {
+    owner: &'a mut Option<TraceContext>,
+    replaced: Option<TraceContext>,
+    /// The thread's slot could not be reached (its thread is shutting down): nothing was
+    /// swapped.
+    swapped: bool,
+}
+
+/// Makes `owner`'s context current (when it has one) until the guard drops.
+pub(crate) fn enter(owner: &mut Option<TraceContext>) -> Entered<'_> {
+    let mut slot = owner.take();
+    let swapped = CURRENT
+        .try_with(|c| {
+            c.try_borrow_mut()
+                .map(|mut current| std::mem::swap(&mut *current, &mut slot))
+                .is_ok()
+        })
+        .unwrap_or(false);
+    if swapped {
+        Entered {
+            owner,
+            replaced: slot,
+            swapped,
+        }
+    } else {
+        // Not current, but not lost either.
+        *owner = slot;
+        Entered {
+            owner,
+            replaced: None,
+            swapped,
+        }
+    }
+}
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        if !self.swapped {
+            return;
+        }
+        let mut slot = self.replaced.take();
+        let _ = CURRENT.try_with(|c| {
+            if let Ok(mut current) = c.try_borrow_mut() {
+                std::mem::swap(&mut *current, &mut slot);
+            }
+        });
+        *self.owner = slot;
+    }
 }
 
 /// Runs `fut` with `ctx` as the current trace context.
-pub fn scope<F: Future>(ctx: TraceContext, fut: F) -> TaskLocalFuture<TraceContext, F> {
-    CURRENT.scope(ctx, fut)
+pub fn scope<F: Future>(ctx: TraceContext, fut: F) -> Scope<F> {
+    Scope {
+        fut: Some(fut),
+        ctx: Some(ctx),
+    }
 }
 
-/// Runs `f` synchronously with `ctx` current (for a service's `call`).
-pub(crate) fn sync_scope<R>(ctx: TraceContext, f: impl FnOnce() -> R) -> R {
-    CURRENT.sync_scope(ctx, f)
+pin_project_lite::pin_project! {
+    /// A future with a trace context current while it is polled (and dropped): see
+    /// [`scope`].
+    pub struct Scope<F> {
+        #[pin]
+        fut: Option<F>,
+        ctx: Option<TraceContext>,
+    }
+
+    impl<F> PinnedDrop for Scope<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            // The future's own drop sees the context, as it did while polled.
+            if this.fut.is_some() {
+                let _entered = enter(this.ctx);
+                this.fut.set(None);
+            }
+        }
+    }
+}
+
+impl<F> std::fmt::Debug for Scope<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scope")
+            .field("ctx", &self.ctx)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F: Future> Future for Scope<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let _entered = enter(this.ctx);
+        match this.fut.as_pin_mut() {
+            Some(fut) => fut.poll(cx),
+            // Polled after it was dropped in place: cannot happen (a pinned future is
+            // dropped only once); pending rather than a panic.
+            None => Poll::Pending,
+        }
+    }
 }
 
 /// Carries the current trace context into a future that runs elsewhere.
@@ -270,7 +372,7 @@ pin_project_lite::pin_project! {
     #[allow(missing_docs)]
     pub enum WithTrace<F: Future> {
         /// With a context.
-        Scoped { #[pin] fut: TaskLocalFuture<TraceContext, WithContext<F>> },
+        Scoped { #[pin] fut: Scope<WithContext<F>> },
         /// There was none.
         Plain { #[pin] fut: F },
     }

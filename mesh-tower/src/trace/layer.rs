@@ -6,12 +6,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use opentelemetry::context::{FutureExt as _, WithContext};
 use opentelemetry::global::BoxedTracer;
-use tokio::task::futures::TaskLocalFuture;
-use tracing::instrument::{Instrument, Instrumented};
 
-use super::context::{extract_with, scope, sync_scope, TraceContext, X_REQUEST_ID};
+use super::context::{enter, extract_with, TraceContext, X_REQUEST_ID};
 use super::propagation::Propagation;
 use super::span::{global_tracer, start_server, Exchange, MeshTracer, SpanGuard};
 use crate::exchange::PeerIdentity;
@@ -165,8 +162,47 @@ where
     }
 }
 
-/// An inner service's future with the request's trace context current.
-pub(crate) type Scoped<F> = TaskLocalFuture<TraceContext, WithContext<Instrumented<F>>>;
+pin_project_lite::pin_project! {
+    /// An inner service's future with the request's trace context current while it is
+    /// polled (and dropped): the mesh's own context (for [`current`](super::current) and
+    /// outbound calls), OpenTelemetry's, and the `tracing` span. One wrapper for the three:
+    /// the handler's future is moved into it once.
+    pub(crate) struct Scoped<F> {
+        #[pin]
+        fut: Option<F>,
+        ctx: Option<TraceContext>,
+        otel: opentelemetry::Context,
+        span: tracing::Span,
+    }
+
+    impl<F> PinnedDrop for Scoped<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            if this.fut.is_some() {
+                let _ctx = enter(this.ctx);
+                let _otel = this.otel.clone().attach();
+                let _span = this.span.enter();
+                this.fut.set(None);
+            }
+        }
+    }
+}
+
+impl<F: Future> Future for Scoped<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let _ctx = enter(this.ctx);
+        let _otel = this.otel.clone().attach();
+        let _span = this.span.enter();
+        match this.fut.as_pin_mut() {
+            Some(fut) => fut.poll(cx),
+            // Only dropped in place, never polled after.
+            None => Poll::Pending,
+        }
+    }
+}
 
 impl TraceLayer {
     /// What [`Trace`] does before the inner service: the caller's context extracted (or a
@@ -220,11 +256,20 @@ impl TraceLayer {
             .or_insert_with(|| ctx.request_id.clone());
         req.extensions_mut().insert(ctx.clone());
         let otel = ctx.otel.clone();
-        let fut = sync_scope(ctx.clone(), || {
-            let _attached = otel.clone().attach();
-            span.in_scope(|| call(req))
-        });
-        (scope(ctx, fut.instrument(span).with_context(otel)), guard)
+        let mut ctx = Some(ctx);
+        let fut = {
+            let _ctx = enter(&mut ctx);
+            let _otel = otel.clone().attach();
+            let _span = span.enter();
+            call(req)
+        };
+        let scoped = Scoped {
+            fut: Some(fut),
+            ctx,
+            otel,
+            span,
+        };
+        (scoped, guard)
     }
 }
 

@@ -43,7 +43,7 @@ mod suite_tests;
 mod tests;
 
 pub use context::{
-    current, extract, extract_with, scope, spawn, InCurrentTrace, Incoming, TraceContext,
+    current, extract, extract_with, scope, spawn, InCurrentTrace, Incoming, Scope, TraceContext,
     WithTrace, FLAG_RANDOM, FLAG_SAMPLED, X_REQUEST_ID,
 };
 pub use ids::{new_request_id, SpanId, TraceId};

@@ -403,3 +403,139 @@ proptest! {
         prop_assert_eq!(p.map(|p| (p.trace_id.0, p.parent_id.0, p.flags)), Ok((t, s, f)));
     }
 }
+
+/// The request id of the current context.
+fn current_id() -> Option<String> {
+    current().map(|c| c.request_id.to_str().unwrap_or("?").to_owned())
+}
+
+fn context_with_id(id: &'static str) -> TraceContext {
+    let mut ctx = TraceContext::new_root();
+    ctx.request_id = HeaderValue::from_static(id);
+    ctx
+}
+
+/// Writes the request id current when it is dropped.
+struct SeenAtDrop(std::sync::Arc<std::sync::Mutex<Option<String>>>);
+
+impl Drop for SeenAtDrop {
+    fn drop(&mut self) {
+        if let Ok(mut seen) = self.0.lock() {
+            *seen = current_id();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_scope_is_current_only_while_its_future_runs_and_nests() {
+    assert_eq!(current_id(), None);
+    let outer = scope(context_with_id("outer"), async {
+        let before = current_id();
+        let inner = scope(context_with_id("inner"), async {
+            tokio::task::yield_now().await;
+            current_id()
+        })
+        .await;
+        (before, inner, current_id())
+    });
+    assert_eq!(
+        outer.await,
+        (
+            Some("outer".to_owned()),
+            Some("inner".to_owned()),
+            Some("outer".to_owned())
+        )
+    );
+    assert_eq!(current_id(), None);
+}
+
+#[tokio::test]
+async fn scopes_polled_in_turn_on_one_thread_each_see_their_own() {
+    let seen = |id: &'static str| {
+        scope(context_with_id(id), async move {
+            let mut seen = Vec::new();
+            for _ in 0..3 {
+                seen.push(current_id());
+                tokio::task::yield_now().await;
+            }
+            seen
+        })
+    };
+    // `join!` polls both in turn on this thread, each yielding in between.
+    let (a, b) = tokio::join!(seen("a"), seen("b"));
+    assert_eq!(a, vec![Some("a".to_owned()); 3]);
+    assert_eq!(b, vec![Some("b".to_owned()); 3]);
+    assert_eq!(current_id(), None);
+}
+
+#[test]
+fn a_scoped_future_is_dropped_with_its_context_current() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let guard = SeenAtDrop(std::sync::Arc::clone(&seen));
+    let mut fut = Box::pin(scope(context_with_id("dropped"), async move {
+        let _guard = guard;
+        std::future::pending::<()>().await
+    }));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(std::future::Future::poll(fut.as_mut(), &mut cx).is_pending());
+    drop(fut);
+    assert_eq!(seen.lock().expect("lock").as_deref(), Some("dropped"));
+    assert_eq!(current_id(), None);
+}
+
+/// The inbound layer's future: the request's context is current in the handler (across
+/// awaits), when the handler's future is dropped unfinished, and nowhere after.
+#[tokio::test]
+async fn the_inbound_layer_keeps_the_requests_context_current_in_the_handler() {
+    use tower::{Layer, Service, ServiceExt};
+
+    let seen_at_drop = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let for_handler = std::sync::Arc::clone(&seen_at_drop);
+    let handler = tower::service_fn(move |req: http::Request<()>| {
+        let guard = SeenAtDrop(std::sync::Arc::clone(&for_handler));
+        async move {
+            let at_call = current_id();
+            tokio::task::yield_now().await;
+            let after_await = current_id();
+            if req.uri().path() == "/hang" {
+                let _guard = guard;
+                std::future::pending::<()>().await;
+            }
+            Ok::<_, std::convert::Infallible>(http::Response::new(format!(
+                "{at_call:?} {after_await:?}"
+            )))
+        }
+    });
+    let mut svc = TraceLayer::with_tracer(opentelemetry::global::BoxedTracer::new(Box::new(
+        opentelemetry::trace::noop::NoopTracer::new(),
+    )))
+    .layer(handler);
+    let request = |path: &str| {
+        http::Request::get(path)
+            .header("x-request-id", "req-1")
+            .body(())
+            .expect("request")
+    };
+    let resp = svc
+        .ready()
+        .await
+        .expect("ready")
+        .call(request("/"))
+        .await
+        .expect("response");
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .expect("body")
+        .to_bytes();
+    assert_eq!(body, r#"Some("req-1") Some("req-1")"#);
+    assert_eq!(current_id(), None);
+
+    let mut hanging = Box::pin(svc.ready().await.expect("ready").call(request("/hang")));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    for _ in 0..3 {
+        assert!(std::future::Future::poll(hanging.as_mut(), &mut cx).is_pending());
+    }
+    assert_eq!(current_id(), None);
+    drop(hanging);
+    assert_eq!(seen_at_drop.lock().expect("lock").as_deref(), Some("req-1"));
+}
