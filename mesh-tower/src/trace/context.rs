@@ -339,14 +339,18 @@ impl<F: Future> Future for Scope<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let this = self.project();
+        let mut this = self.project();
         let _entered = enter(this.ctx);
-        match this.fut.as_pin_mut() {
-            Some(fut) => fut.poll(cx),
-            // Polled after it was dropped in place: cannot happen (a pinned future is
-            // dropped only once); pending rather than a panic.
-            None => Poll::Pending,
-        }
+        let Some(fut) = this.fut.as_mut().as_pin_mut() else {
+            // Polled after completion: a contract breach by the caller; pending rather
+            // than a panic.
+            return Poll::Pending;
+        };
+        let out = std::task::ready!(fut.poll(cx));
+        // Done: dropped here, with the context still current, not later when the wrapper
+        // is (which would enter it once more for nothing).
+        this.fut.set(None);
+        Poll::Ready(out)
     }
 }
 

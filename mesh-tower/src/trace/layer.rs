@@ -192,15 +192,19 @@ impl<F: Future> Future for Scoped<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let this = self.project();
+        let mut this = self.project();
         let _ctx = enter(this.ctx);
         let _otel = this.otel.clone().attach();
         let _span = this.span.enter();
-        match this.fut.as_pin_mut() {
-            Some(fut) => fut.poll(cx),
+        let Some(fut) = this.fut.as_mut().as_pin_mut() else {
             // Only dropped in place, never polled after.
-            None => Poll::Pending,
-        }
+            return Poll::Pending;
+        };
+        let out = std::task::ready!(fut.poll(cx));
+        // Done: dropped here, with the contexts still current, not later when the wrapper
+        // is (which would enter them once more for nothing).
+        this.fut.set(None);
+        Poll::Ready(out)
     }
 }
 
