@@ -58,8 +58,11 @@ pub fn extract(headers: &HeaderMap) -> Incoming {
 /// its decision for the new trace. Never fails: malformed input only loses the caller's
 /// context.
 pub fn extract_with(headers: &HeaderMap, propagation: Propagation) -> Incoming {
-    let request_id = headers
-        .get(&X_REQUEST_ID)
+    let present = Present::of(headers);
+    let request_id = present
+        .request_id
+        .then(|| headers.get(&X_REQUEST_ID))
+        .flatten()
         .filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID_LEN && v.to_str().is_ok())
         .cloned()
         .unwrap_or_else(new_request_id);
@@ -73,23 +76,27 @@ pub fn extract_with(headers: &HeaderMap, propagation: Propagation) -> Incoming {
         baggage: None,
         request_id,
     };
-    if propagation.baggage() {
+    if propagation.baggage() && present.baggage {
         incoming.baggage = baggage::baggage_from(headers);
     }
-    if propagation.tracecontext() {
+    if propagation.tracecontext() && present.traceparent {
         if let Some(Ok(tp)) = w3c::traceparent_from(headers) {
             incoming.parent = Some((tp.trace_id, tp.parent_id));
             incoming.sampled = Some(tp.flags & FLAG_SAMPLED != 0);
             incoming.random = tp.flags & FLAG_RANDOM != 0;
-            incoming.tracestate = w3c::tracestate_from(headers).and_then(Result::ok);
+            if present.tracestate {
+                incoming.tracestate = w3c::tracestate_from(headers).and_then(Result::ok);
+            }
         }
     }
-    if !propagation.reads_b3() {
+    if !propagation.reads_b3() || !(present.b3 || present.b3_multi) {
         return incoming;
     }
-    let (b3, form) = match b3::single_from(headers) {
+    let single = present.b3.then(|| b3::single_from(headers)).flatten();
+    let (b3, form) = match single {
         Some(Ok(b)) => (Some(b), B3Form::Single),
-        _ => (b3::parse_multi(headers).and_then(Result::ok), B3Form::Multi),
+        _ if present.b3_multi => (b3::parse_multi(headers).and_then(Result::ok), B3Form::Multi),
+        _ => (None, B3Form::Multi),
     };
     if b3.is_some() {
         incoming.b3_form = Some(form);
@@ -110,6 +117,37 @@ pub fn extract_with(headers: &HeaderMap, propagation: Propagation) -> Incoming {
         None => {}
     }
     incoming
+}
+
+/// Which of the headers [`extract_with`] reads a request has, from one pass over its
+/// names: looking up an absent header costs as much as a present one (its name is hashed),
+/// and most requests carry few of them.
+#[derive(Debug, Default, Clone, Copy)]
+struct Present {
+    request_id: bool,
+    baggage: bool,
+    traceparent: bool,
+    tracestate: bool,
+    b3: bool,
+    b3_multi: bool,
+}
+
+impl Present {
+    fn of(headers: &HeaderMap) -> Self {
+        let mut present = Self::default();
+        for name in headers.keys() {
+            match name.as_str() {
+                "x-request-id" => present.request_id = true,
+                "baggage" => present.baggage = true,
+                "traceparent" => present.traceparent = true,
+                "tracestate" => present.tracestate = true,
+                "b3" => present.b3 = true,
+                n if n.starts_with("x-b3-") => present.b3_multi = true,
+                _ => {}
+            }
+        }
+        present
+    }
 }
 
 /// The context of a span: what outbound calls made under it continue.

@@ -144,17 +144,12 @@ pub fn new_request_id() -> http::HeaderValue {
     let mut b = rand::rng().random::<u128>().to_ne_bytes();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let mut hex = [0u8; 32];
-    hex_into(&mut hex, &b);
-    let mut out = [0u8; 36];
-    let mut o = 0;
-    for (i, c) in hex.iter().enumerate() {
-        if matches!(i, 8 | 12 | 16 | 20) {
-            out[o] = b'-';
-            o += 1;
-        }
-        out[o] = *c;
-        o += 1;
+    // Where each byte's two digits go: the dashes come after bytes 4, 6, 8 and 10.
+    const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+    let mut out = [b'-'; 36];
+    for (byte, at) in b.iter().zip(AT) {
+        out[at] = HEX[usize::from(byte >> 4)];
+        out[at + 1] = HEX[usize::from(byte & 0xf)];
     }
     http::HeaderValue::from_bytes(&out).unwrap_or(http::HeaderValue::from_static("-"))
 }
@@ -175,6 +170,11 @@ mod tests {
         );
         assert!(parts[2].starts_with('4'));
         assert!(matches!(parts[3].as_bytes()[0], b'8' | b'9' | b'a' | b'b'));
+        // Lower-case hex around the dashes, version 4 and RFC 4122's variant in place.
+        let hex: String = parts.concat();
+        let bytes = parse_hex::<16>(hex.as_bytes(), false).unwrap_or_default();
+        assert_ne!(bytes, [0; 16], "{s}");
+        assert_eq!((bytes[6] >> 4, bytes[8] >> 6), (4, 0b10), "{s}");
         assert_ne!(new_request_id(), id);
     }
 

@@ -539,3 +539,73 @@ async fn the_inbound_layer_keeps_the_requests_context_current_in_the_handler() {
     drop(hanging);
     assert_eq!(seen_at_drop.lock().expect("lock").as_deref(), Some("req-1"));
 }
+
+/// `extract` finds the trace headers among any others, in either B3 form, and reads
+/// nothing that is absent (a request without trace headers starts a new trace).
+#[test]
+fn trace_headers_are_found_among_many_others() {
+    let trace = [
+        ("x-request-id", "req-7"),
+        (
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+        ("tracestate", "congo=t61rcWkgMzE"),
+        ("baggage", "k=v"),
+    ];
+    let b3_multi = [
+        ("x-request-id", "req-8"),
+        ("x-b3-traceid", "463ac35c9f6413ad48485a3953bb6124"),
+        ("x-b3-spanid", "a2fb4a1d1a96d312"),
+        ("x-b3-sampled", "1"),
+    ];
+    let b3_single = [
+        ("x-request-id", "req-9"),
+        ("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"),
+    ];
+    let others: Vec<(String, String)> = (0..40)
+        .map(|i| (format!("x-other-{i}"), format!("value-{i}")))
+        .chain([
+            ("x-b3x".to_owned(), "not b3".to_owned()),
+            ("b3-like".to_owned(), "no".to_owned()),
+        ])
+        .collect();
+    type Headers<'a> = &'a [(&'static str, &'static str)];
+    let cases: [(Headers<'_>, Option<B3Form>); 3] = [
+        (&trace, None),
+        (&b3_multi, Some(B3Form::Multi)),
+        (&b3_single, Some(B3Form::Single)),
+    ];
+    for (wanted, b3_form) in cases {
+        let alone = headers(wanted);
+        let mut crowded = HeaderMap::new();
+        for (k, v) in &others[..20] {
+            crowded.append(
+                http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        for (k, v) in wanted {
+            crowded.append(*k, HeaderValue::from_static(v));
+        }
+        for (k, v) in &others[20..] {
+            crowded.append(
+                http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        let (a, b) = (extract(&alone), extract(&crowded));
+        assert!(a.parent.is_some(), "{wanted:?}");
+        assert_eq!(a.request_id, wanted[0].1, "{wanted:?}");
+        assert_eq!(a.b3_form, b3_form, "{wanted:?}");
+        if b3_form.is_none() {
+            assert!(a.tracestate.is_some() && a.baggage.is_some(), "{a:?}");
+        }
+        assert_eq!(a, b, "{wanted:?}");
+    }
+    let none = extract(&headers(&[("x-b3x", "1"), ("b3-like", "1")]));
+    assert_eq!(
+        (none.parent, none.sampled, none.b3_form, none.baggage),
+        (None, None, None, None)
+    );
+}
