@@ -539,7 +539,10 @@ impl Outbound {
                 },
             };
             let snap = self.await_target(authority).await;
-            let resp = match self.route(&snap, target, authority, req, grpc).await {
+            let step = self
+                .route(&snap, target, authority, req, grpc)
+                .unwrap_or_else(|e| Step::Fail { error: Some(e) });
+            let resp = match step.await {
                 Ok(resp) => resp,
                 Err(e) => error_response(e, grpc),
             };
@@ -587,20 +590,6 @@ impl Outbound {
     /// Routes a request to `authority` by the policy in `snap`: virtual host and route,
     /// then the route's fault filter or its cluster's stack.
     fn route<'s>(
-        &'s self,
-        snap: &'s mesh_core::Snapshot,
-        target: Option<&'s Target>,
-        authority: &'s str,
-        req: Request<UnsyncBoxBody<Bytes, BoxError>>,
-        grpc: bool,
-    ) -> Step<'s> {
-        match self.try_route(snap, target, authority, req, grpc) {
-            Ok(step) => step,
-            Err(e) => Step::Fail { error: Some(e) },
-        }
-    }
-
-    fn try_route<'s>(
         &'s self,
         snap: &'s mesh_core::Snapshot,
         target: Option<&'s Target>,
