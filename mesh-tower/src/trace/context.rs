@@ -327,12 +327,17 @@ impl Drop for Entered<'_> {
             return;
         }
         let mut slot = self.replaced.take();
-        let _ = CURRENT.try_with(|c| {
-            if let Ok(mut current) = c.try_borrow_mut() {
-                std::mem::swap(&mut *current, &mut slot);
-            }
-        });
-        *self.owner = slot;
+        let restored = CURRENT
+            .try_with(|c| {
+                c.try_borrow_mut()
+                    .map(|mut current| std::mem::swap(&mut *current, &mut slot))
+                    .is_ok()
+            })
+            .unwrap_or(false);
+        // Only what was swapped out goes back to the owner (never the context it replaced).
+        if restored {
+            *self.owner = slot;
+        }
     }
 }
 

@@ -179,8 +179,11 @@ pin_project_lite::pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let mut this = this.project();
             if this.fut.is_some() {
+                // The mesh's context and the span, as tokio's task-local future and
+                // tracing's `Instrumented` did on drop; not OpenTelemetry's (its
+                // `WithContext` did not, and attaching panics once that thread-local is
+                // gone, as in a runtime dropped at thread exit).
                 let _ctx = enter(this.ctx);
-                let _otel = this.otel.clone().attach();
                 let _span = this.span.enter();
                 this.fut.set(None);
             }

@@ -609,3 +609,67 @@ fn trace_headers_are_found_among_many_others() {
         (None, None, None, None)
     );
 }
+
+/// A poll that panics still puts the previous context back, and the scope keeps its own.
+#[test]
+fn a_panicking_poll_restores_the_previous_context() {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut outer = Box::pin(scope(context_with_id("outer"), async {
+        let mut inner = Box::pin(scope(context_with_id("inner"), async {
+            std::future::ready(()).await;
+            panic!("handler panicked");
+        }));
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            let _ = std::future::Future::poll(inner.as_mut(), &mut cx);
+        }));
+        (polled.is_err(), current_id())
+    }));
+    match std::future::Future::poll(outer.as_mut(), &mut cx) {
+        std::task::Poll::Ready(out) => assert_eq!(out, (true, Some("outer".to_owned()))),
+        std::task::Poll::Pending => panic!("pending"),
+    }
+    assert_eq!(current_id(), None);
+}
+
+/// Polls once with a waker that does nothing.
+fn poll_once<F: std::future::Future>(fut: std::pin::Pin<&mut F>) -> std::task::Poll<F::Output> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    fut.poll(&mut cx)
+}
+
+/// A scope polled on one thread, then on another: current on each while polled, left
+/// behind on neither.
+#[test]
+fn a_scope_moved_between_threads_is_current_only_while_polled() {
+    let mut fut = Box::pin(scope(context_with_id("moved"), async move {
+        let first = (current_id(), std::thread::current().id());
+        // Pending once: the test polls again from another thread.
+        let mut yielded = false;
+        std::future::poll_fn(|_| {
+            if std::mem::replace(&mut yielded, true) {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await;
+        (first, (current_id(), std::thread::current().id()))
+    }));
+    assert!(poll_once(fut.as_mut()).is_pending());
+    assert_eq!(current_id(), None);
+    let (out, left) = std::thread::scope(|s| {
+        s.spawn(|| (poll_once(fut.as_mut()), current_id()))
+            .join()
+            .expect("thread")
+    });
+    assert_eq!(left, None);
+    let std::task::Poll::Ready(((first, here), (then, there))) = out else {
+        panic!("pending");
+    };
+    assert_ne!(here, there, "polled on two threads");
+    assert_eq!(
+        (first.as_deref(), then.as_deref()),
+        (Some("moved"), Some("moved"))
+    );
+}
