@@ -2,12 +2,12 @@
 //!
 //! [`TraceLayer`] reads the caller's context — W3C `traceparent`/`tracestate`, B3 (single
 //! `b3` or the `x-b3-*` headers) and `x-request-id` (made when absent) — starts a server
-//! span, and runs the handler with that context current (a tokio task-local). Every call
-//! the handler makes through the mesh's [`HttpClient`](crate::outbound::HttpClient) or
-//! channel then gets a client span and carries the same trace id, the client span's id as
-//! parent, and the same request id, in W3C and B3 headers: the application copies no
-//! header. Work moved to another task keeps the context with [`spawn`] or
-//! [`InCurrentTrace::in_current_trace`].
+//! span, and runs the handler with that context current (put in place around each poll of
+//! the handler's future, as a task-local is). Every call the handler makes through the
+//! mesh's [`HttpClient`](crate::outbound::HttpClient) or channel then gets a client span
+//! and carries the same trace id, the client span's id as parent, and the same request id,
+//! in W3C and B3 headers: the application copies no header. Work moved to another task
+//! keeps the context with [`spawn`] or [`InCurrentTrace::in_current_trace`].
 //!
 //! Malformed headers never fail a request: an invalid `traceparent` restarts the trace,
 //! a bad `tracestate` is dropped, as the W3C spec says.
