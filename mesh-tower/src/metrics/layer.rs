@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tokio::time::Instant;
 
-use super::{host_of, HttpKey, Metrics, Reporter, ResponseFlags, SecurityPolicy};
+use super::{host_of, HttpKey, Metrics, Reporter, ResponseFlags, SecurityPolicy, UNKNOWN};
 use crate::exchange::PeerIdentity;
 use crate::observe::{CountedBody, ExchangeEnd, ExchangeObserver, ObservedBody, RequestSize};
 
@@ -152,10 +152,9 @@ impl InboundSample {
             Some(_) => SecurityPolicy::None,
             None => SecurityPolicy::Unknown,
         };
-        let service = if r.local.service != "unknown" {
-            r.local.service.as_str()
-        } else {
-            parts
+        // Interned once when the workload knows its service; else from the request.
+        let service = r.local_service.unwrap_or_else(|| {
+            let name = parts
                 .uri
                 .authority()
                 .map(|a| a.as_str())
@@ -165,13 +164,14 @@ impl InboundSample {
                         .get(http::header::HOST)
                         .and_then(|h| h.to_str().ok())
                 })
-                .map_or("unknown", host_of)
-        };
+                .map_or("unknown", host_of);
+            r.strings.intern(name)
+        });
         let (body, request_bytes) = CountedBody::new(body);
         let sample = InboundSample {
             metrics: metrics.clone(),
-            peer: r.strings.intern(principal.unwrap_or("unknown")),
-            service: r.strings.intern(service),
+            peer: principal.map_or(UNKNOWN, |p| r.strings.intern(p)),
+            service,
             grpc: crate::exchange::is_grpc(&parts.headers),
             security,
             started,

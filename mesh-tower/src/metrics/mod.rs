@@ -258,6 +258,9 @@ struct Registry {
     local: WorkloadLabels,
     /// This workload's metadata-exchange headers.
     local_md: Option<peer::LocalMetadata>,
+    /// `local.service` interned, when it is known: every inbound request's
+    /// `destination_service`, looked up once.
+    local_service: Option<u32>,
     strings: Interner,
     /// Peers' metadata-exchange headers as received (bounded like every interner).
     peers: Interner,
@@ -284,11 +287,15 @@ impl Default for Metrics {
 impl Metrics {
     /// Metrics for the workload `local`.
     pub fn new(local: WorkloadLabels) -> Self {
+        let strings = Interner::default();
+        let local_service =
+            (local.service != "unknown").then(|| strings.intern(local.service.as_str()));
         Self {
             inner: Arc::new(Registry {
                 local_md: peer::LocalMetadata::new(&local),
                 local,
-                strings: Interner::default(),
+                local_service,
+                strings,
                 peers: Interner::default(),
                 http: SeriesMap::default(),
                 tcp: SeriesMap::default(),

@@ -63,3 +63,55 @@ fn records_and_renders_istio_metrics() {
         .iter()
         .any(|t| t.reporter == "source" && t.errors == 1));
 }
+
+/// The inbound layer's labels when the workload does not know its service (taken from the
+/// request's Host, port dropped) and when it does (its own, whatever the Host says); a
+/// plaintext peer is `unknown`.
+#[tokio::test]
+async fn inbound_destination_service_from_the_host_or_the_workload() {
+    use tower::{Layer, ServiceExt};
+
+    async fn ok<B>(
+        _req: http::Request<B>,
+    ) -> Result<http::Response<http_body_util::Full<bytes::Bytes>>, std::convert::Infallible> {
+        Ok(http::Response::new(http_body_util::Full::new(
+            bytes::Bytes::from_static(b"ok"),
+        )))
+    }
+
+    async fn run(metrics: &Metrics) -> String {
+        let svc = layer::MetricsLayer::new(metrics.clone()).layer(tower::service_fn(ok));
+        let peer = crate::exchange::PeerIdentity::plaintext(
+            ([10, 0, 0, 1], 40_000).into(),
+            ([10, 0, 0, 2], 8080).into(),
+        );
+        let mut req = http::Request::get("/pay")
+            .header("host", "payment.shop.svc.cluster.local:8080")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .expect("request");
+        req.extensions_mut().insert(peer);
+        let resp = svc.oneshot(req).await.expect("response");
+        let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+        let text = metrics.render();
+        text.lines()
+            .find(|l| l.starts_with("istio_requests_total{reporter=\"destination\""))
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    let from_host = run(&Metrics::default()).await;
+    for label in [
+        "destination_service=\"payment.shop.svc.cluster.local\"",
+        "source_principal=\"unknown\"",
+    ] {
+        assert!(from_host.contains(label), "{label} in {from_host}");
+    }
+    let own = run(&Metrics::new(
+        WorkloadLabels::named("payment").with_service("payments.shop.svc.cluster.local"),
+    ))
+    .await;
+    assert!(
+        own.contains("destination_service=\"payments.shop.svc.cluster.local\""),
+        "{own}"
+    );
+}
