@@ -294,16 +294,22 @@ pub(crate) struct Entered<'a> {
     swapped: bool,
 }
 
+/// Swaps `slot` with the thread's current context; false when the thread's slot cannot be
+/// reached (its thread is shutting down), and nothing moved.
+fn swap_current(slot: &mut Option<TraceContext>) -> bool {
+    CURRENT
+        .try_with(|c| {
+            c.try_borrow_mut()
+                .map(|mut current| std::mem::swap(&mut *current, slot))
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
 /// Makes `owner`'s context current (when it has one) until the guard drops.
 pub(crate) fn enter(owner: &mut Option<TraceContext>) -> Entered<'_> {
     let mut slot = owner.take();
-    let swapped = CURRENT
-        .try_with(|c| {
-            c.try_borrow_mut()
-                .map(|mut current| std::mem::swap(&mut *current, &mut slot))
-                .is_ok()
-        })
-        .unwrap_or(false);
+    let swapped = swap_current(&mut slot);
     if swapped {
         Entered {
             owner,
@@ -327,15 +333,8 @@ impl Drop for Entered<'_> {
             return;
         }
         let mut slot = self.replaced.take();
-        let restored = CURRENT
-            .try_with(|c| {
-                c.try_borrow_mut()
-                    .map(|mut current| std::mem::swap(&mut *current, &mut slot))
-                    .is_ok()
-            })
-            .unwrap_or(false);
         // Only what was swapped out goes back to the owner (never the context it replaced).
-        if restored {
+        if swap_current(&mut slot) {
             *self.owner = slot;
         }
     }
