@@ -144,13 +144,13 @@ pub fn new_request_id() -> http::HeaderValue {
     let mut b = rand::rng().random::<u128>().to_ne_bytes();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    // Where each byte's two digits go: the dashes come after bytes 4, 6, 8 and 10.
-    const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+    // Each group's digits written in place between the dashes.
     let mut out = [b'-'; 36];
-    for (byte, at) in b.iter().zip(AT) {
-        out[at] = HEX[usize::from(byte >> 4)];
-        out[at + 1] = HEX[usize::from(byte & 0xf)];
-    }
+    hex_into(&mut out[0..8], &b[0..4]);
+    hex_into(&mut out[9..13], &b[4..6]);
+    hex_into(&mut out[14..18], &b[6..8]);
+    hex_into(&mut out[19..23], &b[8..10]);
+    hex_into(&mut out[24..36], &b[10..16]);
     http::HeaderValue::from_bytes(&out).unwrap_or(http::HeaderValue::from_static("-"))
 }
 
