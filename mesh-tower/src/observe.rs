@@ -62,11 +62,16 @@ pub(crate) struct Watch<O: ExchangeObserver> {
 
 impl<O: ExchangeObserver> Watch<O> {
     pub(crate) fn new(observer: O, headers: &HeaderMap) -> Self {
+        Self::with_grpc_status(observer, grpc_status(headers))
+    }
+
+    /// Watching a response whose head's `grpc-status` was already read.
+    pub(crate) fn with_grpc_status(observer: O, grpc_status: Option<i32>) -> Self {
         Self {
             observer: Some(observer),
             end: ExchangeEnd {
                 bytes: 0,
-                grpc_status: grpc_status(headers),
+                grpc_status,
                 complete: false,
             },
         }

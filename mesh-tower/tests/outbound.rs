@@ -428,6 +428,62 @@ async fn a_route_fault_aborts_on_the_callers_headers_not_on_the_routes_header_ch
     assert_eq!(be.hits(), 1, "an aborted request reached the backend");
 }
 
+/// As Envoy's router: the retry policy judges the upstream's own head (a trailers-only
+/// `grpc-status: 14` is retried on `unavailable`), and the route's response header changes
+/// come after it; the metrics see the head as changed (Istio's stats filter runs after the
+/// router on the response).
+#[tokio::test]
+async fn the_retry_policy_judges_the_upstreams_head_and_the_metrics_the_changed_one() {
+    use mesh_core::route::{
+        ForwardAction, HeaderMutations, Route, RouteAction, RouteConfig, RouteMatch, VirtualHost,
+    };
+    use tower::{Service, ServiceExt};
+    let be = Backend::start("pay", Script::GrpcStatus(14)).await;
+    let b = cluster(Snapshot::builder(), "pay", &[&be], |_| {});
+    let mut action = ForwardAction::to_cluster("pay");
+    action.retry_policy = Some(
+        RetryPolicy::new(1, RetryOn::parse("unavailable").unwrap()).with_backoff(
+            mesh_core::retry::BackoffConfig::new(Duration::from_millis(1)),
+        ),
+    );
+    let route = Route::new("r", RouteMatch::default(), RouteAction::Forward(action)).with_headers(
+        HeaderMutations::new(),
+        HeaderMutations::new().set(
+            http::HeaderName::from_static("grpc-status"),
+            http::HeaderValue::from_static("0"),
+        ),
+    );
+    let rc = RouteConfig::new(
+        "pay:80",
+        vec![VirtualHost::new("vh", vec!["*".into()], vec![route])],
+    );
+    let snap = b.listener("pay:80", "pay:80").route_config(rc).build();
+    let mesh = Mesh::builder().snapshot(snap).build().unwrap();
+    let mut client = mesh.http_client();
+    let req = http::Request::post("http://pay:80/pkg.Pay/Charge")
+        .header("content-type", "application/grpc")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let resp = client.ready().await.unwrap().call(req).await.unwrap();
+    assert_eq!(resp.headers()["grpc-status"], "0");
+    // The body's end records the call.
+    http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap();
+    assert_eq!(be.hits(), 2, "the upstream's unavailable was not retried");
+    let rendered = mesh.metrics().render();
+    let calls: Vec<&str> = rendered
+        .lines()
+        .filter(|l| l.starts_with("istio_requests_total{") && l.contains("reporter=\"source\""))
+        .collect();
+    assert_eq!(calls.len(), 1, "{rendered}");
+    assert!(
+        calls[0].contains("grpc_response_status=\"0\""),
+        "{}",
+        calls[0]
+    );
+}
+
 /// A mesh client and a mesh server at their defaults: the client's HTTP/1.1 pool may open
 /// `max_connections` (1,024) connections to one endpoint, and the server's per-peer limit
 /// must admit them all. Below it, the server closed connections the client was using or

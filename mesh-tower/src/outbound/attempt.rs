@@ -7,6 +7,7 @@ use http::{Request, Response};
 use mesh_core::classify::{classify, ResponseClass, TransportError};
 use tokio::time::Instant;
 
+use super::response::ResponseBody;
 use super::RequestBody;
 use crate::error::MeshError;
 
@@ -93,10 +94,10 @@ impl std::error::Error for Failed {
 
 /// How a response counts for retries and outlier detection: its status, and its
 /// `grpc-status` when the head carries one (a trailers-only gRPC answer).
-pub(crate) fn class_of<B>(resp: &Response<B>) -> ResponseClass {
-    classify(
-        Some(resp.status().as_u16()),
-        crate::observe::grpc_status(resp.headers()),
-        None,
-    )
+pub(crate) fn class_of(resp: &Response<ResponseBody>) -> ResponseClass {
+    let grpc_status = resp
+        .body()
+        .head_grpc_status()
+        .unwrap_or_else(|| crate::observe::grpc_status(resp.headers()));
+    classify(Some(resp.status().as_u16()), grpc_status, None)
 }

@@ -505,7 +505,10 @@ impl Future for Sending<'_> {
         let this = self.project();
         let mut resp = std::task::ready!(this.call.poll(cx)).map_err(|failed| failed.error)?;
         for muts in this.response_headers.iter().flatten() {
-            muts.apply(resp.headers_mut());
+            if !muts.is_empty() {
+                muts.apply(resp.headers_mut());
+                resp.body_mut().head_changed();
+            }
         }
         Poll::Ready(Ok(resp))
     }

@@ -74,6 +74,10 @@ pin_project_lite::pin_project! {
         permit: Option<BreakerGuard>,
         // Observability: the call's span and metrics, finished when the body ends.
         observer: Option<Watch<OutboundObserver>>,
+        // The head's `grpc-status`, read once when the upstream's response arrived:
+        // outlier detection, the retry policy and the metrics each ask. `None`: not read
+        // (a body the mesh wrote, or a head changed since).
+        head_grpc_status: Option<Option<i32>>,
     }
 }
 
@@ -96,12 +100,19 @@ impl std::fmt::Debug for ResponseBody {
 }
 
 impl ResponseBody {
-    pub(crate) fn upstream(body: hyper::body::Incoming, guard: Option<AttemptGuard>) -> Self {
+    /// The upstream's body; `head` is its response's head, whose `grpc-status` is read
+    /// here once.
+    pub(crate) fn upstream(
+        body: hyper::body::Incoming,
+        head: &HeaderMap,
+        guard: Option<AttemptGuard>,
+    ) -> Self {
         Self {
             kind: Kind::Upstream { body },
             guard,
             permit: None,
             observer: None,
+            head_grpc_status: Some(crate::observe::grpc_status(head)),
         }
     }
 
@@ -115,7 +126,19 @@ impl ResponseBody {
             guard: None,
             permit: None,
             observer: None,
+            head_grpc_status: None,
         }
+    }
+
+    /// The `grpc-status` of its response's head, when it was read as the response arrived
+    /// and the head has not changed since.
+    pub(crate) fn head_grpc_status(&self) -> Option<Option<i32>> {
+        self.head_grpc_status
+    }
+
+    /// The response's head changed: its `grpc-status` is read again when asked.
+    pub(crate) fn head_changed(&mut self) {
+        self.head_grpc_status = None;
     }
 
     /// Holds the breaker's request slot until the body ends.
@@ -136,7 +159,10 @@ impl ResponseBody {
 
     /// Watches this body for the end of the exchange.
     pub(crate) fn observe(mut self, observer: OutboundObserver, headers: &HeaderMap) -> Self {
-        let mut watch = Watch::new(observer, headers);
+        let status = self
+            .head_grpc_status
+            .unwrap_or_else(|| crate::observe::grpc_status(headers));
+        let mut watch = Watch::with_grpc_status(observer, status);
         if self.is_end_stream() {
             watch.ended_early();
         }

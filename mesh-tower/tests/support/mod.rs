@@ -36,6 +36,8 @@ pub enum Script {
     Gate(Arc<Semaphore>),
     /// Wait this long, then this status.
     DelayThen(Duration, u16),
+    /// A trailers-only gRPC answer with this `grpc-status` (HTTP 200).
+    GrpcStatus(u32),
 }
 
 /// A running backend.
@@ -112,7 +114,7 @@ impl Backend {
             .await
             .map(|b| b.to_bytes())
             .unwrap_or_default();
-        let status = match script {
+        let status = match script.clone() {
             Script::Ok => 200,
             Script::Status(s) => s,
             Script::FailEveryOther => {
@@ -134,16 +136,21 @@ impl Backend {
                 let _permit = sem.acquire().await.unwrap();
                 200
             }
+            Script::GrpcStatus(_) => 200,
         };
         if is_retry {
             self.retries_in_flight.fetch_sub(1, Ordering::SeqCst);
         }
-        Response::builder()
+        let mut resp = Response::builder()
             .status(status)
             .header("x-backend", self.name)
-            .header("x-http-version", version)
-            .body(Full::new(body))
-            .unwrap()
+            .header("x-http-version", version);
+        if let Script::GrpcStatus(code) = script {
+            resp = resp
+                .header("content-type", "application/grpc")
+                .header("grpc-status", code.to_string());
+        }
+        resp.body(Full::new(body)).unwrap()
     }
 
     pub fn hits(&self) -> usize {

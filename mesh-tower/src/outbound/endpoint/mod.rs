@@ -232,20 +232,7 @@ impl Sent {
                 Err(failed(err, kind))
             }
         };
-        // Classified only for a cluster that detects outliers (the retry policy classifies
-        // for itself, when the route has one).
-        if state.detects_outliers() {
-            let class = match &outcome {
-                Ok(resp) => class_of(resp),
-                Err(f) => classify(None, None, f.transport),
-            };
-            let was_ejected = endpoint.ejected.load(Ordering::Relaxed);
-            state.record(endpoint, class.outlier_outcome(), std::time::Instant::now());
-            if !was_ejected && endpoint.ejected.load(Ordering::Relaxed) {
-                state.metrics.outlier_ejection(state.config.name());
-            }
-        }
-        outcome.map(|resp| {
+        let outcome = outcome.map(|resp| {
             let (parts, incoming) = resp.into_parts();
             let mut guard = self.guard;
             // An upgraded connection (101, CONNECT) leaves the pool for good but keeps its
@@ -260,8 +247,23 @@ impl Sent {
             {
                 guard.keep_demand_counted();
             }
-            Response::from_parts(parts, ResponseBody::upstream(incoming, Some(guard)))
-        })
+            let body = ResponseBody::upstream(incoming, &parts.headers, Some(guard));
+            Response::from_parts(parts, body)
+        });
+        // Classified only for a cluster that detects outliers (the retry policy classifies
+        // for itself, when the route has one).
+        if state.detects_outliers() {
+            let class = match &outcome {
+                Ok(resp) => class_of(resp),
+                Err(f) => classify(None, None, f.transport),
+            };
+            let was_ejected = endpoint.ejected.load(Ordering::Relaxed);
+            state.record(endpoint, class.outlier_outcome(), std::time::Instant::now());
+            if !was_ejected && endpoint.ejected.load(Ordering::Relaxed) {
+                state.metrics.outlier_ejection(state.config.name());
+            }
+        }
+        outcome
     }
 }
 
