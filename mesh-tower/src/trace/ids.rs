@@ -151,7 +151,16 @@ pub fn new_request_id() -> http::HeaderValue {
     hex_into(&mut out[14..18], &b[6..8]);
     hex_into(&mut out[19..23], &b[8..10]);
     hex_into(&mut out[24..36], &b[10..16]);
-    http::HeaderValue::from_bytes(&out).unwrap_or(http::HeaderValue::from_static("-"))
+    shared_value(out).unwrap_or(http::HeaderValue::from_static("-"))
+}
+
+/// A header value made of the mesh's own bytes (ids, `traceparent`), shared from the
+/// start. A value copied from a slice is held alone; its first clone allocates a shared
+/// form and makes both copies count references. The retry policy's copy of the request
+/// head clones every value, so a value made per request would pay that allocation on
+/// every call; this one costs the same single allocation to make and a count per clone.
+pub(crate) fn shared_value<T: AsRef<[u8]> + Send + 'static>(bytes: T) -> Option<http::HeaderValue> {
+    http::HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(bytes)).ok()
 }
 
 #[cfg(test)]
