@@ -443,6 +443,41 @@ async fn metadata_exchange_labels_both_sides_with_the_peer_workload() {
     promtool_check(&outbound);
 }
 
+/// The server answers with its metadata only a caller that sent either exchange header
+/// (as Istio's sidecars do): a plain caller gets none, one that sent only the node id
+/// gets it.
+#[tokio::test]
+async fn metadata_exchange_answers_only_a_caller_that_took_part() {
+    let payment_mesh = Mesh::builder()
+        .workload(WorkloadLabels::named("payment"))
+        .build()
+        .unwrap();
+    let app = Router::new().route("/pay", get(|| async { "ok" }));
+    let payment = common::start(
+        common::policy(TlsMode::Disable),
+        None,
+        app.layer(MetricsLayer::new(payment_mesh.metrics().clone())),
+    )
+    .await;
+    for (sent, answered) in [(None, false), (Some("x-envoy-peer-metadata-id"), true)] {
+        let mut conn = common::connect(payment.addr, None).await.unwrap();
+        let mut req = Request::get("/pay").header("host", "payment");
+        if let Some(name) = sent {
+            req = req.header(name, "sidecar~10.0.0.1~order-1.web~web.svc.cluster.local");
+        }
+        let resp = conn
+            .send(req.body(Empty::<Bytes>::new()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(
+            resp.headers().contains_key("x-envoy-peer-metadata"),
+            answered,
+            "sent {sent:?}"
+        );
+    }
+}
+
 /// A request body without a length (as every gRPC and streaming request has) is counted as
 /// it is sent and read: both sides record its size.
 #[tokio::test]

@@ -135,13 +135,7 @@ impl InboundSample {
     ) -> (CountedBody<B>, Self) {
         let started = Instant::now();
         // A caller that sent its metadata-exchange headers gets ours on the response.
-        let announce = parts.headers.contains_key(super::peer::PEER_METADATA_ID)
-            || parts.headers.contains_key(super::peer::PEER_METADATA);
-        let peer_meta = if announce {
-            metrics.take_peer(&mut parts.headers)
-        } else {
-            None
-        };
+        let (announce, peer_meta) = metrics.take_peer(&mut parts.headers);
         let r = &metrics.inner;
         let peer = parts.extensions.get::<PeerIdentity>();
         let principal = peer

@@ -327,9 +327,15 @@ impl Metrics {
         self.record_key(key, s.duration, s.request_bytes, s.response_bytes);
     }
 
-    /// Takes a peer's metadata-exchange headers off `headers` and interns what it said.
-    pub(crate) fn take_peer(&self, headers: &mut http::HeaderMap) -> Option<u32> {
-        let value = peer::take(headers)?;
+    /// Takes a peer's metadata-exchange headers off `headers`: whether it sent either, and
+    /// the id of what it said when that is usable.
+    pub(crate) fn take_peer(&self, headers: &mut http::HeaderMap) -> (bool, Option<u32>) {
+        let taken = peer::take(headers);
+        (taken.sent, taken.value.and_then(|v| self.peer_id(&v)))
+    }
+
+    /// The interned id of a peer's metadata text.
+    fn peer_id(&self, value: &http::HeaderValue) -> Option<u32> {
         // Visible ASCII, as `to_str` requires, but checked word by word rather than byte by
         // byte: the value is a few hundred bytes of base64 on every request and response
         // (a header value holds no control characters).

@@ -84,12 +84,23 @@ impl LocalMetadata {
     }
 }
 
-/// Takes both headers off `headers`; returns the metadata's text when it is usable.
-pub(crate) fn take(headers: &mut HeaderMap) -> Option<HeaderValue> {
-    headers.remove(PEER_METADATA_ID);
-    headers
-        .remove(PEER_METADATA)
-        .filter(|v| !v.is_empty() && v.len() <= MAX_LEN)
+/// What a peer sent of the exchange.
+#[derive(Debug, Default)]
+pub(crate) struct Taken {
+    /// It sent either header (and so gets ours back).
+    pub(crate) sent: bool,
+    /// The metadata's text, when it is usable.
+    pub(crate) value: Option<HeaderValue>,
+}
+
+/// Takes both headers off `headers` (one lookup each, present or not).
+pub(crate) fn take(headers: &mut HeaderMap) -> Taken {
+    let id = headers.remove(PEER_METADATA_ID).is_some();
+    let value = headers.remove(PEER_METADATA);
+    Taken {
+        sent: id || value.is_some(),
+        value: value.filter(|v| !v.is_empty() && v.len() <= MAX_LEN),
+    }
 }
 
 /// The peer workload a metadata header describes; `None` when it does not decode. Fields
@@ -176,8 +187,15 @@ mod tests {
         let md = LocalMetadata::new(&WorkloadLabels::named("order")).expect("encodes");
         let mut h = HeaderMap::new();
         md.insert_into(&mut h);
-        assert_eq!(take(&mut h), Some(md.value.clone()));
+        let taken = take(&mut h);
+        assert!(taken.sent);
+        assert_eq!(taken.value, Some(md.value.clone()));
         assert!(h.is_empty());
+        // The id alone still asks for ours back; nothing to label with.
+        h.insert(PEER_METADATA_ID, md.id.clone());
+        let taken = take(&mut h);
+        assert!(taken.sent && taken.value.is_none());
+        assert!(!take(&mut h).sent);
     }
 
     proptest::proptest! {

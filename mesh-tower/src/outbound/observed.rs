@@ -95,7 +95,7 @@ impl OutboundObserver {
             }
         }
         let (mut parts, body) = resp.into_parts();
-        self.peer_meta = self.metrics.take_peer(&mut parts.headers);
+        (_, self.peer_meta) = self.metrics.take_peer(&mut parts.headers);
         let body = body.observe(self, &parts.headers);
         Response::from_parts(parts, body)
     }
