@@ -65,6 +65,7 @@ pub mod mesh;
 pub mod metrics;
 pub mod observe;
 pub mod outbound;
+mod rng;
 pub mod server;
 pub mod trace;
 

@@ -623,7 +623,7 @@ impl Outbound {
             path: path_and_query.to_owned(),
         };
         let rc = listener.route_config().ok_or_else(no_route)?;
-        let draw: u64 = rand::random();
+        let draw: u64 = crate::rng::random();
         let (vh, route) = rc
             .route_for(authority, path_and_query, req.headers(), draw)
             .ok_or_else(no_route)?;
@@ -679,7 +679,7 @@ impl Outbound {
         let (cluster_name, wc_headers) = match fwd.clusters() {
             ClusterSpecifier::Cluster(c) => (c.as_str(), None),
             ClusterSpecifier::Weighted(w) => {
-                let c = w.pick(rand::random());
+                let c = w.pick(crate::rng::random());
                 (c.name(), Some(c))
             }
             _ => return Err(MeshError::NonForwardingAction),

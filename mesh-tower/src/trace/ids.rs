@@ -2,8 +2,6 @@
 
 use std::fmt;
 
-use rand::Rng;
-
 /// A 16-byte trace id; all zeros is invalid.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct TraceId(pub [u8; 16]);
@@ -15,10 +13,9 @@ pub struct SpanId(pub [u8; 8]);
 impl TraceId {
     /// A random, valid trace id.
     pub fn random() -> Self {
-        let mut rng = rand::rng();
         loop {
             // One 128-bit draw, not sixteen byte draws.
-            let id = rng.random::<u128>().to_ne_bytes();
+            let id = crate::rng::random::<u128>().to_ne_bytes();
             if id != [0; 16] {
                 return Self(id);
             }
@@ -39,9 +36,8 @@ impl TraceId {
 impl SpanId {
     /// A random, valid span id.
     pub fn random() -> Self {
-        let mut rng = rand::rng();
         loop {
-            let id = rng.random::<u64>().to_ne_bytes();
+            let id = crate::rng::random::<u64>().to_ne_bytes();
             if id != [0; 8] {
                 return Self(id);
             }
@@ -141,7 +137,7 @@ const fn nibble_table(upper: bool) -> [u8; 256] {
 
 /// A request id in the UUID version 4 form (`xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx`).
 pub fn new_request_id() -> http::HeaderValue {
-    let mut b = rand::rng().random::<u128>().to_ne_bytes();
+    let mut b = crate::rng::random::<u128>().to_ne_bytes();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     // Each group's digits written in place between the dashes.

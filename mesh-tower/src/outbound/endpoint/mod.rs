@@ -40,13 +40,8 @@ impl Endpoints {
 
     fn send(&self, attempt: Attempt) -> Result<EndpointFuture, Failed> {
         let state = &self.state;
-        let endpoint = state
-            .pick(
-                attempt.hash,
-                attempt.avoid,
-                std::time::Instant::now(),
-                &mut rand::rng(),
-            )
+        let now = std::time::Instant::now();
+        let endpoint = crate::rng::with(|rng| state.pick(attempt.hash, attempt.avoid, now, rng))
             .ok_or_else(|| {
                 Failed::refused(MeshError::NoHealthyEndpoint(state.config.name().to_owned()))
             })?;

@@ -207,7 +207,7 @@ where
             self.fault,
             req.headers(),
             self.active,
-            (rand::random(), rand::random()),
+            (crate::rng::random(), crate::rng::random()),
         );
         let grpc = self.grpc;
         // A boxed future of a known type: a future generic over `S::Future` held across

@@ -133,7 +133,7 @@ impl tower::retry::Policy<Attempt, Response<ResponseBody>, Failed> for Retries<'
         let RetryDecision::Retry { retry: n } = self.state.on_attempt(self.policy, &class) else {
             return None;
         };
-        let backoff: Duration = self.policy.backoff.delay(n, &mut rand::rng());
+        let backoff: Duration = crate::rng::with(|rng| self.policy.backoff.delay(n, rng));
         let start = Instant::now() + backoff;
         if self.deadline.is_some_and(|d| start >= d) {
             tracing::debug!(cluster = self.cluster.name(), "no time left for a retry");
