@@ -376,7 +376,7 @@ async fn a_route_fault_aborts_on_the_callers_headers_not_on_the_routes_header_ch
     use mesh_core::matcher::{HeaderMatcher, HeaderValueMatch, StringMatcher};
     use mesh_core::route::{
         FaultAbort, FaultInjection, ForwardAction, FractionalPercent, HeaderMutations, Route,
-        RouteAction, RouteConfig, RouteMatch, VirtualHost,
+        RouteAction, RouteMatch,
     };
     let be = Backend::start("pay", Script::Ok).await;
     let b = cluster(Snapshot::builder(), "pay", &[&be], |_| {});
@@ -406,11 +406,7 @@ async fn a_route_fault_aborts_on_the_callers_headers_not_on_the_routes_header_ch
         HeaderMutations::new(),
     )
     .with_fault(Some(fault));
-    let rc = RouteConfig::new(
-        "pay:80",
-        vec![VirtualHost::new("vh", vec!["*".into()], vec![route])],
-    );
-    let snap = b.listener("pay:80", "pay:80").route_config(rc).build();
+    let snap = with_route(b, "pay:80", route).build();
     let mesh = Mesh::builder().snapshot(snap).build().unwrap();
     let mut client = mesh.http_client();
 
@@ -434,9 +430,7 @@ async fn a_route_fault_aborts_on_the_callers_headers_not_on_the_routes_header_ch
 /// router on the response).
 #[tokio::test]
 async fn the_retry_policy_judges_the_upstreams_head_and_the_metrics_the_changed_one() {
-    use mesh_core::route::{
-        ForwardAction, HeaderMutations, Route, RouteAction, RouteConfig, RouteMatch, VirtualHost,
-    };
+    use mesh_core::route::{ForwardAction, HeaderMutations, Route, RouteAction, RouteMatch};
     use tower::{Service, ServiceExt};
     let be = Backend::start("pay", Script::GrpcStatus(14)).await;
     let b = cluster(Snapshot::builder(), "pay", &[&be], |_| {});
@@ -453,11 +447,7 @@ async fn the_retry_policy_judges_the_upstreams_head_and_the_metrics_the_changed_
             http::HeaderValue::from_static("0"),
         ),
     );
-    let rc = RouteConfig::new(
-        "pay:80",
-        vec![VirtualHost::new("vh", vec!["*".into()], vec![route])],
-    );
-    let snap = b.listener("pay:80", "pay:80").route_config(rc).build();
+    let snap = with_route(b, "pay:80", route).build();
     let mesh = Mesh::builder().snapshot(snap).build().unwrap();
     let mut client = mesh.http_client();
     let req = http::Request::post("http://pay:80/pkg.Pay/Charge")

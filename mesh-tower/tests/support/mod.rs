@@ -174,17 +174,18 @@ pub fn cluster(
 
 /// `target` routed to one forward action.
 pub fn route(b: SnapshotBuilder, target: &str, action: ForwardAction) -> SnapshotBuilder {
+    with_route(
+        b,
+        target,
+        Route::new("r", RouteMatch::default(), RouteAction::Forward(action)),
+    )
+}
+
+/// `target` with this one route.
+pub fn with_route(b: SnapshotBuilder, target: &str, route: Route) -> SnapshotBuilder {
     let rc = RouteConfig::new(
         target,
-        vec![VirtualHost::new(
-            "vh",
-            vec!["*".into()],
-            vec![Route::new(
-                "r",
-                RouteMatch::default(),
-                RouteAction::Forward(action),
-            )],
-        )],
+        vec![VirtualHost::new("vh", vec!["*".into()], vec![route])],
     );
     b.listener(target, target).route_config(rc)
 }
