@@ -206,7 +206,7 @@ pub fn format_single(ctx: &B3Context) -> HeaderValue {
             out.extend_from_slice(hex_into(&mut buf, &p.0));
         }
     }
-    super::ids::shared_value(out).unwrap_or(HeaderValue::from_static("0"))
+    HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static("0"))
 }
 
 /// Writes the multi-header form of `ctx` into `headers`, replacing any B3 headers there.

@@ -150,11 +150,12 @@ pub fn new_request_id() -> http::HeaderValue {
     shared_value(out).unwrap_or(http::HeaderValue::from_static("-"))
 }
 
-/// A header value made of the mesh's own bytes (ids, `traceparent`), shared from the
-/// start. A value copied from a slice is held alone; its first clone allocates a shared
-/// form and makes both copies count references. The retry policy's copy of the request
-/// head clones every value, so a value made per request would pay that allocation on
-/// every call; this one costs the same single allocation to make and a count per clone.
+/// A header value of the mesh's own fixed-size bytes (ids, `traceparent`), shared from
+/// the start. A value copied from a slice is held alone; its first clone allocates a
+/// shared form and makes both copies count references. The retry policy's copy of the
+/// request head clones every value, so a value made per request would pay that
+/// allocation on every call; an array owner costs the same single allocation to make and
+/// a count per clone. (A `Vec` owner would be boxed again: no gain.)
 pub(crate) fn shared_value<T: AsRef<[u8]> + Send + 'static>(bytes: T) -> Option<http::HeaderValue> {
     http::HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(bytes)).ok()
 }
