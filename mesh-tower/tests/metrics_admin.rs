@@ -68,6 +68,16 @@ fn line<'a>(text: &'a str, prefix: &str, must: &[&str]) -> Option<&'a str> {
         .find(|l| l.starts_with(prefix) && must.iter().all(|m| l.contains(m)))
 }
 
+/// `app` served in plaintext with `mesh`'s metrics layer.
+async fn serve_metered(app: Router, mesh: &Mesh) -> common::Server {
+    common::start(
+        common::policy(TlsMode::Disable),
+        None,
+        app.layer(MetricsLayer::new(mesh.metrics().clone())),
+    )
+    .await
+}
+
 async fn fetch(addr: std::net::SocketAddr, path: &str) -> (StatusCode, String, String) {
     let mut conn = common::connect(addr, None).await.unwrap();
     let resp = conn
@@ -387,12 +397,7 @@ async fn metadata_exchange_labels_both_sides_with_the_peer_workload() {
             }
         }),
     );
-    let payment = common::start(
-        common::policy(TlsMode::Disable),
-        None,
-        app.layer(MetricsLayer::new(payment_mesh.metrics().clone())),
-    )
-    .await;
+    let payment = serve_metered(app, &payment_mesh).await;
     let order_mesh = Mesh::builder()
         .workload(WorkloadLabels::named("order").with_namespace("web"))
         .snapshot(policy(payment.addr))
@@ -453,12 +458,7 @@ async fn metadata_exchange_answers_only_a_caller_that_took_part() {
         .build()
         .unwrap();
     let app = Router::new().route("/pay", get(|| async { "ok" }));
-    let payment = common::start(
-        common::policy(TlsMode::Disable),
-        None,
-        app.layer(MetricsLayer::new(payment_mesh.metrics().clone())),
-    )
-    .await;
+    let payment = serve_metered(app, &payment_mesh).await;
     for (sent, answered) in [(None, false), (Some("x-envoy-peer-metadata-id"), true)] {
         let mut conn = common::connect(payment.addr, None).await.unwrap();
         let mut req = Request::get("/pay").header("host", "payment");
@@ -490,12 +490,7 @@ async fn request_bytes_of_a_body_without_length_are_counted() {
         "/pay",
         axum::routing::post(|body: Bytes| async move { body.len().to_string() }),
     );
-    let payment = common::start(
-        common::policy(TlsMode::Disable),
-        None,
-        app.layer(MetricsLayer::new(server_mesh.metrics().clone())),
-    )
-    .await;
+    let payment = serve_metered(app, &server_mesh).await;
     let client_mesh = Mesh::builder()
         .workload(WorkloadLabels::named("order"))
         .snapshot(policy(payment.addr))
