@@ -219,6 +219,20 @@ impl TraceContext {
     /// [`Propagation`], `traceparent` (+ `tracestate`), `baggage`, B3 (in the form the
     /// request came with, else the configured one), and always `x-request-id`.
     pub fn inject(&self, headers: &mut HeaderMap) {
+        // What a request carries is looked for in one pass over its names, and only when
+        // this context might have to remove something: removing an absent header hashes
+        // its name all the same, and most requests have neither.
+        let removes = (self.propagation.tracecontext() && self.tracestate.is_none())
+            || (self.propagation.baggage() && self.baggage.is_none());
+        let (mut has_tracestate, mut has_baggage) = (false, false);
+        if removes {
+            // Names compared as names: a standard header differs at once, without being
+            // spelled out as a string.
+            for name in headers.keys() {
+                has_tracestate |= *name == w3c::TRACESTATE;
+                has_baggage |= *name == baggage::BAGGAGE;
+            }
+        }
         if self.propagation.tracecontext() {
             headers.insert(
                 w3c::TRACEPARENT,
@@ -228,9 +242,10 @@ impl TraceContext {
                 Some(ts) => {
                     headers.insert(w3c::TRACESTATE, ts.header_value().clone());
                 }
-                None => {
+                None if has_tracestate => {
                     headers.remove(w3c::TRACESTATE);
                 }
+                None => {}
             }
         }
         if self.propagation.baggage() {
@@ -238,9 +253,10 @@ impl TraceContext {
                 Some(b) => {
                     headers.insert(baggage::BAGGAGE, b.clone());
                 }
-                None => {
+                None if has_baggage => {
                     headers.remove(baggage::BAGGAGE);
                 }
+                None => {}
             }
         }
         let (single, multi) = self.propagation.b3_forms(self.b3_form);

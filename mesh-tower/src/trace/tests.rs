@@ -269,6 +269,52 @@ fn inject_writes_w3c_b3_and_request_id() {
 }
 
 #[test]
+fn inject_removes_a_stale_tracestate_and_baggage_and_keeps_the_rest() {
+    // An application that copies an inbound request's headers onto its call carries the
+    // caller's `tracestate` and `baggage`, here twice each: a context without them must
+    // not pass them on.
+    let mut out = headers(&[
+        ("tracestate", "old=1"),
+        ("baggage", "user=alice"),
+        ("content-type", "application/json"),
+        ("x-app", "kept"),
+    ]);
+    out.append("tracestate", HeaderValue::from_static("old=2"));
+    out.append("baggage", HeaderValue::from_static("user=bob"));
+    let mut ctx = TraceContext::new_root();
+    ctx.propagation = Propagation::all();
+    ctx.inject(&mut out);
+    assert!(!out.contains_key("tracestate"), "{out:?}");
+    assert!(!out.contains_key("baggage"), "{out:?}");
+    assert_eq!(
+        out.get("content-type").map(|v| v.as_bytes()),
+        Some(&b"application/json"[..])
+    );
+    assert_eq!(out.get("x-app").map(|v| v.as_bytes()), Some(&b"kept"[..]));
+    assert!(out.contains_key("traceparent"));
+
+    // With a tracestate and baggage of its own, the context's replace the request's.
+    let mut ctx = TraceContext::new_root();
+    ctx.propagation = Propagation::all();
+    ctx.tracestate = extract(&headers(&[
+        ("traceparent", &format!("00-{T}-{S}-01")),
+        ("tracestate", "mine=1"),
+    ]))
+    .tracestate;
+    ctx.baggage = Some(HeaderValue::from_static("k=v"));
+    let mut out = headers(&[("tracestate", "old=1"), ("baggage", "user=alice")]);
+    ctx.inject(&mut out);
+    let all = |k: &str| {
+        out.get_all(k)
+            .iter()
+            .map(|v| v.as_bytes().to_vec())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(all("tracestate"), vec![b"mine=1".to_vec()]);
+    assert_eq!(all("baggage"), vec![b"k=v".to_vec()]);
+}
+
+#[test]
 fn request_id_is_made_when_absent_or_bad() {
     assert_eq!(extract(&HeaderMap::new()).request_id.len(), 36);
     let long = "x".repeat(300);
