@@ -216,6 +216,46 @@ async fn a_bursts_connections_stay_warm_for_the_next_burst() {
     );
 }
 
+/// Envoy's `include_request_attempt_count`: on a virtual host that asks, every upstream
+/// request says which attempt it is, retried or not; elsewhere none does, retries included
+/// (a go-control-plane or gRPC-style route table does not ask).
+#[tokio::test]
+async fn attempts_are_numbered_only_where_the_virtual_host_asks() {
+    use tower::{Service, ServiceExt};
+    for (counted, retried, want) in [
+        (true, false, "1"),
+        (true, true, "2"),
+        (false, true, "none"),
+        (false, false, "none"),
+    ] {
+        // A retried call's first attempt gets a 503 and its second answers.
+        let script = if retried {
+            Script::FailEveryOther
+        } else {
+            Script::Ok
+        };
+        let be = Backend::start("b", script).await;
+        let b = cluster(Snapshot::builder(), "pay", &[&be], |_| {});
+        let mut action = mesh_core::route::ForwardAction::to_cluster("pay");
+        action.retry_policy = retried.then(|| retry_5xx(2));
+        let b = if counted {
+            counted_route(b, "pay:80", action)
+        } else {
+            route(b, "pay:80", action)
+        };
+        let mesh = Mesh::builder().snapshot(b.build()).build().unwrap();
+        let mut client = mesh.http_client();
+        let req = http::Request::get("http://pay:80/")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let resp = client.ready().await.unwrap().call(req).await.unwrap();
+        let case = format!("counted {counted}, retried {retried}");
+        assert_eq!(resp.status(), 200, "{case}");
+        assert_eq!(be.hits(), if retried { 2 } else { 1 }, "{case}");
+        assert_eq!(resp.headers()["x-seen-attempt-count"], want, "{case}");
+    }
+}
+
 #[tokio::test]
 async fn retry_budget_caps_retries_in_flight() {
     let failing =
@@ -226,8 +266,9 @@ async fn retry_budget_caps_retries_in_flight() {
     });
     let mut action = mesh_core::route::ForwardAction::to_cluster("pay");
     action.retry_policy = Some(retry_5xx(3));
+    // The backend tells retries by their attempt count.
     let mesh = Mesh::builder()
-        .snapshot(route(b, "pay:80", action).build())
+        .snapshot(counted_route(b, "pay:80", action).build())
         .build()
         .unwrap();
     let calls: Vec<_> = (0..16)

@@ -269,6 +269,7 @@ fn virtual_hosts(rc: &RouteConfig) -> Vec<Value> {
                 "name": vh.name(),
                 "domains": vh.domains(),
                 "retry_policy": vh.retry_policy().map(debug),
+                "include_request_attempt_count": vh.includes_request_attempt_count(),
                 "routes": vh.routes().iter().map(route).collect::<Vec<_>>(),
             })
         })

@@ -120,6 +120,11 @@ async fn prints_the_resolved_policy_and_every_resource_acked() {
     assert_eq!(doc["resolved"], true, "{doc:#}");
     assert_eq!(doc["listener"], "payment-service:8080");
     let policy = &doc["policy"];
+    // istiod's virtual hosts ask for the attempt count; so do the control plane's.
+    assert_eq!(
+        policy["virtual_hosts"][0]["include_request_attempt_count"], true,
+        "{policy:#}"
+    );
     let routes = policy["virtual_hosts"][0]["routes"].as_array().unwrap();
     assert_eq!(routes.len(), 2, "{policy:#}");
     assert_eq!(

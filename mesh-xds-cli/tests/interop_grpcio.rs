@@ -81,6 +81,7 @@ fn assert_canary(doc: &Value) {
     let policy = &doc["policy"];
     assert_eq!(policy["route_config"], peer::ROUTE, "{policy:#}");
     let vhost = &policy["virtual_hosts"][0];
+    assert_eq!(vhost["include_request_attempt_count"], true, "{policy:#}");
     let routes = vhost["routes"].as_array().unwrap();
     assert_eq!(routes.len(), 2, "{policy:#}");
     assert_eq!(

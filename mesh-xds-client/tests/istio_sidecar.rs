@@ -473,9 +473,13 @@ async fn istiod_sidecar_output_becomes_the_policy_with_every_destination_rule_fi
         .route_config(listener.route_config_name())
         .expect("routes");
     assert_eq!(rc.name(), "http.8080");
-    let (_, route) = rc
+    let (vh, route) = rc
         .route_for(TARGET, "/productpage", &http::HeaderMap::new(), 0)
         .expect("the /productpage route");
+    assert!(
+        vh.includes_request_attempt_count(),
+        "istiod's include_request_attempt_count"
+    );
     let RouteAction::Forward(f) = route.action() else {
         panic!("{route:?}")
     };

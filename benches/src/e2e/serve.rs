@@ -347,6 +347,8 @@ pub fn a_snapshot(
     action.retry_policy = Some(RetryPolicy::new(2, RetryOn::parse(retry_on)?));
     let routes = RouteConfig::new(
         B_AUTHORITY,
+        // As istiod writes a sidecar's (and a proxyless client's) virtual host: each
+        // upstream request carries its attempt count.
         vec![VirtualHost::new(
             "service-b",
             vec![B_AUTHORITY.into(), "service-b".into()],
@@ -355,7 +357,8 @@ pub fn a_snapshot(
                 RouteMatch::default(),
                 RouteAction::Forward(action),
             )],
-        )],
+        )
+        .with_request_attempt_count(true)],
     );
     let snapshot = Snapshot::builder()
         .listener(B_AUTHORITY, B_AUTHORITY)

@@ -495,7 +495,9 @@ pub fn translate(inputs: MeshInputs<'_>) -> Result<Outbound, Vec<IstioError>> {
             }
             out.route_configs.push(RouteConfig::new(
                 rc_name.clone(),
-                vec![VirtualHost::new(rc_name.clone(), domains, routes)],
+                // istiod's sidecar virtual hosts ask for the attempt count.
+                vec![VirtualHost::new(rc_name.clone(), domains, routes)
+                    .with_request_attempt_count(true)],
             ));
             match clusters::clusters_for_port(&index, service, port, &fqdn) {
                 Ok((mut cs, mut es)) => {

@@ -198,6 +198,9 @@ pub struct VirtualHost {
     retry_policy: Option<RetryPolicy>,
     request_headers: HeaderMutations,
     response_headers: HeaderMutations,
+    /// Envoy's `include_request_attempt_count`: upstream requests carry
+    /// `x-envoy-attempt-count` (istiod sets it on a sidecar's virtual hosts).
+    request_attempt_count: bool,
 }
 
 impl VirtualHost {
@@ -210,7 +213,20 @@ impl VirtualHost {
             retry_policy: None,
             request_headers: HeaderMutations::default(),
             response_headers: HeaderMutations::default(),
+            request_attempt_count: false,
         }
+    }
+
+    /// Whether each upstream request says which attempt it is in `x-envoy-attempt-count`
+    /// (Envoy's `include_request_attempt_count`; off by default, as in Envoy).
+    pub fn with_request_attempt_count(mut self, include: bool) -> Self {
+        self.request_attempt_count = include;
+        self
+    }
+
+    /// Whether upstream requests carry `x-envoy-attempt-count`.
+    pub fn includes_request_attempt_count(&self) -> bool {
+        self.request_attempt_count
     }
 
     /// Sets the retry policy used by routes that have none of their own.

@@ -423,6 +423,8 @@ struct Routed<'s> {
     /// The response header changes, most specific first (weighted cluster, route,
     /// virtual host): a fixed array, no allocation per request.
     response_headers: [Option<&'s mesh_core::route::HeaderMutations>; 3],
+    /// Each attempt says which it is (`x-envoy-attempt-count`), as the virtual host asks.
+    attempt_count: bool,
 }
 
 pin_project_lite::pin_project! {
@@ -615,6 +617,7 @@ impl Outbound {
                 timeout: None,
                 hash: None,
                 response_headers: [None; 3],
+                attempt_count: false,
             };
             let host = host_for(target, authority, &req);
             return Ok(Step::Passthrough {
@@ -720,6 +723,7 @@ impl Outbound {
             state,
             hash,
             response_headers,
+            attempt_count: vh.includes_request_attempt_count(),
         };
         let host = host_for(target, authority, &req);
         Ok(self.send(routed, req, host))
@@ -737,7 +741,13 @@ impl Outbound {
         let started = Instant::now();
         let deadline = routed.timeout.map(|t| started + t);
         let retry = routed.retry.filter(|p| p.num_retries > 0);
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
+        if routed.attempt_count && retry.is_none() {
+            // The only attempt. (With retries, the retry layer counts them.)
+            parts
+                .headers
+                .insert(retry::ATTEMPT_COUNT.clone(), HeaderValue::from_static("1"));
+        }
         let body = match retry {
             Some(_) => ReplayBody::buffer(body, self.config.retry_buffer_limit),
             None => ReplayBody::Streaming {
@@ -764,7 +774,8 @@ impl Outbound {
                     state.budget.clone(),
                     self.metrics.clone(),
                     Arc::clone(&state.config),
-                );
+                )
+                .counting_attempts(routed.attempt_count);
                 retries.first(&mut attempt);
                 futures_util::future::Either::Right(
                     tower::retry::Retry::new(retries, cluster).oneshot(attempt),

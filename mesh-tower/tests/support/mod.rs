@@ -108,6 +108,12 @@ impl Backend {
             self.max_retries_in_flight.fetch_max(now, Ordering::SeqCst);
         }
         let version = format!("{:?}", req.version());
+        // What the request said of its attempt, echoed ("none": no header).
+        let seen_attempt_count = req
+            .headers()
+            .get("x-envoy-attempt-count")
+            .cloned()
+            .unwrap_or(http::HeaderValue::from_static("none"));
         let body = req
             .into_body()
             .collect()
@@ -144,7 +150,8 @@ impl Backend {
         let mut resp = Response::builder()
             .status(status)
             .header("x-backend", self.name)
-            .header("x-http-version", version);
+            .header("x-http-version", version)
+            .header("x-seen-attempt-count", seen_attempt_count);
         if let Script::GrpcStatus(code) = script {
             resp = resp
                 .header("content-type", "application/grpc")
@@ -183,11 +190,28 @@ pub fn route(b: SnapshotBuilder, target: &str, action: ForwardAction) -> Snapsho
 
 /// `target` with this one route.
 pub fn with_route(b: SnapshotBuilder, target: &str, route: Route) -> SnapshotBuilder {
-    let rc = RouteConfig::new(
+    with_vhost(
+        b,
         target,
-        vec![VirtualHost::new("vh", vec!["*".into()], vec![route])],
-    );
-    b.listener(target, target).route_config(rc)
+        VirtualHost::new("vh", vec!["*".into()], vec![route]),
+    )
+}
+
+/// `target` routed to one forward action on a virtual host that numbers attempts in
+/// `x-envoy-attempt-count` (`include_request_attempt_count`, as istiod sets it).
+pub fn counted_route(b: SnapshotBuilder, target: &str, action: ForwardAction) -> SnapshotBuilder {
+    let route = Route::new("r", RouteMatch::default(), RouteAction::Forward(action));
+    with_vhost(
+        b,
+        target,
+        VirtualHost::new("vh", vec!["*".into()], vec![route]).with_request_attempt_count(true),
+    )
+}
+
+/// `target` served by this one virtual host.
+pub fn with_vhost(b: SnapshotBuilder, target: &str, vh: VirtualHost) -> SnapshotBuilder {
+    b.listener(target, target)
+        .route_config(RouteConfig::new(target, vec![vh]))
 }
 
 /// A weighted action.

@@ -83,7 +83,8 @@ fn translate_virtual_host(
     )?;
     let translated = VirtualHost::new(vh.name.clone(), vh.domains.clone(), routes)
         .with_retry_policy(retry)
-        .with_headers(request, response);
+        .with_headers(request, response)
+        .with_request_attempt_count(vh.include_request_attempt_count);
     Ok((translated, faults))
 }
 

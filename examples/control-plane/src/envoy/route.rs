@@ -49,6 +49,7 @@ fn virtual_host(vh: &VirtualHost) -> pb::VirtualHost {
         request_headers_to_remove,
         response_headers_to_add,
         response_headers_to_remove,
+        include_request_attempt_count: vh.includes_request_attempt_count(),
         ..Default::default()
     }
 }

@@ -45,6 +45,14 @@ fn seed_guide_round_trips_through_envoy_protos() {
         let pb = RouteConfiguration::decode(any.value.as_slice()).unwrap();
         let back = translate::route_config(&pb).unwrap();
         assert_eq!(&back, rc.as_ref(), "route config {}", rc.name());
+        // As istiod writes them: upstream requests carry their attempt count.
+        assert!(
+            back.virtual_hosts()
+                .iter()
+                .all(|vh| vh.includes_request_attempt_count()),
+            "route config {}",
+            rc.name()
+        );
     }
     for c in model.clusters() {
         let any = &res.by_type[&XdsType::Cluster][c.name()];

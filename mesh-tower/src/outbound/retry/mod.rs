@@ -37,6 +37,8 @@ pub(crate) struct Retries<'p> {
     cluster: Arc<Cluster>,
     /// The slots of the retry in flight (Envoy counts retries in flight).
     slots: Option<Arc<(BreakerGuard, Option<RetryToken>)>>,
+    /// Each attempt carries its number in `x-envoy-attempt-count`.
+    count_attempts: bool,
 }
 
 impl std::fmt::Debug for Retries<'_> {
@@ -66,17 +68,27 @@ impl<'p> Retries<'p> {
             metrics,
             cluster,
             slots: None,
+            count_attempts: false,
         }
     }
 
-    /// The first attempt's deadline (its per-try timeout from when the call began) and
-    /// attempt count.
+    /// Numbers each attempt in `x-envoy-attempt-count` (the virtual host's
+    /// `include_request_attempt_count`).
+    pub(crate) fn counting_attempts(mut self, count: bool) -> Self {
+        self.count_attempts = count;
+        self
+    }
+
+    /// The first attempt's deadline (its per-try timeout from when the call began) and,
+    /// when counted, its attempt number.
     pub(crate) fn first(&self, attempt: &mut Attempt) {
         attempt.deadline = self.attempt_deadline(attempt.started);
-        attempt
-            .req
-            .headers_mut()
-            .insert(ATTEMPT_COUNT.clone(), attempt_count(1));
+        if self.count_attempts {
+            attempt
+                .req
+                .headers_mut()
+                .insert(ATTEMPT_COUNT.clone(), attempt_count(1));
+        }
     }
 
     /// The per-try timeout from `start`, within the call's deadline.
@@ -155,9 +167,11 @@ impl tower::retry::Policy<Attempt, Response<ResponseBody>, Failed> for Retries<'
             Err(failed) => failed.endpoint,
         };
         next.deadline = self.attempt_deadline(start);
-        next.req
-            .headers_mut()
-            .insert(ATTEMPT_COUNT.clone(), attempt_count(n + 1));
+        if self.count_attempts {
+            next.req
+                .headers_mut()
+                .insert(ATTEMPT_COUNT.clone(), attempt_count(n + 1));
+        }
         Some(tokio::time::sleep_until(start))
     }
 

@@ -35,6 +35,7 @@ fn retries(policy: &RetryPolicy, deadline: Option<Instant>, breaker: Thresholds)
         Metrics::default(),
         Arc::new(Cluster::new("payments")),
     )
+    .counting_attempts(true)
 }
 
 /// Sends `attempt` through `retries` over a mock; the mock's side runs `serve`.
@@ -93,6 +94,26 @@ async fn a_503_is_retried_and_the_attempts_are_numbered() {
     .await
     .unwrap();
     assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test(start_paused = true)]
+async fn attempts_are_not_numbered_unless_the_virtual_host_asks() {
+    let p = policy(2);
+    let resp = call(
+        retries(&p, None, Thresholds::default()).counting_attempts(false),
+        buffered(),
+        |mut h| async move {
+            let (first, send) = h.next_request().await.unwrap();
+            assert!(!first.req.headers().contains_key(&ATTEMPT_COUNT));
+            send.send_response(status(503));
+            let (second, send) = h.next_request().await.unwrap();
+            assert!(!second.req.headers().contains_key(&ATTEMPT_COUNT));
+            send.send_response(status(200));
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200, "retried all the same");
 }
 
 #[tokio::test(start_paused = true)]

@@ -144,6 +144,12 @@ fn virtual_host_retry_policy_and_headers() {
     vh.request_headers().apply(&mut h);
     assert_eq!(h["x-mesh"], "1");
     assert_eq!(vh.response_headers().removals()[0], "server");
+    assert!(!vh.includes_request_attempt_count(), "Envoy's default: off");
+
+    let mut rc = route_config_with("r", vec![to_c()]);
+    rc.virtual_hosts[0].include_request_attempt_count = true;
+    let rc = route_config(&rc).unwrap();
+    assert!(rc.virtual_hosts()[0].includes_request_attempt_count());
 }
 
 fn header(key: &str, value: &str, action: HeaderAppendAction) -> HeaderValueOption {
