@@ -100,6 +100,7 @@ fn mesh_snapshot(backend: SocketAddr, tls: bool) -> Snapshot {
         .map(|on| RetryPolicy::new(2, on));
     let rc = RouteConfig::new(
         "bench:80",
+        // As istiod writes a virtual host: attempts carry their count.
         vec![VirtualHost::new(
             "bench",
             vec!["bench:80".into(), "bench".into()],
@@ -108,7 +109,8 @@ fn mesh_snapshot(backend: SocketAddr, tls: bool) -> Snapshot {
                 RouteMatch::default(),
                 RouteAction::Forward(action),
             )],
-        )],
+        )
+        .with_request_attempt_count(true)],
     );
     Snapshot::builder()
         .listener("bench:80", "bench:80")

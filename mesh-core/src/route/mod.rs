@@ -229,6 +229,21 @@ impl VirtualHost {
         self.request_attempt_count
     }
 
+    /// The same virtual host (name, domains and every host-wide setting) with other
+    /// routes: for a configuration derived from this one.
+    pub fn with_routes(&self, routes: Vec<Route>) -> Self {
+        // Every field named: a new setting must be decided on here, not forgotten.
+        Self {
+            name: self.name.clone(),
+            domains: self.domains.clone(),
+            routes,
+            retry_policy: self.retry_policy.clone(),
+            request_headers: self.request_headers.clone(),
+            response_headers: self.response_headers.clone(),
+            request_attempt_count: self.request_attempt_count,
+        }
+    }
+
     /// Sets the retry policy used by routes that have none of their own.
     pub fn with_retry_policy(mut self, policy: Option<RetryPolicy>) -> Self {
         self.retry_policy = policy;

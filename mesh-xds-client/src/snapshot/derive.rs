@@ -106,9 +106,7 @@ fn apply(
                     rebuild_route(route, route_fault, msd)
                 })
                 .collect();
-            VirtualHost::new(vh.name(), vh.domains().to_vec(), routes)
-                .with_retry_policy(vh.retry_policy().cloned())
-                .with_headers(vh.request_headers().clone(), vh.response_headers().clone())
+            vh.with_routes(routes)
         })
         .collect();
     RouteConfig::new(name, virtual_hosts)

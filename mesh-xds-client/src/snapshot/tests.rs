@@ -169,6 +169,26 @@ fn listener_with_fault(name: &str) -> ListenerResource {
 #[test]
 fn the_listener_filters_apply_to_its_routes() {
     let mut cache = full_cache();
+    // A virtual host with host-wide settings, which the derived configuration keeps.
+    let mut routes = route_config_message("routes", "c");
+    let vh = &mut routes.virtual_hosts[0];
+    vh.include_request_attempt_count = true;
+    vh.response_headers_to_remove = vec!["server".into()];
+    vh.retry_policy = Some(envoy_types::pb::envoy::config::route::v3::RetryPolicy {
+        retry_on: "5xx".into(),
+        ..Default::default()
+    });
+    let source = crate::translate::route_config(&routes).unwrap();
+    put(
+        &mut cache,
+        RDS,
+        "routes",
+        Some(
+            RouteConfigurationResource::validate(routes)
+                .unwrap()
+                .into_resource(),
+        ),
+    );
     put(
         &mut cache,
         LDS,
@@ -184,6 +204,10 @@ fn the_listener_filters_apply_to_its_routes() {
         .unwrap()
         .clone();
     assert_eq!(rc.name(), "routes@xds:///svc:80");
+    // Everything but the routes as the source had it.
+    let (derived, want) = (&rc.virtual_hosts()[0], &source.virtual_hosts()[0]);
+    assert!(derived.includes_request_attempt_count());
+    assert_eq!(&derived.with_routes(want.routes().to_vec()), want);
     let route = &rc.virtual_hosts()[0].routes()[0];
     let delay = route.fault().unwrap().delay.as_ref().unwrap();
     assert_eq!(delay.fixed, Some(Duration::from_secs(2)));

@@ -195,6 +195,8 @@ fn allow_any() -> rpb::VirtualHost {
             })),
             ..Default::default()
         }],
+        // As istiod's `allow_any`.
+        include_request_attempt_count: true,
         ..Default::default()
     }
 }
