@@ -525,9 +525,11 @@ impl Outbound {
     // The request comes boxed: a future keeps its captures for its whole life, and a
     // request captured whole (240 bytes, dead once routing has moved it into the cluster's
     // stack) made the call's future too large for the allocator's per-thread cache
-    // (glibc's, 1,032 bytes): its slow path costs far more than a small box. The box goes
-    // whole into routing, which unboxes it (a local holding the request here would keep
-    // its place in the future as long as the captured request did).
+    // (glibc's, 1,032 bytes): its slow path costs far more than a small box. It is moved
+    // out of the box only into routing (a local holding it would keep its place in the
+    // future as long as the captured request did); the emptied box is freed with the
+    // future. (Unboxed inside routing instead, so that the box is freed sooner, the call
+    // cost about 450 instructions more in the stack bench: codegen and the allocator.)
     #[allow(clippy::manual_async_fn)]
     fn dispatch(
         self: Arc<Self>,
@@ -552,7 +554,7 @@ impl Outbound {
             };
             let snap = self.await_target(authority).await;
             let step = self
-                .route(&snap, target, authority, req, grpc)
+                .route(&snap, target, authority, *req, grpc)
                 .unwrap_or_else(|e| Step::Fail { error: Some(e) });
             let resp = match step.await {
                 Ok(resp) => resp,
@@ -606,11 +608,9 @@ impl Outbound {
         snap: &'s mesh_core::Snapshot,
         target: Option<&'s Target>,
         authority: &'s str,
-        req: Box<Request<UnsyncBoxBody<Bytes, BoxError>>>,
+        req: Request<UnsyncBoxBody<Bytes, BoxError>>,
         grpc: bool,
     ) -> Result<Step<'s>, MeshError> {
-        // Out of its box (freed here, not when the call ends) into the cluster's stack.
-        let req = *req;
         let Some(listener) = snap.outbound(authority) else {
             // Not in the policy: DNS, default settings (gRPC's dns: resolver).
             let routed = Routed {

@@ -285,17 +285,22 @@ impl TraceContext {
     }
 }
 
+/// A context as a future holds it to make it current: boxed, so that making it current
+/// and taking it back, around each poll, swaps a pointer rather than moving the context
+/// (184 bytes) several times.
+pub(crate) type Held = Option<Box<TraceContext>>;
+
 thread_local! {
     /// The context of the request whose future this thread is polling: put in place by
     /// [`Scope`] (and the inbound layer's future) for each poll, and taken back after it,
     /// as a task-local is.
-    static CURRENT: RefCell<Option<TraceContext>> = const { RefCell::new(None) };
+    static CURRENT: RefCell<Held> = const { RefCell::new(None) };
 }
 
 /// The context of the request being handled by this task, if any.
 pub fn current() -> Option<TraceContext> {
     CURRENT
-        .try_with(|c| c.try_borrow().ok().and_then(|c| c.clone()))
+        .try_with(|c| c.try_borrow().ok().and_then(|c| c.as_deref().cloned()))
         .ok()
         .flatten()
 }
@@ -303,8 +308,8 @@ pub fn current() -> Option<TraceContext> {
 /// A context made current until dropped; then it goes back to its owner, and the one it
 /// replaced is current again.
 pub(crate) struct Entered<'a> {
-    owner: &'a mut Option<TraceContext>,
-    replaced: Option<TraceContext>,
+    owner: &'a mut Held,
+    replaced: Held,
     /// The thread's slot could not be reached (its thread is shutting down): nothing was
     /// swapped.
     swapped: bool,
@@ -312,7 +317,7 @@ pub(crate) struct Entered<'a> {
 
 /// Swaps `slot` with the thread's current context; false when the thread's slot cannot be
 /// reached (its thread is shutting down), and nothing moved.
-fn swap_current(slot: &mut Option<TraceContext>) -> bool {
+fn swap_current(slot: &mut Held) -> bool {
     CURRENT
         .try_with(|c| {
             c.try_borrow_mut()
@@ -323,7 +328,7 @@ fn swap_current(slot: &mut Option<TraceContext>) -> bool {
 }
 
 /// Makes `owner`'s context current (when it has one) until the guard drops.
-pub(crate) fn enter(owner: &mut Option<TraceContext>) -> Entered<'_> {
+pub(crate) fn enter(owner: &mut Held) -> Entered<'_> {
     let mut slot = owner.take();
     let swapped = swap_current(&mut slot);
     if swapped {
@@ -360,7 +365,7 @@ impl Drop for Entered<'_> {
 pub fn scope<F: Future>(ctx: TraceContext, fut: F) -> Scope<F> {
     Scope {
         fut: Some(fut),
-        ctx: Some(ctx),
+        ctx: Some(Box::new(ctx)),
     }
 }
 
@@ -370,7 +375,7 @@ pin_project_lite::pin_project! {
     pub struct Scope<F> {
         #[pin]
         fut: Option<F>,
-        ctx: Option<TraceContext>,
+        ctx: Held,
     }
 
     impl<F> PinnedDrop for Scope<F> {

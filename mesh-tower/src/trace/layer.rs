@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use opentelemetry::global::BoxedTracer;
 
-use super::context::{enter, extract_with, TraceContext, X_REQUEST_ID};
+use super::context::{enter, extract_with, Held, X_REQUEST_ID};
 use super::propagation::Propagation;
 use super::span::{global_tracer, start_server, Exchange, MeshTracer, SpanGuard};
 use crate::exchange::PeerIdentity;
@@ -16,10 +16,11 @@ use crate::observe::{ExchangeEnd, ExchangeObserver, ObservedBody};
 
 /// Reads the caller's trace context (per [`Propagation`]: W3C, B3, baggage, and
 /// `x-request-id`), starts a server span, and runs the inner service with the request's
-/// context current — both the mesh's [`TraceContext`] (so every call made through the
-/// mesh's clients continues the trace) and the OpenTelemetry context (so spans the
-/// handler starts, with the OpenTelemetry API or through `tracing-opentelemetry`, are
-/// children of the server span, and its calls continue from them). The context is also
+/// context current — both the mesh's [`TraceContext`](super::TraceContext) (so every call
+/// made through the mesh's clients continues the trace) and the OpenTelemetry context (so
+/// spans the handler starts, with the OpenTelemetry API or through
+/// `tracing-opentelemetry`, are children of the server span, and its calls continue from
+/// them). The context is also
 /// in the request's extensions, and `x-request-id` is set on the request when the caller
 /// sent none.
 ///
@@ -170,7 +171,7 @@ pin_project_lite::pin_project! {
     pub(crate) struct Scoped<F> {
         #[pin]
         fut: Option<F>,
-        ctx: Option<TraceContext>,
+        ctx: Held,
         otel: opentelemetry::Context,
         span: tracing::Span,
     }
@@ -263,7 +264,7 @@ impl TraceLayer {
             .or_insert_with(|| ctx.request_id.clone());
         req.extensions_mut().insert(ctx.clone());
         let otel = ctx.otel.clone();
-        let mut ctx = Some(ctx);
+        let mut ctx = Some(Box::new(ctx));
         let fut = {
             let _ctx = enter(&mut ctx);
             let _otel = otel.clone().attach();
