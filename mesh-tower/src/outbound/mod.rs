@@ -748,7 +748,7 @@ impl Outbound {
             // The only attempt. (With retries, the retry layer counts them.)
             parts
                 .headers
-                .insert(retry::ATTEMPT_COUNT.clone(), HeaderValue::from_static("1"));
+                .insert(retry::ATTEMPT_COUNT.clone(), retry::attempt_count(1));
         }
         let body = match retry {
             Some(_) => ReplayBody::buffer(body, self.config.retry_buffer_limit),

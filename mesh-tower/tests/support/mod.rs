@@ -181,11 +181,12 @@ pub fn cluster(
 
 /// `target` routed to one forward action.
 pub fn route(b: SnapshotBuilder, target: &str, action: ForwardAction) -> SnapshotBuilder {
-    with_route(
-        b,
-        target,
-        Route::new("r", RouteMatch::default(), RouteAction::Forward(action)),
-    )
+    with_route(b, target, forward_all(action))
+}
+
+/// A route sending every request on with `action`.
+fn forward_all(action: ForwardAction) -> Route {
+    Route::new("r", RouteMatch::default(), RouteAction::Forward(action))
 }
 
 /// `target` with this one route.
@@ -200,12 +201,8 @@ pub fn with_route(b: SnapshotBuilder, target: &str, route: Route) -> SnapshotBui
 /// `target` routed to one forward action on a virtual host that numbers attempts in
 /// `x-envoy-attempt-count` (`include_request_attempt_count`, as istiod sets it).
 pub fn counted_route(b: SnapshotBuilder, target: &str, action: ForwardAction) -> SnapshotBuilder {
-    let route = Route::new("r", RouteMatch::default(), RouteAction::Forward(action));
-    with_vhost(
-        b,
-        target,
-        VirtualHost::new("vh", vec!["*".into()], vec![route]).with_request_attempt_count(true),
-    )
+    let vh = VirtualHost::new("vh", vec!["*".into()], vec![forward_all(action)]);
+    with_vhost(b, target, vh.with_request_attempt_count(true))
 }
 
 /// `target` served by this one virtual host.

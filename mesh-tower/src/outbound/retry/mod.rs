@@ -114,7 +114,7 @@ impl<'p> Retries<'p> {
 
 /// The `x-envoy-attempt-count` value of attempt `n`: the usual counts are static values,
 /// not built (two allocations each) per request.
-fn attempt_count(n: u32) -> HeaderValue {
+pub(crate) fn attempt_count(n: u32) -> HeaderValue {
     match n {
         1 => HeaderValue::from_static("1"),
         2 => HeaderValue::from_static("2"),
