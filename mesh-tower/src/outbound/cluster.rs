@@ -27,6 +27,7 @@ use rand::Rng;
 
 use super::connect::{MeshConnector, UpstreamTlsConnect};
 use super::demand::{DialDemand, DialDemands};
+use super::pool::{ByAuthority, H2Pool};
 use crate::metrics::Metrics;
 use crate::outbound::RequestBody;
 
@@ -54,6 +55,8 @@ pub(crate) struct EndpointState {
     pub(crate) active: Arc<AtomicU64>,
     /// Its HTTP/1.1 requests and connections, which its pool's dials wait on.
     pub(crate) demand: Option<Arc<DialDemand>>,
+    /// Its HTTP/2 connection.
+    pub(crate) http2: Option<Arc<H2Pool>>,
     /// Index in the cluster's outlier detector.
     detector_index: usize,
 }
@@ -79,11 +82,15 @@ struct Level {
 
 pub(crate) type HttpPool = Client<MeshConnector, RequestBody>;
 
-/// Connection pools of a cluster: HTTP/1.1 (or ALPN) and HTTP/2 prior knowledge.
+/// Connection pools of a cluster: HTTP/1.1 (or ALPN), and each endpoint's HTTP/2 prior
+/// knowledge connection.
 #[derive(Clone)]
 pub(crate) struct Pools {
     pub(crate) http1: HttpPool,
-    pub(crate) http2: HttpPool,
+    /// The endpoints' HTTP/2 pools, by authority (an endpoint that stays keeps its own).
+    http2: Arc<ByAuthority<H2Pool>>,
+    /// What the HTTP/2 pools dial with.
+    connector: MeshConnector,
     tls: bool,
     /// The endpoints' demand the HTTP/1.1 pool's dials wait on.
     demand: Arc<DialDemands>,
@@ -174,7 +181,7 @@ impl ClusterState {
             }
             _ => make_pools(&config, &breaker, tls, metrics),
         };
-        let demands = pools.as_ref().ok().map(|p| &p.demand);
+        let pools_ok = pools.as_ref().ok();
         let mut next_index = 0;
         let levels: Vec<Level> = by_priority
             .into_iter()
@@ -199,7 +206,12 @@ impl ClusterState {
                             usable,
                             ejected: AtomicBool::new(false),
                             active,
-                            demand: demands.map(|d| d.register(authority.as_str())),
+                            demand: pools_ok.map(|p| p.demand.register(authority.as_str())),
+                            http2: pools_ok.map(|p| {
+                                p.http2.register_with(authority.as_str(), || {
+                                    H2Pool::new(&authority, p.connector.clone())
+                                })
+                            }),
                             authority,
                             detector_index,
                         })
@@ -406,12 +418,10 @@ fn make_pools(
         .pool_timer(hyper_util::rt::TokioTimer::new());
     let demand = Arc::new(DialDemands::default());
     let http1 = h1.build(connector.clone().with_demand(Arc::clone(&demand)));
-    let mut h2 = Client::builder(TokioExecutor::new());
-    h2.http2_only(true);
-    let http2 = h2.build(connector);
     Ok(Pools {
         http1,
-        http2,
+        http2: Arc::default(),
+        connector,
         tls: is_tls,
         demand,
     })

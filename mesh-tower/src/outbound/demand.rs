@@ -9,9 +9,8 @@
 //! A dial that is not needed waits for a request that needs it, until its connect
 //! timeout.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 
 use event_listener::{Event, IntoNotification};
 
@@ -118,45 +117,9 @@ impl Drop for ConnectionClaim {
 }
 
 /// The demand of each endpoint of one cluster's HTTP/1.1 pool, by the authority the pool
-/// dials. Endpoints register when the cluster's endpoints are built (an endpoint that stays
-/// keeps its counts across updates); the connector only looks up, so an authority nobody
-/// registered is dialed without waiting.
-#[derive(Debug, Default)]
-pub(crate) struct DialDemands {
-    inner: Mutex<Registry>,
-}
-
-#[derive(Debug, Default)]
-struct Registry {
-    by_authority: HashMap<String, Weak<DialDemand>>,
-    /// Entries after the last sweep of dropped ones; the next sweep at twice as many.
-    swept_at: usize,
-}
-
-impl DialDemands {
-    /// The demand of `authority`, made if it has none.
-    pub(crate) fn register(&self, authority: &str) -> Arc<DialDemand> {
-        let mut reg = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(existing) = reg.by_authority.get(authority).and_then(Weak::upgrade) {
-            return existing;
-        }
-        let demand = Arc::new(DialDemand::default());
-        reg.by_authority
-            .insert(authority.to_owned(), Arc::downgrade(&demand));
-        // Endpoints that went away leave dead entries: swept when the map has doubled.
-        if reg.by_authority.len() >= 2 * reg.swept_at.max(32) {
-            reg.by_authority.retain(|_, w| w.strong_count() > 0);
-            reg.swept_at = reg.by_authority.len();
-        }
-        demand
-    }
-
-    /// The demand of `authority`, if an endpoint registered it.
-    pub(crate) fn find(&self, authority: &str) -> Option<Arc<DialDemand>> {
-        let reg = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        reg.by_authority.get(authority).and_then(Weak::upgrade)
-    }
-}
+/// dials. The connector only looks up, so an authority nobody registered is dialed without
+/// waiting.
+pub(crate) type DialDemands = super::pool::ByAuthority<DialDemand>;
 
 #[cfg(test)]
 mod tests {
@@ -289,7 +252,7 @@ mod tests {
         for i in 0..1_000 {
             drop(demands.register(&format!("10.0.2.{i}:80")));
         }
-        let len = demands.inner.lock().unwrap().by_authority.len();
+        let len = demands.entries();
         assert!(len < 400, "{len} entries kept for 100 live endpoints");
         assert!(kept.iter().all(|d| Arc::strong_count(d) == 1));
     }

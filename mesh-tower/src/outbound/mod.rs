@@ -20,6 +20,7 @@ mod demand;
 mod endpoint;
 mod fault;
 mod observed;
+mod pool;
 mod response;
 mod retry;
 

@@ -20,6 +20,7 @@ use mesh_core::cluster::UpstreamProtocol;
 use super::attempt::{class_of, Attempt, Failed};
 use super::cluster::{ClusterState, EndpointState};
 use super::connect::ConnectError;
+use super::pool::{PoolCall, PoolError};
 use super::response::{AttemptGuard, ResponseBody};
 use super::RequestBody;
 use crate::error::MeshError;
@@ -62,9 +63,18 @@ impl Endpoints {
                 .entry(http::header::HOST)
                 .or_insert_with(|| host.clone());
         }
-        let pool = if h2 { &pools.http2 } else { &pools.http1 };
+        let call = match (h2, &endpoint.http2) {
+            (false, _) => PoolCall::Http1(pools.http1.request(req)),
+            (true, Some(pool)) => PoolCall::Http2(pool.send(req)),
+            // Not reached: an endpoint of a cluster with pools has its HTTP/2 pool.
+            (true, None) => {
+                return Err(Failed::refused(MeshError::Connect {
+                    endpoint: endpoint.authority.to_string(),
+                    reason: "the endpoint has no HTTP/2 pool".to_owned(),
+                }))
+            }
+        };
         let guard = AttemptGuard::new(Arc::clone(&endpoint), !h2);
-        let call = pool.request(req);
         let send = match attempt.deadline {
             Some(d) => Send::Bounded {
                 call: tokio::time::timeout_at(d, call),
@@ -124,13 +134,11 @@ struct Sent {
     started: tokio::time::Instant,
 }
 
-type PoolFuture = hyper_util::client::legacy::ResponseFuture;
-
 pin_project_lite::pin_project! {
     #[project = SendProj]
     enum Send {
-        Bounded { #[pin] call: tokio::time::Timeout<PoolFuture> },
-        Unbounded { call: PoolFuture },
+        Bounded { #[pin] call: tokio::time::Timeout<PoolCall> },
+        Unbounded { call: PoolCall },
         Refused { failed: Option<Failed> },
     }
 }
@@ -180,7 +188,7 @@ impl Sent {
     /// Classifies the outcome and records it for outlier detection.
     fn finish(
         self,
-        result: Option<Result<Response<hyper::body::Incoming>, hyper_util::client::legacy::Error>>,
+        result: Option<Result<Response<hyper::body::Incoming>, PoolError>>,
     ) -> Result<Response<ResponseBody>, Failed> {
         let state = &self.state;
         let endpoint = &self.endpoint;
@@ -262,31 +270,19 @@ impl Sent {
     }
 }
 
-/// The connector's error inside a pool error, if the dial failed.
-fn connect_error(e: &hyper_util::client::legacy::Error) -> Option<&ConnectError> {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        if let Some(ce) = s.downcast_ref::<ConnectError>() {
-            return Some(ce);
-        }
-        source = s.source();
-    }
-    None
-}
-
 /// Whether the pool's dial gave up because no request needed it.
-fn waited_for_no_request(e: &hyper_util::client::legacy::Error) -> bool {
-    matches!(connect_error(e), Some(ConnectError::NotNeeded { .. }))
+fn waited_for_no_request(e: &PoolError) -> bool {
+    matches!(e.connect_error(), Some(ConnectError::NotNeeded { .. }))
 }
 
 /// Classifies a pool error as a transport failure; an overflow of `max_connections` becomes
 /// the breaker's error.
 fn transport_error(
-    e: &hyper_util::client::legacy::Error,
+    e: &PoolError,
     endpoint: &str,
     cluster: &str,
 ) -> (TransportError, Option<MeshError>) {
-    match connect_error(e) {
+    match e.connect_error() {
         Some(ConnectError::Overflow(o)) => {
             return (
                 TransportError::ConnectFailure,

@@ -1,0 +1,244 @@
+//! One endpoint's HTTP/2 connection, shared by all its requests.
+//!
+//! The endpoint's state holds the pool, so a request takes the open connection under an
+//! uncontended lock, with no pool key hashed or looked up. When none is open, the first
+//! request that needs one starts a dial in its own task and later requests wait for the
+//! same dial (one connection per endpoint, as Envoy and hyper-util keep for HTTP/2). A
+//! connection that closes is replaced by the next request's dial. The connection goes
+//! when the endpoint does, once its streams end.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures_util::FutureExt;
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper::client::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::oneshot;
+use tower::Service;
+
+use super::PoolError;
+use crate::outbound::connect::{ConnectError, MeshConnector, MeshIo};
+use crate::outbound::RequestBody;
+
+/// A request sent on an endpoint's HTTP/2 connection.
+pub(crate) type H2Future =
+    Pin<Box<dyn Future<Output = Result<Response<Incoming>, PoolError>> + Send>>;
+
+type Sender = http2::SendRequest<RequestBody>;
+
+type Handshake = Pin<
+    Box<
+        dyn Future<
+                Output = hyper::Result<(
+                    Sender,
+                    http2::Connection<MeshIo, RequestBody, TokioExecutor>,
+                )>,
+            > + Send,
+    >,
+>;
+
+/// One endpoint's HTTP/2 connection.
+pub(crate) struct H2Pool {
+    /// `http://authority`, what the connector dials.
+    uri: Uri,
+    connector: MeshConnector,
+    builder: http2::Builder<TokioExecutor>,
+    state: Mutex<State>,
+    next_id: AtomicU64,
+}
+
+enum State {
+    None,
+    /// A dial in flight, and the requests waiting for it.
+    Dialing(Vec<oneshot::Sender<Result<Open, DialError>>>),
+    Open(Open),
+}
+
+/// An open connection, numbered so that a request can drop the one it found closed and
+/// not a newer one.
+#[derive(Clone)]
+struct Open {
+    tx: Sender,
+    id: u64,
+}
+
+/// A failed dial, as every request that waited for it gets it.
+#[derive(Clone)]
+enum DialError {
+    Connect(Arc<ConnectError>),
+    Handshake(Arc<hyper::Error>),
+}
+
+impl From<DialError> for PoolError {
+    fn from(e: DialError) -> Self {
+        match e {
+            DialError::Connect(e) => Self::Connect(e),
+            DialError::Handshake(e) => Self::Handshake(e),
+        }
+    }
+}
+
+impl std::fmt::Debug for H2Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &*self.lock() {
+            State::None => "none",
+            State::Dialing(_) => "dialing",
+            State::Open(_) => "open",
+        };
+        f.debug_struct("H2Pool")
+            .field("uri", &self.uri)
+            .field("state", &state)
+            .finish()
+    }
+}
+
+impl H2Pool {
+    /// The pool of the endpoint at `authority`, dialed with `connector`.
+    pub(crate) fn new(authority: &http::uri::Authority, connector: MeshConnector) -> Self {
+        let uri = Uri::builder()
+            .scheme(http::uri::Scheme::HTTP)
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .unwrap_or_default();
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder.timer(TokioTimer::new());
+        Self {
+            uri,
+            connector,
+            builder,
+            state: Mutex::new(State::None),
+            next_id: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends `req` (its URI absolute, its version HTTP/2) on the endpoint's connection.
+    pub(crate) fn send(self: &Arc<Self>, req: Request<RequestBody>) -> H2Future {
+        Box::pin(Arc::clone(self).send_owned(req))
+    }
+
+    async fn send_owned(
+        self: Arc<Self>,
+        mut req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, PoolError> {
+        loop {
+            let (open, reused) = self.checkout().await?;
+            let Open { mut tx, id } = open;
+            match tx.try_send_request(req).await {
+                Ok(resp) => return Ok(resp),
+                Err(mut e) => match e.take_message() {
+                    // Not written: the connection closed before it took the request. One
+                    // found open goes again on a new connection (as hyper-util's pool
+                    // resends); one that waited for a fresh dial fails.
+                    Some(back) if reused => {
+                        self.forget(id);
+                        req = back;
+                    }
+                    _ => return Err(PoolError::Send(e.into_error())),
+                },
+            }
+        }
+    }
+
+    /// The open connection (`true`: it was open already), or a new one.
+    async fn checkout(self: &Arc<Self>) -> Result<(Open, bool), PoolError> {
+        let waiting = {
+            let mut state = self.lock();
+            match &mut *state {
+                State::Open(open) if !open.tx.is_closed() => return Ok((open.clone(), true)),
+                State::Dialing(waiters) => {
+                    let (tx, rx) = oneshot::channel();
+                    waiters.push(tx);
+                    rx
+                }
+                other => {
+                    let (tx, rx) = oneshot::channel();
+                    *other = State::Dialing(vec![tx]);
+                    tokio::spawn(Arc::clone(self).dial());
+                    rx
+                }
+            }
+        };
+        match waiting.await {
+            Ok(Ok(open)) => Ok((open, false)),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(PoolError::DialDropped),
+        }
+    }
+
+    /// Whether a connection is open and not seen closed, for tests.
+    #[cfg(test)]
+    pub(crate) fn is_open(&self) -> bool {
+        matches!(&*self.lock(), State::Open(open) if !open.tx.is_closed())
+    }
+
+    /// Drops connection `id` if it is still the open one.
+    fn forget(&self, id: u64) {
+        let mut state = self.lock();
+        if matches!(&*state, State::Open(open) if open.id == id) {
+            *state = State::None;
+        }
+    }
+
+    /// Dials, and hands the outcome to every request waiting.
+    async fn dial(self: Arc<Self>) {
+        let result = self.open().await;
+        let waiters = {
+            let mut state = self.lock();
+            let waiters = match std::mem::replace(&mut *state, State::None) {
+                State::Dialing(waiters) => waiters,
+                _ => Vec::new(),
+            };
+            if let Ok(open) = &result {
+                *state = State::Open(open.clone());
+            }
+            waiters
+        };
+        for waiter in waiters {
+            // A request that went away meanwhile does not need it.
+            let _ = waiter.send(result.clone());
+        }
+    }
+
+    /// hyper's handshake, boxed in a plain function: an async block that holds it fails the
+    /// `Send` check on the body's error conversion (a higher-ranked lifetime rustc cannot
+    /// prove), and so would the dial's task.
+    fn handshake(&self, io: MeshIo) -> Handshake {
+        Box::pin(self.builder.handshake(io))
+    }
+
+    async fn open(&self) -> Result<Open, DialError> {
+        let io = self
+            .connector
+            .clone()
+            .call(self.uri.clone())
+            .await
+            .map_err(|e| DialError::Connect(Arc::new(e)))?;
+        let (mut tx, conn) = self
+            .handshake(io)
+            .await
+            .map_err(|e| DialError::Handshake(Arc::new(e)))?;
+        // A combinator, not an async block, for the same reason as `handshake`.
+        let uri = self.uri.clone();
+        tokio::spawn(conn.map(move |ended| {
+            if let Err(e) = ended {
+                tracing::debug!(endpoint = %uri, error = %e, "HTTP/2 connection ended");
+            }
+        }));
+        tx.ready()
+            .await
+            .map_err(|e| DialError::Handshake(Arc::new(e)))?;
+        Ok(Open {
+            tx,
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+        })
+    }
+}
