@@ -16,8 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use mesh_core::breaker::CircuitBreaker;
 use mesh_core::cluster::{Cluster, ClusterLoadAssignment, Discovery};
 use mesh_core::lb::{pick_priority, priority_load, LbHost, Picker};
@@ -27,9 +25,8 @@ use rand::Rng;
 
 use super::connect::{MeshConnector, UpstreamTlsConnect};
 use super::demand::{DialDemand, DialDemands};
-use super::pool::{ByAuthority, H2Pool};
+use super::pool::{ByAuthority, H1Pool, H2Pool, IDLE_TIMEOUT};
 use crate::metrics::Metrics;
-use crate::outbound::RequestBody;
 
 /// Builds the TLS connector for a cluster, when it has TLS settings.
 pub trait TlsProvider: Send + Sync + 'static {
@@ -55,6 +52,8 @@ pub(crate) struct EndpointState {
     pub(crate) active: Arc<AtomicU64>,
     /// Its HTTP/1.1 requests and connections, which its pool's dials wait on.
     pub(crate) demand: Option<Arc<DialDemand>>,
+    /// Its HTTP/1.1 connections.
+    pub(crate) http1: Option<Arc<H1Pool>>,
     /// Its HTTP/2 connection.
     pub(crate) http2: Option<Arc<H2Pool>>,
     /// Index in the cluster's outlier detector.
@@ -80,20 +79,38 @@ struct Level {
     picker: Picker,
 }
 
-pub(crate) type HttpPool = Client<MeshConnector, RequestBody>;
-
-/// Connection pools of a cluster: HTTP/1.1 (or ALPN), and each endpoint's HTTP/2 prior
-/// knowledge connection.
+/// Connection pools of a cluster: each endpoint's, by authority (an endpoint that stays
+/// keeps its own).
 #[derive(Clone)]
 pub(crate) struct Pools {
-    pub(crate) http1: HttpPool,
-    /// The endpoints' HTTP/2 pools, by authority (an endpoint that stays keeps its own).
+    http1: Arc<ByAuthority<H1Pool>>,
     http2: Arc<ByAuthority<H2Pool>>,
     /// What the HTTP/2 pools dial with.
     connector: MeshConnector,
+    /// What the HTTP/1.1 pools dial with: the endpoints' demand gates their dials.
+    connector_h1: MeshConnector,
     tls: bool,
-    /// The endpoints' demand the HTTP/1.1 pool's dials wait on.
+    /// The endpoints' demand the HTTP/1.1 pools' dials wait on.
     demand: Arc<DialDemands>,
+}
+
+impl Pools {
+    fn http2_for(&self, authority: &http::uri::Authority) -> Arc<H2Pool> {
+        self.http2.register_with(authority.as_str(), || {
+            H2Pool::new(authority, self.connector.clone())
+        })
+    }
+
+    fn http1_for(&self, authority: &http::uri::Authority) -> Arc<H1Pool> {
+        self.http1.register_with(authority.as_str(), || {
+            H1Pool::new(
+                authority,
+                self.connector_h1.clone(),
+                self.http2_for(authority),
+                IDLE_TIMEOUT,
+            )
+        })
+    }
 }
 
 impl std::fmt::Debug for Pools {
@@ -207,11 +224,8 @@ impl ClusterState {
                             ejected: AtomicBool::new(false),
                             active,
                             demand: pools_ok.map(|p| p.demand.register(authority.as_str())),
-                            http2: pools_ok.map(|p| {
-                                p.http2.register_with(authority.as_str(), || {
-                                    H2Pool::new(&authority, p.connector.clone())
-                                })
-                            }),
+                            http1: pools_ok.map(|p| p.http1_for(&authority)),
+                            http2: pools_ok.map(|p| p.http2_for(&authority)),
                             authority,
                             detector_index,
                         })
@@ -408,19 +422,15 @@ fn make_pools(
     let is_tls = tls_connector.is_some();
     let connector = MeshConnector::new(config.connect_timeout, Arc::clone(breaker), tls_connector)
         .with_metrics(metrics.clone());
-    // HTTP/1.1 carries one request per connection: keep as many warm as the breaker lets
-    // open (Envoy keeps them until its idle timeout), so a burst's connections serve the
-    // next burst instead of being closed and dialed (and handshaken) again. Idle ones are
-    // closed after hyper's 90 s pool timeout, checked by the timer.
-    let warm = usize::try_from(config.circuit_breakers.max_connections).unwrap_or(usize::MAX);
-    let mut h1 = Client::builder(TokioExecutor::new());
-    h1.pool_max_idle_per_host(warm)
-        .pool_timer(hyper_util::rt::TokioTimer::new());
+    // HTTP/1.1 carries one request per connection: the pools keep every connection warm
+    // (up to the breaker's `max_connections`, as Envoy keeps them until its idle timeout),
+    // so a burst's connections serve the next burst instead of being dialed (and handshaken)
+    // again, and close them after `IDLE_TIMEOUT` idle.
     let demand = Arc::new(DialDemands::default());
-    let http1 = h1.build(connector.clone().with_demand(Arc::clone(&demand)));
     Ok(Pools {
-        http1,
+        http1: Arc::default(),
         http2: Arc::default(),
+        connector_h1: connector.clone().with_demand(Arc::clone(&demand)),
         connector,
         tls: is_tls,
         demand,

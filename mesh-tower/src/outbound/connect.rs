@@ -21,7 +21,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use mesh_core::breaker::{BreakerGuard, CircuitBreaker, Overflow};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -450,20 +449,16 @@ impl Drop for Counted {
     }
 }
 
-impl std::fmt::Debug for MeshIo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MeshIo").field("h2", &self.h2).finish()
+impl MeshIo {
+    /// Whether the TLS handshake chose HTTP/2 by ALPN.
+    pub(crate) fn negotiated_h2(&self) -> bool {
+        self.h2
     }
 }
 
-impl Connection for MeshIo {
-    fn connected(&self) -> Connected {
-        let c = Connected::new();
-        if self.h2 {
-            c.negotiated_h2()
-        } else {
-            c
-        }
+impl std::fmt::Debug for MeshIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeshIo").field("h2", &self.h2).finish()
     }
 }
 

@@ -20,7 +20,7 @@ use mesh_core::cluster::UpstreamProtocol;
 use super::attempt::{class_of, Attempt, Failed};
 use super::cluster::{ClusterState, EndpointState};
 use super::connect::ConnectError;
-use super::pool::{PoolCall, PoolError};
+use super::pool::{PoolError, SendFuture};
 use super::response::{AttemptGuard, ResponseBody};
 use super::RequestBody;
 use crate::error::MeshError;
@@ -46,34 +46,36 @@ impl Endpoints {
             .ok_or_else(|| {
                 Failed::refused(MeshError::NoHealthyEndpoint(state.config.name().to_owned()))
             })?;
-        let pools = state.pools.as_ref().map_err(|reason| {
-            Failed::refused(MeshError::Connect {
+        if let Err(reason) = &state.pools {
+            return Err(Failed::refused(MeshError::Connect {
                 endpoint: endpoint.authority.to_string(),
                 reason: reason.clone(),
-            })
-        })?;
+            }));
+        }
         let h2 = state.config.protocol == UpstreamProtocol::Http2
             || attempt.req.version() == Version::HTTP_2;
         let mut req = attempt.req;
-        address(&mut req, &endpoint.authority);
-        if h2 {
+        let pool = if h2 {
+            address(&mut req, &endpoint.authority);
             *req.version_mut() = Version::HTTP_2;
-        } else if let Some(host) = &self.host {
-            req.headers_mut()
-                .entry(http::header::HOST)
-                .or_insert_with(|| host.clone());
-        }
-        let call = match (h2, &endpoint.http2) {
-            (false, _) => PoolCall::Http1(pools.http1.request(req)),
-            (true, Some(pool)) => PoolCall::Http2(pool.send(req)),
-            // Not reached: an endpoint of a cluster with pools has its HTTP/2 pool.
-            (true, None) => {
-                return Err(Failed::refused(MeshError::Connect {
-                    endpoint: endpoint.authority.to_string(),
-                    reason: "the endpoint has no HTTP/2 pool".to_owned(),
-                }))
+            endpoint.http2.as_ref().map(|p| p.send(req))
+        } else {
+            // The HTTP/1.1 pool writes the origin form and, failing this, the endpoint's
+            // address as Host.
+            if let Some(host) = &self.host {
+                req.headers_mut()
+                    .entry(http::header::HOST)
+                    .or_insert_with(|| host.clone());
             }
+            endpoint.http1.as_ref().map(|p| p.send(req))
         };
+        // Not reached: an endpoint of a cluster with pools has both.
+        let call = pool.ok_or_else(|| {
+            Failed::refused(MeshError::Connect {
+                endpoint: endpoint.authority.to_string(),
+                reason: "the endpoint has no connection pool".to_owned(),
+            })
+        })?;
         let guard = AttemptGuard::new(Arc::clone(&endpoint), !h2);
         let send = match attempt.deadline {
             Some(d) => Send::Bounded {
@@ -137,8 +139,8 @@ struct Sent {
 pin_project_lite::pin_project! {
     #[project = SendProj]
     enum Send {
-        Bounded { #[pin] call: tokio::time::Timeout<PoolCall> },
-        Unbounded { call: PoolCall },
+        Bounded { #[pin] call: tokio::time::Timeout<SendFuture> },
+        Unbounded { call: SendFuture },
         Refused { failed: Option<Failed> },
     }
 }
@@ -167,7 +169,7 @@ impl Future for EndpointFuture {
         }
         let result = match send {
             SendProj::Bounded { call } => ready!(call.poll(cx)).ok(),
-            SendProj::Unbounded { call } => Some(ready!(Pin::new(call).poll(cx))),
+            SendProj::Unbounded { call } => Some(ready!(call.as_mut().poll(cx))),
             SendProj::Refused { .. } => None,
         };
         match this.sent.take() {

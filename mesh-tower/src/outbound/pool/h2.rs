@@ -20,13 +20,9 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::oneshot;
 use tower::Service;
 
-use super::PoolError;
+use super::{PoolError, SendFuture};
 use crate::outbound::connect::{ConnectError, MeshConnector, MeshIo};
 use crate::outbound::RequestBody;
-
-/// A request sent on an endpoint's HTTP/2 connection.
-pub(crate) type H2Future =
-    Pin<Box<dyn Future<Output = Result<Response<Incoming>, PoolError>> + Send>>;
 
 type Sender = http2::SendRequest<RequestBody>;
 
@@ -121,11 +117,11 @@ impl H2Pool {
     }
 
     /// Sends `req` (its URI absolute, its version HTTP/2) on the endpoint's connection.
-    pub(crate) fn send(self: &Arc<Self>, req: Request<RequestBody>) -> H2Future {
+    pub(crate) fn send(self: &Arc<Self>, req: Request<RequestBody>) -> SendFuture {
         Box::pin(Arc::clone(self).send_owned(req))
     }
 
-    async fn send_owned(
+    pub(crate) async fn send_owned(
         self: Arc<Self>,
         mut req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, PoolError> {
@@ -215,6 +211,31 @@ impl H2Pool {
         Box::pin(self.builder.handshake(io))
     }
 
+    /// Takes `io`, a connection the endpoint's HTTP/1.1 pool dialed on which ALPN chose
+    /// `h2`, as the open connection (unless one is open already).
+    pub(crate) async fn adopt(&self, io: MeshIo) -> Result<(), PoolError> {
+        let open = self.start(io).await.map_err(PoolError::from)?;
+        let waiters = {
+            let mut state = self.lock();
+            match &mut *state {
+                State::Open(current) if !current.tx.is_closed() => return Ok(()),
+                State::Dialing(waiters) => {
+                    let waiters = std::mem::take(waiters);
+                    *state = State::Open(open.clone());
+                    waiters
+                }
+                other => {
+                    *other = State::Open(open.clone());
+                    Vec::new()
+                }
+            }
+        };
+        for waiter in waiters {
+            let _ = waiter.send(Ok(open.clone()));
+        }
+        Ok(())
+    }
+
     async fn open(&self) -> Result<Open, DialError> {
         let io = self
             .connector
@@ -222,6 +243,11 @@ impl H2Pool {
             .call(self.uri.clone())
             .await
             .map_err(|e| DialError::Connect(Arc::new(e)))?;
+        self.start(io).await
+    }
+
+    /// The HTTP/2 handshake on a new connection, its task spawned.
+    async fn start(&self, io: MeshIo) -> Result<Open, DialError> {
         let (mut tx, conn) = self
             .handshake(io)
             .await

@@ -13,9 +13,10 @@ use mesh_core::breaker::{CircuitBreaker, Thresholds};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::{H2Pool, PoolError};
+use super::{H1Pool, H2Pool, PoolError};
 use crate::body::ReplayBody;
 use crate::outbound::connect::{ConnectError, MeshConnector};
+use crate::outbound::demand::DialDemands;
 use crate::outbound::RequestBody;
 
 /// An HTTP/2 (prior knowledge) server on 127.0.0.1 that numbers its connections from 0 and
@@ -181,4 +182,253 @@ async fn a_connection_closed_at_once_fails_its_waiting_requests_and_is_not_kept(
         .await
         .expect_err("the server closes");
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+/// An HTTP/1.1 server on 127.0.0.1 that numbers its connections from 0 and answers each
+/// request with its connection's number (`x-conn`), the Host it got (`x-host`) and the
+/// request target (`x-target`). Counts the connections that closed.
+async fn h1_server() -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let closed = Arc::new(AtomicUsize::new(0));
+    let (counter, closes) = (Arc::clone(&accepted), Arc::clone(&closed));
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            let closes = Arc::clone(&closes);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: Request<hyper::body::Incoming>| async move {
+                        let host = req
+                            .headers()
+                            .get("host")
+                            .cloned()
+                            .unwrap_or_else(|| http::HeaderValue::from_static("none"));
+                        Ok::<_, std::convert::Infallible>(
+                            Response::builder()
+                                .header("x-conn", n.to_string())
+                                .header("x-host", host)
+                                .header("x-target", req.uri().to_string())
+                                .body(Full::new(Bytes::from_static(b"ok")))
+                                .unwrap(),
+                        )
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+                closes.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, accepted, closed)
+}
+
+fn h1_pool(addr: SocketAddr, idle_timeout: Duration) -> Arc<H1Pool> {
+    let connector = MeshConnector::new(
+        Duration::from_secs(10),
+        Arc::new(CircuitBreaker::new(Thresholds::default())),
+        None,
+    );
+    let authority = http::uri::Authority::try_from(addr.to_string().as_str()).unwrap();
+    let http2 = Arc::new(H2Pool::new(&authority, connector.clone()));
+    Arc::new(H1Pool::new(&authority, connector, http2, idle_timeout))
+}
+
+/// The answer's `x-conn`, `x-host` and `x-target`, its body read to the end.
+async fn h1_send(pool: &Arc<H1Pool>, req: Request<RequestBody>) -> (usize, String, String) {
+    let resp = pool.send(req).await.expect("a response");
+    let header = |name: &str| resp.headers()[name].to_str().unwrap().to_owned();
+    let seen = (
+        header("x-conn").parse().unwrap(),
+        header("x-host"),
+        header("x-target"),
+    );
+    let _ = resp.into_body().collect().await;
+    seen
+}
+
+fn h1_request(uri: &str) -> Request<RequestBody> {
+    let mut req = Request::new(ReplayBody::empty());
+    *req.uri_mut() = uri.parse().unwrap();
+    req
+}
+
+#[tokio::test]
+async fn an_http1_connection_serves_the_next_request_with_the_origin_form_and_a_host() {
+    let (addr, accepted, _) = h1_server().await;
+    let pool = h1_pool(addr, Duration::from_secs(90));
+    // No Host: the endpoint's address, as hyper-util's pool wrote it.
+    let (conn, host, target) = h1_send(&pool, h1_request("http://payments/pay?x=1")).await;
+    assert_eq!(
+        (conn, host.as_str(), target.as_str()),
+        (0, addr.to_string().as_str(), "/pay?x=1")
+    );
+    // A Host the request has is kept; a path-less URI goes as `/`.
+    let mut req = h1_request("http://payments");
+    req.headers_mut()
+        .insert("host", http::HeaderValue::from_static("payments.internal"));
+    let (conn, host, target) = h1_send(&pool, req).await;
+    assert_eq!(
+        (conn, host.as_str(), target.as_str()),
+        (0, "payments.internal", "/")
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection, reused");
+    assert_eq!(pool.idle(), 1);
+}
+
+#[tokio::test]
+async fn concurrent_http1_requests_each_get_a_connection_and_leave_them_warm() {
+    let (addr, accepted, _) = h1_server().await;
+    let pool = h1_pool(addr, Duration::from_secs(90));
+    // Five requests at once, each holding its response until all have one.
+    let resps =
+        futures_util::future::join_all((0..5).map(|_| pool.send(h1_request("http://payments/"))))
+            .await;
+    let mut conns: Vec<_> = resps
+        .iter()
+        .map(|r| r.as_ref().expect("a response").headers()["x-conn"].clone())
+        .collect();
+    conns.sort();
+    conns.dedup();
+    assert_eq!(conns.len(), 5, "one connection per request in flight");
+    for resp in resps {
+        let _ = resp.unwrap().into_body().collect().await;
+    }
+    // Their bodies read, all five come back and serve the next five, one after another.
+    for _ in 0..50 {
+        if pool.idle() == 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(pool.idle(), 5);
+    for _ in 0..5 {
+        h1_send(&pool, h1_request("http://payments/")).await;
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 5);
+}
+
+#[tokio::test]
+async fn a_request_waiting_for_a_connection_gets_the_one_that_comes_free() {
+    let (addr, accepted, _) = h1_server().await;
+    // The endpoint's dial demand, as the cluster's connector has it: one request in flight
+    // counted (the attempt guard's job in the mesh), so one connection is all a dial may open.
+    let demands = Arc::new(DialDemands::default());
+    let demand = demands.register(&addr.to_string());
+    let connector = MeshConnector::new(
+        Duration::from_secs(10),
+        Arc::new(CircuitBreaker::new(Thresholds::default())),
+        None,
+    )
+    .with_demand(demands);
+    let authority = http::uri::Authority::try_from(addr.to_string().as_str()).unwrap();
+    let http2 = Arc::new(H2Pool::new(&authority, connector.clone()));
+    let pool = Arc::new(H1Pool::new(
+        &authority,
+        connector,
+        http2,
+        Duration::from_secs(90),
+    ));
+    let _in_flight = demand.request();
+    let first = pool.send(h1_request("http://payments/")).await.unwrap();
+    // The first response's body is unread: its connection is busy. The second request's
+    // dial waits for demand; the request gets the first connection once it comes free.
+    let second = tokio::spawn(h1_send_owned(Arc::clone(&pool)));
+    tokio::task::yield_now().await;
+    let _ = first.into_body().collect().await;
+    let second = tokio::time::timeout(Duration::from_secs(30), second)
+        .await
+        .expect("the freed connection reached the waiting request")
+        .unwrap();
+    assert_eq!(second, 0);
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}
+
+async fn h1_send_owned(pool: Arc<H1Pool>) -> usize {
+    h1_send(&pool, h1_request("http://payments/")).await.0
+}
+
+#[tokio::test]
+async fn idle_http1_connections_close_after_the_idle_timeout() {
+    let (addr, accepted, closed) = h1_server().await;
+    let pool = h1_pool(addr, Duration::from_millis(50));
+    h1_send(&pool, h1_request("http://payments/")).await;
+    // Closed by the pool's sweep, seen by the server (bounded wait, no timing assertion).
+    for _ in 0..500 {
+        if closed.load(Ordering::SeqCst) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        closed.load(Ordering::SeqCst),
+        1,
+        "the idle connection was closed"
+    );
+    assert_eq!(pool.idle(), 0);
+    // The next request dials again.
+    assert_eq!(h1_send(&pool, h1_request("http://payments/")).await.0, 1);
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn an_idle_http1_connection_the_server_closed_is_not_used() {
+    // Answers one request per connection and closes it without saying so.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => head.extend_from_slice(&buf[..k]),
+                    }
+                }
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nx-conn: {n}\r\nx-host: h\r\nx-target: t\r\ncontent-length: 0\r\n\r\n"
+                );
+                let _ = tcp.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    let pool = h1_pool(addr, Duration::from_secs(90));
+    assert_eq!(h1_send(&pool, h1_request("http://payments/")).await.0, 0);
+    // The server's close reaches the idle connection; the next request dials a new one and
+    // gets its answer, with no error.
+    for _ in 0..500 {
+        if pool.idle() == 0 || !pool.idle_ready() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(h1_send(&pool, h1_request("http://payments/")).await.0, 1);
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_refused_http1_dial_fails_its_request_as_a_connect_failure() {
+    let addr = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    let pool = h1_pool(addr, Duration::from_secs(90));
+    let err = pool
+        .send(h1_request("http://payments/"))
+        .await
+        .expect_err("nothing listens");
+    assert!(err.is_connect(), "{err}");
+    assert!(
+        matches!(err.connect_error(), Some(ConnectError::Tcp { .. })),
+        "{err:?}"
+    );
+    assert_eq!(pool.idle(), 0);
 }

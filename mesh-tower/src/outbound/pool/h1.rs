@@ -1,0 +1,408 @@
+//! One endpoint's HTTP/1.1 connections: one request at a time each, kept warm between
+//! requests.
+//!
+//! The endpoint's state holds the pool, so a request takes an idle connection (the most
+//! recently used) under an uncontended lock, with no pool key hashed or looked up. A request
+//! that finds none waits in line and starts a dial in its own task; the connector lets the
+//! dial go ahead only while the endpoint's requests outnumber its connections
+//! ([`demand`](crate::outbound::demand)), so a dial whose request was served by a connection
+//! coming free opens nothing. A connection that comes free, or a new one, goes to the first
+//! request in line, else back to the idle list. Idle connections are closed after
+//! [`IDLE_TIMEOUT`]. A connection whose TLS handshake chose `h2` (a cluster that offers
+//! both) is handed to the endpoint's HTTP/2 pool, and the endpoint's requests go there from
+//! then on.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use http::uri::{Authority, PathAndQuery};
+use http::{HeaderValue, Method, Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tower::Service;
+
+use super::{H2Pool, PoolError, SendFuture};
+use crate::outbound::connect::{MeshConnector, MeshIo};
+use crate::outbound::RequestBody;
+
+/// How long a connection stays idle before it is closed (hyper-util's pool default, which
+/// the mesh used before).
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+type Sender = http1::SendRequest<RequestBody>;
+
+type Handshake = Pin<
+    Box<
+        dyn Future<Output = hyper::Result<(Sender, http1::Connection<MeshIo, RequestBody>)>> + Send,
+    >,
+>;
+
+/// One endpoint's HTTP/1.1 connections.
+pub(crate) struct H1Pool {
+    authority: Authority,
+    /// `http://authority/`, what the connector dials.
+    uri: Uri,
+    /// The Host header a request without one gets: the endpoint's address.
+    host: HeaderValue,
+    connector: MeshConnector,
+    builder: http1::Builder,
+    /// Where the endpoint's requests go once it answered ALPN with `h2`.
+    http2: Arc<H2Pool>,
+    idle_timeout: Duration,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Most recently used last.
+    idle: Vec<Idle>,
+    /// Requests waiting for a connection, first come first served.
+    waiting: VecDeque<Waiter>,
+    next_waiter: u64,
+    /// The endpoint chose `h2` by ALPN: its requests go to its HTTP/2 pool.
+    speaks_h2: bool,
+    /// A task closes idle connections as they expire.
+    sweeping: bool,
+}
+
+struct Idle {
+    tx: Sender,
+    since: Instant,
+}
+
+struct Waiter {
+    id: u64,
+    tx: oneshot::Sender<Result<Got, PoolError>>,
+}
+
+/// What a request gets from the pool.
+enum Got {
+    /// A connection; `reused`: it served a request before.
+    Http1 { tx: Sender, reused: bool },
+    /// The endpoint speaks HTTP/2 (ALPN): send on its HTTP/2 pool.
+    Http2,
+}
+
+impl std::fmt::Debug for H1Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.lock();
+        f.debug_struct("H1Pool")
+            .field("authority", &self.authority)
+            .field("idle", &inner.idle.len())
+            .field("waiting", &inner.waiting.len())
+            .field("speaks_h2", &inner.speaks_h2)
+            .finish()
+    }
+}
+
+impl H1Pool {
+    /// The pool of the endpoint at `authority`, dialed with `connector` (which gates the
+    /// dials on the endpoint's demand); `http2` is the endpoint's HTTP/2 pool.
+    pub(crate) fn new(
+        authority: &Authority,
+        connector: MeshConnector,
+        http2: Arc<H2Pool>,
+        idle_timeout: Duration,
+    ) -> Self {
+        let uri = Uri::builder()
+            .scheme(http::uri::Scheme::HTTP)
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .unwrap_or_default();
+        // As hyper-util wrote it: the port is left out when it is HTTP's default.
+        let host = match authority.port_u16() {
+            Some(80) => HeaderValue::from_str(authority.host()),
+            _ => HeaderValue::from_str(authority.as_str()),
+        }
+        .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+        Self {
+            authority: authority.clone(),
+            uri,
+            host,
+            connector,
+            builder: http1::Builder::new(),
+            http2,
+            idle_timeout,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends `req` on one of the endpoint's connections. Its URI's path is kept; the pool
+    /// writes the origin form (the authority form for CONNECT) and, when the request has
+    /// none, the endpoint's address as its Host.
+    pub(crate) fn send(self: &Arc<Self>, req: Request<RequestBody>) -> SendFuture {
+        Box::pin(Arc::clone(self).send_owned(req))
+    }
+
+    async fn send_owned(
+        self: Arc<Self>,
+        mut req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, PoolError> {
+        loop {
+            let (mut tx, reused) = match self.checkout().await? {
+                Got::Http1 { tx, reused } => (tx, reused),
+                Got::Http2 => {
+                    self.absolute_form(&mut req);
+                    *req.version_mut() = http::Version::HTTP_2;
+                    return Arc::clone(&self.http2).send_owned(req).await;
+                }
+            };
+            self.shape(&mut req);
+            match tx.try_send_request(req).await {
+                Ok(resp) => {
+                    self.release(tx);
+                    return Ok(resp);
+                }
+                Err(mut e) => match e.take_message() {
+                    // Not written: the connection closed before it took the request. One
+                    // that served before goes again on another connection (as hyper-util's
+                    // pool resends); one new for it fails.
+                    Some(back) if reused => req = back,
+                    _ => return Err(PoolError::Send(e.into_error())),
+                },
+            }
+        }
+    }
+
+    /// The request as an HTTP/1.1 connection sends it.
+    fn shape(&self, req: &mut Request<RequestBody>) {
+        req.headers_mut()
+            .entry(http::header::HOST)
+            .or_insert_with(|| self.host.clone());
+        let form = if req.method() == Method::CONNECT {
+            Uri::from_parts({
+                let mut parts = http::uri::Parts::default();
+                parts.authority = Some(self.authority.clone());
+                parts
+            })
+        } else {
+            match req.uri().path_and_query() {
+                Some(path) if path.as_str() != "/" => Uri::from_parts({
+                    let mut parts = http::uri::Parts::default();
+                    parts.path_and_query = Some(path.clone());
+                    parts
+                }),
+                _ => Ok(Uri::default()),
+            }
+        };
+        if let Ok(uri) = form {
+            *req.uri_mut() = uri;
+        }
+    }
+
+    /// The request as an HTTP/2 connection sends it: the endpoint's address as authority.
+    fn absolute_form(&self, req: &mut Request<RequestBody>) {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(http::uri::Scheme::HTTP);
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(
+            req.uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+
+    /// An idle connection, or the next one that comes free or is dialed.
+    async fn checkout(self: &Arc<Self>) -> Result<Got, PoolError> {
+        let (id, rx) = {
+            let mut inner = self.lock();
+            if inner.speaks_h2 {
+                return Ok(Got::Http2);
+            }
+            let now = Instant::now();
+            while let Some(idle) = inner.idle.pop() {
+                // One that closed or expired is dropped (closing it).
+                if idle.tx.is_ready() && now.duration_since(idle.since) < self.idle_timeout {
+                    return Ok(Got::Http1 {
+                        tx: idle.tx,
+                        reused: true,
+                    });
+                }
+            }
+            let id = inner.next_waiter;
+            inner.next_waiter += 1;
+            let (tx, rx) = oneshot::channel();
+            inner.waiting.push_back(Waiter { id, tx });
+            (id, rx)
+        };
+        tokio::spawn(Arc::clone(self).dial(id));
+        rx.await.unwrap_or(Err(PoolError::DialDropped))
+    }
+
+    /// Dials for the request waiting as `waiter`: the connection goes to the first request
+    /// in line (or idle); a failure goes to `waiter` if it still waits.
+    async fn dial(self: Arc<Self>, waiter: u64) {
+        match self.open().await {
+            Ok(Some(tx)) => self.put(tx, false),
+            Ok(None) => {
+                let waiting = {
+                    let mut inner = self.lock();
+                    inner.speaks_h2 = true;
+                    std::mem::take(&mut inner.waiting)
+                };
+                for w in waiting {
+                    let _ = w.tx.send(Ok(Got::Http2));
+                }
+            }
+            Err(e) => {
+                let mut inner = self.lock();
+                if let Some(at) = inner.waiting.iter().position(|w| w.id == waiter) {
+                    if let Some(w) = inner.waiting.remove(at) {
+                        let _ = w.tx.send(Err(e));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A new HTTP/1.1 connection, or `None` when ALPN chose `h2` (the connection then went
+    /// to the endpoint's HTTP/2 pool).
+    async fn open(&self) -> Result<Option<Sender>, PoolError> {
+        let io = self
+            .connector
+            .clone()
+            .call(self.uri.clone())
+            .await
+            .map_err(|e| PoolError::Connect(Arc::new(e)))?;
+        if io.negotiated_h2() {
+            self.http2.adopt(io).await?;
+            return Ok(None);
+        }
+        let (mut tx, conn) = self
+            .handshake(io)
+            .await
+            .map_err(|e| PoolError::Handshake(Arc::new(e)))?;
+        let authority = self.authority.clone();
+        // A combinator, not an async block, for the reason given at `handshake`.
+        tokio::spawn(conn.with_upgrades().map(move |ended| {
+            if let Err(e) = ended {
+                tracing::debug!(endpoint = %authority, error = %e, "HTTP/1.1 connection ended");
+            }
+        }));
+        tx.ready().await.map_err(PoolError::Send)?;
+        Ok(Some(tx))
+    }
+
+    /// hyper's handshake, boxed in a plain function: an async block that holds it fails the
+    /// `Send` check on the body's error conversion (a higher-ranked lifetime rustc cannot
+    /// prove), and so would the dial's task.
+    fn handshake(&self, io: MeshIo) -> Handshake {
+        Box::pin(self.builder.handshake(io))
+    }
+
+    /// After a response head: the connection comes back once it can take the next request
+    /// (its response body read), unless it closed or was upgraded.
+    fn release(self: &Arc<Self>, tx: Sender) {
+        if tx.is_ready() {
+            self.put(tx, true);
+        } else if !tx.is_closed() {
+            tokio::spawn(ReadyThenPut {
+                pool: Arc::clone(self),
+                tx: Some(tx),
+            });
+        }
+    }
+
+    /// Gives a connection to the first request in line, or keeps it idle.
+    fn put(self: &Arc<Self>, mut tx: Sender, reused: bool) {
+        let mut inner = self.lock();
+        while let Some(w) = inner.waiting.pop_front() {
+            match w.tx.send(Ok(Got::Http1 { tx, reused })) {
+                Ok(()) => return,
+                // That request went away: the next one.
+                Err(Ok(Got::Http1 { tx: back, .. })) => tx = back,
+                Err(_) => return,
+            }
+        }
+        inner.idle.push(Idle {
+            tx,
+            since: Instant::now(),
+        });
+        if !inner.sweeping {
+            inner.sweeping = true;
+            tokio::spawn(sweep(Arc::downgrade(self)));
+        }
+    }
+
+    /// Drops the idle connections that expired or closed; the next expiry, if any is left.
+    fn sweep_once(&self) -> Option<Instant> {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        let timeout = self.idle_timeout;
+        inner
+            .idle
+            .retain(|i| !i.tx.is_closed() && now.duration_since(i.since) < timeout);
+        let next = inner.idle.iter().map(|i| i.since + timeout).min();
+        if next.is_none() {
+            inner.sweeping = false;
+        }
+        next
+    }
+
+    /// Idle connections, for tests.
+    #[cfg(test)]
+    pub(crate) fn idle(&self) -> usize {
+        self.lock().idle.len()
+    }
+
+    /// Whether every idle connection can take a request, for tests.
+    #[cfg(test)]
+    pub(crate) fn idle_ready(&self) -> bool {
+        self.lock().idle.iter().all(|i| i.tx.is_ready())
+    }
+}
+
+/// Waits until a connection can take a request (its response body read), then gives it
+/// back to its pool; drops it if it closed or was upgraded. A future of its own, not an
+/// async block, for the reason given at `H1Pool::handshake`.
+struct ReadyThenPut {
+    pool: Arc<H1Pool>,
+    tx: Option<Sender>,
+}
+
+impl Future for ReadyThenPut {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let Some(tx) = this.tx.as_mut() else {
+            return Poll::Ready(());
+        };
+        let ready = ready!(tx.poll_ready(cx));
+        if let (Ok(()), Some(tx)) = (ready, this.tx.take()) {
+            this.pool.put(tx, true);
+        }
+        this.tx = None;
+        Poll::Ready(())
+    }
+}
+
+/// Closes `pool`'s idle connections as they expire, while it has any.
+async fn sweep(pool: Weak<H1Pool>) {
+    loop {
+        let next = match pool.upgrade() {
+            Some(pool) => pool.sweep_once(),
+            None => return,
+        };
+        match next {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => return,
+        }
+    }
+}
