@@ -330,13 +330,14 @@ impl H1Pool {
                 Err(_) => return,
             }
         }
-        inner.idle.push(Idle {
-            tx,
-            since: Instant::now(),
-        });
+        let since = Instant::now();
+        inner.idle.push(Idle { tx, since });
         if !inner.sweeping {
+            // One sweep task while any connection is idle: it first wakes when this one
+            // would expire (not at once, which under steady traffic would find the idle list
+            // empty, end, and be spawned again by the next request).
             inner.sweeping = true;
-            tokio::spawn(sweep(Arc::downgrade(self)));
+            tokio::spawn(sweep(Arc::downgrade(self), since + self.idle_timeout));
         }
     }
 
@@ -393,15 +394,16 @@ impl Future for ReadyThenPut {
     }
 }
 
-/// Closes `pool`'s idle connections as they expire, while it has any.
-async fn sweep(pool: Weak<H1Pool>) {
+/// Closes `pool`'s idle connections as they expire, from `at` on, while it has any.
+async fn sweep(pool: Weak<H1Pool>, mut at: Instant) {
     loop {
+        tokio::time::sleep_until(at).await;
         let next = match pool.upgrade() {
             Some(pool) => pool.sweep_once(),
             None => return,
         };
         match next {
-            Some(at) => tokio::time::sleep_until(at).await,
+            Some(next) => at = next,
             None => return,
         }
     }
