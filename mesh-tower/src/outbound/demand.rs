@@ -1,13 +1,13 @@
 //! Dials an HTTP/1.1 pool makes only while a request needs them.
 //!
-//! hyper-util's pool starts a dial for every request that finds no idle connection and
-//! races it against a connection coming free; when the free connection wins, the dial goes
-//! on in the background and opens a connection nobody asked for (under mTLS, a handshake
-//! on the shared core). Here each endpoint counts its HTTP/1.1 requests in flight and its
-//! connections open or being dialed, and a dial goes ahead only while the requests
-//! outnumber the connections, as Envoy's pool opens a connection per pending request.
-//! A dial that is not needed waits for a request that needs it, until its connect
-//! timeout.
+//! An endpoint's HTTP/1.1 pool ([`H1Pool`](super::pool::H1Pool)) starts a dial for every
+//! request that finds no idle connection, while the request also waits for a connection
+//! coming free; when the free connection wins, an ungated dial would go on and open a
+//! connection nobody asked for (under mTLS, a handshake on the shared core). Here each
+//! endpoint counts its HTTP/1.1 requests in flight and its connections open or being
+//! dialed, and a dial goes ahead only while the requests outnumber the connections, as
+//! Envoy's pool opens a connection per pending request. A dial that is not needed waits for
+//! a request that needs it, until its connect timeout.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -60,8 +60,8 @@ impl Endpoints {
             *req.version_mut() = Version::HTTP_2;
             endpoint.http2.as_ref().map(|p| p.send(req))
         } else {
-            // The HTTP/1.1 pool writes the origin form and, failing this, the endpoint's
-            // address as Host.
+            // The HTTP/1.1 pool writes the origin form and, when the request has no Host,
+            // the endpoint's address as its Host.
             if let Some(host) = &self.host {
                 req.headers_mut()
                     .entry(http::header::HOST)
@@ -305,9 +305,6 @@ fn transport_error(
             )
         }
         None => {}
-    }
-    if e.is_connect() {
-        return (TransportError::ConnectFailure, None);
     }
     (TransportError::Reset, None)
 }

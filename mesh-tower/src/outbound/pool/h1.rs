@@ -111,12 +111,7 @@ impl H1Pool {
         http2: Arc<H2Pool>,
         idle_timeout: Duration,
     ) -> Self {
-        let uri = Uri::builder()
-            .scheme(http::uri::Scheme::HTTP)
-            .authority(authority.clone())
-            .path_and_query("/")
-            .build()
-            .unwrap_or_default();
+        let uri = super::endpoint_uri(authority);
         // As hyper-util wrote it: the port is left out when it is HTTP's default.
         let host = match authority.port_u16() {
             Some(80) => HeaderValue::from_str(authority.host()),
@@ -150,6 +145,13 @@ impl H1Pool {
         self: Arc<Self>,
         mut req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, PoolError> {
+        // What hyper's HTTP/1 encoder cannot write is refused here, as hyper-util did.
+        let version = req.version();
+        if !(version == http::Version::HTTP_11
+            || (version == http::Version::HTTP_10 && req.method() != Method::CONNECT))
+        {
+            return Err(PoolError::Unsupported(version));
+        }
         loop {
             let (mut tx, reused) = match self.checkout().await? {
                 Got::Http1 { tx, reused } => (tx, reused),
@@ -223,7 +225,12 @@ impl H1Pool {
         let (id, rx) = {
             let mut inner = self.lock();
             if inner.speaks_h2 {
-                return Ok(Got::Http2);
+                if self.http2.is_open() {
+                    return Ok(Got::Http2);
+                }
+                // Its connection closed: dial again and let ALPN choose again (a server
+                // may now answer `http/1.1`).
+                inner.speaks_h2 = false;
             }
             let now = Instant::now();
             while let Some(idle) = inner.idle.pop() {
@@ -249,7 +256,7 @@ impl H1Pool {
     /// in line (or idle); a failure goes to `waiter` if it still waits.
     async fn dial(self: Arc<Self>, waiter: u64) {
         match self.open().await {
-            Ok(Some(tx)) => self.put(tx, false),
+            Ok(Some(tx)) => self.put(tx, false, Some(waiter)),
             Ok(None) => {
                 let waiting = {
                     let mut inner = self.lock();
@@ -310,7 +317,7 @@ impl H1Pool {
     /// (its response body read), unless it closed or was upgraded.
     fn release(self: &Arc<Self>, tx: Sender) {
         if tx.is_ready() {
-            self.put(tx, true);
+            self.put(tx, true, None);
         } else if !tx.is_closed() {
             tokio::spawn(ReadyThenPut {
                 pool: Arc::clone(self),
@@ -319,16 +326,26 @@ impl H1Pool {
         }
     }
 
-    /// Gives a connection to the first request in line, or keeps it idle.
-    fn put(self: &Arc<Self>, mut tx: Sender, reused: bool) {
+    /// Gives a connection to a waiting request, or keeps it idle. A new one goes first to
+    /// the request its dial was for (`dialed_for`), if that one still waits: each waiting
+    /// request then gets its own dial's outcome unless a connection reached it first, so a
+    /// failed dial can never leave another request waiting with no dial of its own. A
+    /// connection that came free goes to the first request in line.
+    fn put(self: &Arc<Self>, mut tx: Sender, reused: bool, dialed_for: Option<u64>) {
         let mut inner = self.lock();
-        while let Some(w) = inner.waiting.pop_front() {
+        let own = dialed_for
+            .and_then(|id| inner.waiting.iter().position(|w| w.id == id))
+            .and_then(|at| inner.waiting.remove(at));
+        let mut next = own.or_else(|| inner.waiting.pop_front());
+        while let Some(w) = next {
             match w.tx.send(Ok(Got::Http1 { tx, reused })) {
                 Ok(()) => return,
                 // That request went away: the next one.
                 Err(Ok(Got::Http1 { tx: back, .. })) => tx = back,
+                // Not reached: what comes back is what was sent.
                 Err(_) => return,
             }
+            next = inner.waiting.pop_front();
         }
         let since = Instant::now();
         inner.idle.push(Idle { tx, since });
@@ -354,6 +371,12 @@ impl H1Pool {
             inner.sweeping = false;
         }
         next
+    }
+
+    /// Requests waiting for a connection, for tests.
+    #[cfg(test)]
+    pub(crate) fn waiting(&self) -> usize {
+        self.lock().waiting.len()
     }
 
     /// Idle connections, for tests.
@@ -387,9 +410,8 @@ impl Future for ReadyThenPut {
         };
         let ready = ready!(tx.poll_ready(cx));
         if let (Ok(()), Some(tx)) = (ready, this.tx.take()) {
-            this.pool.put(tx, true);
+            this.pool.put(tx, true, None);
         }
-        this.tx = None;
         Poll::Ready(())
     }
 }

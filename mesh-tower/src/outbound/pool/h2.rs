@@ -95,12 +95,7 @@ impl std::fmt::Debug for H2Pool {
 impl H2Pool {
     /// The pool of the endpoint at `authority`, dialed with `connector`.
     pub(crate) fn new(authority: &http::uri::Authority, connector: MeshConnector) -> Self {
-        let uri = Uri::builder()
-            .scheme(http::uri::Scheme::HTTP)
-            .authority(authority.clone())
-            .path_and_query("/")
-            .build()
-            .unwrap_or_default();
+        let uri = super::endpoint_uri(authority);
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder.timer(TokioTimer::new());
         Self {
@@ -170,8 +165,7 @@ impl H2Pool {
         }
     }
 
-    /// Whether a connection is open and not seen closed, for tests.
-    #[cfg(test)]
+    /// Whether a connection is open and not seen closed.
     pub(crate) fn is_open(&self) -> bool {
         matches!(&*self.lock(), State::Open(open) if !open.tx.is_closed())
     }
@@ -189,14 +183,18 @@ impl H2Pool {
         let result = self.open().await;
         let waiters = {
             let mut state = self.lock();
-            let waiters = match std::mem::replace(&mut *state, State::None) {
-                State::Dialing(waiters) => waiters,
+            match &mut *state {
+                State::Dialing(waiters) => {
+                    let waiters = std::mem::take(waiters);
+                    *state = match &result {
+                        Ok(open) => State::Open(open.clone()),
+                        Err(_) => State::None,
+                    };
+                    waiters
+                }
+                // A connection adopted meanwhile took the waiters and stays.
                 _ => Vec::new(),
-            };
-            if let Ok(open) = &result {
-                *state = State::Open(open.clone());
             }
-            waiters
         };
         for waiter in waiters {
             // A request that went away meanwhile does not need it.

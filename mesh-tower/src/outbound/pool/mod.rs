@@ -21,6 +21,16 @@ pub(crate) use h1::{H1Pool, IDLE_TIMEOUT};
 pub(crate) use h2::H2Pool;
 pub(crate) use registry::ByAuthority;
 
+/// `http://authority/`: what a pool's connector dials.
+fn endpoint_uri(authority: &http::uri::Authority) -> http::Uri {
+    http::Uri::builder()
+        .scheme(http::uri::Scheme::HTTP)
+        .authority(authority.clone())
+        .path_and_query("/")
+        .build()
+        .unwrap_or_default()
+}
+
 /// A request on its way through an endpoint's pool.
 pub(crate) type SendFuture =
     Pin<Box<dyn Future<Output = Result<Response<Incoming>, PoolError>> + Send>>;
@@ -34,8 +44,12 @@ pub(crate) enum PoolError {
     #[error(transparent)]
     Connect(Arc<ConnectError>),
     /// The handshake on a new connection failed.
-    #[error("handshake: {0}")]
-    Handshake(Arc<hyper::Error>),
+    #[error("handshake")]
+    Handshake(#[source] Arc<hyper::Error>),
+    /// A version hyper's HTTP/1 client cannot write (HTTP/0.9, HTTP/3, an HTTP/1.0
+    /// CONNECT).
+    #[error("{0:?} is not sent on an HTTP/1.1 connection")]
+    Unsupported(http::Version),
     /// The connection failed the request.
     #[error(transparent)]
     Send(hyper::Error),
@@ -49,15 +63,7 @@ impl PoolError {
     pub(crate) fn connect_error(&self) -> Option<&ConnectError> {
         match self {
             Self::Connect(e) => Some(e),
-            Self::Handshake(_) | Self::Send(_) | Self::DialDropped => None,
-        }
-    }
-
-    /// Whether no connection was made for the request (a connect failure, not a reset).
-    pub(crate) fn is_connect(&self) -> bool {
-        match self {
-            Self::Connect(_) => true,
-            Self::Handshake(_) | Self::Send(_) | Self::DialDropped => false,
+            Self::Handshake(_) | Self::Send(_) | Self::DialDropped | Self::Unsupported(_) => None,
         }
     }
 }
