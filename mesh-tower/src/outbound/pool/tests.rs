@@ -473,3 +473,75 @@ async fn a_version_hyper_cannot_write_on_http1_is_refused_before_any_dial() {
     // The pool still serves what it can write.
     assert_eq!(h1_send(&pool, h1_request("http://payments/")).await.0, 0);
 }
+
+/// A "TLS" connector that hands the TCP stream back as is and says ALPN chose `h2`.
+struct AlpnH2;
+
+impl crate::outbound::connect::UpstreamTlsConnect for AlpnH2 {
+    fn connect(
+        &self,
+        tcp: tokio::net::TcpStream,
+        _authority: &str,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<crate::outbound::connect::TlsConnected, crate::body::BoxError>,
+                > + Send,
+        >,
+    > {
+        Box::pin(async move {
+            Ok(crate::outbound::connect::TlsConnected {
+                stream: Box::new(tcp),
+                h2: true,
+            })
+        })
+    }
+}
+
+#[tokio::test]
+async fn an_http1_dial_that_alpn_made_h2_serves_the_endpoints_requests_over_http2() {
+    let (addr, accepted, _close) = h2_server().await;
+    let connector = MeshConnector::new(
+        Duration::from_secs(10),
+        Arc::new(CircuitBreaker::new(Thresholds::default())),
+        Some(Arc::new(AlpnH2)),
+    );
+    let authority = http::uri::Authority::try_from(addr.to_string().as_str()).unwrap();
+    let http2 = Arc::new(H2Pool::new(&authority, connector.clone()));
+    let pool = Arc::new(H1Pool::new(
+        &authority,
+        connector,
+        Arc::clone(&http2),
+        Duration::from_secs(90),
+    ));
+    // The HTTP/1.1 request's dial comes back h2: the connection goes to the HTTP/2 pool and
+    // the request is sent there (the server speaks only HTTP/2).
+    for _ in 0..3 {
+        let resp = pool
+            .send(h1_request("http://payments/"))
+            .await
+            .expect("a response");
+        assert_eq!(resp.version(), Version::HTTP_2);
+        assert_eq!(resp.headers()["x-conn"], "0");
+        let _ = resp.into_body().collect().await;
+    }
+    assert!(http2.is_open());
+    assert_eq!(pool.idle(), 0);
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one connection, adopted"
+    );
+}
+
+#[tokio::test]
+async fn an_http1_connect_request_goes_in_authority_form_to_the_endpoint() {
+    let (addr, _, _) = h1_server().await;
+    let pool = h1_pool(addr, Duration::from_secs(90));
+    let mut req = h1_request("http://payments.example:443/ignored");
+    *req.method_mut() = http::Method::CONNECT;
+    let (_, host, target) = h1_send(&pool, req).await;
+    // As hyper-util wrote it: the endpoint's address as the target and the Host.
+    assert_eq!(target, addr.to_string());
+    assert_eq!(host, addr.to_string());
+}
