@@ -252,8 +252,10 @@ impl H1Pool {
         rx.await.unwrap_or(Err(PoolError::DialDropped))
     }
 
-    /// Dials for the request waiting as `waiter`: the connection goes to the first request
-    /// in line (or idle); a failure goes to `waiter` if it still waits.
+    /// Dials for the request waiting as `waiter`: the connection goes to `waiter` if it
+    /// still waits, else to the first request in line (or idle); a failure goes to `waiter`
+    /// if it still waits; a connection ALPN made `h2` sends every waiting request to the
+    /// HTTP/2 pool.
     async fn dial(self: Arc<Self>, waiter: u64) {
         match self.open().await {
             Ok(Some(tx)) => self.put(tx, false, Some(waiter)),
