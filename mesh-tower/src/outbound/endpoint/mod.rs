@@ -12,8 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use http::uri::{PathAndQuery, Scheme};
-use http::{HeaderValue, Request, Response, Uri, Version};
+use http::{HeaderValue, Response, Version};
 use mesh_core::classify::{classify, TransportError};
 use mesh_core::cluster::UpstreamProtocol;
 
@@ -22,7 +21,6 @@ use super::cluster::{ClusterState, EndpointState};
 use super::connect::ConnectError;
 use super::pool::{PoolError, SendFuture};
 use super::response::{AttemptGuard, ResponseBody};
-use super::RequestBody;
 use crate::error::MeshError;
 
 /// Sends attempts to the endpoints of one cluster.
@@ -55,9 +53,9 @@ impl Endpoints {
         let h2 = state.config.protocol == UpstreamProtocol::Http2
             || attempt.req.version() == Version::HTTP_2;
         let mut req = attempt.req;
+        // Each pool writes the request as its connections send it, addressed to the
+        // endpoint.
         let pool = if h2 {
-            address(&mut req, &endpoint.authority);
-            *req.version_mut() = Version::HTTP_2;
             endpoint.http2.as_ref().map(|p| p.send(req))
         } else {
             // The HTTP/1.1 pool writes the origin form and, when the request has no Host,
@@ -92,19 +90,6 @@ impl Endpoints {
                 started: attempt.started,
             }),
         })
-    }
-}
-
-/// The endpoint's address as the request's authority; the path stays.
-fn address(req: &mut Request<RequestBody>, authority: &http::uri::Authority) {
-    let mut parts = req.uri().clone().into_parts();
-    parts.scheme = Some(Scheme::HTTP);
-    parts.authority = Some(authority.clone());
-    if parts.path_and_query.is_none() {
-        parts.path_and_query = Some(PathAndQuery::from_static("/"));
-    }
-    if let Ok(uri) = Uri::from_parts(parts) {
-        *req.uri_mut() = uri;
     }
 }
 

@@ -20,7 +20,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use http::uri::{Authority, PathAndQuery};
+use http::uri::Authority;
 use http::{HeaderValue, Method, Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
@@ -155,11 +155,7 @@ impl H1Pool {
         loop {
             let (mut tx, reused) = match self.checkout().await? {
                 Got::Http1 { tx, reused } => (tx, reused),
-                Got::Http2 => {
-                    self.absolute_form(&mut req);
-                    *req.version_mut() = http::Version::HTTP_2;
-                    return Arc::clone(&self.http2).send_owned(req).await;
-                }
+                Got::Http2 => return Arc::clone(&self.http2).send_owned(req).await,
             };
             self.shape(&mut req);
             match tx.try_send_request(req).await {
@@ -200,22 +196,6 @@ impl H1Pool {
             }
         };
         if let Ok(uri) = form {
-            *req.uri_mut() = uri;
-        }
-    }
-
-    /// The request as an HTTP/2 connection sends it: the endpoint's address as authority.
-    fn absolute_form(&self, req: &mut Request<RequestBody>) {
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(http::uri::Scheme::HTTP);
-        parts.authority = Some(self.authority.clone());
-        parts.path_and_query = Some(
-            req.uri()
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| PathAndQuery::from_static("/")),
-        );
-        if let Ok(uri) = Uri::from_parts(parts) {
             *req.uri_mut() = uri;
         }
     }

@@ -39,6 +39,7 @@ type Handshake = Pin<
 
 /// One endpoint's HTTP/2 connection.
 pub(crate) struct H2Pool {
+    authority: http::uri::Authority,
     /// `http://authority`, what the connector dials.
     uri: Uri,
     connector: MeshConnector,
@@ -99,6 +100,7 @@ impl H2Pool {
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder.timer(TokioTimer::new());
         Self {
+            authority: authority.clone(),
             uri,
             connector,
             builder,
@@ -111,7 +113,7 @@ impl H2Pool {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sends `req` (its URI absolute, its version HTTP/2) on the endpoint's connection.
+    /// Sends `req` on the endpoint's connection, addressed to the endpoint.
     pub(crate) fn send(self: &Arc<Self>, req: Request<RequestBody>) -> SendFuture {
         Box::pin(Arc::clone(self).send_owned(req))
     }
@@ -120,6 +122,7 @@ impl H2Pool {
         self: Arc<Self>,
         mut req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, PoolError> {
+        self.address(&mut req);
         loop {
             let (open, reused) = self.checkout().await?;
             let Open { mut tx, id } = open;
@@ -137,6 +140,24 @@ impl H2Pool {
                 },
             }
         }
+    }
+
+    /// The request as an HTTP/2 connection sends it: version HTTP/2, the endpoint's
+    /// address as authority, the path kept (`/` when it has none).
+    fn address(&self, req: &mut Request<RequestBody>) {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(http::uri::Scheme::HTTP);
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(
+            req.uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        );
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+        *req.version_mut() = http::Version::HTTP_2;
     }
 
     /// The open connection (`true`: it was open already), or a new one.

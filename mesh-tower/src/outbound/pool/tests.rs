@@ -23,9 +23,7 @@ use crate::outbound::RequestBody;
 /// answers each request with its connection's number (`x-conn`). Sending on the returned
 /// channel shuts every open connection down gracefully (GOAWAY, then close).
 async fn h2_server() -> (SocketAddr, Arc<AtomicUsize>, watch::Sender<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
+    let (listener, addr, accepted) = counting_listener().await;
     let (close, closed) = watch::channel(());
     let counter = Arc::clone(&accepted);
     tokio::spawn(async move {
@@ -60,13 +58,29 @@ async fn h2_server() -> (SocketAddr, Arc<AtomicUsize>, watch::Sender<()>) {
     (addr, accepted, close)
 }
 
-fn pool(addr: SocketAddr) -> Arc<H2Pool> {
-    let connector = MeshConnector::new(
+/// The pools' connector: 10 s connect timeout, default limits, `tls` when given.
+fn connector(tls: Option<Arc<dyn crate::outbound::connect::UpstreamTlsConnect>>) -> MeshConnector {
+    MeshConnector::new(
         Duration::from_secs(10),
         Arc::new(CircuitBreaker::new(Thresholds::default())),
-        None,
-    );
-    let authority = http::uri::Authority::try_from(addr.to_string().as_str()).unwrap();
+        tls,
+    )
+}
+
+fn authority_of(addr: SocketAddr) -> http::uri::Authority {
+    http::uri::Authority::try_from(addr.to_string().as_str()).unwrap()
+}
+
+/// A listener on 127.0.0.1, its address, and a counter for the server to count accepts in.
+async fn counting_listener() -> (TcpListener, SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    (listener, addr, Arc::new(AtomicUsize::new(0)))
+}
+
+fn pool(addr: SocketAddr) -> Arc<H2Pool> {
+    let connector = connector(None);
+    let authority = authority_of(addr);
     Arc::new(H2Pool::new(&authority, connector))
 }
 
@@ -151,9 +165,7 @@ async fn a_connection_closed_at_once_fails_its_waiting_requests_and_is_not_kept(
     // Accepts and closes at once. hyper's client handshake does not wait for the server's
     // SETTINGS, so the dial succeeds and the requests that waited for it fail on the dead
     // connection: not resent (it was new, as hyper-util's pool), not connect failures.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
+    let (listener, addr, accepted) = counting_listener().await;
     let counter = Arc::clone(&accepted);
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
@@ -191,9 +203,7 @@ async fn a_connection_closed_at_once_fails_its_waiting_requests_and_is_not_kept(
 /// request target (`x-target`); `/big` gets a 4 MiB body. Counts the connections that
 /// closed.
 async fn h1_server() -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
+    let (listener, addr, accepted) = counting_listener().await;
     let closed = Arc::new(AtomicUsize::new(0));
     let (counter, closes) = (Arc::clone(&accepted), Arc::clone(&closed));
     tokio::spawn(async move {
@@ -235,12 +245,8 @@ async fn h1_server() -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
 }
 
 fn h1_pool(addr: SocketAddr, idle_timeout: Duration) -> Arc<H1Pool> {
-    let connector = MeshConnector::new(
-        Duration::from_secs(10),
-        Arc::new(CircuitBreaker::new(Thresholds::default())),
-        None,
-    );
-    let authority = http::uri::Authority::try_from(addr.to_string().as_str()).unwrap();
+    let connector = connector(None);
+    let authority = authority_of(addr);
     let http2 = Arc::new(H2Pool::new(&authority, connector.clone()));
     Arc::new(H1Pool::new(&authority, connector, http2, idle_timeout))
 }
@@ -326,13 +332,8 @@ async fn a_request_waiting_for_a_connection_gets_the_one_that_comes_free() {
     // counted (the attempt guard's job in the mesh), so one connection is all a dial may open.
     let demands = Arc::new(DialDemands::default());
     let demand = demands.register(&addr.to_string());
-    let connector = MeshConnector::new(
-        Duration::from_secs(10),
-        Arc::new(CircuitBreaker::new(Thresholds::default())),
-        None,
-    )
-    .with_demand(demands);
-    let authority = http::uri::Authority::try_from(addr.to_string().as_str()).unwrap();
+    let connector = connector(None).with_demand(demands);
+    let authority = authority_of(addr);
     let http2 = Arc::new(H2Pool::new(&authority, connector.clone()));
     let pool = Arc::new(H1Pool::new(
         &authority,
@@ -391,9 +392,7 @@ async fn idle_http1_connections_close_after_the_idle_timeout() {
 #[tokio::test]
 async fn an_idle_http1_connection_the_server_closed_is_not_used() {
     // Answers one request per connection and closes it without saying so.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
+    let (listener, addr, accepted) = counting_listener().await;
     let counter = Arc::clone(&accepted);
     tokio::spawn(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -501,12 +500,8 @@ impl crate::outbound::connect::UpstreamTlsConnect for AlpnH2 {
 #[tokio::test]
 async fn an_http1_dial_that_alpn_made_h2_serves_the_endpoints_requests_over_http2() {
     let (addr, accepted, _close) = h2_server().await;
-    let connector = MeshConnector::new(
-        Duration::from_secs(10),
-        Arc::new(CircuitBreaker::new(Thresholds::default())),
-        Some(Arc::new(AlpnH2)),
-    );
-    let authority = http::uri::Authority::try_from(addr.to_string().as_str()).unwrap();
+    let connector = connector(Some(Arc::new(AlpnH2)));
+    let authority = authority_of(addr);
     let http2 = Arc::new(H2Pool::new(&authority, connector.clone()));
     let pool = Arc::new(H1Pool::new(
         &authority,
