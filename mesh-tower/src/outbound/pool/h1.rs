@@ -229,7 +229,12 @@ impl H1Pool {
             (id, rx)
         };
         tokio::spawn(Arc::clone(self).dial(id));
-        rx.await.unwrap_or(Err(PoolError::DialDropped))
+        InLine {
+            pool: Arc::clone(self),
+            id,
+            rx: Some(rx),
+        }
+        .await
     }
 
     /// Dials for the request waiting as `waiter`: the connection goes to `waiter` if it
@@ -371,6 +376,49 @@ impl H1Pool {
     #[cfg(test)]
     pub(crate) fn idle_ready(&self) -> bool {
         self.lock().idle.iter().all(|i| i.tx.is_ready())
+    }
+}
+
+/// A request's place in line. A request that goes away (cancelled, timed out) gives its
+/// place up, and a connection already sent to it goes back to the pool, where it serves
+/// the next request in line or waits idle: under timeouts, a warm connection (under mTLS,
+/// a handshake) is not lost with each request that gave up.
+struct InLine {
+    pool: Arc<H1Pool>,
+    id: u64,
+    /// Until the answer is taken.
+    rx: Option<oneshot::Receiver<Result<Got, PoolError>>>,
+}
+
+impl Future for InLine {
+    type Output = Result<Got, PoolError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let Some(rx) = this.rx.as_mut() else {
+            return Poll::Ready(Err(PoolError::DialDropped));
+        };
+        let got = ready!(rx.poll_unpin(cx)).unwrap_or(Err(PoolError::DialDropped));
+        this.rx = None;
+        Poll::Ready(got)
+    }
+}
+
+impl Drop for InLine {
+    fn drop(&mut self) {
+        let Some(mut rx) = self.rx.take() else {
+            return;
+        };
+        // Nothing is sent after `close`; what was sent before is still there to take.
+        rx.close();
+        match rx.try_recv() {
+            Ok(Ok(Got::Http1 { tx, reused })) => self.pool.put(tx, reused, None),
+            Ok(_) => {}
+            Err(_) => {
+                let id = self.id;
+                self.pool.lock().waiting.retain(|w| w.id != id);
+            }
+        }
     }
 }
 

@@ -251,6 +251,25 @@ fn h1_pool(addr: SocketAddr, idle_timeout: Duration) -> Arc<H1Pool> {
     Arc::new(H1Pool::new(&authority, connector, http2, idle_timeout))
 }
 
+/// An HTTP/1.1 pool gated by its endpoint's dial demand, as the cluster's connector has it,
+/// with one request counted in flight (the attempt guard's job in the mesh) until the
+/// returned guard drops: one connection is all a dial may open.
+fn h1_pool_one_dial(addr: SocketAddr) -> (Arc<H1Pool>, crate::outbound::demand::DemandRequest) {
+    let demands = Arc::new(DialDemands::default());
+    let demand = demands.register(&addr.to_string());
+    let connector = connector(None).with_demand(demands);
+    let authority = authority_of(addr);
+    let http2 = Arc::new(H2Pool::new(&authority, connector.clone()));
+    let pool = Arc::new(H1Pool::new(
+        &authority,
+        connector,
+        http2,
+        Duration::from_secs(90),
+    ));
+    let in_flight = demand.request();
+    (pool, in_flight)
+}
+
 /// The answer's `x-conn`, `x-host` and `x-target`, its body read to the end.
 async fn h1_send(pool: &Arc<H1Pool>, req: Request<RequestBody>) -> (usize, String, String) {
     let resp = pool.send(req).await.expect("a response");
@@ -328,20 +347,7 @@ async fn concurrent_http1_requests_each_get_a_connection_and_leave_them_warm() {
 #[tokio::test]
 async fn a_request_waiting_for_a_connection_gets_the_one_that_comes_free() {
     let (addr, accepted, _) = h1_server().await;
-    // The endpoint's dial demand, as the cluster's connector has it: one request in flight
-    // counted (the attempt guard's job in the mesh), so one connection is all a dial may open.
-    let demands = Arc::new(DialDemands::default());
-    let demand = demands.register(&addr.to_string());
-    let connector = connector(None).with_demand(demands);
-    let authority = authority_of(addr);
-    let http2 = Arc::new(H2Pool::new(&authority, connector.clone()));
-    let pool = Arc::new(H1Pool::new(
-        &authority,
-        connector,
-        http2,
-        Duration::from_secs(90),
-    ));
-    let _in_flight = demand.request();
+    let (pool, _in_flight) = h1_pool_one_dial(addr);
     let first = pool.send(h1_request("http://payments/big")).await.unwrap();
     // The first response's body is unread: its connection is busy. The second request's
     // dial waits for demand; the request gets the first connection once it comes free.
@@ -539,4 +545,144 @@ async fn an_http1_connect_request_goes_in_authority_form_to_the_endpoint() {
     // As hyper-util wrote it: the endpoint's address as the target and the Host.
     assert_eq!(target, addr.to_string());
     assert_eq!(host, addr.to_string());
+}
+
+#[tokio::test]
+async fn a_connection_sent_to_a_request_that_gave_up_goes_back_to_the_pool() {
+    let (addr, accepted, _) = h1_server().await;
+    // The second request's dial waits for demand, the request for the first connection.
+    let (pool, _in_flight) = h1_pool_one_dial(addr);
+    let first = pool.send(h1_request("http://payments/big")).await.unwrap();
+    let mut second = pool.send(h1_request("http://payments/"));
+    assert!(futures_util::poll!(second.as_mut()).is_pending());
+    assert_eq!(pool.waiting(), 1, "the second request waits in line");
+    // The first connection comes free and is sent to the second request, which gives up
+    // before it takes it (a timeout, a cancelled call).
+    let _ = first.into_body().collect().await;
+    for _ in 0..500 {
+        if pool.waiting() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        pool.waiting(),
+        0,
+        "the connection was sent to the second request"
+    );
+    drop(second);
+    assert_eq!(pool.idle(), 1, "the connection came back to the pool");
+    assert_eq!(h1_send_owned(Arc::clone(&pool)).await, 0);
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "no second connection");
+}
+
+#[tokio::test]
+async fn a_request_that_gave_up_leaves_the_line() {
+    let (addr, _, _) = h1_server().await;
+    let (pool, _in_flight) = h1_pool_one_dial(addr);
+    let _first = pool.send(h1_request("http://payments/big")).await.unwrap();
+    let mut waiting: Vec<_> = (0..3)
+        .map(|_| pool.send(h1_request("http://payments/")))
+        .collect();
+    for w in &mut waiting {
+        assert!(futures_util::poll!(w.as_mut()).is_pending());
+    }
+    assert_eq!(pool.waiting(), 3);
+    drop(waiting);
+    assert_eq!(
+        pool.waiting(),
+        0,
+        "no place kept for requests that went away"
+    );
+}
+
+/// A "TLS" connector whose first handshake waits for `release` and then fails; later ones
+/// hand the TCP stream back as is (HTTP/1.1). Counts its handshakes.
+struct FirstFails {
+    calls: Arc<AtomicUsize>,
+    release: Arc<tokio::sync::Notify>,
+}
+
+impl crate::outbound::connect::UpstreamTlsConnect for FirstFails {
+    fn connect(
+        &self,
+        tcp: tokio::net::TcpStream,
+        _authority: &str,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<crate::outbound::connect::TlsConnected, crate::body::BoxError>,
+                > + Send,
+        >,
+    > {
+        let first = self.calls.fetch_add(1, Ordering::SeqCst) == 0;
+        let release = Arc::clone(&self.release);
+        Box::pin(async move {
+            if first {
+                release.notified().await;
+                return Err("handshake refused".into());
+            }
+            Ok(crate::outbound::connect::TlsConnected {
+                stream: Box::new(tcp),
+                h2: false,
+            })
+        })
+    }
+}
+
+#[tokio::test]
+async fn each_waiting_request_gets_its_own_dials_outcome() {
+    let (addr, accepted, _) = h1_server().await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let release = Arc::new(tokio::sync::Notify::new());
+    let connector = connector(Some(Arc::new(FirstFails {
+        calls: Arc::clone(&calls),
+        release: Arc::clone(&release),
+    })));
+    let authority = authority_of(addr);
+    let http2 = Arc::new(H2Pool::new(&authority, connector.clone()));
+    let pool = Arc::new(H1Pool::new(
+        &authority,
+        connector,
+        http2,
+        Duration::from_secs(90),
+    ));
+    // The first request's dial hangs in its handshake; the second request's dial succeeds.
+    let first = tokio::spawn(pool.send(h1_request("http://payments/big")));
+    for _ in 0..500 {
+        if calls.load(Ordering::SeqCst) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the first dial is in its handshake"
+    );
+    // Both requests ask for /big and keep their bodies unread: a connection that reached
+    // one stays busy and cannot come free for the other.
+    let second = tokio::time::timeout(
+        Duration::from_secs(30),
+        pool.send(h1_request("http://payments/big")),
+    )
+    .await
+    .expect("the second request got its own dial's connection, not stranded")
+    .expect("a response");
+    release.notify_one();
+    let first = tokio::time::timeout(Duration::from_secs(30), first)
+        .await
+        .expect("the first request got its own dial's failure")
+        .unwrap();
+    let err = first.expect_err("its dial failed");
+    assert!(
+        matches!(err.connect_error(), Some(ConnectError::Tls { .. })),
+        "{err:?}"
+    );
+    assert_eq!(second.status(), 200);
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "two dials, one failed in its handshake"
+    );
 }
