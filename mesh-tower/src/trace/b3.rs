@@ -206,14 +206,19 @@ pub fn format_single(ctx: &B3Context) -> HeaderValue {
             out.extend_from_slice(hex_into(&mut buf, &p.0));
         }
     }
-    HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static("0"))
+    let mut value = HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static("0"));
+    // Differs on every request: never indexed by HPACK (see `ids::unique_value`).
+    value.set_sensitive(true);
+    value
 }
 
 /// Writes the multi-header form of `ctx` into `headers`, replacing any B3 headers there.
 pub fn insert_multi(headers: &mut HeaderMap, ctx: &B3Context) {
     let mut buf = [0u8; 32];
     let mut put = |name: HeaderName, bytes: &[u8]| {
-        if let Ok(v) = HeaderValue::from_bytes(bytes) {
+        if let Ok(mut v) = HeaderValue::from_bytes(bytes) {
+            // Ids: never indexed by HPACK (see `ids::unique_value`).
+            v.set_sensitive(true);
             headers.insert(name, v);
         }
     };

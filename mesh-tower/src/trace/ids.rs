@@ -147,7 +147,21 @@ pub fn new_request_id() -> http::HeaderValue {
     hex_into(&mut out[14..18], &b[6..8]);
     hex_into(&mut out[19..23], &b[8..10]);
     hex_into(&mut out[24..36], &b[10..16]);
-    shared_value(out).unwrap_or(http::HeaderValue::from_static("-"))
+    unique_value(out).unwrap_or(http::HeaderValue::from_static("-"))
+}
+
+/// A header value that differs on every request (a request id, `traceparent`, a B3 span
+/// id): shared from the start ([`shared_value`]) and marked sensitive, which HTTP/2
+/// writes as an HPACK literal never indexed. Indexed, each such value would go into the
+/// connection's dynamic table on both ends, never to be used again, and push out entries
+/// that are (Istio's metadata-exchange values, the same on every request): every request
+/// would pay the insertion and an eviction on each side, and every few dozen requests the
+/// metadata would go out in full again. The value is the same to everything else; only
+/// its `Debug` form hides it.
+pub(crate) fn unique_value<T: AsRef<[u8]> + Send + 'static>(bytes: T) -> Option<http::HeaderValue> {
+    let mut value = shared_value(bytes)?;
+    value.set_sensitive(true);
+    Some(value)
 }
 
 /// A header value of the mesh's own fixed-size bytes (ids, `traceparent`), shared from
@@ -182,6 +196,7 @@ mod tests {
         assert_ne!(bytes, [0; 16], "{s}");
         assert_eq!((bytes[6] >> 4, bytes[8] >> 6), (4, 0b10), "{s}");
         assert_ne!(new_request_id(), id);
+        assert!(id.is_sensitive(), "never indexed by HPACK");
     }
 
     #[test]

@@ -142,7 +142,7 @@ pub fn format_traceparent(trace_id: &TraceId, span_id: &SpanId, flags: u8) -> He
     hex_into(&mut out[36..52], &span_id.0);
     out[52] = b'-';
     hex_into(&mut out[53..55], &[flags & KNOWN_FLAGS]);
-    super::ids::shared_value(out).unwrap_or(HeaderValue::from_static(""))
+    super::ids::unique_value(out).unwrap_or(HeaderValue::from_static(""))
 }
 
 /// A validated `tracestate`, passed on (members joined by `,`, duplicates and excess
