@@ -412,7 +412,13 @@ impl Drop for InLine {
         // Nothing is sent after `close`; what was sent before is still there to take.
         rx.close();
         match rx.try_recv() {
-            Ok(Ok(Got::Http1 { tx, reused })) => self.pool.put(tx, reused, None),
+            // Back to the pool, which may start its idle sweep: only within a runtime (a
+            // future dropped on another thread drops the connection instead).
+            Ok(Ok(Got::Http1 { tx, reused })) => {
+                if tokio::runtime::Handle::try_current().is_ok() {
+                    self.pool.put(tx, reused, None);
+                }
+            }
             Ok(_) => {}
             Err(_) => {
                 let id = self.id;

@@ -479,10 +479,17 @@ async fn a_version_hyper_cannot_write_on_http1_is_refused_before_any_dial() {
     assert_eq!(h1_send(&pool, h1_request("http://payments/")).await.0, 0);
 }
 
-/// A "TLS" connector that hands the TCP stream back as is and says ALPN chose `h2`.
-struct AlpnH2;
+/// A "TLS" connector that hands the TCP stream back as is, saying whether ALPN chose `h2`.
+/// With `first_fails`, its first handshake waits for that notification and then fails.
+/// Counts its handshakes.
+#[derive(Default)]
+struct FakeTls {
+    h2: bool,
+    first_fails: Option<Arc<tokio::sync::Notify>>,
+    calls: Arc<AtomicUsize>,
+}
 
-impl crate::outbound::connect::UpstreamTlsConnect for AlpnH2 {
+impl crate::outbound::connect::UpstreamTlsConnect for FakeTls {
     fn connect(
         &self,
         tcp: tokio::net::TcpStream,
@@ -494,10 +501,17 @@ impl crate::outbound::connect::UpstreamTlsConnect for AlpnH2 {
                 > + Send,
         >,
     > {
+        let first = self.calls.fetch_add(1, Ordering::SeqCst) == 0;
+        let fails = self.first_fails.clone().filter(|_| first);
+        let h2 = self.h2;
         Box::pin(async move {
+            if let Some(release) = fails {
+                release.notified().await;
+                return Err("handshake refused".into());
+            }
             Ok(crate::outbound::connect::TlsConnected {
                 stream: Box::new(tcp),
-                h2: true,
+                h2,
             })
         })
     }
@@ -506,7 +520,10 @@ impl crate::outbound::connect::UpstreamTlsConnect for AlpnH2 {
 #[tokio::test]
 async fn an_http1_dial_that_alpn_made_h2_serves_the_endpoints_requests_over_http2() {
     let (addr, accepted, _close) = h2_server().await;
-    let connector = connector(Some(Arc::new(AlpnH2)));
+    let connector = connector(Some(Arc::new(FakeTls {
+        h2: true,
+        ..FakeTls::default()
+    })));
     let authority = authority_of(addr);
     let http2 = Arc::new(H2Pool::new(&authority, connector.clone()));
     let pool = Arc::new(H1Pool::new(
@@ -596,48 +613,15 @@ async fn a_request_that_gave_up_leaves_the_line() {
     );
 }
 
-/// A "TLS" connector whose first handshake waits for `release` and then fails; later ones
-/// hand the TCP stream back as is (HTTP/1.1). Counts its handshakes.
-struct FirstFails {
-    calls: Arc<AtomicUsize>,
-    release: Arc<tokio::sync::Notify>,
-}
-
-impl crate::outbound::connect::UpstreamTlsConnect for FirstFails {
-    fn connect(
-        &self,
-        tcp: tokio::net::TcpStream,
-        _authority: &str,
-    ) -> std::pin::Pin<
-        Box<
-            dyn std::future::Future<
-                    Output = Result<crate::outbound::connect::TlsConnected, crate::body::BoxError>,
-                > + Send,
-        >,
-    > {
-        let first = self.calls.fetch_add(1, Ordering::SeqCst) == 0;
-        let release = Arc::clone(&self.release);
-        Box::pin(async move {
-            if first {
-                release.notified().await;
-                return Err("handshake refused".into());
-            }
-            Ok(crate::outbound::connect::TlsConnected {
-                stream: Box::new(tcp),
-                h2: false,
-            })
-        })
-    }
-}
-
 #[tokio::test]
 async fn each_waiting_request_gets_its_own_dials_outcome() {
     let (addr, accepted, _) = h1_server().await;
     let calls = Arc::new(AtomicUsize::new(0));
     let release = Arc::new(tokio::sync::Notify::new());
-    let connector = connector(Some(Arc::new(FirstFails {
+    let connector = connector(Some(Arc::new(FakeTls {
+        first_fails: Some(Arc::clone(&release)),
         calls: Arc::clone(&calls),
-        release: Arc::clone(&release),
+        ..FakeTls::default()
     })));
     let authority = authority_of(addr);
     let http2 = Arc::new(H2Pool::new(&authority, connector.clone()));
@@ -685,4 +669,27 @@ async fn each_waiting_request_gets_its_own_dials_outcome() {
         2,
         "two dials, one failed in its handshake"
     );
+}
+
+#[tokio::test]
+async fn a_request_that_gave_up_may_be_dropped_outside_the_runtime() {
+    let (addr, _, _) = h1_server().await;
+    let (pool, _in_flight) = h1_pool_one_dial(addr);
+    let first = pool.send(h1_request("http://payments/big")).await.unwrap();
+    let mut second = pool.send(h1_request("http://payments/"));
+    assert!(futures_util::poll!(second.as_mut()).is_pending());
+    let _ = first.into_body().collect().await;
+    for _ in 0..500 {
+        if pool.waiting() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(pool.waiting(), 0, "the connection was sent to it");
+    // Dropped on a thread with no runtime: the connection cannot go back to a pool whose
+    // sweep would need one; it is dropped, and nothing panics.
+    std::thread::spawn(move || drop(second))
+        .join()
+        .expect("dropped without a panic");
+    assert_eq!(pool.idle(), 0);
 }
