@@ -564,17 +564,20 @@ async fn an_http1_connect_request_goes_in_authority_form_to_the_endpoint() {
     assert_eq!(host, addr.to_string());
 }
 
-#[tokio::test]
-async fn a_connection_sent_to_a_request_that_gave_up_goes_back_to_the_pool() {
-    let (addr, accepted, _) = h1_server().await;
-    // The second request's dial waits for demand, the request for the first connection.
-    let (pool, _in_flight) = h1_pool_one_dial(addr);
+/// A request that waits in line (its dial held back by demand) and has been sent the
+/// connection that came free, not yet taken: `(pool, its demand guard, the request)`.
+async fn a_request_sent_a_connection(
+    addr: SocketAddr,
+) -> (
+    Arc<H1Pool>,
+    crate::outbound::demand::DemandRequest,
+    super::SendFuture,
+) {
+    let (pool, in_flight) = h1_pool_one_dial(addr);
     let first = pool.send(h1_request("http://payments/big")).await.unwrap();
     let mut second = pool.send(h1_request("http://payments/"));
     assert!(futures_util::poll!(second.as_mut()).is_pending());
     assert_eq!(pool.waiting(), 1, "the second request waits in line");
-    // The first connection comes free and is sent to the second request, which gives up
-    // before it takes it (a timeout, a cancelled call).
     let _ = first.into_body().collect().await;
     for _ in 0..500 {
         if pool.waiting() == 0 {
@@ -587,6 +590,14 @@ async fn a_connection_sent_to_a_request_that_gave_up_goes_back_to_the_pool() {
         0,
         "the connection was sent to the second request"
     );
+    (pool, in_flight, second)
+}
+
+#[tokio::test]
+async fn a_connection_sent_to_a_request_that_gave_up_goes_back_to_the_pool() {
+    let (addr, accepted, _) = h1_server().await;
+    // The request gives up before it takes the connection (a timeout, a cancelled call).
+    let (pool, _in_flight, second) = a_request_sent_a_connection(addr).await;
     drop(second);
     assert_eq!(pool.idle(), 1, "the connection came back to the pool");
     assert_eq!(h1_send_owned(Arc::clone(&pool)).await, 0);
@@ -674,18 +685,7 @@ async fn each_waiting_request_gets_its_own_dials_outcome() {
 #[tokio::test]
 async fn a_request_that_gave_up_may_be_dropped_outside_the_runtime() {
     let (addr, _, _) = h1_server().await;
-    let (pool, _in_flight) = h1_pool_one_dial(addr);
-    let first = pool.send(h1_request("http://payments/big")).await.unwrap();
-    let mut second = pool.send(h1_request("http://payments/"));
-    assert!(futures_util::poll!(second.as_mut()).is_pending());
-    let _ = first.into_body().collect().await;
-    for _ in 0..500 {
-        if pool.waiting() == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(pool.waiting(), 0, "the connection was sent to it");
+    let (pool, _in_flight, second) = a_request_sent_a_connection(addr).await;
     // Dropped on a thread with no runtime: the connection cannot go back to a pool whose
     // sweep would need one; it is dropped, and nothing panics.
     std::thread::spawn(move || drop(second))
