@@ -12,6 +12,9 @@
 //!     [--scenarios bare,mesh,mesh-plain,sidecar,haproxy] [--out benches/results/latest.json]
 //! ```
 //!
+//! `e2e instructions [--protocols ..] [--scenarios bare,mesh,mesh-plain] [--requests N]`
+//! counts instead the instructions per request of services A and B under callgrind.
+//!
 //! Prints a Markdown table and writes it next to the JSON (`latest.md`). Envoy is found
 //! through `ENVOY` or `PATH`, haproxy through `HAPROXY` or `PATH`; a missing one is skipped.
 //! The services' logs (service A writes why its calls to B failed) are kept when something
@@ -26,7 +29,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use mesh_benches::e2e::run::{ensure_parent, run, RunConfig};
-use mesh_benches::e2e::{report, scale, serve, BoxError, Protocol, Scenario};
+use mesh_benches::e2e::{instructions, report, scale, serve, BoxError, Protocol, Scenario};
 
 /// End-to-end load benchmark of the mesh against no mesh, an Envoy sidecar pair and haproxy.
 #[derive(Debug, Parser)]
@@ -65,6 +68,25 @@ enum Command {
     /// One scale measurement (internal: started by the benchmark).
     #[command(hide = true)]
     ScaleProbe { endpoints: usize },
+    /// Instructions per request of services A and B, counted by callgrind (needs
+    /// valgrind): requests sent one after another, no load, no timing.
+    Instructions(InstructionArgs),
+}
+
+#[derive(Debug, Args)]
+struct InstructionArgs {
+    /// Protocols to count.
+    #[arg(long, value_delimiter = ',', default_value = "http1,http2,grpc")]
+    protocols: Vec<Protocol>,
+    /// Scenarios to count (bare, mesh, mesh-plain).
+    #[arg(long, value_delimiter = ',', default_value = "bare,mesh,mesh-plain")]
+    scenarios: Vec<Scenario>,
+    /// Requests sent before counting.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    warmup: u64,
+    /// Requests counted.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    requests: u64,
 }
 
 #[derive(Debug, Args)]
@@ -199,6 +221,7 @@ fn main() -> ExitCode {
                 println!("{}", serde_json::to_string(&r)?);
                 Ok(())
             }),
+        Some(Command::Instructions(args)) => instructions(&args),
         None => bench(&cli.run),
     };
     match result {
@@ -208,6 +231,19 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn instructions(args: &InstructionArgs) -> Result<(), BoxError> {
+    let config = instructions::Config {
+        protocols: args.protocols.clone(),
+        scenarios: args.scenarios.clone(),
+        warmup: args.warmup,
+        requests: args.requests,
+    };
+    let exe = std::env::current_exe()?;
+    let counts = runtime()?.block_on(instructions::count(&exe, &config))?;
+    println!("{}", instructions::markdown(&counts, &config));
+    Ok(())
 }
 
 fn bench(args: &RunArgs) -> Result<(), BoxError> {

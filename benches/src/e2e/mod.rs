@@ -7,8 +7,10 @@
 //!   time, so a stall is not hidden: no coordinated omission) and the closed loop;
 //! - [`procs`]: child processes pinned to a core, their CPU time and peak RSS;
 //! - [`run`]: one scenario after another; [`report`]: the Markdown table and the JSON;
-//! - [`scale`]: the mesh's memory and update time with many endpoints.
+//! - [`scale`]: the mesh's memory and update time with many endpoints;
+//! - [`instructions`]: A's and B's instructions per request, counted by callgrind.
 
+pub mod instructions;
 pub mod load;
 pub mod procs;
 pub mod proxies;

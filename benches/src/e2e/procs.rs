@@ -103,9 +103,15 @@ impl Proc {
 
     /// Reads the `LISTEN <addr>` line the benchmark's own services print.
     pub fn read_listen_addr(&mut self) -> Result<SocketAddr, ProcError> {
+        self.read_listen_addr_within(START_TIMEOUT)
+    }
+
+    /// [`Proc::read_listen_addr`], waiting up to `timeout` (a process under valgrind
+    /// starts slowly).
+    pub fn read_listen_addr_within(&mut self, timeout: Duration) -> Result<SocketAddr, ProcError> {
         let no_addr = |detail: String| ProcError::NoAddress {
             name: self.name.clone(),
-            secs: START_TIMEOUT.as_secs(),
+            secs: timeout.as_secs(),
             detail,
         };
         let Some(stdout) = self.child.stdout.take() else {
@@ -117,7 +123,7 @@ impl Proc {
             let _ = BufReader::new(stdout).read_line(&mut line);
             let _ = tx.send(line);
         });
-        let line = match rx.recv_timeout(START_TIMEOUT) {
+        let line = match rx.recv_timeout(timeout) {
             Ok(line) => line,
             Err(_) => return Err(no_addr("nothing read".into())),
         };

@@ -1,0 +1,300 @@
+//! Instructions per request of services A and B themselves, counted by callgrind
+//! (`e2e instructions`): the same processes as the load benchmark, run under
+//! `valgrind --tool=callgrind`, sent a fixed number of requests one after another.
+//!
+//! The CPU time the load benchmark measures moves 10 to 25% between runs on a shared
+//! machine; an instruction count moves by a few hundred per request. It counts user space
+//! only (the kernel's share, the same syscalls for bare and mesh, is not in it), and it
+//! counts work, not time: a cache miss is one instruction like any other.
+//!
+//! Per process: start it under callgrind, send the warm-up requests (connections, pools
+//! and interned metric series are made then), zero the counters (`callgrind_control -z`),
+//! send the measured requests, dump (`callgrind_control -d`) and read the dump's total.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::load::Target;
+use super::procs::Proc;
+use super::{BoxError, Protocol, Scenario};
+
+/// What to count.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Protocols, each with every scenario.
+    pub protocols: Vec<Protocol>,
+    /// `bare`, `mesh`, `mesh-plain` (the proxies' scenarios have no services of ours).
+    pub scenarios: Vec<Scenario>,
+    /// Requests sent before the counters are zeroed.
+    pub warmup: u64,
+    /// Requests counted.
+    pub requests: u64,
+}
+
+/// The count of one protocol and scenario.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Count {
+    /// The protocol.
+    pub protocol: Protocol,
+    /// The scenario.
+    pub scenario: Scenario,
+    /// Service A's instructions per request (its inbound, the app, its outbound client).
+    pub a: u64,
+    /// Service B's instructions per request (its inbound and the app).
+    pub b: u64,
+}
+
+/// Under valgrind a process starts some 50 times slower than natively.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Counts every protocol and scenario of `config`, in order. Progress goes to stderr.
+pub async fn count(exe: &Path, config: &Config) -> Result<Vec<Count>, BoxError> {
+    for tool in ["valgrind", "callgrind_control"] {
+        if !on_path(tool) {
+            return Err(format!("{tool} not found on PATH (apt-get install valgrind)").into());
+        }
+    }
+    if let Some(s) = config
+        .scenarios
+        .iter()
+        .find(|s| !matches!(s, Scenario::Bare | Scenario::Mesh | Scenario::MeshPlain))
+    {
+        return Err(
+            format!("scenario {s}: only bare, mesh and mesh-plain run our services").into(),
+        );
+    }
+    let dir = std::env::temp_dir().join(format!("mesh-e2e-instructions-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    super::serve::write_certificates(&dir.join("certs"))?;
+    let mut counts = Vec::new();
+    let result = async {
+        for &protocol in &config.protocols {
+            for &scenario in &config.scenarios {
+                eprintln!("e2e instructions: {protocol} {scenario}");
+                counts.push(count_one(exe, &dir, protocol, scenario, config).await?);
+            }
+        }
+        Ok::<_, BoxError>(())
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result.map(|()| counts)
+}
+
+async fn count_one(
+    exe: &Path,
+    dir: &Path,
+    protocol: Protocol,
+    scenario: Scenario,
+    config: &Config,
+) -> Result<Count, BoxError> {
+    let certs = dir.join("certs");
+    let tag = format!("{scenario}-{protocol}");
+    let mesh_args = |args: &mut Vec<String>| {
+        if matches!(scenario, Scenario::Mesh | Scenario::MeshPlain) {
+            args.push("--mesh".into());
+        }
+        if scenario == Scenario::Mesh {
+            args.push("--certs".into());
+            args.push(certs.display().to_string());
+        }
+    };
+    let under_callgrind = |service: &str, serve: Vec<String>| {
+        let mut args = vec![
+            "--tool=callgrind".to_string(),
+            format!(
+                "--callgrind-out-file={}",
+                dir.join(format!("{tag}-{service}.%p")).display()
+            ),
+            exe.display().to_string(),
+        ];
+        args.extend(serve);
+        let log = dir.join(format!("{tag}-{service}.log"));
+        Proc::spawn(service, Path::new("valgrind"), &args, None, Some(&log))
+    };
+
+    let mut args = vec![
+        "serve-b".into(),
+        "--protocol".into(),
+        protocol.name().into(),
+    ];
+    mesh_args(&mut args);
+    let mut b = under_callgrind("service-b", args)?;
+    let b_addr = b.read_listen_addr_within(START_TIMEOUT)?;
+    let mut args = vec![
+        "serve-a".into(),
+        "--protocol".into(),
+        protocol.name().into(),
+        "--upstream".into(),
+        b_addr.to_string(),
+    ];
+    mesh_args(&mut args);
+    let mut a = under_callgrind("service-a", args)?;
+    let a_addr = a.read_listen_addr_within(START_TIMEOUT)?;
+
+    let target = Target::new(protocol, a_addr)?;
+    send(&target, config.warmup, "warm-up").await?;
+    for p in [&a, &b] {
+        callgrind_control("-z", p.pid())?;
+    }
+    send(&target, config.requests, "counted").await?;
+    let mut per_request = Vec::new();
+    for p in [&a, &b] {
+        callgrind_control("-d", p.pid())?;
+        let total = dumped_total(dir, &format!("{tag}-{}.{}.", p.name(), p.pid())).await?;
+        per_request.push(total / config.requests.max(1));
+    }
+    Ok(Count {
+        protocol,
+        scenario,
+        a: per_request[0],
+        b: per_request[1],
+    })
+}
+
+/// Sends `n` requests one after another; every one must succeed.
+async fn send(target: &Target, n: u64, what: &str) -> Result<(), BoxError> {
+    for i in 0..n {
+        let outcome = target.exchange().await;
+        if outcome != super::load::Outcome::Ok {
+            return Err(format!("{what} request {} of {n} failed: {outcome:?}", i + 1).into());
+        }
+    }
+    Ok(())
+}
+
+fn callgrind_control(flag: &str, pid: u32) -> Result<(), BoxError> {
+    let out = Command::new("callgrind_control")
+        .arg(flag)
+        .arg(pid.to_string())
+        .output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "callgrind_control {flag} {pid}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// The total instruction count of the first dump (`<prefix>1`) in `dir`, once it is
+/// written: the `summary:` line (older callgrind) or `totals:` line.
+async fn dumped_total(dir: &Path, prefix: &str) -> Result<u64, BoxError> {
+    let path: PathBuf = dir.join(format!("{prefix}1"));
+    let start = Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            if let Some(total) = total_of(&text) {
+                return Ok(total);
+            }
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            return Err(format!("no total in {} after 60 s", path.display()).into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The instruction total of a callgrind profile's text.
+fn total_of(profile: &str) -> Option<u64> {
+    profile.lines().find_map(|l| {
+        l.strip_prefix("summary:")
+            .or_else(|| l.strip_prefix("totals:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+    })
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
+}
+
+/// The Markdown table: per request, A and B and both, and what each scenario adds over
+/// `bare` of the same protocol.
+pub fn markdown(counts: &[Count], config: &Config) -> String {
+    let mut out = format!(
+        "Instructions per request (callgrind, user space), {} requests counted after {} of warm-up, sent one after another.\n\n\
+         | protocol | scenario | service A | service B | A + B | added over bare (A / B / both) |\n\
+         |---|---|---:|---:|---:|---|\n",
+        config.requests, config.warmup
+    );
+    for c in counts {
+        let bare = counts
+            .iter()
+            .find(|b| b.protocol == c.protocol && b.scenario == Scenario::Bare);
+        let added = match bare {
+            Some(b) if c.scenario != Scenario::Bare => format!(
+                "{:+} / {:+} / {:+}",
+                c.a as i64 - b.a as i64,
+                c.b as i64 - b.b as i64,
+                (c.a + c.b) as i64 - (b.a + b.b) as i64
+            ),
+            _ => String::new(),
+        };
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {added} |\n",
+            c.protocol,
+            c.scenario,
+            c.a,
+            c.b,
+            c.a + c.b
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_total_of_either_callgrind_format() {
+        assert_eq!(
+            total_of("events: Ir\nsummary: 12607636\n"),
+            Some(12_607_636)
+        );
+        assert_eq!(
+            total_of("events: Ir\n\nfn=main\n0 5\ntotals: 42\n"),
+            Some(42)
+        );
+        assert_eq!(total_of("events: Ir\nfn=main\n0 5\n"), None);
+    }
+
+    #[test]
+    fn the_table_shows_what_the_mesh_adds_over_bare() {
+        let counts = [
+            Count {
+                protocol: Protocol::Http1,
+                scenario: Scenario::Bare,
+                a: 42_000,
+                b: 10_800,
+            },
+            Count {
+                protocol: Protocol::Http1,
+                scenario: Scenario::MeshPlain,
+                a: 61_400,
+                b: 29_000,
+            },
+        ];
+        let config = Config {
+            protocols: vec![Protocol::Http1],
+            scenarios: vec![Scenario::Bare, Scenario::MeshPlain],
+            warmup: 200,
+            requests: 300,
+        };
+        let table = markdown(&counts, &config);
+        assert!(
+            table.contains("| http1 | bare | 42000 | 10800 | 52800 |  |"),
+            "{table}"
+        );
+        assert!(
+            table.contains(
+                "| http1 | mesh-plain | 61400 | 29000 | 90400 | +19400 / +18200 / +37600 |"
+            ),
+            "{table}"
+        );
+    }
+}
