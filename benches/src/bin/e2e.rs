@@ -19,7 +19,8 @@
 //! through `ENVOY` or `PATH`, haproxy through `HAPROXY` or `PATH`; a missing one is skipped.
 //! The services' logs (service A writes why its calls to B failed) are kept when something
 //! failed, or always with `E2E_KEEP_LOGS=1`; `E2E_PEER_LIMIT=N` sets the mesh services'
-//! per-peer connection limit.
+//! per-peer connection limit; `E2E_WITHOUT=metadata,retry,timeout,outlier,attempt-count`
+//! leaves those parts out of the mesh services (to measure what each costs).
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;

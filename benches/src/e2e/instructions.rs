@@ -10,6 +10,8 @@
 //! Per process: start it under callgrind, send the warm-up requests (connections, pools
 //! and interned metric series are made then), zero the counters (`callgrind_control -z`),
 //! send the measured requests, dump (`callgrind_control -d`) and read the dump's total.
+//! With `E2E_KEEP_LOGS=1` the profiles (`<scenario>-<protocol>-<service>.<pid>.1`, for
+//! `callgrind_annotate`) are kept.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -78,7 +80,14 @@ pub async fn count(exe: &Path, config: &Config) -> Result<Vec<Count>, BoxError> 
         Ok::<_, BoxError>(())
     }
     .await;
-    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var_os("E2E_KEEP_LOGS").is_some_and(|v| v == "1") {
+        eprintln!(
+            "e2e instructions: profiles and logs kept in {}",
+            dir.display()
+        );
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     result.map(|()| counts)
 }
 

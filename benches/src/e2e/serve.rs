@@ -323,6 +323,16 @@ pub fn a_snapshot(
     upstream: SocketAddr,
     protocol: Protocol,
 ) -> Result<Snapshot, BoxError> {
+    a_snapshot_without(mtls, upstream, protocol, Without::default())
+}
+
+/// [`a_snapshot`] less the policies `without` names.
+fn a_snapshot_without(
+    mtls: bool,
+    upstream: SocketAddr,
+    protocol: Protocol,
+    without: Without,
+) -> Result<Snapshot, BoxError> {
     let mut cluster = Cluster::new("service-b");
     cluster.protocol = if protocol.is_h2() {
         UpstreamProtocol::Http2
@@ -336,15 +346,17 @@ pub fn a_snapshot(
         identity: Some(CertificateInstance::new("default", "default")),
         roots: Some(CertificateInstance::new("default", "ROOTCA")),
     });
-    cluster.outlier_detection = Some(OutlierConfig::new());
+    cluster.outlier_detection = (!without.outlier).then(OutlierConfig::new);
     let mut action = ForwardAction::to_cluster("service-b");
-    action.timeout = Some(Duration::from_secs(5));
+    action.timeout = (!without.timeout).then_some(Duration::from_secs(5));
     let retry_on = if protocol == Protocol::Grpc {
         "unavailable,reset,connect-failure"
     } else {
         "5xx,reset,connect-failure"
     };
-    action.retry_policy = Some(RetryPolicy::new(2, RetryOn::parse(retry_on)?));
+    if !without.retry {
+        action.retry_policy = Some(RetryPolicy::new(2, RetryOn::parse(retry_on)?));
+    }
     let routes = RouteConfig::new(
         B_AUTHORITY,
         // As istiod writes a sidecar's (and a proxyless client's) virtual host: each
@@ -358,7 +370,7 @@ pub fn a_snapshot(
                 RouteAction::Forward(action),
             )],
         )
-        .with_request_attempt_count(true)],
+        .with_request_attempt_count(!without.attempt_count)],
     );
     let snapshot = Snapshot::builder()
         .listener(B_AUTHORITY, B_AUTHORITY)
@@ -379,10 +391,16 @@ fn a_mesh(
     upstream: SocketAddr,
     protocol: Protocol,
 ) -> Result<Mesh, BoxError> {
+    let without = Without::from_env()?;
     let mut builder = Mesh::builder()
         .inbound_config(peer_limit())
-        .snapshot(a_snapshot(certs.is_some(), upstream, protocol)?)
-        .workload(WorkloadLabels::from_env("service-a"));
+        .snapshot(a_snapshot_without(
+            certs.is_some(),
+            upstream,
+            protocol,
+            without,
+        )?)
+        .workload(without.workload("service-a"));
     if let Some(dir) = certs {
         builder = builder.identity(certificates(dir, "service-a")?);
     }
@@ -423,7 +441,7 @@ pub fn b_snapshot(mtls: bool) -> Result<Snapshot, BoxError> {
 fn b_mesh(certs: Option<&Path>) -> Result<Mesh, BoxError> {
     let mut builder = Mesh::builder()
         .inbound_config(peer_limit())
-        .workload(WorkloadLabels::from_env("service-b"))
+        .workload(Without::from_env()?.workload("service-b"))
         .snapshot(b_snapshot(certs.is_some())?);
     if let Some(dir) = certs {
         builder = builder.identity(certificates(dir, "service-b")?);
@@ -442,5 +460,82 @@ fn peer_limit() -> mesh_tower::inbound::InboundConfig {
     {
         Some(n) => c.with_max_connections_per_peer(n),
         None => c,
+    }
+}
+
+/// What a run of the mesh services leaves out, to measure what each part costs:
+/// `E2E_WITHOUT`, a comma-separated list of `metadata` (Istio's metadata exchange: both
+/// workloads unnamed), `retry`, `timeout`, `outlier` and `attempt-count` (A's route to B).
+/// Unset or empty: nothing is left out.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Without {
+    /// No metadata-exchange headers (the workloads have no name).
+    pub metadata: bool,
+    /// No retry policy on A's route.
+    pub retry: bool,
+    /// No route timeout.
+    pub timeout: bool,
+    /// No outlier detection on B's cluster.
+    pub outlier: bool,
+    /// No `x-envoy-attempt-count` header.
+    pub attempt_count: bool,
+}
+
+impl Without {
+    /// From `E2E_WITHOUT`.
+    pub fn from_env() -> Result<Self, BoxError> {
+        Ok(Self::parse(
+            &std::env::var("E2E_WITHOUT").unwrap_or_default(),
+        )?)
+    }
+
+    /// From a comma-separated list; an unknown name is an error.
+    pub fn parse(list: &str) -> Result<Self, String> {
+        let mut w = Self::default();
+        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name {
+                "metadata" => w.metadata = true,
+                "retry" => w.retry = true,
+                "timeout" => w.timeout = true,
+                "outlier" => w.outlier = true,
+                "attempt-count" => w.attempt_count = true,
+                other => {
+                    return Err(format!(
+                        "E2E_WITHOUT: unknown part {other:?} (metadata, retry, timeout, outlier, attempt-count)"
+                    ))
+                }
+            }
+        }
+        Ok(w)
+    }
+
+    /// The workload's labels: from the environment, or none without metadata.
+    fn workload(self, name: &str) -> WorkloadLabels {
+        if self.metadata {
+            WorkloadLabels::unknown()
+        } else {
+            WorkloadLabels::from_env(name)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_reads_a_list_and_rejects_unknown_parts() {
+        assert_eq!(Without::parse("").expect("empty"), Without::default());
+        assert_eq!(
+            Without::parse("metadata, retry,attempt-count").expect("three parts"),
+            Without {
+                metadata: true,
+                retry: true,
+                attempt_count: true,
+                ..Without::default()
+            }
+        );
+        let err = Without::parse("retry,tracing").expect_err("tracing is not a part");
+        assert!(err.contains("\"tracing\""), "{err}");
     }
 }
