@@ -262,8 +262,9 @@ struct Registry {
     /// `destination_service`, looked up once.
     local_service: Option<u32>,
     strings: Interner,
-    /// Peers' metadata-exchange headers as received (bounded like every interner).
-    peers: Interner,
+    /// Peers' metadata-exchange headers as received (bounded like every interner), as
+    /// bytes: a value seen before is not checked again.
+    peers: Interner<[u8]>,
     http: SeriesMap<HttpKey, HttpSeries>,
     tcp: SeriesMap<TcpKey, TcpSeries>,
     mesh: SeriesMap<MeshKey, (MeshFamily, Counter)>,
@@ -336,14 +337,17 @@ impl Metrics {
 
     /// The interned id of a peer's metadata text.
     fn peer_id(&self, value: &http::HeaderValue) -> Option<u32> {
-        // Visible ASCII, as `to_str` requires, but checked word by word rather than byte by
-        // byte: the value is a few hundred bytes of base64 on every request and response
-        // (a header value holds no control characters).
+        // A few hundred bytes of base64 on every request and response, the same text from
+        // the same peer: one lookup. A new value is checked to be ASCII (as `to_str`
+        // requires; a header value holds no control characters) before it is kept, so what
+        // is kept reads as text.
         let value = value.as_bytes();
-        if !value.is_ascii() {
-            return None;
-        }
-        let id = self.inner.peers.intern(std::str::from_utf8(value).ok()?);
+        let peers = &self.inner.peers;
+        let id = match peers.get(value) {
+            Some(id) => id,
+            None if value.is_ascii() => peers.intern(value),
+            None => return None,
+        };
         // `unknown`: the interner is full (or the peer said nothing usable).
         (id != registry::UNKNOWN).then_some(id)
     }

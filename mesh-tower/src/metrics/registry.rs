@@ -25,17 +25,41 @@ pub(crate) const MAX_INTERNED: usize = 4096;
 /// the same).
 pub(crate) const UNKNOWN: u32 = 0;
 
-/// Strings to small ids, lock-free for the ones seen before.
+/// What an [`Interner`] holds: text (`str`) or bytes not yet read as text (`[u8]`: a
+/// peer's metadata header, checked once when it is first seen rather than on every
+/// request).
+pub(crate) trait Interned: Eq + Hash + 'static {
+    /// `unknown`, id [`UNKNOWN`] in every interner.
+    const UNKNOWN: &'static Self;
+    /// A shared copy.
+    fn to_arc(&self) -> Arc<Self>;
+}
+
+impl Interned for str {
+    const UNKNOWN: &'static str = "unknown";
+    fn to_arc(&self) -> Arc<str> {
+        Arc::from(self)
+    }
+}
+
+impl Interned for [u8] {
+    const UNKNOWN: &'static [u8] = b"unknown";
+    fn to_arc(&self) -> Arc<[u8]> {
+        Arc::from(self)
+    }
+}
+
+/// Strings (or byte strings) to small ids, lock-free for the ones seen before.
 #[derive(Debug)]
-pub(crate) struct Interner {
-    ids: ArcSwap<HashMap<Arc<str>, u32>>,
-    names: ArcSwap<Vec<Arc<str>>>,
+pub(crate) struct Interner<T: ?Sized + Interned = str> {
+    ids: ArcSwap<HashMap<Arc<T>, u32>>,
+    names: ArcSwap<Vec<Arc<T>>>,
     write: Mutex<()>,
 }
 
-impl Default for Interner {
+impl<T: ?Sized + Interned> Default for Interner<T> {
     fn default() -> Self {
-        let unknown: Arc<str> = Arc::from("unknown");
+        let unknown = T::UNKNOWN.to_arc();
         let mut ids = HashMap::default();
         ids.insert(Arc::clone(&unknown), UNKNOWN);
         Self {
@@ -46,11 +70,16 @@ impl Default for Interner {
     }
 }
 
-impl Interner {
+impl<T: ?Sized + Interned> Interner<T> {
+    /// The id of `s` when it was interned before.
+    pub(crate) fn get(&self, s: &T) -> Option<u32> {
+        self.ids.load().get(s).copied()
+    }
+
     /// The id of `s`, adding it when new ([`UNKNOWN`] when full).
-    pub(crate) fn intern(&self, s: &str) -> u32 {
-        if let Some(id) = self.ids.load().get(s) {
-            return *id;
+    pub(crate) fn intern(&self, s: &T) -> u32 {
+        if let Some(id) = self.get(s) {
+            return id;
         }
         let _w = self.write.lock().unwrap_or_else(PoisonError::into_inner);
         let ids = self.ids.load_full();
@@ -61,7 +90,7 @@ impl Interner {
             return UNKNOWN;
         }
         let id = ids.len() as u32;
-        let name: Arc<str> = Arc::from(s);
+        let name = s.to_arc();
         let mut names = Vec::clone(&self.names.load_full());
         names.push(Arc::clone(&name));
         self.names.store(Arc::new(names));
@@ -72,12 +101,12 @@ impl Interner {
     }
 
     /// The string of an id (`unknown` for an id it never gave).
-    pub(crate) fn name(&self, id: u32) -> Arc<str> {
+    pub(crate) fn name(&self, id: u32) -> Arc<T> {
         self.names
             .load()
             .get(id as usize)
             .cloned()
-            .unwrap_or_else(|| Arc::from("unknown"))
+            .unwrap_or_else(|| T::UNKNOWN.to_arc())
     }
 }
 
@@ -223,6 +252,18 @@ mod tests {
         }
         assert_eq!(i.intern("one too many"), UNKNOWN);
         assert_eq!(&*i.name(u32::MAX), "unknown");
+    }
+
+    #[test]
+    fn a_byte_interner_knows_what_it_was_given() {
+        let i = Interner::<[u8]>::default();
+        assert_eq!(i.get(b"unknown"), Some(UNKNOWN));
+        assert_eq!(i.get(b"peer"), None);
+        let id = i.intern(b"peer");
+        assert_ne!(id, UNKNOWN);
+        assert_eq!(i.get(b"peer"), Some(id));
+        assert_eq!(&*i.name(id), b"peer");
+        assert_eq!(&*i.name(u32::MAX), b"unknown");
     }
 
     #[test]

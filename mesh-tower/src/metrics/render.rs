@@ -114,9 +114,11 @@ pub(super) fn http_labels(r: &Registry, k: &HttpKey) -> String {
     push_label(&mut out, "reporter", reporter(k.reporter));
     let peer = r.strings.name(k.peer);
     let service = r.strings.name(k.service);
-    let peer_md = k
-        .peer_meta
-        .and_then(|id| super::peer::decode(&r.peers.name(id)));
+    let peer_md = k.peer_meta.and_then(|id| {
+        std::str::from_utf8(&r.peers.name(id))
+            .ok()
+            .and_then(super::peer::decode)
+    });
     workload_labels(&mut out, r, k.reporter, &peer, &service, peer_md.as_ref());
     push_label(
         &mut out,

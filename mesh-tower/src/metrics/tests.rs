@@ -115,3 +115,48 @@ async fn inbound_destination_service_from_the_host_or_the_workload() {
         "{own}"
     );
 }
+
+#[test]
+fn a_peer_header_is_taken_and_interned_once_and_non_ascii_is_not_kept() {
+    let order = Metrics::new(WorkloadLabels::named("order").with_namespace("shop"));
+    let mut announced = http::HeaderMap::new();
+    order.announce(&mut announced);
+    let value = announced
+        .get(PEER_METADATA)
+        .cloned()
+        .expect("order announces");
+
+    let payment = Metrics::new(WorkloadLabels::named("payment"));
+    let mut headers = announced.clone();
+    let (sent, first) = payment.take_peer(&mut headers);
+    assert!(sent);
+    let first = first.expect("an ASCII value is kept");
+    assert!(
+        headers.is_empty(),
+        "both headers are taken off: {headers:?}"
+    );
+    // The same text again: the same id.
+    let mut again = announced.clone();
+    assert_eq!(payment.take_peer(&mut again), (true, Some(first)));
+    // What was kept reads back as the peer's labels.
+    let kept = payment.inner.peers.name(first);
+    let labels = std::str::from_utf8(&kept)
+        .ok()
+        .and_then(peer::decode)
+        .expect("decodes");
+    assert_eq!(labels.workload, "order");
+    assert_eq!(labels.namespace, "shop");
+
+    // A value with a byte above ASCII (allowed in a header value as obs-text) is taken off
+    // but not kept.
+    let mut bytes = value.as_bytes().to_vec();
+    bytes.push(0xff);
+    let mut odd = http::HeaderMap::new();
+    odd.insert(
+        PEER_METADATA,
+        http::HeaderValue::from_bytes(&bytes).expect("obs-text is a valid value"),
+    );
+    assert_eq!(payment.take_peer(&mut odd), (true, None));
+    assert!(odd.is_empty());
+    assert_eq!(payment.inner.peers.get(&bytes), None);
+}
