@@ -110,3 +110,59 @@ fn quick_run_writes_a_complete_report() {
     assert!(!json["targets"].as_array().unwrap().is_empty());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
+}
+
+/// `e2e instructions` under callgrind, for real: the mesh's services do more work per
+/// request than bare ones, and what `E2E_WITHOUT` leaves out is work they no longer do.
+/// Skipped without valgrind (CI installs it).
+#[test]
+fn instruction_counts_of_bare_and_mesh_services() {
+    if !on_path("valgrind") || !on_path("callgrind_control") {
+        eprintln!("skipped: valgrind not installed");
+        return;
+    }
+    let count = |without: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_e2e"))
+            .args(["instructions", "--protocols", "http1"])
+            .args([
+                "--scenarios",
+                "bare,mesh-plain",
+                "--warmup",
+                "5",
+                "--requests",
+                "10",
+            ])
+            .env("E2E_WITHOUT", without)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "e2e instructions failed: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // `| http1 | mesh-plain | A | B | A + B | added |`
+        let both = |scenario: &str| -> u64 {
+            let row = stdout
+                .lines()
+                .find(|l| l.starts_with(&format!("| http1 | {scenario} |")))
+                .unwrap_or_else(|| panic!("no {scenario} row in {stdout}"));
+            row.split('|').nth(5).unwrap().trim().parse().unwrap()
+        };
+        (both("bare"), both("mesh-plain"))
+    };
+    let (bare, mesh) = count("");
+    assert!(bare > 10_000, "bare A + B: {bare} instructions per request");
+    assert!(mesh > bare, "mesh-plain {mesh} <= bare {bare}");
+    let (_, without_metadata) = count("metadata");
+    // The exchange is about a tenth of the mesh's services' work (more in a debug build):
+    // far more than the few hundred instructions counts move by.
+    assert!(
+        without_metadata < mesh - mesh / 20,
+        "without the metadata exchange {without_metadata}, with it {mesh}"
+    );
+}
