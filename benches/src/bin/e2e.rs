@@ -88,6 +88,9 @@ struct InstructionArgs {
     /// Requests counted.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     requests: u64,
+    /// Requests in flight at once (each of that many tasks sends its share in turn).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    concurrency: u64,
 }
 
 #[derive(Debug, Args)]
@@ -240,6 +243,7 @@ fn instructions(args: &InstructionArgs) -> Result<(), BoxError> {
         scenarios: args.scenarios.clone(),
         warmup: args.warmup,
         requests: args.requests,
+        concurrency: args.concurrency,
     };
     let exe = std::env::current_exe()?;
     let counts = runtime()?.block_on(instructions::count(&exe, &config))?;

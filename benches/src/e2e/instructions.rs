@@ -32,6 +32,8 @@ pub struct Config {
     pub warmup: u64,
     /// Requests counted.
     pub requests: u64,
+    /// Requests in flight at once (1: one after another).
+    pub concurrency: u64,
 }
 
 /// The count of one protocol and scenario.
@@ -143,11 +145,11 @@ async fn count_one(
     let a_addr = a.read_listen_addr_within(START_TIMEOUT)?;
 
     let target = Target::new(protocol, a_addr)?;
-    send(&target, config.warmup, "warm-up").await?;
+    send(&target, config.warmup, config.concurrency, "warm-up").await?;
     for p in [&a, &b] {
         callgrind_control("-z", p.pid())?;
     }
-    send(&target, config.requests, "counted").await?;
+    send(&target, config.requests, config.concurrency, "counted").await?;
     let mut per_request = Vec::new();
     for p in [&a, &b] {
         callgrind_control("-d", p.pid())?;
@@ -162,12 +164,30 @@ async fn count_one(
     })
 }
 
-/// Sends `n` requests one after another; every one must succeed.
-async fn send(target: &Target, n: u64, what: &str) -> Result<(), BoxError> {
-    for i in 0..n {
-        let outcome = target.exchange().await;
-        if outcome != super::load::Outcome::Ok {
-            return Err(format!("{what} request {} of {n} failed: {outcome:?}", i + 1).into());
+/// Sends `n` requests, `concurrency` at a time (each of that many tasks sends its share
+/// one after another); every one must succeed.
+async fn send(target: &Target, n: u64, concurrency: u64, what: &str) -> Result<(), BoxError> {
+    let concurrency = concurrency.clamp(1, n.max(1));
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..concurrency {
+        let target = target.clone();
+        // Shares that add up to `n`.
+        let share = n / concurrency + u64::from(t < n % concurrency);
+        tasks.spawn(async move {
+            for _ in 0..share {
+                let outcome = target.exchange().await;
+                if outcome != super::load::Outcome::Ok {
+                    return Err(outcome);
+                }
+            }
+            Ok(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(outcome)) => return Err(format!("a {what} request failed: {outcome:?}").into()),
+            Err(e) => return Err(format!("a {what} task failed: {e}").into()),
         }
     }
     Ok(())
@@ -225,10 +245,15 @@ fn on_path(tool: &str) -> bool {
 /// `bare` of the same protocol.
 pub fn markdown(counts: &[Count], config: &Config) -> String {
     let mut out = format!(
-        "Instructions per request (callgrind, user space), {} requests counted after {} of warm-up, sent one after another.\n\n\
+        "Instructions per request (callgrind, user space), {} requests counted after {} of warm-up, {}.\n\n\
          | protocol | scenario | service A | service B | A + B | added over bare (A / B / both) |\n\
          |---|---|---:|---:|---:|---|\n",
-        config.requests, config.warmup
+        config.requests,
+        config.warmup,
+        match config.concurrency {
+            0 | 1 => "sent one after another".to_owned(),
+            n => format!("{n} at a time"),
+        }
     );
     for c in counts {
         let bare = counts
@@ -293,6 +318,7 @@ mod tests {
             scenarios: vec![Scenario::Bare, Scenario::MeshPlain],
             warmup: 200,
             requests: 300,
+            concurrency: 1,
         };
         let table = markdown(&counts, &config);
         assert!(
