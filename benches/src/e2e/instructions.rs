@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use super::load::Target;
 use super::procs::Proc;
+use super::serve::{serve_a_args, serve_b_args};
 use super::{BoxError, Protocol, Scenario};
 
 /// What to count.
@@ -102,15 +103,6 @@ async fn count_one(
 ) -> Result<Count, BoxError> {
     let certs = dir.join("certs");
     let tag = format!("{scenario}-{protocol}");
-    let mesh_args = |args: &mut Vec<String>| {
-        if matches!(scenario, Scenario::Mesh | Scenario::MeshPlain) {
-            args.push("--mesh".into());
-        }
-        if scenario == Scenario::Mesh {
-            args.push("--certs".into());
-            args.push(certs.display().to_string());
-        }
-    };
     let under_callgrind = |service: &str, serve: Vec<String>| {
         let mut args = vec![
             "--tool=callgrind".to_string(),
@@ -125,22 +117,9 @@ async fn count_one(
         Proc::spawn(service, Path::new("valgrind"), &args, None, Some(&log))
     };
 
-    let mut args = vec![
-        "serve-b".into(),
-        "--protocol".into(),
-        protocol.name().into(),
-    ];
-    mesh_args(&mut args);
-    let mut b = under_callgrind("service-b", args)?;
+    let mut b = under_callgrind("service-b", serve_b_args(protocol, scenario, &certs))?;
     let b_addr = b.read_listen_addr_within(START_TIMEOUT)?;
-    let mut args = vec![
-        "serve-a".into(),
-        "--protocol".into(),
-        protocol.name().into(),
-        "--upstream".into(),
-        b_addr.to_string(),
-    ];
-    mesh_args(&mut args);
+    let args = serve_a_args(protocol, scenario, b_addr, &certs);
     let mut a = under_callgrind("service-a", args)?;
     let a_addr = a.read_listen_addr_within(START_TIMEOUT)?;
 

@@ -11,6 +11,7 @@ use super::procs::{have_taskset, pin_self, Proc};
 use super::proxies::{find_binary, start_envoy_pair, start_haproxy, version_of};
 use super::report::{check_targets, Machine, RateResult, Report, ScenarioResult, Settings};
 use super::scale::ScaleResult;
+use super::serve::{serve_a_args, serve_b_args};
 use super::{BoxError, Protocol, Scenario, BODY};
 
 /// The core the processes under test share.
@@ -256,23 +257,9 @@ impl Running {
         protocol: Protocol,
     ) -> Result<Self, BoxError> {
         let certs = ctx.dir.join("certs");
-        let mesh_args = |args: &mut Vec<String>| {
-            if matches!(scenario, Scenario::Mesh | Scenario::MeshPlain) {
-                args.push("--mesh".into());
-            }
-            if scenario == Scenario::Mesh {
-                args.push("--certs".into());
-                args.push(certs.display().to_string());
-            }
-        };
         let log = |service: &str| ctx.dir.join(format!("{scenario}-{protocol}-{service}.log"));
         let mut procs = Vec::new();
-        let mut args = vec![
-            "serve-b".into(),
-            "--protocol".into(),
-            protocol.name().into(),
-        ];
-        mesh_args(&mut args);
+        let args = serve_b_args(protocol, scenario, &certs);
         let mut b = Proc::spawn("service-b", &ctx.exe, &args, ctx.cpu, Some(&log("b")))?;
         let b_addr = b.read_listen_addr()?;
         procs.push(b);
@@ -294,14 +281,7 @@ impl Running {
             }
             _ => b_addr,
         };
-        let mut args = vec![
-            "serve-a".into(),
-            "--protocol".into(),
-            protocol.name().into(),
-            "--upstream".into(),
-            upstream.to_string(),
-        ];
-        mesh_args(&mut args);
+        let args = serve_a_args(protocol, scenario, upstream, &certs);
         let mut a = Proc::spawn("service-a", &ctx.exe, &args, ctx.cpu, Some(&log("a")))?;
         let a_addr = a.read_listen_addr()?;
         procs.push(a);

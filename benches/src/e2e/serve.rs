@@ -38,13 +38,53 @@ use tokio::net::TcpListener;
 use tower::layer::util::{Identity, Stack};
 use tower::{Service, ServiceBuilder, ServiceExt};
 
-use super::{BoxError, Protocol, BODY, SPIFFE_A, SPIFFE_B};
+use super::{BoxError, Protocol, Scenario, BODY, SPIFFE_A, SPIFFE_B};
 use crate::proto::echo_client::EchoClient;
 use crate::proto::echo_server::{Echo, EchoServer};
 use crate::proto::Payload;
 
 /// The name A's mesh routes to B by.
 pub const B_AUTHORITY: &str = "service-b:80";
+
+/// The arguments of `e2e serve-b` for `scenario`: on the mesh for `mesh` and `mesh-plain`,
+/// with the certificates in `certs` (mTLS) for `mesh`.
+pub fn serve_b_args(protocol: Protocol, scenario: Scenario, certs: &Path) -> Vec<String> {
+    let mut args = vec![
+        "serve-b".into(),
+        "--protocol".into(),
+        protocol.name().into(),
+    ];
+    push_mesh_args(&mut args, scenario, certs);
+    args
+}
+
+/// The arguments of `e2e serve-a` for `scenario`, relaying to `upstream`.
+pub fn serve_a_args(
+    protocol: Protocol,
+    scenario: Scenario,
+    upstream: SocketAddr,
+    certs: &Path,
+) -> Vec<String> {
+    let mut args = vec![
+        "serve-a".into(),
+        "--protocol".into(),
+        protocol.name().into(),
+        "--upstream".into(),
+        upstream.to_string(),
+    ];
+    push_mesh_args(&mut args, scenario, certs);
+    args
+}
+
+fn push_mesh_args(args: &mut Vec<String>, scenario: Scenario, certs: &Path) {
+    if matches!(scenario, Scenario::Mesh | Scenario::MeshPlain) {
+        args.push("--mesh".into());
+    }
+    if scenario == Scenario::Mesh {
+        args.push("--certs".into());
+        args.push(certs.display().to_string());
+    }
+}
 
 /// Runs service B until the process is killed. `mesh` puts it on the mesh, with STRICT
 /// mTLS and authorization when `certs` (a directory made by [`write_certificates`]) is
