@@ -58,6 +58,7 @@ pub mod body;
 pub mod client;
 pub mod error;
 mod exchange;
+mod exec;
 pub mod health;
 pub mod identity;
 pub mod inbound;

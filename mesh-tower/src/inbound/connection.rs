@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use mesh_core::inbound::TlsMode;
 use mesh_core::live::LivePolicy;
 use pin_project_lite::pin_project;
@@ -24,6 +24,7 @@ use super::table::{Activity, InFlight, Registered};
 use super::until::{Ended, Until};
 use super::{effective_mode, set_nodelay, PeerIdentity};
 use crate::body::BoxError;
+use crate::exec::BoxingExecutor;
 use crate::identity::{server_config, CertificateSource, ClientAuth};
 use crate::metrics::{Metrics, Reporter, SecurityPolicy};
 use crate::outbound::IoStream;
@@ -97,11 +98,11 @@ pub(super) struct Context {
     pub(super) http: AutoBuilder,
 }
 
-type AutoBuilder = hyper_util::server::conn::auto::Builder<TokioExecutor>;
+type AutoBuilder = hyper_util::server::conn::auto::Builder<BoxingExecutor>;
 
 /// The HTTP/1.1 and HTTP/2 server with the config's timeouts and limits.
 pub(super) fn http_builder(config: &InboundConfig) -> AutoBuilder {
-    let mut builder = AutoBuilder::new(TokioExecutor::new());
+    let mut builder = AutoBuilder::new(BoxingExecutor);
     builder
         .http1()
         .timer(TokioTimer::new())

@@ -16,11 +16,12 @@ use futures_util::FutureExt;
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use tokio::sync::oneshot;
 use tower::Service;
 
 use super::{PoolError, SendFuture};
+use crate::exec::BoxingExecutor;
 use crate::outbound::connect::{ConnectError, MeshConnector, MeshIo};
 use crate::outbound::RequestBody;
 
@@ -31,7 +32,7 @@ type Handshake = Pin<
         dyn Future<
                 Output = hyper::Result<(
                     Sender,
-                    http2::Connection<MeshIo, RequestBody, TokioExecutor>,
+                    http2::Connection<MeshIo, RequestBody, BoxingExecutor>,
                 )>,
             > + Send,
     >,
@@ -43,7 +44,7 @@ pub(crate) struct H2Pool {
     /// `http://authority`, what the connector dials.
     uri: Uri,
     connector: MeshConnector,
-    builder: http2::Builder<TokioExecutor>,
+    builder: http2::Builder<BoxingExecutor>,
     state: Mutex<State>,
     next_id: AtomicU64,
 }
@@ -97,7 +98,7 @@ impl H2Pool {
     /// The pool of the endpoint at `authority`, dialed with `connector`.
     pub(crate) fn new(authority: &http::uri::Authority, connector: MeshConnector) -> Self {
         let uri = super::endpoint_uri(authority);
-        let mut builder = http2::Builder::new(TokioExecutor::new());
+        let mut builder = http2::Builder::new(BoxingExecutor);
         builder.timer(TokioTimer::new());
         Self {
             authority: authority.clone(),
