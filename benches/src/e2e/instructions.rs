@@ -11,7 +11,7 @@
 //! and interned metric series are made then), zero the counters (`callgrind_control -z`),
 //! send the measured requests, dump (`callgrind_control -d`) and read the dump's total.
 //! With `E2E_KEEP_LOGS=1` the profiles (`<scenario>-<protocol>-<service>.<pid>.1`, for
-//! `callgrind_annotate`) are kept.
+//! `callgrind_annotate`) and the services' logs are kept; after a failure, always.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -83,7 +83,8 @@ pub async fn count(exe: &Path, config: &Config) -> Result<Vec<Count>, BoxError> 
         Ok::<_, BoxError>(())
     }
     .await;
-    if std::env::var_os("E2E_KEEP_LOGS").is_some_and(|v| v == "1") {
+    // The services' logs say why a request failed: kept then, as by the load run.
+    if result.is_err() || std::env::var_os("E2E_KEEP_LOGS").is_some_and(|v| v == "1") {
         eprintln!(
             "e2e instructions: profiles and logs kept in {}",
             dir.display()
