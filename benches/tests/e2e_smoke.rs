@@ -3,15 +3,12 @@
 //! field the README promises and that requests went through. No timing is asserted.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
 use std::process::Command;
 
+use mesh_benches::e2e::proxies::find_binary;
+
 fn envoy_installed() -> bool {
-    if let Some(path) = std::env::var_os("ENVOY") {
-        return PathBuf::from(path).is_file();
-    }
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join("envoy").is_file()))
+    find_binary("ENVOY", "envoy").is_some()
 }
 
 #[test]
@@ -111,17 +108,14 @@ fn quick_run_writes_a_complete_report() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
-}
-
 /// `e2e instructions` under callgrind, for real: the mesh's services do more work per
 /// request than bare ones, and what `E2E_WITHOUT` leaves out is work they no longer do.
 /// Skipped without valgrind (CI installs it).
 #[test]
 fn instruction_counts_of_bare_and_mesh_services() {
-    if !on_path("valgrind") || !on_path("callgrind_control") {
+    if find_binary("VALGRIND", "valgrind").is_none()
+        || find_binary("CALLGRIND_CONTROL", "callgrind_control").is_none()
+    {
         eprintln!("skipped: valgrind not installed");
         return;
     }

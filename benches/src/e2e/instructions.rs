@@ -12,6 +12,7 @@
 //! send the measured requests, dump (`callgrind_control -d`) and read the dump's total.
 //! With `E2E_KEEP_LOGS=1` the profiles (`<scenario>-<protocol>-<service>.<pid>.1`, for
 //! `callgrind_annotate`) and the services' logs are kept; after a failure, always.
+//! valgrind and `callgrind_control` are found through `VALGRIND` / `CALLGRIND_CONTROL` or `PATH`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use super::load::Target;
 use super::procs::Proc;
+use super::proxies::find_binary;
 use super::serve::{serve_a_args, serve_b_args};
 use super::{BoxError, Protocol, Scenario};
 
@@ -55,11 +57,12 @@ const START_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Counts every protocol and scenario of `config`, in order. Progress goes to stderr.
 pub async fn count(exe: &Path, config: &Config) -> Result<Vec<Count>, BoxError> {
-    for tool in ["valgrind", "callgrind_control"] {
-        if !on_path(tool) {
-            return Err(format!("{tool} not found on PATH (apt-get install valgrind)").into());
-        }
-    }
+    let not_found = |tool: &str| format!("{tool} not found on PATH (apt-get install valgrind)");
+    let tools = Tools {
+        valgrind: find_binary("VALGRIND", "valgrind").ok_or_else(|| not_found("valgrind"))?,
+        control: find_binary("CALLGRIND_CONTROL", "callgrind_control")
+            .ok_or_else(|| not_found("callgrind_control"))?,
+    };
     if let Some(s) = config
         .scenarios
         .iter()
@@ -77,7 +80,7 @@ pub async fn count(exe: &Path, config: &Config) -> Result<Vec<Count>, BoxError> 
         for &protocol in &config.protocols {
             for &scenario in &config.scenarios {
                 eprintln!("e2e instructions: {protocol} {scenario}");
-                counts.push(count_one(exe, &dir, protocol, scenario, config).await?);
+                counts.push(count_one(exe, &tools, &dir, protocol, scenario, config).await?);
             }
         }
         Ok::<_, BoxError>(())
@@ -95,8 +98,15 @@ pub async fn count(exe: &Path, config: &Config) -> Result<Vec<Count>, BoxError> 
     result.map(|()| counts)
 }
 
+/// valgrind and its control program.
+struct Tools {
+    valgrind: PathBuf,
+    control: PathBuf,
+}
+
 async fn count_one(
     exe: &Path,
+    tools: &Tools,
     dir: &Path,
     protocol: Protocol,
     scenario: Scenario,
@@ -115,7 +125,7 @@ async fn count_one(
         ];
         args.extend(serve);
         let log = dir.join(format!("{tag}-{service}.log"));
-        Proc::spawn(service, Path::new("valgrind"), &args, None, Some(&log))
+        Proc::spawn(service, &tools.valgrind, &args, None, Some(&log))
     };
 
     let mut b = under_callgrind("service-b", serve_b_args(protocol, scenario, &certs))?;
@@ -127,12 +137,12 @@ async fn count_one(
     let target = Target::new(protocol, a_addr)?;
     send(&target, config.warmup, config.concurrency, "warm-up").await?;
     for p in [&a, &b] {
-        callgrind_control("-z", p.pid())?;
+        callgrind_control(&tools.control, "-z", p.pid())?;
     }
     send(&target, config.requests, config.concurrency, "counted").await?;
     let mut per_request = Vec::new();
     for p in [&a, &b] {
-        callgrind_control("-d", p.pid())?;
+        callgrind_control(&tools.control, "-d", p.pid())?;
         let total = dumped_total(dir, &format!("{tag}-{}.{}.", p.name(), p.pid())).await?;
         per_request.push(total / config.requests.max(1));
     }
@@ -173,8 +183,8 @@ async fn send(target: &Target, n: u64, concurrency: u64, what: &str) -> Result<(
     Ok(())
 }
 
-fn callgrind_control(flag: &str, pid: u32) -> Result<(), BoxError> {
-    let out = Command::new("callgrind_control")
+fn callgrind_control(control: &Path, flag: &str, pid: u32) -> Result<(), BoxError> {
+    let out = Command::new(control)
         .arg(flag)
         .arg(pid.to_string())
         .output()?;
@@ -214,11 +224,6 @@ fn total_of(profile: &str) -> Option<u64> {
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
     })
-}
-
-fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
 }
 
 /// The Markdown table: per request, A and B and both, and what each scenario adds over

@@ -206,10 +206,8 @@ pub fn format_single(ctx: &B3Context) -> HeaderValue {
             out.extend_from_slice(hex_into(&mut buf, &p.0));
         }
     }
-    let mut value = HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static("0"));
-    // Differs on every request: never indexed by HPACK (see `ids::unique_value`).
-    value.set_sensitive(true);
-    value
+    // Differs on every request: never indexed by HPACK. The buffer becomes the value.
+    super::ids::unique_value(out).unwrap_or(HeaderValue::from_static("0"))
 }
 
 /// Writes the multi-header form of `ctx` into `headers`, replacing any B3 headers there.

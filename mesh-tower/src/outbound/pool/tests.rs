@@ -245,10 +245,25 @@ async fn h1_server() -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
 }
 
 fn h1_pool(addr: SocketAddr, idle_timeout: Duration) -> Arc<H1Pool> {
-    let connector = connector(None);
+    h1_pool_over(addr, connector(None), idle_timeout).0
+}
+
+/// The HTTP/1.1 pool of the endpoint at `addr` dialing through `connector`, and the
+/// endpoint's HTTP/2 pool it hands connections that ALPN made h2.
+fn h1_pool_over(
+    addr: SocketAddr,
+    connector: MeshConnector,
+    idle_timeout: Duration,
+) -> (Arc<H1Pool>, Arc<H2Pool>) {
     let authority = authority_of(addr);
     let http2 = Arc::new(H2Pool::new(&authority, connector.clone()));
-    Arc::new(H1Pool::new(&authority, connector, http2, idle_timeout))
+    let pool = Arc::new(H1Pool::new(
+        &authority,
+        connector,
+        Arc::clone(&http2),
+        idle_timeout,
+    ));
+    (pool, http2)
 }
 
 /// An HTTP/1.1 pool gated by its endpoint's dial demand, as the cluster's connector has it,
@@ -258,14 +273,7 @@ fn h1_pool_one_dial(addr: SocketAddr) -> (Arc<H1Pool>, crate::outbound::demand::
     let demands = Arc::new(DialDemands::default());
     let demand = demands.register(&addr.to_string());
     let connector = connector(None).with_demand(demands);
-    let authority = authority_of(addr);
-    let http2 = Arc::new(H2Pool::new(&authority, connector.clone()));
-    let pool = Arc::new(H1Pool::new(
-        &authority,
-        connector,
-        http2,
-        Duration::from_secs(90),
-    ));
+    let (pool, _) = h1_pool_over(addr, connector, Duration::from_secs(90));
     let in_flight = demand.request();
     (pool, in_flight)
 }
@@ -524,14 +532,7 @@ async fn an_http1_dial_that_alpn_made_h2_serves_the_endpoints_requests_over_http
         h2: true,
         ..FakeTls::default()
     })));
-    let authority = authority_of(addr);
-    let http2 = Arc::new(H2Pool::new(&authority, connector.clone()));
-    let pool = Arc::new(H1Pool::new(
-        &authority,
-        connector,
-        Arc::clone(&http2),
-        Duration::from_secs(90),
-    ));
+    let (pool, http2) = h1_pool_over(addr, connector, Duration::from_secs(90));
     // The HTTP/1.1 request's dial comes back h2: the connection goes to the HTTP/2 pool and
     // the request is sent there (the server speaks only HTTP/2).
     for _ in 0..3 {
@@ -634,14 +635,7 @@ async fn each_waiting_request_gets_its_own_dials_outcome() {
         calls: Arc::clone(&calls),
         ..FakeTls::default()
     })));
-    let authority = authority_of(addr);
-    let http2 = Arc::new(H2Pool::new(&authority, connector.clone()));
-    let pool = Arc::new(H1Pool::new(
-        &authority,
-        connector,
-        http2,
-        Duration::from_secs(90),
-    ));
+    let (pool, _) = h1_pool_over(addr, connector, Duration::from_secs(90));
     // The first request's dial hangs in its handshake; the second request's dial succeeds.
     let first = tokio::spawn(pool.send(h1_request("http://payments/big")));
     for _ in 0..500 {
