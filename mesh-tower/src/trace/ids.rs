@@ -164,6 +164,26 @@ pub(crate) fn unique_value<T: AsRef<[u8]> + Send + 'static>(bytes: T) -> Option<
     Some(value)
 }
 
+/// The headers the mesh writes a [`unique_value`] into.
+const UNIQUE_NAMES: [http::HeaderName; 6] = [
+    super::w3c::TRACEPARENT,
+    super::context::X_REQUEST_ID,
+    super::b3::B3,
+    super::b3::X_B3_TRACEID,
+    super::b3::X_B3_SPANID,
+    super::b3::X_B3_PARENTSPANID,
+];
+
+/// Lets this request's [`unique_value`]s be indexed by HTTP/2 (the caller does so once per
+/// connection, so that their names enter its HPACK table).
+pub(crate) fn index_unique_names(headers: &mut http::HeaderMap) {
+    for name in &UNIQUE_NAMES {
+        if let Some(value) = headers.get_mut(name) {
+            value.set_sensitive(false);
+        }
+    }
+}
+
 /// A header value of the mesh's own fixed-size bytes (ids, `traceparent`), shared from
 /// the start. A value copied from a slice is held alone; its first clone allocates a
 /// shared form and makes both copies count references. The retry policy's copy of the

@@ -46,6 +46,7 @@ pub use context::{
     current, extract, extract_with, scope, spawn, InCurrentTrace, Incoming, Scope, TraceContext,
     WithTrace, FLAG_RANDOM, FLAG_SAMPLED, X_REQUEST_ID,
 };
+pub(crate) use ids::index_unique_names;
 pub use ids::{new_request_id, SpanId, TraceId};
 pub(crate) use layer::Scoped;
 pub use layer::{ResponseFuture, Trace, TraceLayer};

@@ -47,6 +47,9 @@ pub(crate) struct H2Pool {
     builder: http2::Builder<BoxingExecutor>,
     state: Mutex<State>,
     next_id: AtomicU64,
+    /// One past the id of the newest connection whose first request let the mesh's
+    /// per-request header names into its HPACK table (see [`H2Pool::name_unique_headers`]).
+    named: AtomicU64,
 }
 
 enum State {
@@ -107,6 +110,7 @@ impl H2Pool {
             builder,
             state: Mutex::new(State::None),
             next_id: AtomicU64::new(0),
+            named: AtomicU64::new(0),
         }
     }
 
@@ -127,6 +131,7 @@ impl H2Pool {
         loop {
             let (open, reused) = self.checkout().await?;
             let Open { mut tx, id } = open;
+            self.name_unique_headers(id, &mut req);
             match tx.try_send_request(req).await {
                 Ok(resp) => return Ok(resp),
                 Err(mut e) => match e.take_message() {
@@ -140,6 +145,22 @@ impl H2Pool {
                     _ => return Err(PoolError::Send(e.into_error())),
                 },
             }
+        }
+    }
+
+    /// On a connection's first request, lets the values the mesh makes anew for each
+    /// request (trace context, request id; sent never-indexed, see
+    /// [`unique_value`](crate::trace::ids::unique_value)) be indexed, once: their names
+    /// then stay in the connection's HPACK table on both ends, and every later value
+    /// refers to its name by index instead of spelling it out, Huffman-coded by this end
+    /// and decoded by the other on every request. (If the table ever evicts them, the
+    /// names go out spelled again; nothing else changes.)
+    fn name_unique_headers(&self, id: u64, req: &mut Request<RequestBody>) {
+        let conn = id + 1;
+        if self.named.load(Ordering::Relaxed) < conn
+            && self.named.fetch_max(conn, Ordering::Relaxed) < conn
+        {
+            crate::trace::index_unique_names(req.headers_mut());
         }
     }
 

@@ -687,3 +687,172 @@ async fn a_request_that_gave_up_may_be_dropped_outside_the_runtime() {
         .expect("dropped without a panic");
     assert_eq!(pool.idle(), 0);
 }
+
+/// A proxy on 127.0.0.1 in front of `upstream` that keeps every byte its client sends.
+async fn recording_proxy(upstream: SocketAddr) -> (SocketAddr, Arc<std::sync::Mutex<Vec<u8>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = Arc::clone(&sent);
+    tokio::spawn(async move {
+        let Ok((client, _)) = listener.accept().await else {
+            return;
+        };
+        let server = tokio::net::TcpStream::connect(upstream).await.unwrap();
+        let (mut client_rx, mut client_tx) = client.into_split();
+        let (mut server_rx, mut server_tx) = server.into_split();
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut server_rx, &mut client_tx).await;
+        });
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(n @ 1..) = client_rx.read(&mut buf).await {
+            record.lock().unwrap().extend_from_slice(&buf[..n]);
+            if server_tx.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+    });
+    (addr, sent)
+}
+
+/// How an HPACK header field is represented (RFC 7541 section 6), and the index of its name
+/// (0: the name is spelled out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hpack {
+    Indexed,
+    Incremental(usize),
+    WithoutIndexing(usize),
+    NeverIndexed(usize),
+}
+
+/// The representations in the HEADERS frames of an HTTP/2 client's bytes, frame by frame.
+fn hpack_representations(bytes: &[u8]) -> Vec<Vec<Hpack>> {
+    fn int(b: &[u8], pos: &mut usize, prefix: u32) -> usize {
+        let max = (1usize << prefix) - 1;
+        let mut v = usize::from(b[*pos]) & max;
+        *pos += 1;
+        if v == max {
+            let mut shift = 0;
+            loop {
+                let byte = b[*pos];
+                *pos += 1;
+                v += usize::from(byte & 0x7f) << shift;
+                shift += 7;
+                if byte & 0x80 == 0 {
+                    break;
+                }
+            }
+        }
+        v
+    }
+    fn skip_string(b: &[u8], pos: &mut usize) {
+        let len = int(b, pos, 7);
+        *pos += len;
+    }
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    assert!(bytes.starts_with(preface), "an HTTP/2 client preface");
+    let mut frames = Vec::new();
+    let mut at = preface.len();
+    while at + 9 <= bytes.len() {
+        let len = usize::from(bytes[at]) << 16
+            | usize::from(bytes[at + 1]) << 8
+            | usize::from(bytes[at + 2]);
+        let (kind, flags) = (bytes[at + 3], bytes[at + 4]);
+        let payload = &bytes[at + 9..at + 9 + len];
+        at += 9 + len;
+        if kind != 0x1 {
+            continue;
+        }
+        assert!(
+            flags & 0x4 != 0,
+            "one HEADERS frame per request (END_HEADERS)"
+        );
+        let mut block = payload;
+        if flags & 0x8 != 0 {
+            let pad = usize::from(block[0]);
+            block = &block[1..block.len() - pad];
+        }
+        if flags & 0x20 != 0 {
+            block = &block[5..];
+        }
+        let mut reps = Vec::new();
+        let mut pos = 0;
+        while pos < block.len() {
+            let first = block[pos];
+            if first & 0x80 != 0 {
+                int(block, &mut pos, 7);
+                reps.push(Hpack::Indexed);
+            } else if first & 0xc0 == 0x40 {
+                let name = int(block, &mut pos, 6);
+                if name == 0 {
+                    skip_string(block, &mut pos);
+                }
+                skip_string(block, &mut pos);
+                reps.push(Hpack::Incremental(name));
+            } else if first & 0xe0 == 0x20 {
+                int(block, &mut pos, 5);
+            } else {
+                let never = first & 0x10 != 0;
+                let name = int(block, &mut pos, 4);
+                if name == 0 {
+                    skip_string(block, &mut pos);
+                }
+                skip_string(block, &mut pos);
+                reps.push(if never {
+                    Hpack::NeverIndexed(name)
+                } else {
+                    Hpack::WithoutIndexing(name)
+                });
+            }
+        }
+        frames.push(reps);
+    }
+    frames
+}
+
+#[tokio::test]
+async fn the_per_request_header_names_are_spelled_out_once_per_http2_connection() {
+    let (upstream, _accepted, _close) = h2_server().await;
+    let (addr, sent) = recording_proxy(upstream).await;
+    let pool = pool(addr);
+    for _ in 0..3 {
+        let mut req = request(addr);
+        // A new trace context each time, as the mesh writes it on each call.
+        crate::trace::TraceContext::new_root().inject(req.headers_mut());
+        assert!(req.headers()[crate::trace::X_REQUEST_ID].is_sensitive());
+        assert!(req.headers()[crate::trace::w3c::TRACEPARENT].is_sensitive());
+        let resp = pool.send(req).await.expect("a response");
+        let _ = resp.into_body().collect().await;
+    }
+    let frames = hpack_representations(&sent.lock().unwrap());
+    assert_eq!(frames.len(), 3, "{frames:?}");
+    let never = |reps: &[Hpack]| -> Vec<usize> {
+        reps.iter()
+            .filter_map(|r| match r {
+                Hpack::NeverIndexed(name) => Some(*name),
+                _ => None,
+            })
+            .collect()
+    };
+    // The first request's trace context and request id go into the table, names spelled.
+    assert_eq!(never(&frames[0]), Vec::<usize>::new(), "{frames:?}");
+    assert!(
+        frames[0]
+            .iter()
+            .filter(|r| **r == Hpack::Incremental(0))
+            .count()
+            >= 2,
+        "{frames:?}"
+    );
+    // The later ones are never indexed, and name their headers by the table's index.
+    for reps in &frames[1..] {
+        let names = never(reps);
+        // traceparent and x-request-id (B3's too, when the environment asks for them).
+        assert!(names.len() >= 2, "{frames:?}");
+        assert!(
+            names.iter().all(|&n| n > 61),
+            "dynamic-table names: {frames:?}"
+        );
+    }
+}
