@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tokio::time::Instant;
 
-use super::{host_of, HttpKey, Metrics, Reporter, ResponseFlags, SecurityPolicy, UNKNOWN};
+use super::{HttpKey, Metrics, Reporter, ResponseFlags, SecurityPolicy, UNKNOWN};
 use crate::exchange::PeerIdentity;
 use crate::observe::{CountedBody, ExchangeEnd, ExchangeObserver, ObservedBody, RequestSize};
 
@@ -148,18 +148,12 @@ impl InboundSample {
         };
         // Interned once when the workload knows its service; else from the request.
         let service = r.local_service.unwrap_or_else(|| {
-            let name = parts
-                .uri
-                .authority()
-                .map(|a| a.as_str())
-                .or_else(|| {
-                    parts
-                        .headers
-                        .get(http::header::HOST)
-                        .and_then(|h| h.to_str().ok())
-                })
-                .map_or("unknown", host_of);
-            r.strings.intern(name)
+            metrics.intern_host(parts.uri.authority().map(|a| a.as_str()).or_else(|| {
+                parts
+                    .headers
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            }))
         });
         let (body, request_bytes) = CountedBody::new(body);
         let sample = InboundSample {

@@ -213,6 +213,73 @@ pub(crate) struct HttpKey {
     pub(crate) peer_meta: Option<u32>,
 }
 
+/// The HTTP series this thread recorded into last: a connection's requests land in the
+/// same few series, and a hit here compares the key instead of hashing it and probing the
+/// shared map (and takes no reference count). The slots are reused in turn; a series
+/// never changes its key, so a remembered one stays right.
+mod recent_http {
+    use std::cell::RefCell;
+    use std::sync::Arc;
+
+    use super::{HttpKey, HttpSeries};
+
+    const SLOTS: usize = 4;
+
+    type Slot = Option<(u64, HttpKey, Arc<HttpSeries>)>;
+
+    struct Recent {
+        slots: [Slot; SLOTS],
+        next: usize,
+    }
+
+    thread_local! {
+        static RECENT: RefCell<Recent> = const {
+            RefCell::new(Recent {
+                slots: [const { None }; SLOTS],
+                next: 0,
+            })
+        };
+    }
+
+    /// Runs `record` on the series of `key` in the series map numbered `map`: the one this
+    /// thread remembers, else the one `find` gives (then remembered).
+    pub(super) fn with(
+        map: u64,
+        key: HttpKey,
+        find: impl FnOnce() -> Arc<HttpSeries>,
+        record: impl FnOnce(&HttpSeries),
+    ) {
+        let mut record = Some(record);
+        let hit = RECENT
+            .try_with(|r| {
+                let r = r.try_borrow().ok()?;
+                let (_, _, series) = r
+                    .slots
+                    .iter()
+                    .flatten()
+                    .find(|(m, k, _)| *m == map && *k == key)?;
+                (record.take()?)(series);
+                Some(())
+            })
+            .ok()
+            .flatten();
+        if hit.is_some() {
+            return;
+        }
+        let series = find();
+        if let Some(record) = record.take() {
+            record(&series);
+        }
+        let _ = RECENT.try_with(|r| {
+            if let Ok(mut r) = r.try_borrow_mut() {
+                let i = r.next;
+                r.next = (i + 1) % SLOTS;
+                r.slots[i] = Some((map, key, series));
+            }
+        });
+    }
+}
+
 #[derive(Debug)]
 struct HttpSeries {
     labels: Box<str>,
@@ -364,6 +431,14 @@ impl Metrics {
         self.inner.strings.intern(s)
     }
 
+    /// The id of the host of a request's authority or Host (`unknown` without one); a
+    /// repeated authority is found by its text, without cutting off the port again.
+    pub(crate) fn intern_host(&self, authority: Option<&str>) -> u32 {
+        authority.map_or(registry::UNKNOWN, |a| {
+            self.inner.strings.intern_derived(a, host_of)
+        })
+    }
+
     fn record_key(
         &self,
         key: HttpKey,
@@ -372,21 +447,25 @@ impl Metrics {
         response_bytes: u64,
     ) {
         let r = &self.inner;
-        let series = r.http.get_or_insert(key, || HttpSeries {
-            labels: render::http_labels(r, &key).into_boxed_str(),
-            requests: Default::default(),
-            duration: Histogram::new(&DURATION_BUCKETS_MS, 1000.0),
-            request_bytes: Histogram::new(&BYTES_BUCKETS, 1.0),
-            response_bytes: Histogram::new(&BYTES_BUCKETS, 1.0),
+        let find = || {
+            r.http.get_or_insert(key, || HttpSeries {
+                labels: render::http_labels(r, &key).into_boxed_str(),
+                requests: Default::default(),
+                duration: Histogram::new(&DURATION_BUCKETS_MS, 1000.0),
+                request_bytes: Histogram::new(&BYTES_BUCKETS, 1.0),
+                response_bytes: Histogram::new(&BYTES_BUCKETS, 1.0),
+            })
+        };
+        recent_http::with(r.http.serial(), key, find, |series| {
+            series
+                .requests
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            series
+                .duration
+                .observe(u64::try_from(duration.as_micros()).unwrap_or(u64::MAX));
+            series.request_bytes.observe(request_bytes);
+            series.response_bytes.observe(response_bytes);
         });
-        series
-            .requests
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        series
-            .duration
-            .observe(u64::try_from(duration.as_micros()).unwrap_or(u64::MAX));
-        series.request_bytes.observe(request_bytes);
-        series.response_bytes.observe(response_bytes);
     }
 
     fn tcp(

@@ -33,12 +33,17 @@ pub(crate) trait Interned: Eq + Hash + 'static {
     const UNKNOWN: &'static Self;
     /// A shared copy.
     fn to_arc(&self) -> Arc<Self>;
+    /// The bytes it is made of (what [`recent`] compares).
+    fn bytes(&self) -> &[u8];
 }
 
 impl Interned for str {
     const UNKNOWN: &'static str = "unknown";
     fn to_arc(&self) -> Arc<str> {
         Arc::from(self)
+    }
+    fn bytes(&self) -> &[u8] {
+        self.as_bytes()
     }
 }
 
@@ -47,7 +52,14 @@ impl Interned for [u8] {
     fn to_arc(&self) -> Arc<[u8]> {
         Arc::from(self)
     }
+    fn bytes(&self) -> &[u8] {
+        self
+    }
 }
+
+/// Each interner's (and series map's) own number, so that [`recent`] never answers one
+/// interner with another's id.
+static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
 
 /// Strings (or byte strings) to small ids, lock-free for the ones seen before.
 #[derive(Debug)]
@@ -55,6 +67,7 @@ pub(crate) struct Interner<T: ?Sized + Interned = str> {
     ids: ArcSwap<HashMap<Arc<T>, u32>>,
     names: ArcSwap<Vec<Arc<T>>>,
     write: Mutex<()>,
+    serial: u64,
 }
 
 impl<T: ?Sized + Interned> Default for Interner<T> {
@@ -66,6 +79,7 @@ impl<T: ?Sized + Interned> Default for Interner<T> {
             ids: ArcSwap::from_pointee(ids),
             names: ArcSwap::from_pointee(vec![unknown]),
             write: Mutex::new(()),
+            serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
         }
     }
 }
@@ -73,13 +87,38 @@ impl<T: ?Sized + Interned> Default for Interner<T> {
 impl<T: ?Sized + Interned> Interner<T> {
     /// The id of `s` when it was interned before.
     pub(crate) fn get(&self, s: &T) -> Option<u32> {
-        self.ids.load().get(s).copied()
+        if let Some(id) = recent::find(self.serial, Key::Exact, s.bytes()) {
+            return Some(id);
+        }
+        let id = self.ids.load().get(s).copied()?;
+        recent::remember(self.serial, Key::Exact, s.bytes(), id);
+        Some(id)
     }
 
     /// The id of `s`, adding it when new ([`UNKNOWN`] when full).
     pub(crate) fn intern(&self, s: &T) -> u32 {
-        if let Some(id) = self.get(s) {
+        if let Some(id) = recent::find(self.serial, Key::Exact, s.bytes()) {
             return id;
+        }
+        let id = self.find_or_add(s);
+        recent::remember(self.serial, Key::Exact, s.bytes(), id);
+        id
+    }
+
+    /// The id of what `derive` makes of `raw` (the host of an authority, say), remembered
+    /// per thread by `raw` itself: a repeated `raw` skips `derive` and the map.
+    pub(crate) fn intern_derived(&self, raw: &T, derive: impl FnOnce(&T) -> &T) -> u32 {
+        if let Some(id) = recent::find(self.serial, Key::Derived, raw.bytes()) {
+            return id;
+        }
+        let id = self.find_or_add(derive(raw));
+        recent::remember(self.serial, Key::Derived, raw.bytes(), id);
+        id
+    }
+
+    fn find_or_add(&self, s: &T) -> u32 {
+        if let Some(id) = self.ids.load().get(s) {
+            return *id;
         }
         let _w = self.write.lock().unwrap_or_else(PoisonError::into_inner);
         let ids = self.ids.load_full();
@@ -110,11 +149,95 @@ impl<T: ?Sized + Interned> Interner<T> {
     }
 }
 
+/// Which lookups [`recent`] remembers: a key itself, or a raw value the key was derived
+/// from (the two never answer each other).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    Exact,
+    Derived,
+}
+
+/// The last few ids this thread looked up, by interner. A connection's requests repeat
+/// the same Host and the same peer metadata (a few hundred bytes of base64): a hit here
+/// is one compare of the bytes instead of hashing them and probing the shared map. Ids
+/// never change once given, so a remembered one stays right; the slots are reused in
+/// turn, so many distinct keys only make it miss.
+mod recent {
+    use std::cell::RefCell;
+
+    use super::Key;
+
+    const SLOTS: usize = 8;
+    /// Longer keys are not kept (the memory stays with the thread).
+    const MAX_KEY: usize = 4096;
+
+    struct Slot {
+        interner: u64,
+        key_kind: Key,
+        id: u32,
+        key: Vec<u8>,
+    }
+
+    struct Recent {
+        slots: [Slot; SLOTS],
+        next: usize,
+    }
+
+    thread_local! {
+        static RECENT: RefCell<Recent> = const {
+            RefCell::new(Recent {
+                slots: [const {
+                    Slot {
+                        interner: 0,
+                        key_kind: Key::Exact,
+                        id: 0,
+                        key: Vec::new(),
+                    }
+                }; SLOTS],
+                next: 0,
+            })
+        };
+    }
+
+    pub(super) fn find(interner: u64, key_kind: Key, key: &[u8]) -> Option<u32> {
+        RECENT
+            .try_with(|r| {
+                let r = r.try_borrow().ok()?;
+                r.slots
+                    .iter()
+                    .find(|s| s.interner == interner && s.key_kind == key_kind && s.key == key)
+                    .map(|s| s.id)
+            })
+            .ok()
+            .flatten()
+    }
+
+    pub(super) fn remember(interner: u64, key_kind: Key, key: &[u8], id: u32) {
+        if key.len() > MAX_KEY {
+            return;
+        }
+        let _ = RECENT.try_with(|r| {
+            let Ok(mut r) = r.try_borrow_mut() else {
+                return;
+            };
+            let i = r.next;
+            r.next = (i + 1) % SLOTS;
+            let slot = &mut r.slots[i];
+            slot.interner = interner;
+            slot.key_kind = key_kind;
+            slot.id = id;
+            slot.key.clear();
+            slot.key.extend_from_slice(key);
+        });
+    }
+}
+
 /// Series by key; the value is created once, from the key, under the write lock.
 #[derive(Debug)]
 pub(crate) struct SeriesMap<K, V> {
     map: ArcSwap<HashMap<K, Arc<V>>>,
     write: Mutex<()>,
+    serial: u64,
 }
 
 impl<K, V> Default for SeriesMap<K, V> {
@@ -122,7 +245,16 @@ impl<K, V> Default for SeriesMap<K, V> {
         Self {
             map: ArcSwap::from_pointee(HashMap::default()),
             write: Mutex::new(()),
+            serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
         }
+    }
+}
+
+impl<K, V> SeriesMap<K, V> {
+    /// This map's own number (shared with the interners'), for a cache of its series kept
+    /// outside it to tell maps apart.
+    pub(crate) fn serial(&self) -> u64 {
+        self.serial
     }
 }
 
@@ -237,6 +369,7 @@ pub(crate) fn push_label(out: &mut String, name: &str, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::host_of;
 
     #[test]
     fn interner_is_stable_and_bounded() {
@@ -264,6 +397,41 @@ mod tests {
         assert_eq!(i.get(b"peer"), Some(id));
         assert_eq!(&*i.name(id), b"peer");
         assert_eq!(&*i.name(u32::MAX), b"unknown");
+    }
+
+    #[test]
+    fn remembered_ids_stay_with_their_interner_and_their_kind_of_key() {
+        let a = Interner::default();
+        let b = Interner::default();
+        // The same text, different ids in different interners, on one thread.
+        let _ = b.intern("x");
+        let ax = a.intern("payment");
+        let bx = b.intern("payment");
+        assert_ne!(ax, bx);
+        for _ in 0..3 {
+            assert_eq!(a.intern("payment"), ax);
+            assert_eq!(b.get("payment"), Some(bx));
+        }
+        // A derived key is found by its raw value, which is never taken for a key itself.
+        assert_eq!(a.intern_derived("payment:8080", host_of), ax);
+        assert_eq!(a.intern_derived("payment:8080", |_| "other"), ax);
+        assert_eq!(a.get("payment:8080"), None);
+        let raw = a.intern("payment:8080");
+        assert_ne!(raw, ax);
+        assert_eq!(a.intern_derived("payment:8080", host_of), ax);
+        // More keys than the thread remembers: each still finds its own id.
+        let ids: Vec<u32> = (0..40).map(|n| a.intern(&format!("svc-{n}"))).collect();
+        for (n, id) in ids.iter().enumerate().rev() {
+            assert_eq!(a.get(&format!("svc-{n}")), Some(*id));
+            assert_eq!(&*a.name(*id), format!("svc-{n}"));
+        }
+        // Another thread has its own memory and the same ids.
+        let a = std::sync::Arc::new(a);
+        let other = std::sync::Arc::clone(&a);
+        let from_there = std::thread::spawn(move || other.intern_derived("payment:9090", host_of))
+            .join()
+            .expect("thread");
+        assert_eq!(from_there, ax);
     }
 
     #[test]

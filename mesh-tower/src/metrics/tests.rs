@@ -160,3 +160,36 @@ fn a_peer_header_is_taken_and_interned_once_and_non_ascii_is_not_kept() {
     assert!(odd.is_empty());
     assert_eq!(payment.inner.peers.get(&bytes), None);
 }
+
+/// Two workloads' metrics on one thread with the same labels: each counts only its own
+/// requests (the thread's memory of recent series and label ids is per registry).
+#[test]
+fn two_registries_on_one_thread_count_apart() {
+    let requests = |m: &Metrics| {
+        let text = m.render();
+        text.lines()
+            .find(|l| l.starts_with("istio_requests_total{reporter=\"destination\""))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let a = Metrics::new(WorkloadLabels::named("payment").with_namespace("shop"));
+    let b = Metrics::new(WorkloadLabels::named("payment").with_namespace("shop"));
+    // Different ids for the same text in each (b has seen another string first).
+    let _ = b.intern("spiffe://cluster.local/ns/shop/sa/other");
+    for round in 1..=3u64 {
+        a.record_request(&sample(Reporter::Destination, 200));
+        a.record_request(&sample(Reporter::Destination, 200));
+        b.record_request(&sample(Reporter::Destination, 200));
+        assert_eq!(requests(&a), 2 * round);
+        assert_eq!(requests(&b), round);
+    }
+    // A registry made after another was dropped starts from nothing.
+    drop(a);
+    let c = Metrics::new(WorkloadLabels::named("payment").with_namespace("shop"));
+    c.record_request(&sample(Reporter::Destination, 200));
+    assert_eq!(requests(&c), 1);
+    assert!(c
+        .render()
+        .contains("source_principal=\"spiffe://cluster.local/ns/shop/sa/order\""));
+}

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 
 use super::response::ResponseBody;
 use crate::error::MeshError;
-use crate::metrics::{host_of, HttpKey, Metrics, Reporter, ResponseFlags, SecurityPolicy, UNKNOWN};
+use crate::metrics::{HttpKey, Metrics, Reporter, ResponseFlags, SecurityPolicy, UNKNOWN};
 use crate::observe::{ExchangeEnd, ExchangeObserver};
 use crate::trace::{self, Exchange, MeshTracer, SpanGuard};
 
@@ -58,7 +58,7 @@ pub(crate) fn start<B>(
         .or_else(|| host_header.as_ref().and_then(|h| h.to_str().ok()));
     let service = match target {
         Some(t) => t.service,
-        None => metrics.intern(authority.map_or("unknown", host_of)),
+        None => metrics.intern_host(authority),
     };
     let ex = Exchange {
         method: req.method(),
