@@ -401,17 +401,14 @@ impl<'s> tower::Service<Request<UnsyncBoxBody<Bytes, BoxError>>> for Forward<'s>
 
     fn call(&mut self, req: Request<UnsyncBoxBody<Bytes, BoxError>>) -> Self::Future {
         let this = *self;
-        match this.outbound.forward(
+        Box::pin(this.outbound.forward(
             this.snap,
             this.chosen,
             this.target,
             this.authority,
             this.grpc,
             req,
-        ) {
-            Ok(sending) => Box::pin(sending),
-            Err(e) => Box::pin(std::future::ready(Err(e))),
-        }
+        ))
     }
 }
 
@@ -453,6 +450,12 @@ pin_project_lite::pin_project! {
         Fault {
             faulted: Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, MeshError>> + Send + 's>>,
         },
+    }
+}
+
+impl Step<'_> {
+    fn fail(error: MeshError) -> Self {
+        Step::Fail { error: Some(error) }
     }
 }
 
@@ -554,10 +557,7 @@ impl Outbound {
                 },
             };
             let snap = self.await_target(authority).await;
-            let step = self
-                .route(&snap, target, authority, *req, grpc)
-                .unwrap_or_else(|e| Step::Fail { error: Some(e) });
-            let resp = match step.await {
+            let resp = match self.route(&snap, target, authority, *req, grpc).await {
                 Ok(resp) => resp,
                 Err(e) => error_response(e, grpc),
             };
@@ -603,7 +603,9 @@ impl Outbound {
     }
 
     /// Routes a request to `authority` by the policy in `snap`: virtual host and route,
-    /// then the route's fault filter or its cluster's stack.
+    /// then the route's fault filter or its cluster's stack. (A `Step`, failures
+    /// included, not a `Result` of one: the step holds the cluster stack's future, about a
+    /// kilobyte, and each unwrapping moved it.)
     fn route<'s>(
         &'s self,
         snap: &'s mesh_core::Snapshot,
@@ -611,7 +613,7 @@ impl Outbound {
         authority: &'s str,
         req: Request<UnsyncBoxBody<Bytes, BoxError>>,
         grpc: bool,
-    ) -> Result<Step<'s>, MeshError> {
+    ) -> Step<'s> {
         let Some(listener) = snap.outbound(authority) else {
             // Not in the policy: DNS, default settings (gRPC's dns: resolver).
             let routed = Routed {
@@ -623,11 +625,11 @@ impl Outbound {
                 attempt_count: false,
             };
             let host = host_for(target, authority, &req);
-            return Ok(Step::Passthrough {
+            return Step::Passthrough {
                 sending: self.send(routed, req, host),
                 outbound: self,
                 authority,
-            });
+            };
         };
         let path_and_query = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
         // Strings only for the error.
@@ -635,22 +637,24 @@ impl Outbound {
             authority: authority.to_owned(),
             path: path_and_query.to_owned(),
         };
-        let rc = listener.route_config().ok_or_else(no_route)?;
+        let Some(rc) = listener.route_config() else {
+            return Step::fail(no_route());
+        };
         let draw: u64 = crate::rng::random();
-        let (vh, route) = rc
-            .route_for(authority, path_and_query, req.headers(), draw)
-            .ok_or_else(no_route)?;
+        let Some((vh, route)) = rc.route_for(authority, path_and_query, req.headers(), draw) else {
+            return Step::fail(no_route());
+        };
         let fwd = match route.action() {
             RouteAction::Forward(f) => f,
             RouteAction::Direct { status, body } => {
                 let mut resp = Response::new(ResponseBody::full(body.clone().unwrap_or_default()));
                 *resp.status_mut() =
                     http::StatusCode::from_u16(*status).unwrap_or(http::StatusCode::OK);
-                return Ok(Step::Respond {
+                return Step::Respond {
                     response: Some(resp),
-                });
+                };
             }
-            _ => return Err(MeshError::NonForwardingAction),
+            _ => return Step::fail(MeshError::NonForwardingAction),
         };
         let chosen = Chosen { vh, route, fwd };
         match route.fault() {
@@ -667,13 +671,11 @@ impl Outbound {
                     grpc,
                 };
                 let filter = fault::Fault::new(fault, &self.faults, grpc, forward);
-                Ok(Step::Fault {
+                Step::Fault {
                     faulted: Box::pin(filter.oneshot(req)),
-                })
+                }
             }
-            None => self
-                .forward(snap, chosen, target, authority, grpc, req)
-                .map(|sending| Step::Send { sending }),
+            None => self.forward(snap, chosen, target, authority, grpc, req),
         }
     }
 
@@ -687,7 +689,7 @@ impl Outbound {
         authority: &str,
         grpc: bool,
         mut req: Request<UnsyncBoxBody<Bytes, BoxError>>,
-    ) -> Result<Sending<'s>, MeshError> {
+    ) -> Step<'s> {
         let Chosen { vh, route, fwd } = chosen;
         let (cluster_name, wc_headers) = match fwd.clusters() {
             ClusterSpecifier::Cluster(c) => (c.as_str(), None),
@@ -695,11 +697,11 @@ impl Outbound {
                 let c = w.pick(crate::rng::random());
                 (c.name(), Some(c))
             }
-            _ => return Err(MeshError::NonForwardingAction),
+            _ => return Step::fail(MeshError::NonForwardingAction),
         };
-        let cluster = snap
-            .cluster(cluster_name)
-            .ok_or_else(|| MeshError::ClusterNotFound(cluster_name.to_owned()))?;
+        let Some(cluster) = snap.cluster(cluster_name) else {
+            return Step::fail(MeshError::ClusterNotFound(cluster_name.to_owned()));
+        };
         let state = self.clusters.get(cluster, snap.endpoints_of(cluster));
 
         // Header changes, most general first so the most specific wins.
@@ -729,7 +731,9 @@ impl Outbound {
             attempt_count: vh.includes_request_attempt_count(),
         };
         let host = host_for(target, authority, &req);
-        Ok(self.send(routed, req, host))
+        Step::Send {
+            sending: self.send(routed, req, host),
+        }
     }
 
     /// The cluster's stack for a routed request (breaker over endpoints), under the
