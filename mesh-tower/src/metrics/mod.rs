@@ -221,23 +221,16 @@ mod recent_http {
     use std::cell::RefCell;
     use std::sync::Arc;
 
+    use super::registry::Ring;
     use super::{HttpKey, HttpSeries};
 
     const SLOTS: usize = 4;
 
     type Slot = Option<(u64, HttpKey, Arc<HttpSeries>)>;
 
-    struct Recent {
-        slots: [Slot; SLOTS],
-        next: usize,
-    }
-
     thread_local! {
-        static RECENT: RefCell<Recent> = const {
-            RefCell::new(Recent {
-                slots: [const { None }; SLOTS],
-                next: 0,
-            })
+        static RECENT: RefCell<Ring<Slot, SLOTS>> = const {
+            RefCell::new(Ring::new([const { None }; SLOTS]))
         };
     }
 
@@ -254,7 +247,6 @@ mod recent_http {
             .try_with(|r| {
                 let r = r.try_borrow().ok()?;
                 let (_, _, series) = r
-                    .slots
                     .iter()
                     .flatten()
                     .find(|(m, k, _)| *m == map && *k == key)?;
@@ -272,9 +264,7 @@ mod recent_http {
         }
         let _ = RECENT.try_with(|r| {
             if let Ok(mut r) = r.try_borrow_mut() {
-                let i = r.next;
-                r.next = (i + 1) % SLOTS;
-                r.slots[i] = Some((map, key, series));
+                *r.next_slot() = Some((map, key, series));
             }
         });
     }

@@ -157,6 +157,29 @@ enum Key {
     Derived,
 }
 
+/// A thread's memory of its last few lookups: a few slots, reused in turn.
+pub(crate) struct Ring<T, const N: usize> {
+    slots: [T; N],
+    next: usize,
+}
+
+impl<T, const N: usize> Ring<T, N> {
+    pub(crate) const fn new(slots: [T; N]) -> Self {
+        Self { slots, next: 0 }
+    }
+
+    pub(crate) fn iter(&self) -> std::slice::Iter<'_, T> {
+        self.slots.iter()
+    }
+
+    /// The slot to fill next (the one filled longest ago).
+    pub(crate) fn next_slot(&mut self) -> &mut T {
+        let i = self.next;
+        self.next = (i + 1) % N;
+        &mut self.slots[i]
+    }
+}
+
 /// The last few ids this thread looked up, by interner. A connection's requests repeat
 /// the same Host and the same peer metadata (a few hundred bytes of base64): a hit here
 /// is one compare of the bytes instead of hashing them and probing the shared map. Ids
@@ -165,7 +188,7 @@ enum Key {
 mod recent {
     use std::cell::RefCell;
 
-    use super::Key;
+    use super::{Key, Ring};
 
     const SLOTS: usize = 8;
     /// Longer keys are not kept (the memory stays with the thread).
@@ -178,24 +201,16 @@ mod recent {
         key: Vec<u8>,
     }
 
-    struct Recent {
-        slots: [Slot; SLOTS],
-        next: usize,
-    }
-
     thread_local! {
-        static RECENT: RefCell<Recent> = const {
-            RefCell::new(Recent {
-                slots: [const {
-                    Slot {
-                        interner: 0,
-                        key_kind: Key::Exact,
-                        id: 0,
-                        key: Vec::new(),
-                    }
-                }; SLOTS],
-                next: 0,
-            })
+        static RECENT: RefCell<Ring<Slot, SLOTS>> = const {
+            RefCell::new(Ring::new([const {
+                Slot {
+                    interner: 0,
+                    key_kind: Key::Exact,
+                    id: 0,
+                    key: Vec::new(),
+                }
+            }; SLOTS]))
         };
     }
 
@@ -203,8 +218,7 @@ mod recent {
         RECENT
             .try_with(|r| {
                 let r = r.try_borrow().ok()?;
-                r.slots
-                    .iter()
+                r.iter()
                     .find(|s| s.interner == interner && s.key_kind == key_kind && s.key == key)
                     .map(|s| s.id)
             })
@@ -220,9 +234,7 @@ mod recent {
             let Ok(mut r) = r.try_borrow_mut() else {
                 return;
             };
-            let i = r.next;
-            r.next = (i + 1) % SLOTS;
-            let slot = &mut r.slots[i];
+            let slot = r.next_slot();
             slot.interner = interner;
             slot.key_kind = key_kind;
             slot.id = id;

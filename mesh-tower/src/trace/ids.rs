@@ -164,7 +164,8 @@ pub(crate) fn unique_value<T: AsRef<[u8]> + Send + 'static>(bytes: T) -> Option<
     Some(value)
 }
 
-/// The headers the mesh writes a [`unique_value`] into.
+/// The headers whose values the mesh makes anew for each request and sends never indexed
+/// ([`unique_value`]; B3's multi-header ids are marked so in `b3`).
 const UNIQUE_NAMES: [http::HeaderName; 6] = [
     super::w3c::TRACEPARENT,
     super::context::X_REQUEST_ID,
