@@ -93,10 +93,19 @@ pub(crate) struct Taken {
     pub(crate) value: Option<HeaderValue>,
 }
 
-/// Takes both headers off `headers` (one lookup each, present or not).
+/// Takes both headers off `headers`.
 pub(crate) fn take(headers: &mut HeaderMap) -> Taken {
     let id = headers.remove(PEER_METADATA_ID).is_some();
-    let value = headers.remove(PEER_METADATA);
+    // A peer that sends its metadata sends its id too (Istio's sidecars and this mesh
+    // always do). Without the id, a pass over the names says whether the metadata came
+    // alone: most such requests come from outside the mesh with neither, and looking an
+    // absent header up hashes its long name all the same (a standard name differs at
+    // once, a custom one by its length first).
+    let value = if id || headers.keys().any(|name| *name == PEER_METADATA) {
+        headers.remove(PEER_METADATA)
+    } else {
+        None
+    };
     Taken {
         sent: id || value.is_some(),
         value: value.filter(|v| !v.is_empty() && v.len() <= MAX_LEN),
@@ -195,6 +204,20 @@ mod tests {
         h.insert(PEER_METADATA_ID, md.id.clone());
         let taken = take(&mut h);
         assert!(taken.sent && taken.value.is_none());
+        assert!(!take(&mut h).sent);
+        // Among other headers (a look-alike name of the same length included), only the
+        // two go, every value of them.
+        h.insert(http::header::HOST, HeaderValue::from_static("payment"));
+        h.insert("x-envoy-peer-metadatz", HeaderValue::from_static("kept"));
+        md.insert_into(&mut h);
+        h.append(PEER_METADATA, md.value.clone());
+        h.insert("traceparent", HeaderValue::from_static("kept too"));
+        let taken = take(&mut h);
+        assert!(taken.sent);
+        assert_eq!(taken.value, Some(md.value.clone()));
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left.len(), 3, "{left:?}");
+        assert!(!h.contains_key(PEER_METADATA) && !h.contains_key(PEER_METADATA_ID));
         assert!(!take(&mut h).sent);
     }
 
