@@ -61,8 +61,6 @@ pub fn extract_with(headers: &HeaderMap, propagation: Propagation) -> Incoming {
     let present = Present::of(headers);
     let request_id = present
         .request_id
-        .then(|| headers.get(&X_REQUEST_ID))
-        .flatten()
         .filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID_LEN && v.to_str().is_ok())
         .cloned()
         .unwrap_or_else(new_request_id);
@@ -79,8 +77,13 @@ pub fn extract_with(headers: &HeaderMap, propagation: Propagation) -> Incoming {
     if propagation.baggage() && present.baggage {
         incoming.baggage = baggage::baggage_from(headers);
     }
-    if propagation.tracecontext() && present.traceparent {
-        if let Some(Ok(tp)) = w3c::traceparent_from(headers) {
+    if propagation.tracecontext() {
+        // Exactly one `traceparent`: a repeated one is invalid (as `traceparent_from`).
+        let traceparent = match present.traceparent {
+            Some(v) if !present.traceparent_repeated => Some(w3c::parse_traceparent(v.as_bytes())),
+            _ => None,
+        };
+        if let Some(Ok(tp)) = traceparent {
             incoming.parent = Some((tp.trace_id, tp.parent_id));
             incoming.sampled = Some(tp.flags & FLAG_SAMPLED != 0);
             incoming.random = tp.flags & FLAG_RANDOM != 0;
@@ -119,27 +122,36 @@ pub fn extract_with(headers: &HeaderMap, propagation: Propagation) -> Incoming {
     incoming
 }
 
-/// Which of the headers [`extract_with`] reads a request has, from one pass over its
-/// names: looking up an absent header costs as much as a present one (its name is hashed),
-/// and most requests carry few of them.
+/// Which of the headers [`extract_with`] reads a request has, from one pass over them:
+/// looking up an absent header costs as much as a present one (its name is hashed), and
+/// most requests carry few of them. The two every mesh request carries are kept as found,
+/// so that they are not looked up again.
 #[derive(Debug, Default, Clone, Copy)]
-struct Present {
-    request_id: bool,
+struct Present<'h> {
+    /// The first `x-request-id`.
+    request_id: Option<&'h HeaderValue>,
     baggage: bool,
-    traceparent: bool,
+    /// The first `traceparent`, and whether another followed.
+    traceparent: Option<&'h HeaderValue>,
+    traceparent_repeated: bool,
     tracestate: bool,
     b3: bool,
     b3_multi: bool,
 }
 
-impl Present {
-    fn of(headers: &HeaderMap) -> Self {
+impl<'h> Present<'h> {
+    fn of(headers: &'h HeaderMap) -> Self {
         let mut present = Self::default();
-        for name in headers.keys() {
+        for (name, value) in headers {
             match name.as_str() {
-                "x-request-id" => present.request_id = true,
+                "x-request-id" => {
+                    present.request_id = present.request_id.or(Some(value));
+                }
                 "baggage" => present.baggage = true,
-                "traceparent" => present.traceparent = true,
+                "traceparent" => {
+                    present.traceparent_repeated |= present.traceparent.is_some();
+                    present.traceparent = present.traceparent.or(Some(value));
+                }
                 "tracestate" => present.tracestate = true,
                 "b3" => present.b3 = true,
                 n if n.starts_with("x-b3-") => present.b3_multi = true,
