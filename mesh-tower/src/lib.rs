@@ -66,6 +66,7 @@ pub mod mesh;
 pub mod metrics;
 pub mod observe;
 pub mod outbound;
+mod ring;
 mod rng;
 pub mod server;
 pub mod trace;

@@ -221,8 +221,8 @@ mod recent_http {
     use std::cell::RefCell;
     use std::sync::Arc;
 
-    use super::registry::Ring;
     use super::{HttpKey, HttpSeries};
+    use crate::ring::Ring;
 
     const SLOTS: usize = 4;
 

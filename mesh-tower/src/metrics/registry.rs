@@ -157,29 +157,6 @@ enum Key {
     Derived,
 }
 
-/// A thread's memory of its last few lookups: a few slots, reused in turn.
-pub(crate) struct Ring<T, const N: usize> {
-    slots: [T; N],
-    next: usize,
-}
-
-impl<T, const N: usize> Ring<T, N> {
-    pub(crate) const fn new(slots: [T; N]) -> Self {
-        Self { slots, next: 0 }
-    }
-
-    pub(crate) fn iter(&self) -> std::slice::Iter<'_, T> {
-        self.slots.iter()
-    }
-
-    /// The slot to fill next (the one filled longest ago).
-    pub(crate) fn next_slot(&mut self) -> &mut T {
-        let i = self.next;
-        self.next = (i + 1) % N;
-        &mut self.slots[i]
-    }
-}
-
 /// The last few ids this thread looked up, by interner. A connection's requests repeat
 /// the same Host and the same peer metadata (a few hundred bytes of base64): a hit here
 /// is one compare of the bytes instead of hashing them and probing the shared map. Ids
@@ -188,7 +165,8 @@ impl<T, const N: usize> Ring<T, N> {
 mod recent {
     use std::cell::RefCell;
 
-    use super::{Key, Ring};
+    use super::Key;
+    use crate::ring::Ring;
 
     const SLOTS: usize = 8;
     /// Longer keys are not kept (the memory stays with the thread).

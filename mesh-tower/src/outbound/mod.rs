@@ -835,8 +835,43 @@ fn host_for<B>(target: Option<&Target>, authority: &str, req: &Request<B>) -> Op
     }
     match target {
         Some(t) => t.host.clone(),
-        None => HeaderValue::from_str(authority).ok(),
+        None => recent_host(authority),
     }
+}
+
+/// The Host value of an authority a client not bound to a target names, remembered per
+/// thread: a client's calls repeat a few authorities, and a value made anew each time was
+/// checked, copied and allocated on every call.
+fn recent_host(authority: &str) -> Option<HeaderValue> {
+    use std::cell::RefCell;
+
+    use crate::ring::Ring;
+
+    type Slot = Option<(Box<str>, HeaderValue)>;
+    thread_local! {
+        static RECENT: RefCell<Ring<Slot, 4>> = const { RefCell::new(Ring::new([const { None }; 4])) };
+    }
+    let found = RECENT
+        .try_with(|r| {
+            let r = r.try_borrow().ok()?;
+            r.iter()
+                .flatten()
+                .find(|(a, _)| **a == *authority)
+                .map(|(_, host)| host.clone())
+        })
+        .ok()
+        .flatten();
+    if found.is_some() {
+        return found;
+    }
+    // Shared from the start, so that each clone counts a reference.
+    let host = HeaderValue::from_maybe_shared(Bytes::copy_from_slice(authority.as_bytes())).ok()?;
+    let _ = RECENT.try_with(|r| {
+        if let Ok(mut r) = r.try_borrow_mut() {
+            *r.next_slot() = Some((Box::from(authority), host.clone()));
+        }
+    });
+    Some(host)
 }
 
 fn vh_retry(vh: &VirtualHost) -> Option<&RetryPolicy> {
@@ -905,4 +940,32 @@ fn request_hash<B>(fwd: &ForwardAction, state: &ClusterState, req: &Request<B>) 
         }
     }
     hash
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn an_unbound_clients_host_is_its_authority_remembered_per_thread() {
+        let req = Request::new(());
+        // More authorities than the thread remembers, twice over: each gets its own.
+        for _ in 0..2 {
+            for n in 0..9 {
+                let authority = format!("payment-{n}.shop:8080");
+                let host = host_for(None, &authority, &req).expect("a valid host");
+                assert_eq!(host.to_str().unwrap(), authority);
+            }
+        }
+        // Not a header value: no Host from it (the pool then writes the endpoint's).
+        assert_eq!(host_for(None, "bad\nhost", &req), None);
+        // A request with its own Host keeps it.
+        let mut with_host = Request::new(());
+        with_host
+            .headers_mut()
+            .insert(http::header::HOST, HeaderValue::from_static("mine"));
+        assert_eq!(host_for(None, "payment:8080", &with_host), None);
+    }
 }
