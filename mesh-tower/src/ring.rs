@@ -2,6 +2,9 @@
 //! connection's Host, its peer's metadata, its metric series): a hit compares a key
 //! instead of hashing it and probing a shared map.
 
+use std::cell::RefCell;
+use std::thread::LocalKey;
+
 /// A thread's memory of its last few lookups: a few slots, reused in turn.
 pub(crate) struct Ring<T, const N: usize> {
     slots: [T; N],
@@ -23,4 +26,28 @@ impl<T, const N: usize> Ring<T, N> {
         self.next = (i + 1) % N;
         &mut self.slots[i]
     }
+}
+
+/// The thread-local ring a memory lives in.
+pub(crate) type Local<T, const N: usize> = LocalKey<RefCell<Ring<T, N>>>;
+
+/// The first of this thread's slots in `ring` that `found` answers for; nothing when the
+/// thread's ring is gone (thread exit) or in use.
+pub(crate) fn find<T, R, const N: usize>(
+    ring: &'static Local<T, N>,
+    found: impl FnMut(&T) -> Option<R>,
+) -> Option<R> {
+    ring.try_with(|r| r.try_borrow().ok()?.iter().find_map(found))
+        .ok()
+        .flatten()
+}
+
+/// Fills the next of this thread's slots in `ring` (skipped when the ring is gone or in
+/// use: a memory, nothing lost).
+pub(crate) fn fill<T, const N: usize>(ring: &'static Local<T, N>, fill: impl FnOnce(&mut T)) {
+    let _ = ring.try_with(|r| {
+        if let Ok(mut r) = r.try_borrow_mut() {
+            fill(r.next_slot());
+        }
+    });
 }

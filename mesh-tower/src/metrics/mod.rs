@@ -222,7 +222,7 @@ mod recent_http {
     use std::sync::Arc;
 
     use super::{HttpKey, HttpSeries};
-    use crate::ring::Ring;
+    use crate::ring::{self, Ring};
 
     const SLOTS: usize = 4;
 
@@ -243,18 +243,13 @@ mod recent_http {
         record: impl FnOnce(&HttpSeries),
     ) {
         let mut record = Some(record);
-        let hit = RECENT
-            .try_with(|r| {
-                let r = r.try_borrow().ok()?;
-                let (_, _, series) = r
-                    .iter()
-                    .flatten()
-                    .find(|(m, k, _)| *m == map && *k == key)?;
+        let hit = ring::find(&RECENT, |slot| match slot {
+            Some((m, k, series)) if *m == map && *k == key => {
                 (record.take()?)(series);
                 Some(())
-            })
-            .ok()
-            .flatten();
+            }
+            _ => None,
+        });
         if hit.is_some() {
             return;
         }
@@ -262,11 +257,7 @@ mod recent_http {
         if let Some(record) = record.take() {
             record(&series);
         }
-        let _ = RECENT.try_with(|r| {
-            if let Ok(mut r) = r.try_borrow_mut() {
-                *r.next_slot() = Some((map, key, series));
-            }
-        });
+        ring::fill(&RECENT, |slot| *slot = Some((map, key, series)));
     }
 }
 

@@ -166,7 +166,7 @@ mod recent {
     use std::cell::RefCell;
 
     use super::Key;
-    use crate::ring::Ring;
+    use crate::ring::{self, Ring};
 
     const SLOTS: usize = 8;
     /// Longer keys are not kept (the memory stays with the thread).
@@ -193,26 +193,16 @@ mod recent {
     }
 
     pub(super) fn find(interner: u64, key_kind: Key, key: &[u8]) -> Option<u32> {
-        RECENT
-            .try_with(|r| {
-                let r = r.try_borrow().ok()?;
-                r.iter()
-                    .find(|s| s.interner == interner && s.key_kind == key_kind && s.key == key)
-                    .map(|s| s.id)
-            })
-            .ok()
-            .flatten()
+        ring::find(&RECENT, |s| {
+            (s.interner == interner && s.key_kind == key_kind && s.key == key).then_some(s.id)
+        })
     }
 
     pub(super) fn remember(interner: u64, key_kind: Key, key: &[u8], id: u32) {
         if key.len() > MAX_KEY {
             return;
         }
-        let _ = RECENT.try_with(|r| {
-            let Ok(mut r) = r.try_borrow_mut() else {
-                return;
-            };
-            let slot = r.next_slot();
+        ring::fill(&RECENT, |slot| {
             slot.interner = interner;
             slot.key_kind = key_kind;
             slot.id = id;

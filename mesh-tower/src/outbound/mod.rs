@@ -845,31 +845,23 @@ fn host_for<B>(target: Option<&Target>, authority: &str, req: &Request<B>) -> Op
 fn recent_host(authority: &str) -> Option<HeaderValue> {
     use std::cell::RefCell;
 
-    use crate::ring::Ring;
+    use crate::ring::{self, Ring};
 
     type Slot = Option<(Box<str>, HeaderValue)>;
     thread_local! {
         static RECENT: RefCell<Ring<Slot, 4>> = const { RefCell::new(Ring::new([const { None }; 4])) };
     }
-    let found = RECENT
-        .try_with(|r| {
-            let r = r.try_borrow().ok()?;
-            r.iter()
-                .flatten()
-                .find(|(a, _)| **a == *authority)
-                .map(|(_, host)| host.clone())
-        })
-        .ok()
-        .flatten();
+    let found = ring::find(&RECENT, |slot| match slot {
+        Some((a, host)) if **a == *authority => Some(host.clone()),
+        _ => None,
+    });
     if found.is_some() {
         return found;
     }
     // Shared from the start, so that each clone counts a reference.
     let host = HeaderValue::from_maybe_shared(Bytes::copy_from_slice(authority.as_bytes())).ok()?;
-    let _ = RECENT.try_with(|r| {
-        if let Ok(mut r) = r.try_borrow_mut() {
-            *r.next_slot() = Some((Box::from(authority), host.clone()));
-        }
+    ring::fill(&RECENT, |slot| {
+        *slot = Some((Box::from(authority), host.clone()))
     });
     Some(host)
 }

@@ -78,11 +78,8 @@ pub fn extract_with(headers: &HeaderMap, propagation: Propagation) -> Incoming {
         incoming.baggage = baggage::baggage_from(headers);
     }
     if propagation.tracecontext() {
-        // Exactly one `traceparent`: a repeated one is invalid (as `traceparent_from`).
-        let traceparent = match present.traceparent {
-            Some(v) if !present.traceparent_repeated => Some(w3c::parse_traceparent(v.as_bytes())),
-            _ => None,
-        };
+        let traceparent =
+            w3c::single_traceparent(present.traceparent, present.traceparent_repeated);
         if let Some(Ok(tp)) = traceparent {
             incoming.parent = Some((tp.trace_id, tp.parent_id));
             incoming.sampled = Some(tp.flags & FLAG_SAMPLED != 0);

@@ -125,8 +125,18 @@ pub fn traceparent_from(
     headers: &http::HeaderMap,
 ) -> Option<Result<TraceParent, InvalidTraceParent>> {
     let mut all = headers.get_all(TRACEPARENT).iter();
-    let first = all.next()?;
-    if all.next().is_some() {
+    let first = all.next();
+    single_traceparent(first, all.next().is_some())
+}
+
+/// The `traceparent` of a request whose first such header is `first`, and which had
+/// another when `repeated` (invalid: exactly one must be present).
+pub(crate) fn single_traceparent(
+    first: Option<&HeaderValue>,
+    repeated: bool,
+) -> Option<Result<TraceParent, InvalidTraceParent>> {
+    let first = first?;
+    if repeated {
         return Some(Err(InvalidTraceParent::Duplicate));
     }
     Some(parse_traceparent(first.as_bytes()))
