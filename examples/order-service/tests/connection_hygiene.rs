@@ -326,6 +326,87 @@ async fn slowloris_peers_are_closed_by_the_header_read_timeout() {
     eprintln!("slowloris x{peers}: RSS +{growth} KiB; all closed");
 }
 
+/// Reads one HTTP/1.1 response with a `content-length` body off a keep-alive connection.
+async fn read_one_response(s: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(
+            n > 0,
+            "closed before the response: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .expect("a content-length");
+            if body.len() >= length {
+                return text;
+            }
+        }
+    }
+}
+
+/// The header-read timeout is HTTP/1.1's: a keep-alive connection with no next request is
+/// closed at it, while an HTTP/2 connection (told by its preface, before any request) is
+/// held until the idle timeout. hyper's own HTTP/1.1 timer is not used; the connection's
+/// idle check applies the header-read timeout to HTTP/1.1 connections only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_header_read_timeout_closes_idle_http1_connections_but_not_http2_ones() {
+    let idle_timeout = 12;
+    let service = Service::start_with(idle_timeout, HEADER_TIMEOUT_SECS, &[]).await;
+    // h2c with prior knowledge: the preface and an empty SETTINGS frame; the server's
+    // SETTINGS is read and acknowledged. No request is sent.
+    let mut h2 = TcpStream::connect(service.addr).await.unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let mut head = [0u8; 9];
+    h2.read_exact(&mut head).await.unwrap();
+    assert_eq!(head[3], 0x4, "the server's first frame is its SETTINGS");
+    let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+    let mut payload = vec![0u8; len];
+    h2.read_exact(&mut payload).await.unwrap();
+    h2.write_all(b"\0\0\0\x04\x01\0\0\0\0").await.unwrap();
+    let h2_started = tokio::time::Instant::now();
+
+    // HTTP/1.1 keep-alive: one request answered, then nothing.
+    let mut h1 = TcpStream::connect(service.addr).await.unwrap();
+    h1.write_all(b"GET /healthz HTTP/1.1\r\nhost: order\r\n\r\n")
+        .await
+        .unwrap();
+    let response = read_one_response(&mut h1).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        closed_within(&mut h1, Duration::from_secs(HEADER_TIMEOUT_SECS + 20)).await,
+        "an idle HTTP/1.1 keep-alive connection outlived the header-read timeout"
+    );
+
+    // The HTTP/2 connection has now been idle past the header-read timeout too; it is
+    // still open (checked until a second before its idle timeout) and closed after it.
+    let idle = Duration::from_secs(idle_timeout);
+    let elapsed = h2_started.elapsed();
+    assert!(elapsed > Duration::from_secs(HEADER_TIMEOUT_SECS));
+    if let Some(window) = idle.checked_sub(elapsed + Duration::from_secs(1)) {
+        assert!(
+            !closed_within(&mut h2, window.min(Duration::from_secs(3))).await,
+            "an idle HTTP/2 connection was closed before its idle timeout"
+        );
+    }
+    assert!(
+        closed_within(&mut h2, idle + Duration::from_secs(20)).await,
+        "an idle HTTP/2 connection outlived the idle timeout"
+    );
+}
+
 struct Dir(PathBuf);
 
 impl Drop for Dir {

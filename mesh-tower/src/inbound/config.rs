@@ -20,7 +20,9 @@ use std::time::Duration;
 ///
 /// The header-read timeout runs whenever an HTTP/1.1 connection waits for a request's
 /// headers, including between requests: a keep-alive connection with no request for that
-/// long is closed (as hyper does), which is also how a slowloris peer is dropped. A
+/// long is closed (as hyper does), which is also how a slowloris peer is dropped. Until a
+/// connection's first bytes say HTTP/2 (its preface), it counts as HTTP/1.1: one that
+/// sends nothing is closed at the header-read timeout too. A
 /// connection idle means nothing in flight: no request being served and no response body
 /// being sent; one idle for [`idle_timeout`](Self::idle_timeout) is closed. When a limit is
 /// reached, the connection that has been idle the longest (of the same peer address, for

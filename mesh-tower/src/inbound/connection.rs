@@ -20,6 +20,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::{Service, ServiceExt};
 
 use super::config::InboundConfig;
+use super::preface::Sniffed;
 use super::table::{Activity, InFlight, Registered};
 use super::until::{Ended, Until};
 use super::{effective_mode, set_nodelay, PeerIdentity};
@@ -100,13 +101,12 @@ pub(super) struct Context {
 
 type AutoBuilder = hyper_util::server::conn::auto::Builder<BoxingExecutor>;
 
-/// The HTTP/1.1 and HTTP/2 server with the config's timeouts and limits.
+/// The HTTP/1.1 and HTTP/2 server with the config's HTTP/2 keepalive and stream limit.
+/// HTTP/1.1 gets no timer: the header-read timeout is the connection's own idle check
+/// (`serve_http`), which costs nothing per request; hyper's makes and drops a timer for
+/// every request head.
 pub(super) fn http_builder(config: &InboundConfig) -> AutoBuilder {
     let mut builder = AutoBuilder::new(BoxingExecutor);
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -325,8 +325,29 @@ impl<B: http_body::Body> http_body::Body for TrackedBody<B> {
     }
 }
 
+/// The shortest wait between two idle checks of a connection that is busy.
+const MIN_IDLE_CHECK: Duration = Duration::from_millis(1);
+
+/// How long a connection may have nothing in flight before it is closed, and why it then
+/// is. An HTTP/2 connection: the idle timeout. Any other (HTTP/1.1, or one that has not
+/// yet sent the bytes that say which): the header-read timeout too, which runs from the
+/// connection's start or its last response's end until the next request's headers have
+/// been read, as hyper's does (a keep-alive connection without a request for that long is
+/// closed, and so is a slowloris peer).
+fn idle_limit(config: &InboundConfig, http2: bool) -> (Duration, &'static str) {
+    if http2 || config.idle_timeout <= config.header_read_timeout {
+        (config.idle_timeout, "idle timeout")
+    } else {
+        (
+            config.header_read_timeout,
+            "no request headers within the header-read timeout",
+        )
+    }
+}
+
 /// Serves HTTP on an established connection until the peer closes it, the listener shuts
-/// down (graceful), the table evicts it, or it has been idle for the idle timeout.
+/// down (graceful), the table evicts it, or it has been idle for its limit
+/// ([`idle_limit`]).
 async fn serve_http<S, B>(
     ctx: &Context,
     io: Box<dyn IoStream>,
@@ -340,7 +361,7 @@ async fn serve_http<S, B>(
     let remote = peer.remote_addr;
     let mut closing = ctx.closing.clone();
     let conn = ctx.http.serve_connection_with_upgrades(
-        TokioIo::new(io),
+        TokioIo::new(Sniffed::new(io, Arc::clone(&activity))),
         WithPeer {
             inner: service,
             peer,
@@ -348,27 +369,28 @@ async fn serve_http<S, B>(
         },
     );
     tokio::pin!(conn);
-    let idle_timeout = ctx.config.idle_timeout;
     let idle = async {
         loop {
+            let (limit, why) = idle_limit(&ctx.config, activity.is_http2());
             let idle_for = activity.idle_for();
-            if activity.is_idle() && idle_for >= idle_timeout {
-                return;
+            if activity.is_idle() && idle_for >= limit {
+                return why;
             }
-            // Check again when the timeout would be up if nothing happens meanwhile.
+            // Check again when the limit would be up if nothing happens meanwhile (and
+            // not in a loop, should the limit be zero).
             let wait = if activity.is_idle() {
-                idle_timeout - idle_for
+                limit - idle_for
             } else {
-                idle_timeout
+                limit
             };
-            tokio::time::sleep(wait).await;
+            tokio::time::sleep(wait.max(MIN_IDLE_CHECK)).await;
         }
     };
     let stop = async {
         tokio::select! {
             _ = closing.wait_for(|closing| *closing) => "shutting down",
             () = activity.evicted() => "closed to make room for another connection",
-            () = idle => "idle timeout",
+            why = idle => why,
         }
     };
     // The close signals are polled when they fire, not on each of the connection's wake-ups.

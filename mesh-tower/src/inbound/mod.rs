@@ -60,6 +60,7 @@ use table::{Admission, ConnectionTable};
 mod authz;
 mod config;
 mod connection;
+mod preface;
 mod table;
 mod until;
 

@@ -21,6 +21,8 @@ pub(super) struct Activity {
     /// Set when the table closes the connection to make room.
     evicted: AtomicBool,
     evict: Notify,
+    /// Set when the connection's first bytes were HTTP/2's preface.
+    http2: AtomicBool,
 }
 
 impl Activity {
@@ -31,6 +33,7 @@ impl Activity {
             last_active_ms: AtomicU64::new(0),
             evicted: AtomicBool::new(false),
             evict: Notify::new(),
+            http2: AtomicBool::new(false),
         };
         this.touch();
         this
@@ -71,6 +74,16 @@ impl Activity {
         }
         let since = self.last_active_ms.load(Ordering::Relaxed);
         Duration::from_millis(self.now_ms().saturating_sub(since))
+    }
+
+    /// Marks the connection HTTP/2 (its first bytes were the preface).
+    pub(super) fn mark_http2(&self) {
+        self.http2.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the connection speaks HTTP/2; until its first bytes are read, it does not.
+    pub(super) fn is_http2(&self) -> bool {
+        self.http2.load(Ordering::Relaxed)
     }
 
     /// Resolves when the table evicts the connection.
