@@ -64,6 +64,19 @@ fn quick_run_writes_a_complete_report() {
             r["max_rps"].as_f64().unwrap() > 0.0,
             "{name}: no closed-loop throughput"
         );
+        let rounds: Vec<f64> = r["max_rps_rounds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert!(!rounds.is_empty(), "{name}: no closed-loop rounds");
+        assert!(
+            rounds.iter().any(|&v| v <= r["max_rps"].as_f64().unwrap())
+                && rounds.iter().any(|&v| v >= r["max_rps"].as_f64().unwrap()),
+            "{name}: the maximum {} is not the median of its rounds {rounds:?}",
+            r["max_rps"]
+        );
         let rates = r["rates"].as_array().unwrap();
         assert_eq!(rates.len(), 2, "{name}: quick mode runs two rates");
         for rate in rates {

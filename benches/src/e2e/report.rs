@@ -78,8 +78,12 @@ pub struct ScenarioResult {
     pub reason: Option<String>,
     /// Per open-loop rate.
     pub rates: Vec<RateResult>,
-    /// Closed-loop maximum throughput with everything under test on one core, req/s.
+    /// Closed-loop maximum throughput with everything under test on one core, req/s: the
+    /// median of [`max_rps_rounds`](Self::max_rps_rounds).
     pub max_rps: Option<f64>,
+    /// Each closed-loop round's throughput, req/s, in the order run (the scenarios of a
+    /// protocol take their rounds in turn).
+    pub max_rps_rounds: Vec<f64>,
     /// Failed requests during the closed loop.
     pub max_rps_errors: u64,
     /// Peak RSS (VmHWM) of each process at the end, KiB.
@@ -96,6 +100,7 @@ impl ScenarioResult {
             reason: Some(reason),
             rates: Vec::new(),
             max_rps: None,
+            max_rps_rounds: Vec::new(),
             max_rps_errors: 0,
             rss_kb: BTreeMap::new(),
         }
@@ -271,7 +276,7 @@ pub fn markdown(report: &Report) -> String {
     let s = &report.settings;
     let _ = writeln!(
         out,
-        "Open loop {} s per rate, {} B bodies each way; processes under test {}; closed loop {} concurrent for {} s.\n",
+        "Open loop {} s per rate, {} B bodies each way; processes under test {}; closed loop {} concurrent for {} s per scenario, in rounds the scenarios take in turn.\n",
         s.duration_s,
         s.body_bytes,
         if s.pinned { "on CPU 1, generator on CPU 0" } else { "not pinned" },
@@ -317,21 +322,23 @@ pub fn markdown(report: &Report) -> String {
     }
     let _ = writeln!(
         out,
-        "\n| protocol | scenario | max req/s (one core) | peak RSS per process over the whole run, overloads included (MiB) |"
+        "\n| protocol | scenario | max req/s (one core; median of the rounds) | rounds, req/s | peak RSS per process over the whole run, overloads included (MiB) |"
     );
-    let _ = writeln!(out, "|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|");
     for r in report.results.iter().filter(|r| r.status == "ok") {
         let rss: Vec<String> = r
             .rss_kb
             .iter()
             .map(|(k, v)| format!("{k} {:.1}", *v as f64 / 1024.0))
             .collect();
+        let rounds: Vec<String> = r.max_rps_rounds.iter().map(|v| format!("{v:.0}")).collect();
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} |",
             r.protocol,
             r.scenario,
             r.max_rps.map_or_else(String::new, |v| format!("{v:.0}")),
+            rounds.join(", "),
             rss.join(", ")
         );
     }

@@ -142,8 +142,18 @@ pub async fn run(config: &RunConfig) -> Result<Report, BoxError> {
                 r.measure(rate, config.duration).await;
             }
         }
+        // The closed loop too, in rounds taken in turn (each scenario's maximum is the
+        // median of its rounds): one scenario's whole closed loop after another's let a
+        // few seconds of background load decide their ratio.
+        let rounds = max_rounds(config.max_duration);
+        let per_round = config.max_duration / rounds;
+        for _ in 0..rounds {
+            for r in &mut running {
+                r.max_round(config.concurrency, per_round).await;
+            }
+        }
         for r in running {
-            let result = r.finish(config).await;
+            let result = r.finish();
             eprintln!("e2e: {}", progress_line(&result));
             results.push(result);
         }
@@ -238,6 +248,30 @@ fn progress_line(r: &ScenarioResult) -> String {
     )
 }
 
+/// Closed-loop rounds per scenario: one per half second of `max_duration`, at most 5.
+fn max_rounds(max_duration: Duration) -> u32 {
+    let halves = (max_duration.as_secs_f64() / 0.5).floor();
+    if halves >= 5.0 {
+        5
+    } else if halves >= 1.0 {
+        halves as u32
+    } else {
+        1
+    }
+}
+
+/// The median of `values` (the mean of the middle two when their count is even).
+fn median(values: &[f64]) -> Option<f64> {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
 /// One scenario's processes, running, and what has been measured on them.
 struct Running {
     scenario: Scenario,
@@ -246,6 +280,10 @@ struct Running {
     procs: Vec<Proc>,
     target: Target,
     rates: Vec<RateResult>,
+    /// Each closed-loop round's throughput, req/s.
+    max_rounds: Vec<f64>,
+    /// Failed requests over the closed-loop rounds.
+    max_errors: u64,
 }
 
 impl Running {
@@ -302,6 +340,8 @@ impl Running {
             procs,
             target,
             rates: Vec::new(),
+            max_rounds: Vec::new(),
+            max_errors: 0,
         })
     }
 
@@ -339,11 +379,18 @@ impl Running {
         });
     }
 
-    /// The closed loop, then the result; the processes stop when `self` is dropped.
-    async fn finish(mut self, config: &RunConfig) -> ScenarioResult {
-        let max = closed_loop(&self.target, config.concurrency, config.max_duration).await;
+    /// One closed-loop round.
+    async fn max_round(&mut self, concurrency: usize, duration: Duration) {
+        let round = closed_loop(&self.target, concurrency, duration).await;
+        self.max_rounds.push(round.rps);
+        self.max_errors += round.errors;
+    }
+
+    /// The result; the processes stop when `self` is dropped.
+    fn finish(mut self) -> ScenarioResult {
+        let max = median(&self.max_rounds);
         for r in &mut self.rates {
-            r.max_rps = Some(max.rps);
+            r.max_rps = max;
         }
         ScenarioResult {
             scenario: self.scenario,
@@ -351,8 +398,9 @@ impl Running {
             status: "ok".into(),
             reason: None,
             rates: std::mem::take(&mut self.rates),
-            max_rps: Some(max.rps),
-            max_rps_errors: max.errors,
+            max_rps: max,
+            max_rps_rounds: std::mem::take(&mut self.max_rounds),
+            max_rps_errors: self.max_errors,
             rss_kb: rss_by_process(&self.procs),
         }
     }
@@ -444,5 +492,26 @@ pub fn ensure_parent(path: &Path) -> std::io::Result<()> {
     match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => std::fs::create_dir_all(parent),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{max_rounds, median};
+    use std::time::Duration;
+
+    #[test]
+    fn the_closed_loop_takes_a_round_per_half_second_up_to_five() {
+        assert_eq!(max_rounds(Duration::from_secs(4)), 5);
+        assert_eq!(max_rounds(Duration::from_secs_f64(1.2)), 2);
+        assert_eq!(max_rounds(Duration::from_millis(500)), 1);
+        assert_eq!(max_rounds(Duration::from_millis(100)), 1);
+    }
+
+    #[test]
+    fn the_median_of_odd_and_even_counts() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[3.0, 1.0, 100.0]), Some(3.0));
+        assert_eq!(median(&[4.0, 1.0, 2.0, 100.0]), Some(3.0));
     }
 }
