@@ -160,6 +160,21 @@ fn instruction_counts_of_bare_and_mesh_services() {
                 .unwrap_or_else(|| panic!("no {scenario} row in {stdout}"));
             row.split('|').nth(5).unwrap().trim().parse().unwrap()
         };
+        // The second table's rows: lines of code run per request.
+        let lines = |scenario: &str| -> u64 {
+            let row = stdout
+                .lines()
+                .filter(|l| l.starts_with(&format!("| http1 | {scenario} |")))
+                .nth(1)
+                .unwrap_or_else(|| panic!("no {scenario} row of code lines in {stdout}"));
+            row.split('|').nth(5).unwrap().trim().parse().unwrap()
+        };
+        assert!(
+            lines("mesh-plain") > lines("bare") && lines("bare") > 100,
+            "code lines per request: bare {}, mesh-plain {}",
+            lines("bare"),
+            lines("mesh-plain")
+        );
         (both("bare"), both("mesh-plain"))
     };
     let (bare, mesh) = count("");
