@@ -26,7 +26,7 @@ use mesh_core::breaker::{BreakerGuard, CircuitBreaker, Overflow};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use super::demand::{ConnectionClaim, DialDemands};
+use super::demand::{ClaimHandle, ConnectionClaim, DialDemands};
 use crate::body::BoxError;
 use crate::metrics::{Metrics, Reporter, SecurityPolicy};
 
@@ -429,6 +429,14 @@ pub struct MeshIo {
     /// Its place in its endpoint's connections (HTTP/1.1 pools).
     _claim: Option<ConnectionClaim>,
     _counted: Option<Counted>,
+}
+
+impl MeshIo {
+    /// Its place among its endpoint's connections (HTTP/1.1 pools), for the pool to give
+    /// up if the connection is upgraded.
+    pub(crate) fn claim_handle(&self) -> Option<ClaimHandle> {
+        self._claim.as_ref().map(ConnectionClaim::handle)
+    }
 }
 
 /// An open connection in the TCP metrics: counted open when made, closed when dropped.

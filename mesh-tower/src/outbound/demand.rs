@@ -9,7 +9,7 @@
 //! Envoy's pool opens a connection per pending request. A dial that is not needed waits for
 //! a request that needs it, until its connect timeout.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use event_listener::{Event, IntoNotification};
@@ -28,7 +28,7 @@ impl DialDemand {
     pub(crate) fn request(self: &Arc<Self>) -> DemandRequest {
         self.requests.fetch_add(1, Ordering::AcqRel);
         self.changed.notify(1.additional());
-        DemandRequest(Some(Arc::clone(self)))
+        DemandRequest(Arc::clone(self))
     }
 
     /// Counts one more connection if the requests outnumber the connections.
@@ -39,7 +39,7 @@ impl DialDemand {
                 (c < requests).then_some(c + 1)
             })
             .ok()
-            .map(|_| ConnectionClaim(Arc::clone(self)))
+            .map(|_| ConnectionClaim::new(self))
     }
 
     /// A claim on a new connection, once a request needs one; `None` if none does before
@@ -76,43 +76,72 @@ impl DialDemand {
 
 /// A request in flight on an endpoint's HTTP/1.1 pool.
 #[derive(Debug)]
-pub(crate) struct DemandRequest(Option<Arc<DialDemand>>);
-
-impl DemandRequest {
-    /// Leaves the request counted for good: its connection was upgraded (a WebSocket, a
-    /// CONNECT tunnel) and stays counted among the endpoint's connections until it closes,
-    /// unusable by the pool; the request counted in its place keeps the pool's dials from
-    /// waiting on it. When the upgraded connection closes the count is one too high, which
-    /// only lets one more dial through (as without this gate).
-    pub(crate) fn keep_counted(mut self) {
-        self.0 = None;
-    }
-}
+pub(crate) struct DemandRequest(Arc<DialDemand>);
 
 impl Drop for DemandRequest {
     fn drop(&mut self) {
-        if let Some(demand) = &self.0 {
-            demand.requests.fetch_sub(1, Ordering::AcqRel);
+        self.0.requests.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A connection counted for its endpoint, from its dial until it closes or is upgraded.
+#[derive(Debug)]
+pub(crate) struct ConnectionClaim(Arc<ClaimState>);
+
+#[derive(Debug)]
+struct ClaimState {
+    demand: Arc<DialDemand>,
+    released: AtomicBool,
+}
+
+impl ClaimState {
+    /// Uncounts the connection, once.
+    fn release(&self) {
+        if !self.released.swap(true, Ordering::AcqRel) {
+            self.demand.connections.fetch_sub(1, Ordering::AcqRel);
+            self.demand.changed.notify(1.additional());
         }
     }
 }
 
-/// A connection counted for its endpoint, from its dial until it closes.
-#[derive(Debug)]
-pub(crate) struct ConnectionClaim(Arc<DialDemand>);
-
 impl ConnectionClaim {
+    fn new(demand: &Arc<DialDemand>) -> Self {
+        Self(Arc::new(ClaimState {
+            demand: Arc::clone(demand),
+            released: AtomicBool::new(false),
+        }))
+    }
+
     /// Whether the endpoint has more connections (this one included) than requests: a
     /// request this dial was for has been served by a connection that came free.
     pub(crate) fn is_surplus(&self) -> bool {
-        self.0.connections.load(Ordering::Acquire) > self.0.requests.load(Ordering::Acquire)
+        let demand = &self.0.demand;
+        demand.connections.load(Ordering::Acquire) > demand.requests.load(Ordering::Acquire)
+    }
+
+    /// What the pool keeps with the connection, to give up its place if it is upgraded.
+    pub(crate) fn handle(&self) -> ClaimHandle {
+        ClaimHandle(Arc::clone(&self.0))
     }
 }
 
 impl Drop for ConnectionClaim {
     fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::AcqRel);
-        self.0.changed.notify(1.additional());
+        self.0.release();
+    }
+}
+
+/// A connection's place among its endpoint's connections, as the pool holds it.
+#[derive(Debug)]
+pub(crate) struct ClaimHandle(Arc<ClaimState>);
+
+impl ClaimHandle {
+    /// The connection was upgraded (a WebSocket, a CONNECT tunnel): it is the caller's
+    /// now, never the pool's again, so it no longer counts among the endpoint's
+    /// connections (a new request gets a dial of its own), though it stays open. Its
+    /// request ends as any other, when its response (the 101's empty body) does.
+    pub(crate) fn release(&self) {
+        self.0.release();
     }
 }
 
@@ -215,15 +244,25 @@ mod tests {
     }
 
     #[test]
-    fn an_upgraded_connections_request_stays_counted() {
+    fn an_upgraded_connection_gives_up_its_place_once() {
         let demand = Arc::new(DialDemand::default());
-        let upgraded = demand.request();
+        let upgrade = demand.request();
         let claim = demand.try_claim().unwrap();
-        upgraded.keep_counted();
-        // The upgraded connection is unusable by the pool: a new request still gets a dial.
-        let _next = demand.request();
-        assert!(demand.try_claim().is_some());
+        claim.handle().release();
+        assert_eq!(demand.counts(), (1, 0));
+        // The upgrade's response (the 101's empty body) ends.
+        drop(upgrade);
+        assert_eq!(demand.counts(), (0, 0));
+        // The upgraded connection, still open, is unusable by the pool: a new request gets
+        // a dial of its own, and only one.
+        let next = demand.request();
+        let dialed = demand.try_claim().expect("a dial for the new request");
+        assert!(demand.try_claim().is_none(), "one dial, not two");
+        // The upgraded connection closes: nothing is uncounted twice.
         drop(claim);
+        assert_eq!(demand.counts(), (1, 1));
+        drop((next, dialed));
+        assert_eq!(demand.counts(), (0, 0));
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::observe::Watch;
 pub(crate) struct AttemptGuard {
     endpoint: Arc<EndpointState>,
     /// On an HTTP/1.1 pool, the request counted in its endpoint's dial demand.
-    demand: Option<super::demand::DemandRequest>,
+    _demand: Option<super::demand::DemandRequest>,
 }
 
 impl AttemptGuard {
@@ -34,22 +34,10 @@ impl AttemptGuard {
         } else {
             None
         };
-        Self { endpoint, demand }
-    }
-
-    /// Leaves the request counted in its endpoint's dial demand after this guard goes
-    /// (an upgraded connection's: see [`DemandRequest::keep_counted`]).
-    ///
-    /// [`DemandRequest::keep_counted`]: super::demand::DemandRequest::keep_counted
-    pub(crate) fn keep_demand_counted(&mut self) {
-        if let Some(demand) = self.demand.take() {
-            demand.keep_counted();
+        Self {
+            endpoint,
+            _demand: demand,
         }
-    }
-
-    /// Whether the attempt counts in its endpoint's dial demand (HTTP/1.1 pool).
-    pub(crate) fn counts_demand(&self) -> bool {
-        self.demand.is_some()
     }
 
     /// The endpoint's address.

@@ -224,20 +224,7 @@ impl Sent {
         };
         let outcome = outcome.map(|resp| {
             let (parts, incoming) = resp.into_parts();
-            let mut guard = self.guard;
-            // An upgraded connection (101, CONNECT) leaves the pool for good but keeps its
-            // place among the endpoint's connections: its request stays counted, so the
-            // pool's dials are not held back by a connection they can never use. (Only
-            // HTTP/1.1 attempts count; the others skip the lookup.)
-            if guard.counts_demand()
-                && parts
-                    .extensions
-                    .get::<hyper::upgrade::OnUpgrade>()
-                    .is_some()
-            {
-                guard.keep_demand_counted();
-            }
-            let body = ResponseBody::upstream(incoming, &parts.headers, Some(guard));
+            let body = ResponseBody::upstream(incoming, &parts.headers, Some(self.guard));
             Response::from_parts(parts, body)
         });
         // Classified only for a cluster that detects outliers (the retry policy classifies

@@ -30,19 +30,63 @@ use tower::Service;
 
 use super::{H2Pool, PoolError, SendFuture};
 use crate::outbound::connect::{MeshConnector, MeshIo};
+use crate::outbound::demand::ClaimHandle;
 use crate::outbound::RequestBody;
 
 /// How long a connection stays idle before it is closed (hyper-util's pool default, which
 /// the mesh used before).
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-type Sender = http1::SendRequest<RequestBody>;
-
 type Handshake = Pin<
     Box<
-        dyn Future<Output = hyper::Result<(Sender, http1::Connection<MeshIo, RequestBody>)>> + Send,
+        dyn Future<
+                Output = hyper::Result<(
+                    http1::SendRequest<RequestBody>,
+                    http1::Connection<MeshIo, RequestBody>,
+                )>,
+            > + Send,
     >,
 >;
+
+/// A connection's sending half, with its place among the endpoint's connections (dial
+/// demand), which it gives up when upgraded.
+struct Sender {
+    tx: http1::SendRequest<RequestBody>,
+    claim: Option<ClaimHandle>,
+}
+
+impl Sender {
+    fn is_ready(&self) -> bool {
+        self.tx.is_ready()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<hyper::Result<()>> {
+        self.tx.poll_ready(cx)
+    }
+
+    /// Sends `req`; an upgraded connection (a 101, or a CONNECT's 2xx: hyper then hands
+    /// the response its `OnUpgrade`) leaves the endpoint's connections in the dial demand.
+    async fn try_send_request(
+        &mut self,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<RequestBody>>> {
+        let resp = self.tx.try_send_request(req).await?;
+        if let Some(claim) = &self.claim {
+            if resp
+                .extensions()
+                .get::<hyper::upgrade::OnUpgrade>()
+                .is_some()
+            {
+                claim.release();
+            }
+        }
+        Ok(resp)
+    }
+}
 
 /// One endpoint's HTTP/1.1 connections.
 pub(crate) struct H1Pool {
@@ -281,10 +325,12 @@ impl H1Pool {
             self.http2.adopt(io).await?;
             return Ok(None);
         }
-        let (mut tx, conn) = self
+        let claim = io.claim_handle();
+        let (tx, conn) = self
             .handshake(io)
             .await
             .map_err(|e| PoolError::Handshake(Arc::new(e)))?;
+        let mut tx = Sender { tx, claim };
         let authority = self.authority.clone();
         // A combinator, not an async block, for the reason given at `handshake`.
         tokio::spawn(conn.with_upgrades().map(move |ended| {
@@ -292,7 +338,7 @@ impl H1Pool {
                 tracing::debug!(endpoint = %authority, error = %e, "HTTP/1.1 connection ended");
             }
         }));
-        tx.ready().await.map_err(PoolError::Send)?;
+        tx.tx.ready().await.map_err(PoolError::Send)?;
         Ok(Some(tx))
     }
 

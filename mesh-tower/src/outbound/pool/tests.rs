@@ -856,3 +856,69 @@ async fn the_per_request_header_names_are_spelled_out_once_per_http2_connection(
         );
     }
 }
+
+/// An upgraded connection (here a 101 to an echo protocol) is the caller's: it leaves its
+/// endpoint's connections in the dial demand at once, its request ends as any other, and
+/// closing it later uncounts nothing twice. (Kept counted, each upgrade used to leave one
+/// request counted for good, letting the pool dial one connection more than needed.)
+#[tokio::test]
+async fn an_upgraded_connection_leaves_the_dial_demand_and_nothing_stays_counted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed before the request's head");
+            head.extend_from_slice(&chunk[..n]);
+        }
+        s.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        loop {
+            let n = s.read(&mut chunk).await.unwrap_or(0);
+            if n == 0 {
+                return;
+            }
+            s.write_all(&chunk[..n]).await.unwrap();
+        }
+    });
+    let demands = Arc::new(DialDemands::default());
+    let demand = demands.register(&addr.to_string());
+    let connector = connector(None).with_demand(demands);
+    let (pool, _) = h1_pool_over(addr, connector, Duration::from_secs(90));
+
+    let in_flight = demand.request();
+    let mut req = h1_request(&format!("http://{addr}/"));
+    req.headers_mut()
+        .insert("connection", http::HeaderValue::from_static("upgrade"));
+    req.headers_mut()
+        .insert("upgrade", http::HeaderValue::from_static("echo"));
+    let resp = pool.send(req).await.unwrap();
+    assert_eq!(resp.status(), http::StatusCode::SWITCHING_PROTOCOLS);
+    let upgraded = hyper::upgrade::on(resp).await.unwrap();
+    assert_eq!(
+        demand.counts(),
+        (1, 0),
+        "the upgraded connection still counted among the endpoint's connections"
+    );
+    drop(in_flight);
+    assert_eq!(
+        demand.counts(),
+        (0, 0),
+        "the upgrade's request stayed counted"
+    );
+
+    let mut io = TokioIo::new(upgraded);
+    io.write_all(b"ping").await.unwrap();
+    let mut echoed = [0u8; 4];
+    io.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"ping", "the upgraded stream is the caller's");
+    drop(io);
+    assert_eq!(demand.counts(), (0, 0), "closing it uncounted it again");
+}
