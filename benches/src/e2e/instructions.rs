@@ -58,8 +58,9 @@ pub struct Count {
     pub a: u64,
     /// Service B's instructions per request (its inbound and the app).
     pub b: u64,
-    /// Service A's lines of code run per request (see [`hot_code_lines`]); `None` when
-    /// the profile has no instruction addresses.
+    /// Service A's lines of code run per request: 64-byte lines holding an instruction
+    /// that ran at least once per request on average; `None` when the profile has no
+    /// instruction addresses.
     pub a_lines: Option<u64>,
     /// Service B's lines of code run per request.
     pub b_lines: Option<u64>,
@@ -237,9 +238,11 @@ async fn dumped(dir: &Path, prefix: &str) -> Result<String, BoxError> {
 
 /// The 64-byte lines of code holding an instruction that ran at least `min` times, in a
 /// callgrind profile dumped with `--dump-instr=yes` (positions `instr line`); `None` for a
-/// profile without instruction addresses. Addresses are absolute (`0x...`) or relative to
-/// the previous cost line's (`+n`, `-n`, `*`), call lines included; a call line's cost is
-/// the callee's, not its own instruction's, so only its address counts.
+/// profile without instruction addresses. An address is the instruction's offset in its
+/// object (`ob=`: the executable, libc, ...), so lines are told apart by object too. It is
+/// written whole (`0x...`) or relative to the previous cost line's (`+n`, `-n`, `*`), call
+/// lines included; a call line's cost is the callee's, not its own instruction's, so only
+/// its address counts.
 fn hot_code_lines(profile: &str, min: u64) -> Option<u64> {
     let positions = profile.lines().find_map(|l| l.strip_prefix("positions:"))?;
     let mut names = positions.split_whitespace();
@@ -251,12 +254,18 @@ fn hot_code_lines(profile: &str, min: u64) -> Option<u64> {
         Some(hex) => u64::from_str_radix(hex, 16).ok(),
         None => s.parse().ok(),
     };
-    let mut runs: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
+    let mut runs: std::collections::HashMap<(&str, u64), u64> = std::collections::HashMap::new();
     let mut addr = 0u64;
     let mut call_cost = false;
+    // The current object, by its compressed id (`(3)`) or its name.
+    let mut object = "";
     for line in profile.lines() {
         if line.starts_with("calls=") {
             call_cost = true;
+            continue;
+        }
+        if let Some(ob) = line.strip_prefix("ob=") {
+            object = ob.split_whitespace().next().unwrap_or(ob);
             continue;
         }
         let Some(first) = line.bytes().next() else {
@@ -282,12 +291,12 @@ fn hot_code_lines(profile: &str, min: u64) -> Option<u64> {
             .nth(other_positions)
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0);
-        *runs.entry(addr).or_default() += ran;
+        *runs.entry((object, addr)).or_default() += ran;
     }
-    let hot: std::collections::HashSet<u64> = runs
+    let hot: std::collections::HashSet<(&str, u64)> = runs
         .into_iter()
         .filter(|&(_, ran)| ran >= min)
-        .map(|(addr, _)| addr >> 6)
+        .map(|((object, addr), _)| (object, addr >> 6))
         .collect();
     Some(hot.len() as u64)
 }
@@ -439,6 +448,7 @@ mod tests {
         // Two functions; relative addresses continue across call lines and functions.
         let profile =
             "version: 1\ncreator: callgrind-3.19.0\npositions: instr line\nevents: Ir\n\n\
+            ob=(1) /bin/e2e\n\
             fn=(1) main\n\
             0x1000 10 300\n\
             +4 * 300\n\
@@ -451,12 +461,19 @@ mod tests {
             0x2000 20 150\n\
             * * 150\n\
             -0x1000 21 600\n\
-            totals: 96199\n";
-        // 0x1000 and 0x1004: line 0x40; 0x1040: line 0x41; the call at 0x1044 counts no
-        // instruction of its own; 0x1084 ran 299 times (too few); 0x2000 ran 300 times in
-        // two cost lines (line 0x80); 0x1000 again (line 0x40).
-        assert_eq!(hot_code_lines(profile, 300), Some(3));
-        assert_eq!(hot_code_lines(profile, 1), Some(4));
+            ob=(2) /lib/libc.so.6\n\
+            fn=(3) memcpy\n\
+            0x1000 30 300\n\
+            ob=(1)\n\
+            fn=(1)\n\
+            0x1008 10 300\n\
+            totals: 96799\n";
+        // In the executable: 0x1000 and 0x1004, line 0x40; 0x1040, line 0x41; the call at
+        // 0x1044 counts no instruction of its own; 0x1084 ran 299 times (too few); 0x2000
+        // ran 300 times in two cost lines (line 0x80); 0x1000 again and 0x1008 (line
+        // 0x40). In libc: 0x1000, its own line 0x40.
+        assert_eq!(hot_code_lines(profile, 300), Some(4));
+        assert_eq!(hot_code_lines(profile, 1), Some(5));
         assert_eq!(
             hot_code_lines("positions: line\nevents: Ir\nfn=(1) main\n10 5\n", 1),
             None,

@@ -82,7 +82,7 @@ pub struct ScenarioResult {
     /// median of [`max_rps_rounds`](Self::max_rps_rounds).
     pub max_rps: Option<f64>,
     /// Each closed-loop round's throughput, req/s, in the order run (the scenarios of a
-    /// protocol take their rounds in turn).
+    /// protocol take their rounds in turn, every other round in reverse order).
     pub max_rps_rounds: Vec<f64>,
     /// Failed requests during the closed loop.
     pub max_rps_errors: u64,

@@ -102,11 +102,13 @@ pub(super) struct Context {
 type AutoBuilder = hyper_util::server::conn::auto::Builder<BoxingExecutor>;
 
 /// The HTTP/1.1 and HTTP/2 server with the config's HTTP/2 keepalive and stream limit.
-/// HTTP/1.1 gets no timer: the header-read timeout is the connection's own idle check
+/// HTTP/1.1 gets no timer and no header-read timeout of hyper's (its default would be
+/// inert without a timer): the header-read timeout is the connection's own idle check
 /// (`serve_http`), which costs nothing per request; hyper's makes and drops a timer for
 /// every request head.
 pub(super) fn http_builder(config: &InboundConfig) -> AutoBuilder {
     let mut builder = AutoBuilder::new(BoxingExecutor);
+    builder.http1().header_read_timeout(None);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -176,6 +178,9 @@ pub(super) async fn handle<S, B>(
             return;
         }
     };
+    // The header-read timeout runs from here (as hyper's ran from its first read), not
+    // from the accept: the handshake had its own limit.
+    activity.touch();
     let counted = ctx.metrics.as_ref().map(|metrics| {
         let principal = peer.spiffe_id.as_ref().map(ToString::to_string);
         let security = if peer.spiffe_id.is_some() {
@@ -325,15 +330,15 @@ impl<B: http_body::Body> http_body::Body for TrackedBody<B> {
     }
 }
 
-/// The shortest wait between two idle checks of a connection that is busy.
+/// The shortest wait between two idle checks (a zero limit would otherwise spin).
 const MIN_IDLE_CHECK: Duration = Duration::from_millis(1);
 
 /// How long a connection may have nothing in flight before it is closed, and why it then
 /// is. An HTTP/2 connection: the idle timeout. Any other (HTTP/1.1, or one that has not
 /// yet sent the bytes that say which): the header-read timeout too, which runs from the
-/// connection's start or its last response's end until the next request's headers have
-/// been read, as hyper's does (a keep-alive connection without a request for that long is
-/// closed, and so is a slowloris peer).
+/// connection's establishment (TLS handshake done) or its last response's end until the
+/// next request's headers have been read, as hyper's does (a keep-alive connection
+/// without a request for that long is closed, and so is a slowloris peer).
 fn idle_limit(config: &InboundConfig, http2: bool) -> (Duration, &'static str) {
     if http2 || config.idle_timeout <= config.header_read_timeout {
         (config.idle_timeout, "idle timeout")
@@ -421,5 +426,34 @@ async fn serve_http<S, B>(
     };
     if let Err(error) = result {
         tracing::debug!(%error, %remote, "inbound connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http1_connections_get_the_header_read_timeout_http2_ones_the_idle_timeout() {
+        let config = InboundConfig::default()
+            .with_header_read_timeout(Duration::from_secs(30))
+            .with_idle_timeout(Duration::from_secs(300));
+        assert_eq!(
+            idle_limit(&config, false),
+            (
+                Duration::from_secs(30),
+                "no request headers within the header-read timeout"
+            )
+        );
+        assert_eq!(
+            idle_limit(&config, true),
+            (Duration::from_secs(300), "idle timeout")
+        );
+        // An idle timeout shorter than the header-read timeout comes first for both.
+        let short = config.with_idle_timeout(Duration::from_secs(5));
+        assert_eq!(
+            idle_limit(&short, false),
+            (Duration::from_secs(5), "idle timeout")
+        );
     }
 }

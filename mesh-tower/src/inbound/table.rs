@@ -43,7 +43,8 @@ impl Activity {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn touch(&self) {
+    /// Restarts the idle clock (a request's end, the connection's establishment).
+    pub(super) fn touch(&self) {
         self.last_active_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 

@@ -139,7 +139,9 @@ impl ClaimHandle {
     /// The connection was upgraded (a WebSocket, a CONNECT tunnel): it is the caller's
     /// now, never the pool's again, so it no longer counts among the endpoint's
     /// connections (a new request gets a dial of its own), though it stays open. Its
-    /// request ends as any other, when its response (the 101's empty body) does.
+    /// request ends as any other, when its response's body (the 101's, empty) ends or the
+    /// response is dropped; a caller that keeps the response meanwhile lets one dial more
+    /// through.
     pub(crate) fn release(&self) {
         self.0.release();
     }
