@@ -325,28 +325,8 @@ pub fn markdown(counts: &[Count], config: &Config) -> String {
             n => format!("{n} at a time"),
         }
     );
-    for c in counts {
-        let bare = counts
-            .iter()
-            .find(|b| b.protocol == c.protocol && b.scenario == Scenario::Bare);
-        let added = match bare {
-            Some(b) if c.scenario != Scenario::Bare => format!(
-                "{:+} / {:+} / {:+}",
-                c.a as i64 - b.a as i64,
-                c.b as i64 - b.b as i64,
-                (c.a + c.b) as i64 - (b.a + b.b) as i64
-            ),
-            _ => String::new(),
-        };
-        out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {added} |\n",
-            c.protocol,
-            c.scenario,
-            c.a,
-            c.b,
-            c.a + c.b
-        ));
-    }
+    let instructions: Vec<(&Count, u64, u64)> = counts.iter().map(|c| (c, c.a, c.b)).collect();
+    push_rows(&mut out, &instructions);
     let lines: Vec<(&Count, u64, u64)> = counts
         .iter()
         .filter_map(|c| Some((c, c.a_lines?, c.b_lines?)))
@@ -359,8 +339,15 @@ pub fn markdown(counts: &[Count], config: &Config) -> String {
          | protocol | scenario | service A | service B | A + B | added over bare (A / B / both) |\n\
          |---|---|---:|---:|---:|---|\n",
     );
-    for &(c, a, b) in &lines {
-        let bare = lines
+    push_rows(&mut out, &lines);
+    out
+}
+
+/// A table's rows: A's and B's figure per protocol and scenario, and what each scenario
+/// adds over `bare` of the same protocol.
+fn push_rows(out: &mut String, rows: &[(&Count, u64, u64)]) {
+    for &(c, a, b) in rows {
+        let bare = rows
             .iter()
             .find(|(x, _, _)| x.protocol == c.protocol && x.scenario == Scenario::Bare);
         let added = match bare {
@@ -379,7 +366,6 @@ pub fn markdown(counts: &[Count], config: &Config) -> String {
             a + b
         ));
     }
-    out
 }
 
 #[cfg(test)]

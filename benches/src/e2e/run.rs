@@ -145,18 +145,16 @@ pub async fn run(config: &RunConfig) -> Result<Report, BoxError> {
         // The closed loop too, in rounds taken in turn (each scenario's maximum is the
         // median of its rounds): one scenario's whole closed loop after another's let a
         // few seconds of background load decide their ratio.
-        // Every other round in reverse, so that no scenario always follows the same one.
+        // Every other round in reverse, so that no scenario always follows the same one
+        // (the results are sorted after).
         let rounds = max_rounds(config.max_duration);
         let per_round = config.max_duration / rounds;
         for round in 0..rounds {
-            if round % 2 == 1 {
+            if round > 0 {
                 running.reverse();
             }
             for r in &mut running {
                 r.max_round(config.concurrency, per_round).await;
-            }
-            if round % 2 == 1 {
-                running.reverse();
             }
         }
         for r in running {

@@ -68,13 +68,10 @@ impl Sender {
         self.tx.poll_ready(cx)
     }
 
-    /// Sends `req`; an upgraded connection (a 101, or a CONNECT's 2xx: hyper then hands
-    /// the response its `OnUpgrade`) leaves the endpoint's connections in the dial demand.
-    async fn try_send_request(
-        &mut self,
-        req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<RequestBody>>> {
-        let resp = self.tx.try_send_request(req).await?;
+    /// After `resp`'s head: an upgraded connection (a 101, or a CONNECT's 2xx: hyper then
+    /// hands the response its `OnUpgrade`) leaves the endpoint's connections in the dial
+    /// demand.
+    fn note_upgrade(&self, resp: &Response<Incoming>) {
         if let Some(claim) = &self.claim {
             if resp
                 .extensions()
@@ -84,7 +81,6 @@ impl Sender {
                 claim.release();
             }
         }
-        Ok(resp)
     }
 }
 
@@ -205,8 +201,9 @@ impl H1Pool {
                 Got::Http2 => return self.http2.send(req).await,
             };
             self.shape(&mut req);
-            match tx.try_send_request(req).await {
+            match tx.tx.try_send_request(req).await {
                 Ok(resp) => {
+                    tx.note_upgrade(&resp);
                     self.release(tx);
                     return Ok(resp);
                 }
