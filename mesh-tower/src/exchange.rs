@@ -3,6 +3,7 @@
 //! observers depend on neither `inbound` nor `outbound`.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use http::HeaderMap;
@@ -22,10 +23,15 @@ pub struct PeerIdentity {
     pub local_addr: SocketAddr,
     /// The server name the client asked for in its ClientHello.
     pub sni: Option<Arc<str>>,
+    /// What the connection remembers of its peer's metadata (Istio's metadata exchange,
+    /// once per connection between mesh services).
+    pub(crate) remembered: SharedMemory,
 }
 
 impl PeerIdentity {
-    /// A plaintext peer (for tests and servers that do their own TLS).
+    /// A plaintext peer (for tests and servers that do their own TLS). Make one per
+    /// connection and clone it onto its requests: the clones share what the connection
+    /// remembers of the peer's metadata (Istio's metadata exchange).
     pub fn plaintext(remote_addr: SocketAddr, local_addr: SocketAddr) -> Self {
         Self {
             spiffe_id: None,
@@ -33,6 +39,7 @@ impl PeerIdentity {
             remote_addr,
             local_addr,
             sni: None,
+            remembered: SharedMemory::default(),
         }
     }
 
@@ -43,6 +50,36 @@ impl PeerIdentity {
         self
     }
 }
+
+/// What one connection remembers of its peer for Istio's metadata exchange: the interned
+/// id of the metadata the peer sent, once both ends found that the connection runs between
+/// them with nothing in between (see `metrics::peer`). Zero: nothing (the interner's id of
+/// `unknown`, never remembered).
+#[derive(Debug, Default)]
+pub(crate) struct Remembered(AtomicU32);
+
+impl Remembered {
+    pub(crate) fn get(&self) -> Option<u32> {
+        Some(self.0.load(Ordering::Relaxed)).filter(|id| *id != 0)
+    }
+
+    pub(crate) fn set(&self, id: u32) {
+        self.0.store(id, Ordering::Relaxed);
+    }
+}
+
+/// A connection's [`Remembered`], shared by its requests. Not part of who the peer is:
+/// two are always equal.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SharedMemory(pub(crate) Arc<Remembered>);
+
+impl PartialEq for SharedMemory {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for SharedMemory {}
 
 /// Whether a request is gRPC (so failures are answered with a `grpc-status`).
 pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {

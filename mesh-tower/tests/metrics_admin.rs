@@ -9,7 +9,7 @@ use axum::Router;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
-use mesh_core::cluster::{Cluster, ClusterLoadAssignment, Endpoint};
+use mesh_core::cluster::{Cluster, ClusterLoadAssignment, Endpoint, UpstreamProtocol};
 use mesh_core::inbound::TlsMode;
 use mesh_core::route::{
     ClusterSpecifier, ForwardAction, Route, RouteAction, RouteConfig, RouteMatch, VirtualHost,
@@ -17,7 +17,9 @@ use mesh_core::route::{
 };
 use mesh_core::Snapshot;
 use mesh_tower::admin::AdminServer;
-use mesh_tower::metrics::{MetricsLayer, WorkloadLabels};
+use mesh_tower::metrics::{
+    MetricsLayer, WorkloadLabels, PEER_DIRECT, PEER_METADATA, PEER_METADATA_ID,
+};
 use mesh_tower::trace::TraceLayer;
 use mesh_tower::Mesh;
 use tower::ServiceBuilder;
@@ -476,6 +478,282 @@ async fn metadata_exchange_answers_only_a_caller_that_took_part() {
             "sent {sent:?}"
         );
     }
+}
+
+/// What a server's edge saw of the metadata exchange, before its metrics layer: requests
+/// that carried the caller's metadata, responses that carried the server's.
+#[derive(Default)]
+struct Carried {
+    requests: std::sync::atomic::AtomicUsize,
+    responses: std::sync::atomic::AtomicUsize,
+}
+
+/// `payment` with its metrics layer, behind an edge that counts what carried metadata.
+async fn serve_counting(mesh: &Mesh) -> (common::Server, std::sync::Arc<Carried>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let carried = std::sync::Arc::new(Carried::default());
+    let app = Router::new()
+        .route("/pay", get(|| async { "paid" }))
+        .layer(MetricsLayer::new(mesh.metrics().clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            std::sync::Arc::clone(&carried),
+            |axum::extract::State(carried): axum::extract::State<std::sync::Arc<Carried>>,
+             req: axum::extract::Request,
+             next: axum::middleware::Next| async move {
+                if req.headers().contains_key(PEER_METADATA) {
+                    carried.requests.fetch_add(1, Relaxed);
+                }
+                let resp = next.run(req).await;
+                if resp.headers().contains_key(PEER_METADATA) {
+                    carried.responses.fetch_add(1, Relaxed);
+                }
+                resp
+            },
+        ));
+    let server = common::start(common::policy(TlsMode::Disable), None, app).await;
+    (server, carried)
+}
+
+/// `payment.shop:8080` to one cluster of one endpoint at `addr`.
+fn one_endpoint(addr: std::net::SocketAddr, protocol: UpstreamProtocol) -> Snapshot {
+    let target = "payment.shop:8080";
+    let rc = RouteConfig::new(
+        target,
+        vec![VirtualHost::new(
+            "vh",
+            vec!["*".into()],
+            vec![Route::new(
+                "r",
+                RouteMatch::default(),
+                RouteAction::Forward(ForwardAction::new(ClusterSpecifier::Cluster(
+                    "payment".into(),
+                ))),
+            )],
+        )],
+    );
+    let mut cluster = Cluster::new("payment");
+    cluster.protocol = protocol;
+    Snapshot::builder()
+        .listener(target, target)
+        .route_config(rc)
+        .cluster(cluster)
+        .endpoints(ClusterLoadAssignment::from_endpoints(
+            "payment",
+            vec![Endpoint::new(addr)],
+        ))
+        .build()
+}
+
+/// A TCP relay to `to`, as an L4 proxy in between is: the server sees the relay's address
+/// and the client dialed the relay's.
+async fn relay(to: std::net::SocketAddr) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Six calls from `order` to `payment` over one connection (through a relay when asked):
+/// what carried metadata at payment's edge, and both sides' request counts labelled with
+/// the peer's workload.
+async fn six_calls(
+    protocol: UpstreamProtocol,
+    through_relay: bool,
+) -> (usize, usize, String, String) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let payment_mesh = Mesh::builder()
+        .workload(WorkloadLabels::named("payment").with_namespace("shop"))
+        .build()
+        .unwrap();
+    let (payment, carried) = serve_counting(&payment_mesh).await;
+    let dialed = if through_relay {
+        relay(payment.addr).await
+    } else {
+        payment.addr
+    };
+    let order_mesh = Mesh::builder()
+        .workload(WorkloadLabels::named("order").with_namespace("web"))
+        .snapshot(one_endpoint(dialed, protocol))
+        .build()
+        .unwrap();
+    let client = order_mesh.http_client::<Empty<Bytes>>();
+    for _ in 0..6 {
+        let req = Request::get("http://payment.shop:8080/pay")
+            .body(Empty::new())
+            .unwrap();
+        let resp = tower::ServiceExt::oneshot(client.clone(), req)
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        for name in [PEER_METADATA, PEER_METADATA_ID, PEER_DIRECT] {
+            assert!(
+                !resp.headers().contains_key(&name),
+                "{name} reached the caller"
+            );
+        }
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"paid");
+    }
+    let inbound = payment_mesh.metrics().render();
+    let outbound = order_mesh.metrics().render();
+    let labelled = |text: &str, reporter: &str, label: &str| {
+        line(text, "istio_requests_total{", &[reporter, label])
+            .unwrap_or_default()
+            .to_owned()
+    };
+    (
+        carried.requests.load(Relaxed),
+        carried.responses.load(Relaxed),
+        labelled(
+            &inbound,
+            "reporter=\"destination\"",
+            "source_workload=\"order\"",
+        ),
+        labelled(
+            &outbound,
+            "reporter=\"source\"",
+            "destination_workload=\"payment\"",
+        ),
+    )
+}
+
+/// Between two mesh services the metadata exchange goes once per connection: the first
+/// request and its response carry it, and every later request on the connection is
+/// labelled with the peer's workload on both sides all the same. HTTP/1.1 and HTTP/2.
+#[tokio::test]
+async fn metadata_exchange_goes_once_per_connection_between_mesh_services() {
+    for protocol in [UpstreamProtocol::Http1, UpstreamProtocol::Http2] {
+        let (requests, responses, inbound, outbound) = six_calls(protocol, false).await;
+        assert_eq!((requests, responses), (1, 1), "{protocol:?}");
+        assert!(inbound.ends_with(" 6"), "{protocol:?}: {inbound}");
+        assert!(outbound.ends_with(" 6"), "{protocol:?}: {outbound}");
+        assert!(
+            inbound.contains("source_workload_namespace=\"web\""),
+            "{inbound}"
+        );
+        assert!(
+            outbound.contains("destination_workload_namespace=\"shop\""),
+            "{outbound}"
+        );
+    }
+}
+
+/// Through a proxy in between (here an L4 relay: the addresses each end sees differ from
+/// those the other says), the exchange goes on every request, as with Envoy's sidecars.
+#[tokio::test]
+async fn metadata_exchange_goes_on_every_request_through_a_proxy() {
+    for protocol in [UpstreamProtocol::Http1, UpstreamProtocol::Http2] {
+        let (requests, responses, inbound, outbound) = six_calls(protocol, true).await;
+        assert_eq!((requests, responses), (6, 6), "{protocol:?}");
+        assert!(inbound.ends_with(" 6"), "{protocol:?}: {inbound}");
+        assert!(outbound.ends_with(" 6"), "{protocol:?}: {outbound}");
+    }
+}
+
+/// The server's side of the once-per-connection exchange, driven by a plain hyper client:
+/// it remembers the caller only when `x-mesh-peer-direct` names its own address, says so
+/// with the caller's address, and answers a later request without metadata with nothing,
+/// labelling it with what the connection remembers. A new connection remembers nothing.
+#[tokio::test]
+async fn the_server_remembers_a_caller_only_on_a_direct_connection() {
+    use base64::Engine as _;
+    use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
+    use prost::Message as _;
+    let payment_mesh = Mesh::builder()
+        .workload(WorkloadLabels::named("payment"))
+        .build()
+        .unwrap();
+    let (payment, _) = serve_counting(&payment_mesh).await;
+    let text = |s: &str| Value {
+        kind: Some(Kind::StringValue(s.to_owned())),
+    };
+    let metadata = base64::engine::general_purpose::STANDARD.encode(
+        Struct {
+            fields: [
+                ("NAME".to_owned(), text("order")),
+                ("NAMESPACE".to_owned(), text("web")),
+            ]
+            .into_iter()
+            .collect(),
+        }
+        .encode_to_vec(),
+    );
+    let get = |direct: Option<String>, with_metadata: bool| {
+        let mut req = Request::get("/pay").header("host", "payment");
+        if with_metadata {
+            req = req.header(PEER_METADATA, metadata.as_str()).header(
+                PEER_METADATA_ID,
+                "proxyless~0.0.0.0~order.web~web.svc.cluster.local",
+            );
+        }
+        if let Some(direct) = direct {
+            req = req.header(PEER_DIRECT, direct);
+        }
+        req.body(Empty::<Bytes>::new()).unwrap()
+    };
+    let said = |resp: &http::Response<String>| {
+        (
+            resp.headers().contains_key(PEER_METADATA),
+            resp.headers()
+                .get(PEER_DIRECT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        )
+    };
+
+    // Another address than the server's: answered, not remembered.
+    let mut conn = common::connect(payment.addr, None).await.unwrap();
+    let resp = conn
+        .send(get(Some("10.1.2.3:8080".into()), true))
+        .await
+        .unwrap();
+    assert_eq!(said(&resp), (true, None));
+    let resp = conn.send(get(None, false)).await.unwrap();
+    assert_eq!(said(&resp), (false, None));
+
+    // The server's own: remembered, and the caller's address said back.
+    let mut conn = common::connect(payment.addr, None).await.unwrap();
+    let resp = conn
+        .send(get(Some(payment.addr.to_string()), true))
+        .await
+        .unwrap();
+    assert_eq!(said(&resp), (true, Some(conn.local.to_string())));
+    for _ in 0..2 {
+        let resp = conn.send(get(None, false)).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(said(&resp), (false, None));
+    }
+
+    // A new connection remembers nothing.
+    let mut fresh = common::connect(payment.addr, None).await.unwrap();
+    let resp = fresh.send(get(None, false)).await.unwrap();
+    assert_eq!(said(&resp), (false, None));
+
+    // Labelled `order`: the two requests with metadata and the two after it on the
+    // remembering connection; `unknown`: the two without on the others.
+    let inbound = payment_mesh.metrics().render();
+    let order = line(
+        &inbound,
+        "istio_requests_total{",
+        &["source_workload=\"order\""],
+    )
+    .unwrap_or_default();
+    assert!(order.ends_with(" 4"), "{inbound}");
+    let unknown = line(
+        &inbound,
+        "istio_requests_total{",
+        &["source_workload=\"unknown\""],
+    )
+    .unwrap_or_default();
+    assert!(unknown.ends_with(" 2"), "{inbound}");
 }
 
 /// A request body without a length (as every gRPC and streaming request has) is counted as

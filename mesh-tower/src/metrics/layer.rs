@@ -70,10 +70,11 @@ pub struct InboundSample {
     started: Instant,
     request_bytes: RequestSize,
     code: u16,
-    /// What the caller said of itself (metadata exchange); when it said anything, the
-    /// response tells it who answered.
+    /// What the caller said of itself (metadata exchange), or what its connection
+    /// remembers of it.
     peer_meta: Option<u32>,
-    announce: bool,
+    /// What the response says back.
+    answer: super::Answer,
 }
 
 impl ExchangeObserver for InboundSample {
@@ -134,10 +135,10 @@ impl InboundSample {
         body: B,
     ) -> (CountedBody<B>, Self) {
         let started = Instant::now();
-        // A caller that sent its metadata-exchange headers gets ours on the response.
-        let (announce, peer_meta) = metrics.take_peer(&mut parts.headers);
-        let r = &metrics.inner;
         let peer = parts.extensions.get::<PeerIdentity>();
+        // A caller that sent its metadata-exchange headers gets ours on the response.
+        let (answer, peer_meta) = metrics.take_caller(&mut parts.headers, peer);
+        let r = &metrics.inner;
         let principal = peer
             .and_then(|p| p.spiffe_id.as_ref())
             .map(|id| id.as_str());
@@ -166,7 +167,7 @@ impl InboundSample {
             request_bytes,
             code: 0,
             peer_meta,
-            announce,
+            answer,
         };
         (body, sample)
     }
@@ -175,9 +176,7 @@ impl InboundSample {
     /// itself is told who answered.
     pub(crate) fn respond(&mut self, status: http::StatusCode, headers: &mut http::HeaderMap) {
         self.code = status.as_u16();
-        if self.announce {
-            self.metrics.announce(headers);
-        }
+        self.metrics.answer(self.answer, headers);
     }
 
     /// The service failed: the connection is reset, counted as a 500 would be.

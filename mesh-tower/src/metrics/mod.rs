@@ -52,11 +52,14 @@ mod render;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::exchange::PeerIdentity;
+
 use mesh_core::breaker::BreakerLimit;
 
 pub use labels::WorkloadLabels;
 pub use layer::{InboundSample, Metered, MetricsLayer, ResponseFuture};
-pub use peer::{PEER_METADATA, PEER_METADATA_ID};
+pub(crate) use peer::{Answer, ClientEnd};
+pub use peer::{PEER_DIRECT, PEER_METADATA, PEER_METADATA_ID};
 /// The metrics library the application's metrics are made with
 /// ([`Metrics::register_app_metrics`]).
 pub use prometheus_client;
@@ -400,11 +403,93 @@ impl Metrics {
         (id != registry::UNKNOWN).then_some(id)
     }
 
-    /// Adds this workload's metadata-exchange headers to `headers` (when it has a name).
-    pub(crate) fn announce(&self, headers: &mut http::HeaderMap) {
-        if let Some(md) = &self.inner.local_md {
-            md.insert_into(headers);
+    /// Server end of the exchange: a caller's headers taken off a request that came on
+    /// `peer`'s connection. What to say back, and the id of the caller's metadata (what the
+    /// connection remembers, when the caller sent none).
+    pub(crate) fn take_caller(
+        &self,
+        headers: &mut http::HeaderMap,
+        peer: Option<&PeerIdentity>,
+    ) -> (peer::Answer, Option<u32>) {
+        let taken = peer::take(headers);
+        if !taken.sent {
+            return (
+                peer::Answer::Nothing,
+                peer.and_then(|p| p.remembered.0.get()),
+            );
         }
+        let id = taken.value.as_ref().and_then(|v| self.peer_id(v));
+        let answer = match (peer, id, taken.direct) {
+            // Remembered only with something of ours to give back: the caller stops
+            // sending once it has it.
+            (Some(p), Some(id), Some(direct))
+                if self.inner.local_md.is_some()
+                    && direct.as_bytes() == peer::addr_text(p.local_addr).as_bytes() =>
+            {
+                p.remembered.0.set(id);
+                peer::Answer::Remembered(p.remote_addr)
+            }
+            _ => peer::Answer::Metadata,
+        };
+        (answer, id)
+    }
+
+    /// Server end: what `answer` says, onto a response.
+    pub(crate) fn answer(&self, answer: peer::Answer, headers: &mut http::HeaderMap) {
+        let Some(md) = &self.inner.local_md else {
+            return;
+        };
+        match answer {
+            peer::Answer::Nothing => {}
+            peer::Answer::Metadata => md.insert_into(headers),
+            peer::Answer::Remembered(caller) => {
+                md.insert_into(headers);
+                if let Ok(v) = http::HeaderValue::from_str(&peer::addr_text(caller)) {
+                    headers.insert(peer::PEER_DIRECT, v);
+                }
+            }
+        }
+    }
+
+    /// Client end: this workload's metadata onto a request (when it has a name) on a
+    /// connection with `end` (`None`: its addresses are unknown), unless the server
+    /// remembers it.
+    pub(crate) fn announce(&self, end: Option<&peer::ClientEnd>, headers: &mut http::HeaderMap) {
+        let Some(md) = &self.inner.local_md else {
+            return;
+        };
+        match end {
+            Some(end) if end.remembered().is_some() => {}
+            Some(end) => {
+                md.insert_into(headers);
+                headers.insert(peer::PEER_DIRECT, end.dialed.clone());
+            }
+            None => md.insert_into(headers),
+        }
+    }
+
+    /// Client end: the server's headers taken off a response on a connection with `end`.
+    /// The id of the server's metadata (what the connection remembers, when the server
+    /// sent none).
+    pub(crate) fn take_server(
+        &self,
+        end: Option<&peer::ClientEnd>,
+        headers: &mut http::HeaderMap,
+    ) -> Option<u32> {
+        let remembered = end.and_then(peer::ClientEnd::remembered);
+        // A server that remembers sends nothing, except on responses to requests sent
+        // before this end knew (HTTP/2), and those have both headers.
+        if remembered.is_some() && !headers.contains_key(PEER_METADATA_ID) {
+            return remembered;
+        }
+        let taken = peer::take(headers);
+        let id = taken.value.as_ref().and_then(|v| self.peer_id(v));
+        if let (Some(end), Some(id), Some(direct)) = (end, id, taken.direct) {
+            if direct.as_bytes() == end.local.as_bytes() {
+                end.remembered.set(id);
+            }
+        }
+        id.or(remembered)
     }
 
     /// The id of a label value (peer principal or service), looked up once per request.

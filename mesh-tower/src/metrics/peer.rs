@@ -9,8 +9,21 @@
 //! The headers are taken off before the application sees them. Decoding happens only when
 //! a new label set is first rendered; recording interns the header's text (a lookup, no
 //! allocation, after the first request of a peer).
+//!
+//! Between two mesh services the exchange goes once per connection. Until then the client
+//! adds `x-mesh-peer-direct`, the address it dialed, to its metadata. A server that finds
+//! that address is its own (the connection reaches it directly: no proxy in between that
+//! could carry other callers' requests on it) remembers the caller's metadata for the
+//! connection, and answers with its own metadata and `x-mesh-peer-direct`, the address the
+//! caller came from. A client that finds that address is its own remembers the server's
+//! metadata for the connection and from then on sends neither; the server, given a request
+//! without metadata on a connection that remembers, labels it with what it remembers and
+//! sends nothing back. Envoy's sidecars never send or answer the header and exchange
+//! metadata on every request, as before; so does a connection through a proxy, NAT or a
+//! Service's virtual IP (the addresses differ).
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 
 use base64::Engine as _;
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
@@ -23,6 +36,17 @@ use super::WorkloadLabels;
 pub const PEER_METADATA: HeaderName = HeaderName::from_static("x-envoy-peer-metadata");
 /// The peer's node id.
 pub const PEER_METADATA_ID: HeaderName = HeaderName::from_static("x-envoy-peer-metadata-id");
+
+/// On a request: the address the client dialed, asking the server to remember its metadata
+/// for the connection; on a response: the address the caller came from, saying the server
+/// remembers it.
+pub const PEER_DIRECT: HeaderName = HeaderName::from_static("x-mesh-peer-direct");
+
+/// An address as `x-mesh-peer-direct` carries it (an IPv4-mapped IPv6 address as IPv4, as
+/// the other end may see it).
+pub(crate) fn addr_text(addr: SocketAddr) -> String {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port()).to_string()
+}
 
 /// Header values longer than this are ignored (Istio's are a few hundred bytes).
 const MAX_LEN: usize = 8 * 1024;
@@ -91,6 +115,8 @@ pub(crate) struct Taken {
     pub(crate) sent: bool,
     /// The metadata's text, when it is usable.
     pub(crate) value: Option<HeaderValue>,
+    /// `x-mesh-peer-direct`, when it came with the metadata.
+    pub(crate) direct: Option<HeaderValue>,
 }
 
 /// Takes both headers off `headers`.
@@ -106,9 +132,54 @@ pub(crate) fn take(headers: &mut HeaderMap) -> Taken {
     } else {
         None
     };
+    let sent = id || value.is_some();
     Taken {
-        sent: id || value.is_some(),
+        sent,
         value: value.filter(|v| !v.is_empty() && v.len() <= MAX_LEN),
+        direct: if sent {
+            headers.remove(PEER_DIRECT)
+        } else {
+            None
+        },
+    }
+}
+
+/// What a server says back to a caller of the exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// Nothing: the caller sent nothing, or remembers ours.
+    Nothing,
+    /// Our metadata.
+    Metadata,
+    /// Our metadata, and that the connection remembers the caller's: the caller's address
+    /// as this end sees it.
+    Remembered(SocketAddr),
+}
+
+/// A client connection's end of the exchange.
+#[derive(Debug)]
+pub(crate) struct ClientEnd {
+    /// The server's address as dialed: `x-mesh-peer-direct` on its requests.
+    pub(super) dialed: HeaderValue,
+    /// This end's address, as the server must say it.
+    pub(super) local: String,
+    /// The server's metadata, once the server remembers ours.
+    pub(super) remembered: crate::exchange::Remembered,
+}
+
+impl ClientEnd {
+    /// The end of a connection from `local` to `peer`.
+    pub(crate) fn new(local: SocketAddr, peer: SocketAddr) -> Option<Self> {
+        Some(Self {
+            dialed: HeaderValue::from_str(&addr_text(peer)).ok()?,
+            local: addr_text(local),
+            remembered: crate::exchange::Remembered::default(),
+        })
+    }
+
+    /// The server's metadata id, once it remembers ours.
+    pub(crate) fn remembered(&self) -> Option<u32> {
+        self.remembered.get()
     }
 }
 

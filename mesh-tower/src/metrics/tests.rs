@@ -120,7 +120,7 @@ async fn inbound_destination_service_from_the_host_or_the_workload() {
 fn a_peer_header_is_taken_and_interned_once_and_non_ascii_is_not_kept() {
     let order = Metrics::new(WorkloadLabels::named("order").with_namespace("shop"));
     let mut announced = http::HeaderMap::new();
-    order.announce(&mut announced);
+    order.announce(None, &mut announced);
     let value = announced
         .get(PEER_METADATA)
         .cloned()
@@ -159,6 +159,61 @@ fn a_peer_header_is_taken_and_interned_once_and_non_ascii_is_not_kept() {
     assert_eq!(payment.take_peer(&mut odd), (true, None));
     assert!(odd.is_empty());
     assert_eq!(payment.inner.peers.get(&bytes), None);
+}
+
+/// The client's end of the once-per-connection exchange: it stops sending its metadata only
+/// after a response that carries the server's metadata and names this end's own address
+/// (a transparent proxy in between would be named instead); until then, and on a
+/// connection whose addresses are unknown, every request carries it.
+#[test]
+fn a_client_connection_remembers_the_server_only_when_it_names_this_end() {
+    let order = Metrics::new(WorkloadLabels::named("order"));
+    let payment = Metrics::new(WorkloadLabels::named("payment"));
+    let local: std::net::SocketAddr = "[::ffff:10.0.0.1]:40000".parse().expect("an address");
+    let server: std::net::SocketAddr = "10.0.0.2:8080".parse().expect("an address");
+    let end = ClientEnd::new(local, server).expect("addresses write as a header");
+    let mut request = http::HeaderMap::new();
+    order.announce(Some(&end), &mut request);
+    assert_eq!(
+        request.get(PEER_DIRECT).and_then(|v| v.to_str().ok()),
+        Some("10.0.0.2:8080")
+    );
+    assert!(request.contains_key(PEER_METADATA) && request.contains_key(PEER_METADATA_ID));
+
+    // The server's answer, naming `caller` as the address it saw.
+    let answer = |caller: &str| {
+        let mut h = http::HeaderMap::new();
+        payment.announce(None, &mut h);
+        h.insert(
+            PEER_DIRECT,
+            http::HeaderValue::from_str(caller).expect("a value"),
+        );
+        h
+    };
+    let mut other = answer("10.0.0.9:40000");
+    let id = order.take_server(Some(&end), &mut other);
+    assert!(id.is_some() && other.is_empty(), "{other:?}");
+    assert_eq!(end.remembered(), None);
+    let mut again = http::HeaderMap::new();
+    order.announce(Some(&end), &mut again);
+    assert!(again.contains_key(PEER_METADATA));
+
+    // Its own address (written as IPv4, as the server sees a mapped one).
+    let mut own = answer("10.0.0.1:40000");
+    assert_eq!(order.take_server(Some(&end), &mut own), id);
+    assert_eq!(end.remembered(), id);
+    let mut after = http::HeaderMap::new();
+    order.announce(Some(&end), &mut after);
+    assert!(after.is_empty(), "{after:?}");
+    // A response without metadata is the remembered server's.
+    assert_eq!(
+        order.take_server(Some(&end), &mut http::HeaderMap::new()),
+        id
+    );
+
+    let mut unknown = http::HeaderMap::new();
+    order.announce(None, &mut unknown);
+    assert!(unknown.contains_key(PEER_METADATA) && !unknown.contains_key(PEER_DIRECT));
 }
 
 /// Two workloads' metrics on one thread with the same labels: each counts only its own

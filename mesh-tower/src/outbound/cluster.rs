@@ -403,6 +403,9 @@ pub struct EndpointStatus {
     pub active_requests: u64,
 }
 
+/// The name of a cluster made for a target outside the policy starts with this.
+pub(crate) const PASSTHROUGH: &str = "passthrough|";
+
 fn make_pools(
     config: &Cluster,
     breaker: &Arc<CircuitBreaker>,
@@ -420,8 +423,14 @@ fn make_pools(
         (Some(_), Some(provider)) => provider.connector_for(config)?,
     };
     let is_tls = tls_connector.is_some();
-    let connector = MeshConnector::new(config.connect_timeout, Arc::clone(breaker), tls_connector)
-        .with_metrics(metrics.clone());
+    let mut connector =
+        MeshConnector::new(config.connect_timeout, Arc::clone(breaker), tls_connector)
+            .with_metrics(metrics.clone());
+    // A service of the mesh's policy learns who is calling (Istio's metadata exchange); a
+    // destination dialed by DNS outside the policy does not.
+    if !config.name().starts_with(PASSTHROUGH) {
+        connector = connector.with_exchange();
+    }
     // HTTP/1.1 carries one request per connection: the pools keep every connection warm
     // (up to the breaker's `max_connections`, as Envoy keeps them until its idle timeout),
     // so a burst's connections serve the next burst instead of being dialed (and handshaken)
@@ -532,7 +541,7 @@ impl ClusterRegistry {
             ),
             None => (target, 80),
         };
-        let mut cluster = Cluster::new(format!("passthrough|{target}"));
+        let mut cluster = Cluster::new(format!("{PASSTHROUGH}{target}"));
         cluster.discovery = Discovery::LogicalDns {
             host: host.to_owned(),
             port,

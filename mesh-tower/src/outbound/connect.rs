@@ -15,6 +15,7 @@
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -76,6 +77,8 @@ pub struct MeshConnector {
     breaker: Arc<CircuitBreaker>,
     tls: Option<Arc<dyn UpstreamTlsConnect>>,
     metrics: Option<Metrics>,
+    /// Its connections exchange Istio's peer metadata (in `metrics`).
+    exchange: bool,
     handshakes: Arc<tokio::sync::Semaphore>,
     /// For an HTTP/1.1 pool: the endpoints' demand, so a dial goes only while a request
     /// needs it.
@@ -147,6 +150,7 @@ impl MeshConnector {
             breaker,
             tls,
             metrics: None,
+            exchange: false,
             handshakes: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_HANDSHAKES)),
             demand: None,
         }
@@ -173,6 +177,18 @@ impl MeshConnector {
     pub fn with_metrics(mut self, metrics: Metrics) -> Self {
         self.metrics = Some(metrics);
         self
+    }
+
+    /// Its connections exchange Istio's peer metadata (the metrics of
+    /// [`with_metrics`](Self::with_metrics) hold this workload's).
+    pub(crate) fn with_exchange(mut self) -> Self {
+        self.exchange = true;
+        self
+    }
+
+    /// The metrics its connections exchange peer metadata with.
+    pub(crate) fn exchange(&self) -> Option<&Metrics> {
+        self.metrics.as_ref().filter(|_| self.exchange)
     }
 
     /// A `max_connections` slot: at the limit, waits until a connection closes (or the
@@ -312,6 +328,7 @@ impl MeshConnector {
             authority: authority.clone(),
             source,
         })?;
+        let addrs = tcp.local_addr().ok().zip(tcp.peer_addr().ok());
         let (stream, h2) = match &self.tls {
             None => (Stream::Plain(tcp), false),
             Some(tls) => {
@@ -337,6 +354,7 @@ impl MeshConnector {
         Ok(MeshIo {
             io: TokioIo::new(stream),
             h2,
+            addrs,
             _guard: guard,
             _claim: claim,
             _counted: counted,
@@ -425,6 +443,8 @@ impl AsyncWrite for Stream {
 pub struct MeshIo {
     io: TokioIo<Stream>,
     h2: bool,
+    /// The TCP connection's local and peer addresses.
+    addrs: Option<(SocketAddr, SocketAddr)>,
     _guard: BreakerGuard,
     /// Its place in its endpoint's connections (HTTP/1.1 pools).
     _claim: Option<ConnectionClaim>,
@@ -461,6 +481,12 @@ impl MeshIo {
     /// Whether the TLS handshake chose HTTP/2 by ALPN.
     pub(crate) fn negotiated_h2(&self) -> bool {
         self.h2
+    }
+
+    /// Its end of Istio's metadata exchange, when its connector's pools exchange it.
+    pub(crate) fn exchange_end(&self) -> Option<crate::metrics::ClientEnd> {
+        let (local, peer) = self.addrs?;
+        crate::metrics::ClientEnd::new(local, peer)
     }
 }
 

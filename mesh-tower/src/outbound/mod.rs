@@ -267,7 +267,7 @@ impl Outbound {
     pub(crate) fn prune(&self) {
         let snap = self.policy.snapshot();
         self.clusters
-            .retain(|name| snap.cluster(name).is_some() || name.starts_with("passthrough|"));
+            .retain(|name| snap.cluster(name).is_some() || name.starts_with(cluster::PASSTHROUGH));
     }
 }
 
@@ -712,9 +712,8 @@ impl Outbound {
             wc.request_headers().apply(headers);
         }
         rewrite(&mut req, route, fwd);
-        // A service of the mesh's policy learns who is calling (Istio's metadata exchange);
-        // a destination dialed by DNS outside the policy does not.
-        self.metrics.announce(req.headers_mut());
+        // Istio's metadata exchange is the cluster's pools' (once per connection between
+        // mesh services).
 
         let hash = request_hash(fwd, &state, &req);
         let response_headers = [

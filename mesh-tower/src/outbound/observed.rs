@@ -95,7 +95,12 @@ impl OutboundObserver {
             }
         }
         let (mut parts, body) = resp.into_parts();
-        (_, self.peer_meta) = self.metrics.take_peer(&mut parts.headers);
+        // Taken off the head by the pool when it exchanges metadata; else (a destination
+        // outside the policy, a response the mesh wrote) here.
+        self.peer_meta = match body.peer_meta() {
+            Some(peer) => peer,
+            None => self.metrics.take_peer(&mut parts.headers).1,
+        };
         let body = body.observe(self, &parts.headers);
         Response::from_parts(parts, body)
     }

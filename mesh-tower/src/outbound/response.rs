@@ -66,6 +66,9 @@ pin_project_lite::pin_project! {
         // outlier detection, the retry policy and the metrics each ask. `None`: not read
         // (a body the mesh wrote, or a head changed since).
         head_grpc_status: Option<Option<i32>>,
+        // What the server said of itself (Istio's metadata exchange), as its pool took it
+        // off the head; `None`: the pool did not exchange it.
+        peer_meta: Option<Option<u32>>,
     }
 }
 
@@ -101,6 +104,7 @@ impl ResponseBody {
             permit: None,
             observer: None,
             head_grpc_status: Some(crate::observe::grpc_status(head)),
+            peer_meta: None,
         }
     }
 
@@ -115,6 +119,7 @@ impl ResponseBody {
             permit: None,
             observer: None,
             head_grpc_status: None,
+            peer_meta: None,
         }
     }
 
@@ -122,6 +127,16 @@ impl ResponseBody {
     /// and the head has not changed since.
     pub(crate) fn head_grpc_status(&self) -> Option<Option<i32>> {
         self.head_grpc_status
+    }
+
+    /// What the server said of itself in the metadata exchange, when its pool exchanged it.
+    pub(crate) fn peer_meta(&self) -> Option<Option<u32>> {
+        self.peer_meta
+    }
+
+    pub(crate) fn with_peer_meta(mut self, peer: Option<Option<u32>>) -> Self {
+        self.peer_meta = peer;
+        self
     }
 
     /// The response's head changed: its `grpc-status` is read again when asked.

@@ -143,6 +143,8 @@ pub fn client_tls(
 /// One HTTP/1.1 connection.
 pub struct Conn {
     send: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    /// This end's address.
+    pub local: SocketAddr,
     /// The serial of the server's leaf certificate (TLS only).
     pub server_serial: Option<String>,
 }
@@ -150,6 +152,7 @@ pub struct Conn {
 pub async fn connect(addr: SocketAddr, tls: Option<Arc<ClientConfig>>) -> Result<Conn, BoxError> {
     let tcp = TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
+    let local = tcp.local_addr()?;
     let (send, server_serial) = match tls {
         None => {
             let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
@@ -172,6 +175,7 @@ pub async fn connect(addr: SocketAddr, tls: Option<Arc<ClientConfig>>) -> Result
     };
     Ok(Conn {
         send,
+        local,
         server_serial,
     })
 }

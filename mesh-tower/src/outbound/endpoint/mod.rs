@@ -19,7 +19,7 @@ use mesh_core::cluster::UpstreamProtocol;
 use super::attempt::{class_of, Attempt, Failed};
 use super::cluster::{ClusterState, EndpointState};
 use super::connect::ConnectError;
-use super::pool::{PoolError, SendFuture};
+use super::pool::{Answered, PoolError, SendFuture};
 use super::response::{AttemptGuard, ResponseBody};
 use crate::error::MeshError;
 
@@ -175,7 +175,7 @@ impl Sent {
     /// Classifies the outcome and records it for outlier detection.
     fn finish(
         self,
-        result: Option<Result<Response<hyper::body::Incoming>, PoolError>>,
+        result: Option<Result<Answered, PoolError>>,
     ) -> Result<Response<ResponseBody>, Failed> {
         let state = &self.state;
         let endpoint = &self.endpoint;
@@ -222,9 +222,10 @@ impl Sent {
                 Err(failed(err, kind))
             }
         };
-        let outcome = outcome.map(|resp| {
-            let (parts, incoming) = resp.into_parts();
-            let body = ResponseBody::upstream(incoming, &parts.headers, Some(self.guard));
+        let outcome = outcome.map(|answered| {
+            let (parts, incoming) = answered.resp.into_parts();
+            let body = ResponseBody::upstream(incoming, &parts.headers, Some(self.guard))
+                .with_peer_meta(answered.peer);
             Response::from_parts(parts, body)
         });
         // Classified only for a cluster that detects outliers (the retry policy classifies

@@ -28,7 +28,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tower::Service;
 
-use super::{H2Pool, PoolError, SendFuture};
+use super::{Answered, H2Pool, PoolError, SendFuture};
 use crate::outbound::connect::{MeshConnector, MeshIo};
 use crate::outbound::demand::ClaimHandle;
 use crate::outbound::RequestBody;
@@ -53,6 +53,8 @@ type Handshake = Pin<
 struct Sender {
     tx: http1::SendRequest<RequestBody>,
     claim: Option<ClaimHandle>,
+    /// Its end of the metadata exchange (boxed: the sending future holds a `Sender`).
+    end: Option<Box<crate::metrics::ClientEnd>>,
 }
 
 impl Sender {
@@ -184,7 +186,7 @@ impl H1Pool {
     async fn send_owned(
         self: Arc<Self>,
         mut req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, PoolError> {
+    ) -> Result<Answered, PoolError> {
         // What hyper's HTTP/1 encoder cannot write is refused here, as hyper-util did.
         let version = req.version();
         if !(version == http::Version::HTTP_11
@@ -201,11 +203,17 @@ impl H1Pool {
                 Got::Http2 => return self.http2.send(req).await,
             };
             self.shape(&mut req);
+            let exchange = self.connector.exchange();
+            if let Some(metrics) = exchange {
+                metrics.announce(tx.end.as_deref(), req.headers_mut());
+            }
             match tx.tx.try_send_request(req).await {
-                Ok(resp) => {
+                Ok(mut resp) => {
+                    let peer =
+                        exchange.map(|m| m.take_server(tx.end.as_deref(), resp.headers_mut()));
                     tx.note_upgrade(&resp);
                     self.release(tx);
-                    return Ok(resp);
+                    return Ok(Answered { resp, peer });
                 }
                 Err(mut e) => match e.take_message() {
                     // Not written: the connection closed before it took the request. One
@@ -323,11 +331,12 @@ impl H1Pool {
             return Ok(None);
         }
         let claim = io.claim_handle();
+        let end = super::exchange_end(&self.connector, &io).map(Box::new);
         let (tx, conn) = self
             .handshake(io)
             .await
             .map_err(|e| PoolError::Handshake(Arc::new(e)))?;
-        let mut tx = Sender { tx, claim };
+        let mut tx = Sender { tx, claim, end };
         let authority = self.authority.clone();
         // A combinator, not an async block, for the reason given at `handshake`.
         tokio::spawn(conn.with_upgrades().map(move |ended| {

@@ -13,14 +13,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures_util::FutureExt;
-use http::{Request, Response, Uri};
-use hyper::body::Incoming;
+use http::{Request, Uri};
 use hyper::client::conn::http2;
 use hyper_util::rt::TokioTimer;
 use tokio::sync::oneshot;
 use tower::Service;
 
-use super::{PoolError, SendFuture};
+use super::{Answered, PoolError, SendFuture};
 use crate::exec::BoxingExecutor;
 use crate::outbound::connect::{ConnectError, MeshConnector, MeshIo};
 use crate::outbound::RequestBody;
@@ -65,6 +64,8 @@ enum State {
 struct Open {
     tx: Sender,
     id: u64,
+    /// Its end of the metadata exchange.
+    end: Option<Arc<crate::metrics::ClientEnd>>,
 }
 
 /// A failed dial, as every request that waited for it gets it.
@@ -126,14 +127,21 @@ impl H2Pool {
     pub(crate) async fn send_owned(
         self: Arc<Self>,
         mut req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, PoolError> {
+    ) -> Result<Answered, PoolError> {
         self.address(&mut req);
+        let exchange = self.connector.exchange();
         loop {
             let (open, reused) = self.checkout().await?;
-            let Open { mut tx, id } = open;
+            let Open { mut tx, id, end } = open;
             self.name_unique_headers(id, &mut req);
+            if let Some(metrics) = exchange {
+                metrics.announce(end.as_deref(), req.headers_mut());
+            }
             match tx.try_send_request(req).await {
-                Ok(resp) => return Ok(resp),
+                Ok(mut resp) => {
+                    let peer = exchange.map(|m| m.take_server(end.as_deref(), resp.headers_mut()));
+                    return Ok(Answered { resp, peer });
+                }
                 Err(mut e) => match e.take_message() {
                     // Not written: the connection closed before it took the request. One
                     // found open goes again on a new connection (as hyper-util's pool
@@ -289,6 +297,7 @@ impl H2Pool {
 
     /// The HTTP/2 handshake on a new connection, its task spawned.
     async fn start(&self, io: MeshIo) -> Result<Open, DialError> {
+        let end = super::exchange_end(&self.connector, &io).map(Arc::new);
         let (mut tx, conn) = self
             .handshake(io)
             .await
@@ -306,6 +315,7 @@ impl H2Pool {
         Ok(Open {
             tx,
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            end,
         })
     }
 }

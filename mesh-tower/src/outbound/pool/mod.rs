@@ -32,8 +32,26 @@ fn endpoint_uri(authority: &http::uri::Authority) -> http::Uri {
 }
 
 /// A request on its way through an endpoint's pool.
-pub(crate) type SendFuture =
-    Pin<Box<dyn Future<Output = Result<Response<Incoming>, PoolError>> + Send>>;
+pub(crate) type SendFuture = Pin<Box<dyn Future<Output = Result<Answered, PoolError>> + Send>>;
+
+/// A pool's response to a request.
+#[derive(Debug)]
+pub(crate) struct Answered {
+    pub(crate) resp: Response<Incoming>,
+    /// What the server said of itself in Istio's metadata exchange (the id of its
+    /// metadata, or what the connection remembers of it), when the pool exchanges it;
+    /// `None` when it does not.
+    pub(crate) peer: Option<Option<u32>>,
+}
+
+/// A connection's end of the metadata exchange, when its pool exchanges it: `metrics`
+/// holds this workload's metadata.
+fn exchange_end(
+    connector: &super::connect::MeshConnector,
+    io: &super::connect::MeshIo,
+) -> Option<crate::metrics::ClientEnd> {
+    connector.exchange().and(io.exchange_end())
+}
 
 use super::connect::ConnectError;
 

@@ -67,6 +67,17 @@ fn connector(tls: Option<Arc<dyn crate::outbound::connect::UpstreamTlsConnect>>)
     )
 }
 
+/// The response of a pool's answer.
+fn response_of(send: super::SendFuture) -> ResponseFuture {
+    Box::pin(async move { send.await.map(|answered| answered.resp) })
+}
+
+type ResponseFuture = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<Response<hyper::body::Incoming>, PoolError>> + Send,
+    >,
+>;
+
 fn authority_of(addr: SocketAddr) -> http::uri::Authority {
     http::uri::Authority::try_from(addr.to_string().as_str()).unwrap()
 }
@@ -93,7 +104,9 @@ fn request(addr: SocketAddr) -> Request<RequestBody> {
 
 /// The `x-conn` of the answer to a request sent on `pool`.
 async fn conn_of(pool: &Arc<H2Pool>, addr: SocketAddr) -> usize {
-    let resp = pool.send(request(addr)).await.expect("a response");
+    let resp = response_of(pool.send(request(addr)))
+        .await
+        .expect("a response");
     let n = resp.headers()["x-conn"].to_str().unwrap().parse().unwrap();
     let _ = resp.into_body().collect().await;
     n
@@ -149,7 +162,9 @@ async fn a_refused_dial_fails_every_waiting_request_as_a_connect_failure() {
         l.local_addr().unwrap()
     };
     let pool = pool(addr);
-    let sends: Vec<_> = (0..3).map(|_| pool.send(request(addr))).collect();
+    let sends: Vec<_> = (0..3)
+        .map(|_| response_of(pool.send(request(addr))))
+        .collect();
     for send in futures_util::future::join_all(sends).await {
         let err = send.expect_err("nothing listens");
         assert!(
@@ -174,7 +189,9 @@ async fn a_connection_closed_at_once_fails_its_waiting_requests_and_is_not_kept(
         }
     });
     let pool = pool(addr);
-    let sends: Vec<_> = (0..3).map(|_| pool.send(request(addr))).collect();
+    let sends: Vec<_> = (0..3)
+        .map(|_| response_of(pool.send(request(addr))))
+        .collect();
     for send in futures_util::future::join_all(sends).await {
         let err = send.expect_err("the server closes");
         assert!(
@@ -192,7 +209,7 @@ async fn a_connection_closed_at_once_fails_its_waiting_requests_and_is_not_kept(
         "one dial for three requests"
     );
     // The failure is not kept: the next request dials again.
-    pool.send(request(addr))
+    response_of(pool.send(request(addr)))
         .await
         .expect_err("the server closes");
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
@@ -280,7 +297,7 @@ fn h1_pool_one_dial(addr: SocketAddr) -> (Arc<H1Pool>, crate::outbound::demand::
 
 /// The answer's `x-conn`, `x-host` and `x-target`, its body read to the end.
 async fn h1_send(pool: &Arc<H1Pool>, req: Request<RequestBody>) -> (usize, String, String) {
-    let resp = pool.send(req).await.expect("a response");
+    let resp = response_of(pool.send(req)).await.expect("a response");
     let header = |name: &str| resp.headers()[name].to_str().unwrap().to_owned();
     let seen = (
         header("x-conn").parse().unwrap(),
@@ -325,9 +342,10 @@ async fn concurrent_http1_requests_each_get_a_connection_and_leave_them_warm() {
     let (addr, accepted, _) = h1_server().await;
     let pool = h1_pool(addr, Duration::from_secs(90));
     // Five requests at once, each holding its response until all have one.
-    let resps =
-        futures_util::future::join_all((0..5).map(|_| pool.send(h1_request("http://payments/"))))
-            .await;
+    let resps = futures_util::future::join_all(
+        (0..5).map(|_| response_of(pool.send(h1_request("http://payments/")))),
+    )
+    .await;
     let mut conns: Vec<_> = resps
         .iter()
         .map(|r| r.as_ref().expect("a response").headers()["x-conn"].clone())
@@ -356,7 +374,9 @@ async fn concurrent_http1_requests_each_get_a_connection_and_leave_them_warm() {
 async fn a_request_waiting_for_a_connection_gets_the_one_that_comes_free() {
     let (addr, accepted, _) = h1_server().await;
     let (pool, _in_flight) = h1_pool_one_dial(addr);
-    let first = pool.send(h1_request("http://payments/big")).await.unwrap();
+    let first = response_of(pool.send(h1_request("http://payments/big")))
+        .await
+        .unwrap();
     // The first response's body is unread: its connection is busy. The second request's
     // dial waits for demand; the request gets the first connection once it comes free.
     let second = tokio::spawn(h1_send_owned(Arc::clone(&pool)));
@@ -453,8 +473,7 @@ async fn a_refused_http1_dial_fails_its_request_as_a_connect_failure() {
         l.local_addr().unwrap()
     };
     let pool = h1_pool(addr, Duration::from_secs(90));
-    let err = pool
-        .send(h1_request("http://payments/"))
+    let err = response_of(pool.send(h1_request("http://payments/")))
         .await
         .expect_err("nothing listens");
     assert!(
@@ -469,7 +488,9 @@ async fn a_version_hyper_cannot_write_on_http1_is_refused_before_any_dial() {
     let pool = h1_pool(addr, Duration::from_secs(90));
     let mut req = h1_request("http://payments/");
     *req.version_mut() = Version::HTTP_3;
-    let err = pool.send(req).await.expect_err("HTTP/3 over HTTP/1.1");
+    let err = response_of(pool.send(req))
+        .await
+        .expect_err("HTTP/3 over HTTP/1.1");
     assert!(
         matches!(err, PoolError::Unsupported(Version::HTTP_3)),
         "{err:?}"
@@ -477,7 +498,9 @@ async fn a_version_hyper_cannot_write_on_http1_is_refused_before_any_dial() {
     let mut req = h1_request("http://payments:443");
     *req.method_mut() = http::Method::CONNECT;
     *req.version_mut() = Version::HTTP_10;
-    let err = pool.send(req).await.expect_err("an HTTP/1.0 CONNECT");
+    let err = response_of(pool.send(req))
+        .await
+        .expect_err("an HTTP/1.0 CONNECT");
     assert!(
         matches!(err, PoolError::Unsupported(Version::HTTP_10)),
         "{err:?}"
@@ -536,8 +559,7 @@ async fn an_http1_dial_that_alpn_made_h2_serves_the_endpoints_requests_over_http
     // The HTTP/1.1 request's dial comes back h2: the connection goes to the HTTP/2 pool and
     // the request is sent there (the server speaks only HTTP/2).
     for _ in 0..3 {
-        let resp = pool
-            .send(h1_request("http://payments/"))
+        let resp = response_of(pool.send(h1_request("http://payments/")))
             .await
             .expect("a response");
         assert_eq!(resp.version(), Version::HTTP_2);
@@ -572,11 +594,13 @@ async fn a_request_sent_a_connection(
 ) -> (
     Arc<H1Pool>,
     crate::outbound::demand::DemandRequest,
-    super::SendFuture,
+    ResponseFuture,
 ) {
     let (pool, in_flight) = h1_pool_one_dial(addr);
-    let first = pool.send(h1_request("http://payments/big")).await.unwrap();
-    let mut second = pool.send(h1_request("http://payments/"));
+    let first = response_of(pool.send(h1_request("http://payments/big")))
+        .await
+        .unwrap();
+    let mut second = response_of(pool.send(h1_request("http://payments/")));
     assert!(futures_util::poll!(second.as_mut()).is_pending());
     assert_eq!(pool.waiting(), 1, "the second request waits in line");
     let _ = first.into_body().collect().await;
@@ -609,9 +633,11 @@ async fn a_connection_sent_to_a_request_that_gave_up_goes_back_to_the_pool() {
 async fn a_request_that_gave_up_leaves_the_line() {
     let (addr, _, _) = h1_server().await;
     let (pool, _in_flight) = h1_pool_one_dial(addr);
-    let _first = pool.send(h1_request("http://payments/big")).await.unwrap();
+    let _first = response_of(pool.send(h1_request("http://payments/big")))
+        .await
+        .unwrap();
     let mut waiting: Vec<_> = (0..3)
-        .map(|_| pool.send(h1_request("http://payments/")))
+        .map(|_| response_of(pool.send(h1_request("http://payments/"))))
         .collect();
     for w in &mut waiting {
         assert!(futures_util::poll!(w.as_mut()).is_pending());
@@ -637,7 +663,7 @@ async fn each_waiting_request_gets_its_own_dials_outcome() {
     })));
     let (pool, _) = h1_pool_over(addr, connector, Duration::from_secs(90));
     // The first request's dial hangs in its handshake; the second request's dial succeeds.
-    let first = tokio::spawn(pool.send(h1_request("http://payments/big")));
+    let first = tokio::spawn(response_of(pool.send(h1_request("http://payments/big"))));
     for _ in 0..500 {
         if calls.load(Ordering::SeqCst) == 1 {
             break;
@@ -653,7 +679,7 @@ async fn each_waiting_request_gets_its_own_dials_outcome() {
     // one stays busy and cannot come free for the other.
     let second = tokio::time::timeout(
         Duration::from_secs(30),
-        pool.send(h1_request("http://payments/big")),
+        response_of(pool.send(h1_request("http://payments/big"))),
     )
     .await
     .expect("the second request got its own dial's connection, not stranded")
@@ -822,7 +848,7 @@ async fn the_per_request_header_names_are_spelled_out_once_per_http2_connection(
         crate::trace::TraceContext::new_root().inject(req.headers_mut());
         assert!(req.headers()[crate::trace::X_REQUEST_ID].is_sensitive());
         assert!(req.headers()[crate::trace::w3c::TRACEPARENT].is_sensitive());
-        let resp = pool.send(req).await.expect("a response");
+        let resp = response_of(pool.send(req)).await.expect("a response");
         let _ = resp.into_body().collect().await;
     }
     let frames = hpack_representations(&sent.lock().unwrap());
@@ -899,7 +925,7 @@ async fn an_upgraded_connection_leaves_the_dial_demand_and_nothing_stays_counted
         .insert("connection", http::HeaderValue::from_static("upgrade"));
     req.headers_mut()
         .insert("upgrade", http::HeaderValue::from_static("echo"));
-    let resp = pool.send(req).await.unwrap();
+    let resp = response_of(pool.send(req)).await.unwrap();
     assert_eq!(resp.status(), http::StatusCode::SWITCHING_PROTOCOLS);
     let upgraded = hyper::upgrade::on(resp).await.unwrap();
     assert_eq!(
