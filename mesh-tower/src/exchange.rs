@@ -29,9 +29,8 @@ pub struct PeerIdentity {
 }
 
 impl PeerIdentity {
-    /// A plaintext peer (for tests and servers that do their own TLS). Make one per
-    /// connection and clone it onto its requests: the clones share what the connection
-    /// remembers of the peer's metadata (Istio's metadata exchange).
+    /// A plaintext peer (for tests and servers that do their own TLS). Its connection does
+    /// not remember a mesh caller's metadata: the exchange goes on every request.
     pub fn plaintext(remote_addr: SocketAddr, local_addr: SocketAddr) -> Self {
         Self {
             spiffe_id: None,
@@ -68,10 +67,22 @@ impl Remembered {
     }
 }
 
-/// A connection's [`Remembered`], shared by its requests. Not part of who the peer is:
-/// two are always equal.
+/// A connection's [`Remembered`], shared by its requests; only the mesh's listener gives a
+/// connection one (an identity built elsewhere may be made anew per request). Not part of
+/// who the peer is: two are always equal.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct SharedMemory(pub(crate) Arc<Remembered>);
+pub(crate) struct SharedMemory(pub(crate) Option<Arc<Remembered>>);
+
+impl SharedMemory {
+    /// A connection's own.
+    pub(crate) fn new() -> Self {
+        Self(Some(Arc::default()))
+    }
+
+    pub(crate) fn get(&self) -> Option<&Remembered> {
+        self.0.as_deref()
+    }
+}
 
 impl PartialEq for SharedMemory {
     fn eq(&self, _: &Self) -> bool {

@@ -205,7 +205,10 @@ async fn establish(
     remote: SocketAddr,
     local: SocketAddr,
 ) -> Result<(Box<dyn IoStream>, PeerIdentity), Refused> {
-    let plain = PeerIdentity::plaintext(remote, local);
+    let plain = PeerIdentity {
+        remembered: crate::exchange::SharedMemory::new(),
+        ..PeerIdentity::plaintext(remote, local)
+    };
     let acceptor = match mode {
         TlsMode::Disable => return Ok((Box::new(stream), plain)),
         TlsMode::Strict => match &ctx.acceptors {

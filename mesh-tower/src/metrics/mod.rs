@@ -415,20 +415,23 @@ impl Metrics {
         if !taken.sent {
             return (
                 peer::Answer::Nothing,
-                peer.and_then(|p| p.remembered.0.get()),
+                peer.and_then(|p| p.remembered.get()?.get()),
             );
         }
         let id = taken.value.as_ref().and_then(|v| self.peer_id(v));
         let answer = match (peer, id, taken.direct) {
             // Remembered only with something of ours to give back: the caller stops
             // sending once it has it.
-            (Some(p), Some(id), Some(direct))
-                if self.inner.local_md.is_some()
-                    && direct.as_bytes() == peer::addr_text(p.local_addr).as_bytes() =>
-            {
-                p.remembered.0.set(id);
-                peer::Answer::Remembered(p.remote_addr)
-            }
+            (Some(p), Some(id), Some(direct)) => match p.remembered.get() {
+                Some(memory)
+                    if self.inner.local_md.is_some()
+                        && direct.as_bytes() == peer::addr_text(p.local_addr).as_bytes() =>
+                {
+                    memory.set(id);
+                    peer::Answer::Remembered(p.remote_addr)
+                }
+                _ => peer::Answer::Metadata,
+            },
             _ => peer::Answer::Metadata,
         };
         (answer, id)

@@ -216,6 +216,53 @@ fn a_client_connection_remembers_the_server_only_when_it_names_this_end() {
     assert!(unknown.contains_key(PEER_METADATA) && !unknown.contains_key(PEER_DIRECT));
 }
 
+/// The server's end remembers a caller only on a connection of the mesh's listener (an
+/// identity built elsewhere may be made anew per request) and only when the caller named
+/// this end's address.
+#[test]
+fn a_server_connection_remembers_only_its_own_listeners_direct_callers() {
+    let order = Metrics::new(WorkloadLabels::named("order"));
+    let payment = Metrics::new(WorkloadLabels::named("payment"));
+    let local: std::net::SocketAddr = "10.0.0.2:8080".parse().expect("an address");
+    let caller: std::net::SocketAddr = "10.0.0.1:40000".parse().expect("an address");
+    let request = |direct: &str| {
+        let mut h = http::HeaderMap::new();
+        order.announce(None, &mut h);
+        h.insert(
+            PEER_DIRECT,
+            http::HeaderValue::from_str(direct).expect("a value"),
+        );
+        h
+    };
+    let built = PeerIdentity::plaintext(caller, local);
+    let (answer, id) = payment.take_caller(&mut request("10.0.0.2:8080"), Some(&built));
+    assert_eq!(answer, Answer::Metadata);
+    assert!(id.is_some());
+    assert_eq!(
+        payment.take_caller(&mut http::HeaderMap::new(), Some(&built)),
+        (Answer::Nothing, None)
+    );
+
+    let listened = PeerIdentity {
+        remembered: crate::exchange::SharedMemory::new(),
+        ..PeerIdentity::plaintext(caller, local)
+    };
+    let (answer, _) = payment.take_caller(&mut request("10.0.0.3:8080"), Some(&listened));
+    assert_eq!(answer, Answer::Metadata);
+    assert_eq!(
+        payment.take_caller(&mut http::HeaderMap::new(), Some(&listened)),
+        (Answer::Nothing, None)
+    );
+    let (answer, _) = payment.take_caller(&mut request("10.0.0.2:8080"), Some(&listened));
+    assert_eq!(answer, Answer::Remembered(caller));
+    // Its clones (the connection's later requests) remember it.
+    let later = listened.clone();
+    assert_eq!(
+        payment.take_caller(&mut http::HeaderMap::new(), Some(&later)),
+        (Answer::Nothing, id)
+    );
+}
+
 /// Two workloads' metrics on one thread with the same labels: each counts only its own
 /// requests (the thread's memory of recent series and label ids is per registry).
 #[test]
