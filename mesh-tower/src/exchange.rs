@@ -3,7 +3,7 @@
 //! observers depend on neither `inbound` nor `outbound`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use http::HeaderMap;
@@ -50,36 +50,65 @@ impl PeerIdentity {
     }
 }
 
-/// What one connection remembers of its peer for Istio's metadata exchange: the interned
-/// id of the metadata the peer sent, once both ends found that the connection runs between
-/// them with nothing in between (see `metrics::peer`). Zero: nothing (the interner's id of
-/// `unknown`, never remembered).
+/// What one connection remembers of its peer for Istio's metadata exchange (see
+/// `metrics::peer`): the interned id of the metadata the peer sent, with the serial of the
+/// registry that interned it (an id means nothing in another registry). Zero: nothing.
 #[derive(Debug, Default)]
-pub(crate) struct Remembered(AtomicU32);
+pub(crate) struct Remembered(AtomicU64);
 
 impl Remembered {
-    pub(crate) fn get(&self) -> Option<u32> {
-        Some(self.0.load(Ordering::Relaxed)).filter(|id| *id != 0)
+    /// The id, when `registry` interned it.
+    pub(crate) fn get(&self, registry: u64) -> Option<u32> {
+        let v = self.0.load(Ordering::Relaxed);
+        let id = v as u32;
+        (id != 0 && (v >> 32) as u32 == registry as u32).then_some(id)
     }
 
-    pub(crate) fn set(&self, id: u32) {
-        self.0.store(id, Ordering::Relaxed);
+    pub(crate) fn set(&self, registry: u64, id: u32) {
+        self.0.store(
+            u64::from(registry as u32) << 32 | u64::from(id),
+            Ordering::Relaxed,
+        );
     }
 }
 
-/// A connection's [`Remembered`], shared by its requests; only the mesh's listener gives a
+/// An address as `x-mesh-peer-direct` carries it (an IPv4-mapped IPv6 address as IPv4, as
+/// the other end may see it).
+pub(crate) fn addr_text(addr: SocketAddr) -> String {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port()).to_string()
+}
+
+/// A server connection's end of the metadata exchange.
+#[derive(Debug)]
+pub(crate) struct ServerEnd {
+    /// The connection's local address, as a caller that dialed it directly names it.
+    local: Box<str>,
+    pub(crate) remembered: Remembered,
+}
+
+impl ServerEnd {
+    /// Whether `named` (a caller's `x-mesh-peer-direct`) is this end's address.
+    pub(crate) fn is_named(&self, named: &http::HeaderValue) -> bool {
+        named.as_bytes() == self.local.as_bytes()
+    }
+}
+
+/// A connection's [`ServerEnd`], shared by its requests; only the mesh's listener gives a
 /// connection one (an identity built elsewhere may be made anew per request). Not part of
 /// who the peer is: two are always equal.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct SharedMemory(pub(crate) Option<Arc<Remembered>>);
+pub(crate) struct SharedMemory(Option<Arc<ServerEnd>>);
 
 impl SharedMemory {
-    /// A connection's own.
-    pub(crate) fn new() -> Self {
-        Self(Some(Arc::default()))
+    /// The end of a connection that arrived on `local`.
+    pub(crate) fn new(local: SocketAddr) -> Self {
+        Self(Some(Arc::new(ServerEnd {
+            local: addr_text(local).into(),
+            remembered: Remembered::default(),
+        })))
     }
 
-    pub(crate) fn get(&self) -> Option<&Remembered> {
+    pub(crate) fn get(&self) -> Option<&ServerEnd> {
         self.0.as_deref()
     }
 }

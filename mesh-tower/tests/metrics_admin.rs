@@ -493,7 +493,19 @@ async fn serve_counting(mesh: &Mesh) -> (common::Server, std::sync::Arc<Carried>
     use std::sync::atomic::Ordering::Relaxed;
     let carried = std::sync::Arc::new(Carried::default());
     let app = Router::new()
-        .route("/pay", get(|| async { "paid" }))
+        .route(
+            "/pay",
+            get(|headers: http::HeaderMap| async move {
+                let leaked = [PEER_METADATA, PEER_METADATA_ID, PEER_DIRECT]
+                    .iter()
+                    .any(|name| headers.contains_key(name));
+                if leaked {
+                    "leaked"
+                } else {
+                    "paid"
+                }
+            }),
+        )
         .layer(MetricsLayer::new(mesh.metrics().clone()))
         .layer(axum::middleware::from_fn_with_state(
             std::sync::Arc::clone(&carried),
@@ -561,12 +573,14 @@ async fn relay(to: std::net::SocketAddr) -> std::net::SocketAddr {
     addr
 }
 
-/// Six calls from `order` to `payment` over one connection (through a relay when asked):
-/// what carried metadata at payment's edge, and both sides' request counts labelled with
-/// the peer's workload.
-async fn six_calls(
+/// Calls from `order` to `payment` (through a relay when asked): `together` at once, then
+/// `after` one by one. What carried metadata at payment's edge, and both sides' request
+/// counts labelled with the peer's workload.
+async fn calls(
     protocol: UpstreamProtocol,
     through_relay: bool,
+    together: usize,
+    after: usize,
 ) -> (usize, usize, String, String) {
     use std::sync::atomic::Ordering::Relaxed;
     let payment_mesh = Mesh::builder()
@@ -585,7 +599,7 @@ async fn six_calls(
         .build()
         .unwrap();
     let client = order_mesh.http_client::<Empty<Bytes>>();
-    for _ in 0..6 {
+    let call = || async {
         let req = Request::get("http://payment.shop:8080/pay")
             .body(Empty::new())
             .unwrap();
@@ -600,7 +614,11 @@ async fn six_calls(
             );
         }
         let body = resp.into_body().collect().await.unwrap().to_bytes();
-        assert_eq!(&body[..], b"paid");
+        assert_eq!(&body[..], b"paid", "the application saw an exchange header");
+    };
+    futures_util::future::join_all((0..together).map(|_| call())).await;
+    for _ in 0..after {
+        call().await;
     }
     let inbound = payment_mesh.metrics().render();
     let outbound = order_mesh.metrics().render();
@@ -631,7 +649,7 @@ async fn six_calls(
 #[tokio::test]
 async fn metadata_exchange_goes_once_per_connection_between_mesh_services() {
     for protocol in [UpstreamProtocol::Http1, UpstreamProtocol::Http2] {
-        let (requests, responses, inbound, outbound) = six_calls(protocol, false).await;
+        let (requests, responses, inbound, outbound) = calls(protocol, false, 0, 6).await;
         assert_eq!((requests, responses), (1, 1), "{protocol:?}");
         assert!(inbound.ends_with(" 6"), "{protocol:?}: {inbound}");
         assert!(outbound.ends_with(" 6"), "{protocol:?}: {outbound}");
@@ -646,12 +664,28 @@ async fn metadata_exchange_goes_once_per_connection_between_mesh_services() {
     }
 }
 
+/// HTTP/2 calls made at once before the connection settles each carry metadata (none yet
+/// knows the server remembers), and every call is labelled on both sides, those before and
+/// after the settle alike.
+#[tokio::test]
+async fn concurrent_first_calls_on_http2_are_all_labelled() {
+    let (requests, responses, inbound, outbound) =
+        calls(UpstreamProtocol::Http2, false, 5, 3).await;
+    assert!(
+        (1..=5).contains(&requests),
+        "{requests} requests carried metadata"
+    );
+    assert_eq!(requests, responses);
+    assert!(inbound.ends_with(" 8"), "{inbound}");
+    assert!(outbound.ends_with(" 8"), "{outbound}");
+}
+
 /// Through a proxy in between (here an L4 relay: the addresses each end sees differ from
 /// those the other says), the exchange goes on every request, as with Envoy's sidecars.
 #[tokio::test]
 async fn metadata_exchange_goes_on_every_request_through_a_proxy() {
     for protocol in [UpstreamProtocol::Http1, UpstreamProtocol::Http2] {
-        let (requests, responses, inbound, outbound) = six_calls(protocol, true).await;
+        let (requests, responses, inbound, outbound) = calls(protocol, true, 0, 6).await;
         assert_eq!((requests, responses), (6, 6), "{protocol:?}");
         assert!(inbound.ends_with(" 6"), "{protocol:?}: {inbound}");
         assert!(outbound.ends_with(" 6"), "{protocol:?}: {outbound}");
@@ -660,8 +694,10 @@ async fn metadata_exchange_goes_on_every_request_through_a_proxy() {
 
 /// The server's side of the once-per-connection exchange, driven by a plain hyper client:
 /// it remembers the caller only when `x-mesh-peer-direct` names its own address, says so
-/// with the caller's address, and answers a later request without metadata with nothing,
-/// labelling it with what the connection remembers. A new connection remembers nothing.
+/// with the caller's address, and labels a later request that carries that header alone
+/// with what the connection remembers, answering nothing. A request with neither header
+/// stays `unknown` (a proxy that dialed the server may carry other callers' requests), and
+/// a new connection remembers nothing.
 #[tokio::test]
 async fn the_server_remembers_a_caller_only_on_a_direct_connection() {
     use base64::Engine as _;
@@ -726,19 +762,29 @@ async fn the_server_remembers_a_caller_only_on_a_direct_connection() {
         .await
         .unwrap();
     assert_eq!(said(&resp), (true, Some(conn.local.to_string())));
+    // A caller that says it remembers ours (the header alone) gets nothing back.
     for _ in 0..2 {
-        let resp = conn.send(get(None, false)).await.unwrap();
+        let resp = conn
+            .send(get(Some(payment.addr.to_string()), false))
+            .await
+            .unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
         assert_eq!(said(&resp), (false, None));
     }
+    // Neither header: another caller's, for all the server knows.
+    let resp = conn.send(get(None, false)).await.unwrap();
+    assert_eq!(said(&resp), (false, None));
 
     // A new connection remembers nothing.
     let mut fresh = common::connect(payment.addr, None).await.unwrap();
-    let resp = fresh.send(get(None, false)).await.unwrap();
+    let resp = fresh
+        .send(get(Some(payment.addr.to_string()), false))
+        .await
+        .unwrap();
     assert_eq!(said(&resp), (false, None));
 
-    // Labelled `order`: the two requests with metadata and the two after it on the
-    // remembering connection; `unknown`: the two without on the others.
+    // Labelled `order`: the two requests with metadata and the two that said they
+    // remember; `unknown`: the three others.
     let inbound = payment_mesh.metrics().render();
     let order = line(
         &inbound,
@@ -753,7 +799,7 @@ async fn the_server_remembers_a_caller_only_on_a_direct_connection() {
         &["source_workload=\"unknown\""],
     )
     .unwrap_or_default();
-    assert!(unknown.ends_with(" 2"), "{inbound}");
+    assert!(unknown.ends_with(" 3"), "{inbound}");
 }
 
 /// A request body without a length (as every gRPC and streaming request has) is counted as

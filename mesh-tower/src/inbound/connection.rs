@@ -206,7 +206,7 @@ async fn establish(
     local: SocketAddr,
 ) -> Result<(Box<dyn IoStream>, PeerIdentity), Refused> {
     let plain = PeerIdentity {
-        remembered: crate::exchange::SharedMemory::new(),
+        remembered: crate::exchange::SharedMemory::new(local),
         ..PeerIdentity::plaintext(remote, local)
     };
     let acceptor = match mode {

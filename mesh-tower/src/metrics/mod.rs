@@ -405,33 +405,35 @@ impl Metrics {
 
     /// Server end of the exchange: a caller's headers taken off a request that came on
     /// `peer`'s connection. What to say back, and the id of the caller's metadata (what the
-    /// connection remembers, when the caller sent none).
+    /// connection remembers, when the caller says it remembers ours).
     pub(crate) fn take_caller(
         &self,
         headers: &mut http::HeaderMap,
         peer: Option<&PeerIdentity>,
     ) -> (peer::Answer, Option<u32>) {
         let taken = peer::take(headers);
+        let registry = self.inner.peers.serial();
+        let end = peer.and_then(|p| p.remembered.get());
+        let named = |end: &crate::exchange::ServerEnd| {
+            taken.direct.as_ref().is_some_and(|d| end.is_named(d))
+        };
         if !taken.sent {
-            return (
-                peer::Answer::Nothing,
-                peer.and_then(|p| p.remembered.get()?.get()),
-            );
+            // `x-mesh-peer-direct` alone: a caller that remembers ours, on a connection
+            // that remembers it. (Nothing at all: a caller outside the exchange, whatever
+            // the connection remembers.)
+            let remembered = end
+                .filter(|end| named(end))
+                .and_then(|end| end.remembered.get(registry));
+            return (peer::Answer::Nothing, remembered);
         }
         let id = taken.value.as_ref().and_then(|v| self.peer_id(v));
-        let answer = match (peer, id, taken.direct) {
+        let answer = match (peer, end, id) {
             // Remembered only with something of ours to give back: the caller stops
             // sending once it has it.
-            (Some(p), Some(id), Some(direct)) => match p.remembered.get() {
-                Some(memory)
-                    if self.inner.local_md.is_some()
-                        && direct.as_bytes() == peer::addr_text(p.local_addr).as_bytes() =>
-                {
-                    memory.set(id);
-                    peer::Answer::Remembered(p.remote_addr)
-                }
-                _ => peer::Answer::Metadata,
-            },
+            (Some(p), Some(end), Some(id)) if self.inner.local_md.is_some() && named(end) => {
+                end.remembered.set(registry, id);
+                peer::Answer::Remembered(p.remote_addr)
+            }
             _ => peer::Answer::Metadata,
         };
         (answer, id)
@@ -447,7 +449,7 @@ impl Metrics {
             peer::Answer::Metadata => md.insert_into(headers),
             peer::Answer::Remembered(caller) => {
                 md.insert_into(headers);
-                if let Ok(v) = http::HeaderValue::from_str(&peer::addr_text(caller)) {
+                if let Ok(v) = http::HeaderValue::from_str(&crate::exchange::addr_text(caller)) {
                     headers.insert(peer::PEER_DIRECT, v);
                 }
             }
@@ -455,14 +457,16 @@ impl Metrics {
     }
 
     /// Client end: this workload's metadata onto a request (when it has a name) on a
-    /// connection with `end` (`None`: its addresses are unknown), unless the server
-    /// remembers it.
+    /// connection with `end` (`None`: its addresses are unknown); only that it remembers
+    /// the server's when the server remembers ours.
     pub(crate) fn announce(&self, end: Option<&peer::ClientEnd>, headers: &mut http::HeaderMap) {
         let Some(md) = &self.inner.local_md else {
             return;
         };
         match end {
-            Some(end) if end.remembered().is_some() => {}
+            Some(end) if end.remembered().is_some() => {
+                headers.insert(peer::PEER_DIRECT, end.dialed.clone());
+            }
             Some(end) => {
                 md.insert_into(headers);
                 headers.insert(peer::PEER_DIRECT, end.dialed.clone());
@@ -489,7 +493,7 @@ impl Metrics {
         let id = taken.value.as_ref().and_then(|v| self.peer_id(v));
         if let (Some(end), Some(id), Some(direct)) = (end, id, taken.direct) {
             if direct.as_bytes() == end.local.as_bytes() {
-                end.remembered.set(id);
+                end.remembered.set(end.registry, id);
             }
         }
         id.or(remembered)

@@ -12,15 +12,17 @@
 //!
 //! Between two mesh services the exchange goes once per connection. Until then the client
 //! adds `x-mesh-peer-direct`, the address it dialed, to its metadata. A server that finds
-//! that address is its own (the connection reaches it directly: no proxy in between that
-//! could carry other callers' requests on it) remembers the caller's metadata for the
-//! connection, and answers with its own metadata and `x-mesh-peer-direct`, the address the
-//! caller came from. A client that finds that address is its own remembers the server's
-//! metadata for the connection and from then on sends neither; the server, given a request
-//! without metadata on a connection that remembers, labels it with what it remembers and
-//! sends nothing back. Envoy's sidecars never send or answer the header and exchange
-//! metadata on every request, as before; so does a connection through a proxy, NAT or a
-//! Service's virtual IP (the addresses differ).
+//! that address is its own remembers the caller's metadata for the connection, and answers
+//! with its own metadata and `x-mesh-peer-direct`, the address the caller came from. A
+//! client that finds that address is its own (the connection reaches the server directly:
+//! no proxy in between that could carry other callers' requests on it) remembers the
+//! server's metadata for the connection and from then on sends `x-mesh-peer-direct` alone.
+//! The server labels such a request with what the connection remembers and sends nothing
+//! back; a request with neither header stays `unknown`, whatever the connection remembers
+//! (a proxy that dialed the server's own address may carry other callers on it). Envoy's
+//! sidecars never send or answer the header and exchange metadata on every request, as
+//! before; so does a connection through a proxy, NAT or a Service's virtual IP (the
+//! addresses differ).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -31,22 +33,18 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use prost::Message;
 
 use super::WorkloadLabels;
+use crate::exchange::addr_text;
 
 /// The peer's metadata: base64 of a serialized `google.protobuf.Struct`.
 pub const PEER_METADATA: HeaderName = HeaderName::from_static("x-envoy-peer-metadata");
 /// The peer's node id.
 pub const PEER_METADATA_ID: HeaderName = HeaderName::from_static("x-envoy-peer-metadata-id");
 
-/// On a request: the address the client dialed, asking the server to remember its metadata
-/// for the connection; on a response: the address the caller came from, saying the server
-/// remembers it.
+/// On a request with the caller's metadata: the address the caller dialed, asking the
+/// server to remember the metadata for the connection; alone: that the caller remembers the
+/// server's. On a response: the address the caller came from, saying the server remembers
+/// it.
 pub const PEER_DIRECT: HeaderName = HeaderName::from_static("x-mesh-peer-direct");
-
-/// An address as `x-mesh-peer-direct` carries it (an IPv4-mapped IPv6 address as IPv4, as
-/// the other end may see it).
-pub(crate) fn addr_text(addr: SocketAddr) -> String {
-    SocketAddr::new(addr.ip().to_canonical(), addr.port()).to_string()
-}
 
 /// Header values longer than this are ignored (Istio's are a few hundred bytes).
 const MAX_LEN: usize = 8 * 1024;
@@ -115,7 +113,7 @@ pub(crate) struct Taken {
     pub(crate) sent: bool,
     /// The metadata's text, when it is usable.
     pub(crate) value: Option<HeaderValue>,
-    /// `x-mesh-peer-direct`, when it came with the metadata.
+    /// `x-mesh-peer-direct`.
     pub(crate) direct: Option<HeaderValue>,
 }
 
@@ -132,15 +130,10 @@ pub(crate) fn take(headers: &mut HeaderMap) -> Taken {
     } else {
         None
     };
-    let sent = id || value.is_some();
     Taken {
-        sent,
+        sent: id || value.is_some(),
         value: value.filter(|v| !v.is_empty() && v.len() <= MAX_LEN),
-        direct: if sent {
-            headers.remove(PEER_DIRECT)
-        } else {
-            None
-        },
+        direct: headers.remove(PEER_DIRECT),
     }
 }
 
@@ -163,23 +156,31 @@ pub(crate) struct ClientEnd {
     pub(super) dialed: HeaderValue,
     /// This end's address, as the server must say it.
     pub(super) local: String,
-    /// The server's metadata, once the server remembers ours.
+    /// The server's metadata, once the server remembers ours (in the registry of
+    /// `registry`).
     pub(super) remembered: crate::exchange::Remembered,
+    pub(super) registry: u64,
 }
 
 impl ClientEnd {
-    /// The end of a connection from `local` to `peer`.
-    pub(crate) fn new(local: SocketAddr, peer: SocketAddr) -> Option<Self> {
+    /// The end of a connection from `local` to `peer`, whose pool exchanges metadata with
+    /// `metrics`.
+    pub(crate) fn new(
+        local: SocketAddr,
+        peer: SocketAddr,
+        metrics: &super::Metrics,
+    ) -> Option<Self> {
         Some(Self {
             dialed: HeaderValue::from_str(&addr_text(peer)).ok()?,
             local: addr_text(local),
             remembered: crate::exchange::Remembered::default(),
+            registry: metrics.inner.peers.serial(),
         })
     }
 
     /// The server's metadata id, once it remembers ours.
     pub(crate) fn remembered(&self) -> Option<u32> {
-        self.remembered.get()
+        self.remembered.get(self.registry)
     }
 }
 

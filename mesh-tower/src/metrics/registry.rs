@@ -116,6 +116,11 @@ impl<T: ?Sized + Interned> Interner<T> {
         id
     }
 
+    /// This interner's serial (unique in the process).
+    pub(crate) fn serial(&self) -> u64 {
+        self.serial
+    }
+
     fn find_or_add(&self, s: &T) -> u32 {
         if let Some(id) = self.ids.load().get(s) {
             return *id;

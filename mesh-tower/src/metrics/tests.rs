@@ -171,7 +171,7 @@ fn a_client_connection_remembers_the_server_only_when_it_names_this_end() {
     let payment = Metrics::new(WorkloadLabels::named("payment"));
     let local: std::net::SocketAddr = "[::ffff:10.0.0.1]:40000".parse().expect("an address");
     let server: std::net::SocketAddr = "10.0.0.2:8080".parse().expect("an address");
-    let end = ClientEnd::new(local, server).expect("addresses write as a header");
+    let end = ClientEnd::new(local, server, &order).expect("addresses write as a header");
     let mut request = http::HeaderMap::new();
     order.announce(Some(&end), &mut request);
     assert_eq!(
@@ -202,9 +202,14 @@ fn a_client_connection_remembers_the_server_only_when_it_names_this_end() {
     let mut own = answer("10.0.0.1:40000");
     assert_eq!(order.take_server(Some(&end), &mut own), id);
     assert_eq!(end.remembered(), id);
+    // From then on only that it remembers the server's.
     let mut after = http::HeaderMap::new();
     order.announce(Some(&end), &mut after);
-    assert!(after.is_empty(), "{after:?}");
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(
+        after.get(PEER_DIRECT).and_then(|v| v.to_str().ok()),
+        Some("10.0.0.2:8080")
+    );
     // A response without metadata is the remembered server's.
     assert_eq!(
         order.take_server(Some(&end), &mut http::HeaderMap::new()),
@@ -218,7 +223,9 @@ fn a_client_connection_remembers_the_server_only_when_it_names_this_end() {
 
 /// The server's end remembers a caller only on a connection of the mesh's listener (an
 /// identity built elsewhere may be made anew per request) and only when the caller named
-/// this end's address.
+/// this end's address; it labels with what it remembers only a request that says it
+/// remembers the server (a request with neither header may be another caller's, carried by
+/// a proxy that dialed this address).
 #[test]
 fn a_server_connection_remembers_only_its_own_listeners_direct_callers() {
     let order = Metrics::new(WorkloadLabels::named("order"));
@@ -244,7 +251,7 @@ fn a_server_connection_remembers_only_its_own_listeners_direct_callers() {
     );
 
     let listened = PeerIdentity {
-        remembered: crate::exchange::SharedMemory::new(),
+        remembered: crate::exchange::SharedMemory::new(local),
         ..PeerIdentity::plaintext(caller, local)
     };
     let (answer, _) = payment.take_caller(&mut request("10.0.0.3:8080"), Some(&listened));
@@ -255,11 +262,38 @@ fn a_server_connection_remembers_only_its_own_listeners_direct_callers() {
     );
     let (answer, _) = payment.take_caller(&mut request("10.0.0.2:8080"), Some(&listened));
     assert_eq!(answer, Answer::Remembered(caller));
-    // Its clones (the connection's later requests) remember it.
+    let marker = |direct: &str| {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            PEER_DIRECT,
+            http::HeaderValue::from_str(direct).expect("a value"),
+        );
+        h
+    };
+    // Its clones (the connection's later requests) remember it, for a caller that says so.
     let later = listened.clone();
     assert_eq!(
-        payment.take_caller(&mut http::HeaderMap::new(), Some(&later)),
+        payment.take_caller(&mut marker("10.0.0.2:8080"), Some(&later)),
         (Answer::Nothing, id)
+    );
+    assert_eq!(
+        payment.take_caller(&mut http::HeaderMap::new(), Some(&later)),
+        (Answer::Nothing, None)
+    );
+    assert_eq!(
+        payment.take_caller(&mut marker("10.0.0.3:8080"), Some(&later)),
+        (Answer::Nothing, None)
+    );
+    // Another registry's id means nothing here.
+    let other = Metrics::new(WorkloadLabels::named("payment"));
+    assert_eq!(
+        other.take_caller(&mut marker("10.0.0.2:8080"), Some(&later)),
+        (Answer::Nothing, None)
+    );
+    // A built identity says nothing for a caller that says it remembers.
+    assert_eq!(
+        payment.take_caller(&mut marker("10.0.0.2:8080"), Some(&built)),
+        (Answer::Nothing, None)
     );
 }
 

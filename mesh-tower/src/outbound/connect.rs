@@ -483,10 +483,10 @@ impl MeshIo {
         self.h2
     }
 
-    /// Its end of Istio's metadata exchange, when its connector's pools exchange it.
-    pub(crate) fn exchange_end(&self) -> Option<crate::metrics::ClientEnd> {
+    /// Its end of Istio's metadata exchange with `metrics`.
+    pub(crate) fn exchange_end(&self, metrics: &Metrics) -> Option<crate::metrics::ClientEnd> {
         let (local, peer) = self.addrs?;
-        crate::metrics::ClientEnd::new(local, peer)
+        crate::metrics::ClientEnd::new(local, peer, metrics)
     }
 }
 

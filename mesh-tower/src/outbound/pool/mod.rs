@@ -50,7 +50,9 @@ fn exchange_end(
     connector: &super::connect::MeshConnector,
     io: &super::connect::MeshIo,
 ) -> Option<crate::metrics::ClientEnd> {
-    connector.exchange().and(io.exchange_end())
+    connector
+        .exchange()
+        .and_then(|metrics| io.exchange_end(metrics))
 }
 
 use super::connect::ConnectError;
