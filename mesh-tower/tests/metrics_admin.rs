@@ -680,6 +680,35 @@ async fn concurrent_first_calls_on_http2_are_all_labelled() {
     assert!(outbound.ends_with(" 8"), "{outbound}");
 }
 
+/// A target outside the policy (dialed by DNS) does not take part: the caller sends it
+/// none of its metadata, on any request.
+#[tokio::test]
+async fn a_target_outside_the_policy_gets_no_metadata() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let payment_mesh = Mesh::builder()
+        .workload(WorkloadLabels::named("payment"))
+        .build()
+        .unwrap();
+    let (payment, carried) = serve_counting(&payment_mesh).await;
+    let order_mesh = Mesh::builder()
+        .workload(WorkloadLabels::named("order"))
+        .build()
+        .unwrap();
+    let client = order_mesh.http_client::<Empty<Bytes>>();
+    for _ in 0..3 {
+        let uri = format!("http://localhost:{}/pay", payment.addr.port());
+        let req = Request::get(uri).body(Empty::new()).unwrap();
+        let resp = tower::ServiceExt::oneshot(client.clone(), req)
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"paid");
+    }
+    assert_eq!(carried.requests.load(Relaxed), 0);
+    assert_eq!(carried.responses.load(Relaxed), 0);
+}
+
 /// Through a proxy in between (here an L4 relay: the addresses each end sees differ from
 /// those the other says), the exchange goes on every request, as with Envoy's sidecars.
 #[tokio::test]
