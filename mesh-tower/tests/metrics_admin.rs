@@ -65,6 +65,11 @@ fn policy(addr: std::net::SocketAddr) -> Snapshot {
     b.build()
 }
 
+/// A mesh for the workload `labels` names, with no policy.
+fn mesh_of(labels: WorkloadLabels) -> Mesh {
+    Mesh::builder().workload(labels).build().unwrap()
+}
+
 fn line<'a>(text: &'a str, prefix: &str, must: &[&str]) -> Option<&'a str> {
     text.lines()
         .find(|l| l.starts_with(prefix) && must.iter().all(|m| l.contains(m)))
@@ -104,16 +109,13 @@ async fn fetch(addr: std::net::SocketAddr, path: &str) -> (StatusCode, String, S
 async fn inbound_and_outbound_labels_admin_pages_and_promtool() {
     let certs = common::mesh();
     // The payment workload: STRICT mTLS, metrics by MetricsLayer.
-    let payment_mesh = Mesh::builder()
-        .workload(
-            WorkloadLabels::named("payment")
-                .with_namespace("default")
-                .with_version("v1")
-                .with_principal(common::PAYMENT)
-                .with_service("payment.default.svc.cluster.local"),
-        )
-        .build()
-        .unwrap();
+    let payment_mesh = mesh_of(
+        WorkloadLabels::named("payment")
+            .with_namespace("default")
+            .with_version("v1")
+            .with_principal(common::PAYMENT)
+            .with_service("payment.default.svc.cluster.local"),
+    );
     let layers = ServiceBuilder::new()
         .layer(TraceLayer::new())
         .layer(MetricsLayer::new(payment_mesh.metrics().clone()));
@@ -379,14 +381,11 @@ fn promtool_check(text: &str) {
 /// application sees neither header.
 #[tokio::test]
 async fn metadata_exchange_labels_both_sides_with_the_peer_workload() {
-    let payment_mesh = Mesh::builder()
-        .workload(
-            WorkloadLabels::named("payment")
-                .with_namespace("shop")
-                .with_version("v2"),
-        )
-        .build()
-        .unwrap();
+    let payment_mesh = mesh_of(
+        WorkloadLabels::named("payment")
+            .with_namespace("shop")
+            .with_version("v2"),
+    );
     let app = Router::new().route(
         "/pay",
         get(|headers: http::HeaderMap| async move {
@@ -455,10 +454,7 @@ async fn metadata_exchange_labels_both_sides_with_the_peer_workload() {
 /// gets it.
 #[tokio::test]
 async fn metadata_exchange_answers_only_a_caller_that_took_part() {
-    let payment_mesh = Mesh::builder()
-        .workload(WorkloadLabels::named("payment"))
-        .build()
-        .unwrap();
+    let payment_mesh = mesh_of(WorkloadLabels::named("payment"));
     let app = Router::new().route("/pay", get(|| async { "ok" }));
     let payment = serve_metered(app, &payment_mesh).await;
     for (sent, answered) in [(None, false), (Some("x-envoy-peer-metadata-id"), true)] {
@@ -573,6 +569,24 @@ async fn relay(to: std::net::SocketAddr) -> std::net::SocketAddr {
     addr
 }
 
+/// One call to `serve_counting`'s `/pay`: answered, and no exchange header reached either
+/// application.
+async fn pay(client: &mesh_tower::outbound::HttpClient<Empty<Bytes>>, uri: &str) {
+    let req = Request::get(uri).body(Empty::new()).unwrap();
+    let resp = tower::ServiceExt::oneshot(client.clone(), req)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    for name in [PEER_METADATA, PEER_METADATA_ID, PEER_DIRECT] {
+        assert!(
+            !resp.headers().contains_key(&name),
+            "{name} reached the caller"
+        );
+    }
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"paid", "the application saw an exchange header");
+}
+
 /// Calls from `order` to `payment` (through a relay when asked): `together` at once, then
 /// `after` one by one. What carried metadata at payment's edge, and both sides' request
 /// counts labelled with the peer's workload.
@@ -583,10 +597,7 @@ async fn calls(
     after: usize,
 ) -> (usize, usize, String, String) {
     use std::sync::atomic::Ordering::Relaxed;
-    let payment_mesh = Mesh::builder()
-        .workload(WorkloadLabels::named("payment").with_namespace("shop"))
-        .build()
-        .unwrap();
+    let payment_mesh = mesh_of(WorkloadLabels::named("payment").with_namespace("shop"));
     let (payment, carried) = serve_counting(&payment_mesh).await;
     let dialed = if through_relay {
         relay(payment.addr).await
@@ -599,26 +610,10 @@ async fn calls(
         .build()
         .unwrap();
     let client = order_mesh.http_client::<Empty<Bytes>>();
-    let call = || async {
-        let req = Request::get("http://payment.shop:8080/pay")
-            .body(Empty::new())
-            .unwrap();
-        let resp = tower::ServiceExt::oneshot(client.clone(), req)
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::OK);
-        for name in [PEER_METADATA, PEER_METADATA_ID, PEER_DIRECT] {
-            assert!(
-                !resp.headers().contains_key(&name),
-                "{name} reached the caller"
-            );
-        }
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        assert_eq!(&body[..], b"paid", "the application saw an exchange header");
-    };
-    futures_util::future::join_all((0..together).map(|_| call())).await;
+    let uri = "http://payment.shop:8080/pay";
+    futures_util::future::join_all((0..together).map(|_| pay(&client, uri))).await;
     for _ in 0..after {
-        call().await;
+        pay(&client, uri).await;
     }
     let inbound = payment_mesh.metrics().render();
     let outbound = order_mesh.metrics().render();
@@ -685,25 +680,13 @@ async fn concurrent_first_calls_on_http2_are_all_labelled() {
 #[tokio::test]
 async fn a_target_outside_the_policy_gets_no_metadata() {
     use std::sync::atomic::Ordering::Relaxed;
-    let payment_mesh = Mesh::builder()
-        .workload(WorkloadLabels::named("payment"))
-        .build()
-        .unwrap();
+    let payment_mesh = mesh_of(WorkloadLabels::named("payment"));
     let (payment, carried) = serve_counting(&payment_mesh).await;
-    let order_mesh = Mesh::builder()
-        .workload(WorkloadLabels::named("order"))
-        .build()
-        .unwrap();
+    let order_mesh = mesh_of(WorkloadLabels::named("order"));
     let client = order_mesh.http_client::<Empty<Bytes>>();
+    let uri = format!("http://localhost:{}/pay", payment.addr.port());
     for _ in 0..3 {
-        let uri = format!("http://localhost:{}/pay", payment.addr.port());
-        let req = Request::get(uri).body(Empty::new()).unwrap();
-        let resp = tower::ServiceExt::oneshot(client.clone(), req)
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::OK);
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        assert_eq!(&body[..], b"paid");
+        pay(&client, &uri).await;
     }
     assert_eq!(carried.requests.load(Relaxed), 0);
     assert_eq!(carried.responses.load(Relaxed), 0);
@@ -732,10 +715,7 @@ async fn the_server_remembers_a_caller_only_on_a_direct_connection() {
     use base64::Engine as _;
     use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
     use prost::Message as _;
-    let payment_mesh = Mesh::builder()
-        .workload(WorkloadLabels::named("payment"))
-        .build()
-        .unwrap();
+    let payment_mesh = mesh_of(WorkloadLabels::named("payment"));
     let (payment, _) = serve_counting(&payment_mesh).await;
     let text = |s: &str| Value {
         kind: Some(Kind::StringValue(s.to_owned())),
@@ -835,10 +815,7 @@ async fn the_server_remembers_a_caller_only_on_a_direct_connection() {
 /// it is sent and read: both sides record its size.
 #[tokio::test]
 async fn request_bytes_of_a_body_without_length_are_counted() {
-    let server_mesh = Mesh::builder()
-        .workload(WorkloadLabels::named("payment"))
-        .build()
-        .unwrap();
+    let server_mesh = mesh_of(WorkloadLabels::named("payment"));
     let app = Router::new().route(
         "/pay",
         axum::routing::post(|body: Bytes| async move { body.len().to_string() }),
@@ -1031,10 +1008,7 @@ async fn the_grafana_dashboard_queries_match_a_real_scrape() {
     assert!(exprs.len() >= 4, "{exprs:?}");
 
     // payment, served by the mesh (listener + MeshLayer), called by order's mesh client.
-    let payment_mesh = Mesh::builder()
-        .workload(WorkloadLabels::named("payment").with_namespace("shop"))
-        .build()
-        .unwrap();
+    let payment_mesh = mesh_of(WorkloadLabels::named("payment").with_namespace("shop"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = Router::new().route("/pay", get(|| async { "paid" }));
