@@ -117,7 +117,8 @@ pub(crate) struct Taken {
     pub(crate) direct: Option<HeaderValue>,
 }
 
-/// Takes both headers off `headers`.
+/// Takes the exchange's headers off `headers`: the metadata's two and
+/// `x-mesh-peer-direct`.
 pub(crate) fn take(headers: &mut HeaderMap) -> Taken {
     let id = headers.remove(PEER_METADATA_ID).is_some();
     // A peer that sends its metadata sends its id too (Istio's sidecars and this mesh
