@@ -78,37 +78,43 @@ pub(crate) fn addr_text(addr: SocketAddr) -> String {
     SocketAddr::new(addr.ip().to_canonical(), addr.port()).to_string()
 }
 
-/// A server connection's end of the metadata exchange.
+/// One end of a connection in the metadata exchange: its own address, as the other end
+/// names it when the connection runs directly between them, and what it remembers of the
+/// other end.
 #[derive(Debug)]
-pub(crate) struct ServerEnd {
-    /// The connection's local address, as a caller that dialed it directly names it.
+pub(crate) struct ConnectionEnd {
     local: Box<str>,
     pub(crate) remembered: Remembered,
 }
 
-impl ServerEnd {
-    /// Whether `named` (a caller's `x-mesh-peer-direct`) is this end's address.
+impl ConnectionEnd {
+    /// The end at `local`, remembering nothing yet.
+    pub(crate) fn new(local: SocketAddr) -> Self {
+        Self {
+            local: addr_text(local).into(),
+            remembered: Remembered::default(),
+        }
+    }
+
+    /// Whether `named` (the other end's `x-mesh-peer-direct`) is this end's address.
     pub(crate) fn is_named(&self, named: &http::HeaderValue) -> bool {
         named.as_bytes() == self.local.as_bytes()
     }
 }
 
-/// A connection's [`ServerEnd`], shared by its requests; only the mesh's listener gives a
+/// A server connection's [`ConnectionEnd`], shared by its requests; only the mesh's listener gives a
 /// connection one (an identity built elsewhere may be made anew per request). Not part of
 /// who the peer is: two are always equal.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct SharedMemory(Option<Arc<ServerEnd>>);
+pub(crate) struct SharedMemory(Option<Arc<ConnectionEnd>>);
 
 impl SharedMemory {
     /// The end of a connection that arrived on `local`.
     pub(crate) fn new(local: SocketAddr) -> Self {
-        Self(Some(Arc::new(ServerEnd {
-            local: addr_text(local).into(),
-            remembered: Remembered::default(),
-        })))
+        Self(Some(Arc::new(ConnectionEnd::new(local))))
     }
 
-    pub(crate) fn get(&self) -> Option<&ServerEnd> {
+    pub(crate) fn get(&self) -> Option<&ConnectionEnd> {
         self.0.as_deref()
     }
 }

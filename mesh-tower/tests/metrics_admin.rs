@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod support;
 
 use axum::routing::get;
 use axum::Router;
@@ -524,32 +525,19 @@ async fn serve_counting(mesh: &Mesh) -> (common::Server, std::sync::Arc<Carried>
 
 /// `payment.shop:8080` to one cluster of one endpoint at `addr`.
 fn one_endpoint(addr: std::net::SocketAddr, protocol: UpstreamProtocol) -> Snapshot {
-    let target = "payment.shop:8080";
-    let rc = RouteConfig::new(
-        target,
-        vec![VirtualHost::new(
-            "vh",
-            vec!["*".into()],
-            vec![Route::new(
-                "r",
-                RouteMatch::default(),
-                RouteAction::Forward(ForwardAction::new(ClusterSpecifier::Cluster(
-                    "payment".into(),
-                ))),
-            )],
-        )],
-    );
     let mut cluster = Cluster::new("payment");
     cluster.protocol = protocol;
-    Snapshot::builder()
-        .listener(target, target)
-        .route_config(rc)
-        .cluster(cluster)
-        .endpoints(ClusterLoadAssignment::from_endpoints(
-            "payment",
-            vec![Endpoint::new(addr)],
-        ))
-        .build()
+    support::route(
+        Snapshot::builder(),
+        "payment.shop:8080",
+        ForwardAction::to_cluster("payment"),
+    )
+    .cluster(cluster)
+    .endpoints(ClusterLoadAssignment::from_endpoints(
+        "payment",
+        vec![Endpoint::new(addr)],
+    ))
+    .build()
 }
 
 /// A TCP relay to `to`, as an L4 proxy in between is: the server sees the relay's address

@@ -414,7 +414,7 @@ impl Metrics {
         let taken = peer::take(headers);
         let registry = self.inner.peers.serial();
         let end = peer.and_then(|p| p.remembered.get());
-        let named = |end: &crate::exchange::ServerEnd| {
+        let named = |end: &crate::exchange::ConnectionEnd| {
             taken.direct.as_ref().is_some_and(|d| end.is_named(d))
         };
         if !taken.sent {
@@ -492,8 +492,8 @@ impl Metrics {
         let taken = peer::take(headers);
         let id = taken.value.as_ref().and_then(|v| self.peer_id(v));
         if let (Some(end), Some(id), Some(direct)) = (end, id, taken.direct) {
-            if direct.as_bytes() == end.local.as_bytes() {
-                end.remembered.set(end.registry, id);
+            if end.end.is_named(&direct) {
+                end.end.remembered.set(end.registry, id);
             }
         }
         id.or(remembered)

@@ -33,7 +33,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use prost::Message;
 
 use super::WorkloadLabels;
-use crate::exchange::addr_text;
+use crate::exchange::{addr_text, ConnectionEnd};
 
 /// The peer's metadata: base64 of a serialized `google.protobuf.Struct`.
 pub const PEER_METADATA: HeaderName = HeaderName::from_static("x-envoy-peer-metadata");
@@ -155,11 +155,9 @@ pub(crate) enum Answer {
 pub(crate) struct ClientEnd {
     /// The server's address as dialed: `x-mesh-peer-direct` on its requests.
     pub(super) dialed: HeaderValue,
-    /// This end's address, as the server must say it.
-    pub(super) local: String,
-    /// The server's metadata, once the server remembers ours (in the registry of
-    /// `registry`).
-    pub(super) remembered: crate::exchange::Remembered,
+    /// This end: the server's metadata once the server remembers ours (interned by the
+    /// registry `registry`).
+    pub(super) end: ConnectionEnd,
     pub(super) registry: u64,
 }
 
@@ -173,15 +171,14 @@ impl ClientEnd {
     ) -> Option<Self> {
         Some(Self {
             dialed: HeaderValue::from_str(&addr_text(peer)).ok()?,
-            local: addr_text(local),
-            remembered: crate::exchange::Remembered::default(),
+            end: ConnectionEnd::new(local),
             registry: metrics.inner.peers.serial(),
         })
     }
 
     /// The server's metadata id, once it remembers ours.
     pub(crate) fn remembered(&self) -> Option<u32> {
-        self.remembered.get(self.registry)
+        self.end.remembered.get(self.registry)
     }
 }
 

@@ -194,6 +194,7 @@ impl H1Pool {
         {
             return Err(PoolError::Unsupported(version));
         }
+        let exchange = self.connector.exchange();
         loop {
             let (mut tx, reused) = match self.checkout().await? {
                 Got::Http1 { tx, reused } => (tx, reused),
@@ -203,7 +204,6 @@ impl H1Pool {
                 Got::Http2 => return self.http2.send(req).await,
             };
             self.shape(&mut req);
-            let exchange = self.connector.exchange();
             if let Some(metrics) = exchange {
                 metrics.announce(tx.end.as_deref(), req.headers_mut());
             }
