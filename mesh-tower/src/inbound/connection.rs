@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{ready, Context as TaskContext, Poll};
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use mesh_core::inbound::TlsMode;
@@ -271,9 +271,11 @@ where
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         req.extensions_mut().insert(self.peer.clone());
+        let http1 = req.version() <= Version::HTTP_11;
         Tracked {
             inner: self.inner.clone().oneshot(req),
             in_flight: Some(self.activity.start()),
+            http1,
         }
     }
 }
@@ -284,8 +286,18 @@ pin_project! {
         #[pin]
         inner: F,
         in_flight: Option<InFlight>,
+        // Whether the response goes out on an HTTP/1.x connection.
+        http1: bool,
     }
 }
+
+/// Headers an HTTP/1.x response's map has room for when it is sent.
+///
+/// hyper keeps a sent response's header map and parses the connection's next request into
+/// it, reserving only as many entries as that request has. The server span's `x-request-id`
+/// (and any header a layer adds) then grew the map on every request: a rehash, an allocation
+/// and a free. A map with room for a dozen is allocated once per response instead.
+const REQUEST_HEADER_ROOM: usize = 12;
 
 impl<F, B, E> Future for Tracked<F>
 where
@@ -295,7 +307,13 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let response = ready!(this.inner.poll(cx))?;
+        let mut response = ready!(this.inner.poll(cx))?;
+        if *this.http1 {
+            let headers = response.headers_mut();
+            if let Some(room) = REQUEST_HEADER_ROOM.checked_sub(headers.len()) {
+                headers.reserve(room);
+            }
+        }
         let in_flight = this.in_flight.take();
         Poll::Ready(Ok(response.map(|inner| TrackedBody {
             inner,

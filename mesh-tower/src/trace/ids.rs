@@ -74,7 +74,19 @@ impl fmt::Debug for SpanId {
     }
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
+/// Each byte's two lower-case hex digits: one load per byte, not two lookups and shifts.
+static HEX_PAIRS: [[u8; 2]; 256] = hex_pairs();
+
+const fn hex_pairs() -> [[u8; 2]; 256] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut table = [[0; 2]; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = [HEX[b >> 4], HEX[b & 0xf]];
+        b += 1;
+    }
+    table
+}
 
 /// Writes `bytes` as lower-case hex into `out` (twice as long) and returns it.
 ///
@@ -86,8 +98,7 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 pub(crate) fn hex_into<'a>(out: &'a mut [u8], bytes: &[u8]) -> &'a [u8] {
     // Pairs of output bytes, so the loop has no bounds checks.
     for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = HEX[usize::from(b >> 4)];
-        pair[1] = HEX[usize::from(b & 0xf)];
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(*b)]);
     }
     &out[..bytes.len() * 2]
 }
@@ -241,6 +252,18 @@ mod tests {
         assert_eq!(parse_hex::<16>(text.as_bytes(), false), Some(id.0));
         assert_eq!(parse_hex::<2>(b"aB", false), None);
         assert_eq!(parse_hex::<2>(b"aBcd", true), Some([0xab, 0xcd]));
+    }
+
+    #[test]
+    fn hex_into_writes_every_byte_as_two_lower_case_digits() {
+        let all: Vec<u8> = (0..=255).collect();
+        let mut out = [0u8; 512];
+        let want: String = all.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex_into(&mut out, &all), want.as_bytes());
+        // A longer output keeps what is past the hex.
+        let mut out = [b'-'; 5];
+        assert_eq!(hex_into(&mut out, &[0xa0, 0x0f]), b"a00f");
+        assert_eq!(out[4], b'-');
     }
 
     #[test]

@@ -259,9 +259,12 @@ impl TraceLayer {
         } else {
             tracing::Span::none()
         };
-        req.headers_mut()
-            .entry(X_REQUEST_ID)
-            .or_insert_with(|| ctx.request_id.clone());
+        // Not `entry`: it makes room for one more header even when the id is there, and a
+        // map hyper filled to its capacity then grows on every request.
+        if !req.headers().contains_key(X_REQUEST_ID) {
+            req.headers_mut()
+                .insert(X_REQUEST_ID, ctx.request_id.clone());
+        }
         req.extensions_mut().insert(ctx.clone());
         let otel = ctx.otel.clone();
         let mut ctx = Some(Box::new(ctx));

@@ -61,9 +61,9 @@ impl Endpoints {
             // The HTTP/1.1 pool writes the origin form and, when the request has no Host,
             // the endpoint's address as its Host.
             if let Some(host) = &self.host {
-                req.headers_mut()
-                    .entry(http::header::HOST)
-                    .or_insert_with(|| host.clone());
+                if !req.headers().contains_key(http::header::HOST) {
+                    req.headers_mut().insert(http::header::HOST, host.clone());
+                }
             }
             endpoint.http1.as_ref().map(|p| p.send(req))
         };

@@ -228,9 +228,10 @@ impl H1Pool {
 
     /// The request as an HTTP/1.1 connection sends it.
     fn shape(&self, req: &mut Request<RequestBody>) {
-        req.headers_mut()
-            .entry(http::header::HOST)
-            .or_insert_with(|| self.host.clone());
+        if !req.headers().contains_key(http::header::HOST) {
+            req.headers_mut()
+                .insert(http::header::HOST, self.host.clone());
+        }
         let form = if req.method() == Method::CONNECT {
             Uri::from_parts({
                 let mut parts = http::uri::Parts::default();
