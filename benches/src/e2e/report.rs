@@ -168,8 +168,11 @@ fn find(results: &[ScenarioResult], s: Scenario, p: Protocol) -> Option<&Scenari
         .find(|r| r.scenario == s && r.protocol == p && r.status == "ok")
 }
 
-/// Checks the issue's targets on every protocol where `bare` and `mesh` (and, for the
-/// ratios, `sidecar`) ran at the reference rate.
+/// Checks issue 14's targets on every protocol where `bare` and `mesh` ran: at the
+/// reference rate, and the one-core maximum throughput; the ratios to the sidecar pair
+/// where `sidecar` ran, mesh-plain's throughput where `mesh-plain` ran. A missed target's
+/// measurement says by how much it missed. (Issue 14 also asks for RSS unchanged or lower,
+/// a comparison across builds; one run checks what issue 8 asked: under 5 MiB added.)
 pub fn check_targets(results: &[ScenarioResult]) -> Vec<TargetCheck> {
     let mut checks = Vec::new();
     for p in Protocol::ALL {
@@ -180,7 +183,8 @@ pub fn check_targets(results: &[ScenarioResult]) -> Vec<TargetCheck> {
             continue;
         };
         let sidecar = find(results, Scenario::Sidecar, p);
-        let mut push = |target: String, measured: String, met: bool| {
+        let plain = find(results, Scenario::MeshPlain, p);
+        let mut push = |target: String, (measured, met): (String, bool)| {
             checks.push(TargetCheck {
                 protocol: p,
                 target,
@@ -192,36 +196,52 @@ pub fn check_targets(results: &[ScenarioResult]) -> Vec<TargetCheck> {
             let added_p99 = m.p99_us as f64 - b.p99_us as f64;
             let added_p50 = m.p50_us as f64 - b.p50_us as f64;
             let added_cpu = m.cpu_us_per_req - b.cpu_us_per_req;
+            let side = sidecar.and_then(|s| s.at(REFERENCE_RATE)).map(|s| {
+                (
+                    s.p99_us as f64 - b.p99_us as f64,
+                    s.cpu_us_per_req - b.cpu_us_per_req,
+                )
+            });
             push(
-                "mesh added p99 < 150 µs".into(),
-                format!("{added_p99:+.0} µs"),
-                added_p99 < 150.0,
+                "mesh added CPU/req (A + B) <= 20 µs".into(),
+                at_most(added_cpu, 20.0, "µs", format!("{added_cpu:+.1} µs")),
             );
-            if let Some(s) = sidecar.and_then(|s| s.at(REFERENCE_RATE)) {
-                let side_p99 = s.p99_us as f64 - b.p99_us as f64;
-                let side_cpu = s.cpu_us_per_req - b.cpu_us_per_req;
+            if let Some((_, side_cpu)) = side {
                 push(
-                    "mesh added p99 <= 5% of sidecar's".into(),
-                    format!(
-                        "{added_p99:+.0} µs vs {side_p99:+.0} µs ({:.1}%)",
-                        pct(added_p99, side_p99)
-                    ),
-                    added_p99 <= 0.05 * side_p99,
-                );
-                push(
-                    "mesh added CPU/req <= 10% of sidecar's".into(),
-                    format!(
-                        "{added_cpu:+.1} µs vs {side_cpu:+.1} µs ({:.1}%)",
-                        pct(added_cpu, side_cpu)
-                    ),
-                    added_cpu <= 0.10 * side_cpu,
+                    "mesh added CPU/req <= 6% of sidecar's".into(),
+                    share_at_most(added_cpu, side_cpu, 6.0, "µs"),
                 );
             }
             push(
-                "mesh added p50 < 50 µs".into(),
-                format!("{added_p50:+.0} µs"),
-                added_p50 < 50.0,
+                "mesh added p50 <= 25 µs".into(),
+                at_most(added_p50, 25.0, "µs", format!("{added_p50:+.0} µs")),
             );
+            push(
+                "mesh added p99 <= 150 µs".into(),
+                at_most(added_p99, 150.0, "µs", format!("{added_p99:+.0} µs")),
+            );
+            if let Some((side_p99, _)) = side {
+                push(
+                    "mesh added p99 <= 5% of sidecar's".into(),
+                    share_at_most(added_p99, side_p99, 5.0, "µs"),
+                );
+            }
+        }
+        for (scenario, name, share) in [(Some(mesh), "mesh", 85.0), (plain, "mesh-plain", 92.0)] {
+            if let (Some(b), Some(m)) = (bare.max_rps, scenario.and_then(|s| s.max_rps)) {
+                let measured = pct(m, b);
+                let text = format!("{m:.0} vs {b:.0} req/s ({measured:.1}%)");
+                let met = measured >= share;
+                let text = if met {
+                    text
+                } else {
+                    format!("{text}, {:.1} points short", share - measured)
+                };
+                push(
+                    format!("{name} max throughput >= {share:.0}% of bare"),
+                    (text, met),
+                );
+            }
         }
         // Memory as it stood after the reference rate: the later, higher rates can overload
         // a scenario, and the connections an overload opens are not the mesh's footprint.
@@ -235,24 +255,43 @@ pub fn check_targets(results: &[ScenarioResult]) -> Vec<TargetCheck> {
             let (Some(b), Some(m)) = (rss_at(bare, service), rss_at(mesh, service)) else {
                 continue;
             };
-            let added = m as f64 - b as f64;
+            let added = (m as f64 - b as f64) / 1024.0;
             push(
                 format!(
                     "mesh added memory (peak RSS through {REFERENCE_RATE}/s), {service} < 5 MiB"
                 ),
-                format!("{:+.1} MiB", added / 1024.0),
-                added < 5.0 * 1024.0,
-            );
-        }
-        if let (Some(b), Some(m)) = (bare.max_rps, mesh.max_rps) {
-            push(
-                "mesh max throughput >= 85% of bare".into(),
-                format!("{m:.0} vs {b:.0} req/s ({:.1}%)", pct(m, b)),
-                m >= 0.85 * b,
+                (format!("{added:+.1} MiB"), added < 5.0),
             );
         }
     }
     checks
+}
+
+/// `value` against an upper `limit`: the measurement as `text`, and by how much it missed.
+fn at_most(value: f64, limit: f64, unit: &str, text: String) -> (String, bool) {
+    if value <= limit {
+        (text, true)
+    } else {
+        (format!("{text}, {:.1} {unit} over", value - limit), false)
+    }
+}
+
+/// The mesh's `added` against the sidecar pair's `side`: at most `share` percent of it.
+fn share_at_most(added: f64, side: f64, share: f64, unit: &str) -> (String, bool) {
+    let text = format!(
+        "{added:+.1} {unit} vs {side:+.1} {unit} ({:.1}%)",
+        pct(added, side)
+    );
+    // A sidecar pair that added nothing (or saved time) leaves the mesh nothing to add.
+    let limit = (share / 100.0 * side).max(0.0);
+    if added <= limit {
+        (text, true)
+    } else {
+        (
+            format!("{text}, {:.1} {unit} over {share:.0}%", added - limit),
+            false,
+        )
+    }
 }
 
 fn pct(part: f64, whole: f64) -> f64 {
@@ -420,4 +459,111 @@ pub fn markdown(report: &Report) -> String {
         .collect();
     let _ = writeln!(out, "\nVersions: {}.", versions.join("; "));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(scenario: Scenario, p50: u64, p99: u64, cpu: f64, max: f64) -> ScenarioResult {
+        let rate = RateResult {
+            rate: REFERENCE_RATE,
+            requests: 16_000,
+            errors: 0,
+            failures: String::new(),
+            p50_us: p50,
+            p99_us: p99,
+            p999_us: p99,
+            max_us: p99,
+            max_send_lag_us: 0,
+            cpu_us_per_req: cpu,
+            cpu_us_per_req_by_process: BTreeMap::new(),
+            rss_kb: BTreeMap::from([("service-a".into(), 8_000), ("service-b".into(), 6_000)]),
+            memory: BTreeMap::new(),
+            max_rps: Some(max),
+        };
+        ScenarioResult {
+            scenario,
+            protocol: Protocol::Http1,
+            status: "ok".into(),
+            reason: None,
+            rates: vec![rate],
+            max_rps: Some(max),
+            max_rps_rounds: vec![max],
+            max_rps_errors: 0,
+            rss_kb: BTreeMap::new(),
+        }
+    }
+
+    fn check<'a>(checks: &'a [TargetCheck], target: &str) -> &'a TargetCheck {
+        checks
+            .iter()
+            .find(|c| c.target == target)
+            .unwrap_or_else(|| panic!("no check {target:?} in {checks:?}"))
+    }
+
+    #[test]
+    fn issue_14s_targets_are_checked_and_a_miss_says_by_how_much() {
+        let results = [
+            result(Scenario::Bare, 100, 500, 60.0, 30_000.0),
+            result(Scenario::Mesh, 130, 600, 90.0, 24_000.0),
+            result(Scenario::MeshPlain, 110, 520, 75.0, 28_500.0),
+            result(Scenario::Sidecar, 1_100, 4_500, 560.0, 9_000.0),
+        ];
+        let checks = check_targets(&results);
+        let cpu = check(&checks, "mesh added CPU/req (A + B) <= 20 µs");
+        assert_eq!(
+            (cpu.measured.as_str(), cpu.met),
+            ("+30.0 µs, 10.0 µs over", false)
+        );
+        let cpu_share = check(&checks, "mesh added CPU/req <= 6% of sidecar's");
+        assert_eq!(
+            (cpu_share.measured.as_str(), cpu_share.met),
+            ("+30.0 µs vs +500.0 µs (6.0%)", true)
+        );
+        let p50 = check(&checks, "mesh added p50 <= 25 µs");
+        assert_eq!(
+            (p50.measured.as_str(), p50.met),
+            ("+30 µs, 5.0 µs over", false)
+        );
+        let p99 = check(&checks, "mesh added p99 <= 150 µs");
+        assert_eq!((p99.measured.as_str(), p99.met), ("+100 µs", true));
+        let p99_share = check(&checks, "mesh added p99 <= 5% of sidecar's");
+        assert_eq!(
+            (p99_share.measured.as_str(), p99_share.met),
+            ("+100.0 µs vs +4000.0 µs (2.5%)", true)
+        );
+        let max = check(&checks, "mesh max throughput >= 85% of bare");
+        assert_eq!(
+            (max.measured.as_str(), max.met),
+            ("24000 vs 30000 req/s (80.0%), 5.0 points short", false)
+        );
+        let plain = check(&checks, "mesh-plain max throughput >= 92% of bare");
+        assert_eq!(
+            (plain.measured.as_str(), plain.met),
+            ("28500 vs 30000 req/s (95.0%)", true)
+        );
+    }
+
+    #[test]
+    fn without_a_sidecar_or_mesh_plain_their_targets_are_left_out() {
+        let results = [
+            result(Scenario::Bare, 100, 500, 60.0, 30_000.0),
+            result(Scenario::Mesh, 110, 640, 70.0, 26_000.0),
+        ];
+        let checks = check_targets(&results);
+        let targets: Vec<&str> = checks.iter().map(|c| c.target.as_str()).collect();
+        assert!(!targets
+            .iter()
+            .any(|t| t.contains("sidecar") || t.contains("mesh-plain")));
+        let p99 = check(&checks, "mesh added p99 <= 150 µs");
+        assert_eq!((p99.measured.as_str(), p99.met), ("+140 µs", true));
+        assert!(check(&checks, "mesh added CPU/req (A + B) <= 20 µs").met);
+    }
+
+    #[test]
+    fn a_sidecar_pair_that_added_nothing_leaves_the_mesh_nothing_to_add() {
+        assert!(!share_at_most(5.0, -10.0, 5.0, "µs").1);
+        assert!(share_at_most(-3.0, -10.0, 5.0, "µs").1);
+    }
 }
