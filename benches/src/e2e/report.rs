@@ -230,12 +230,13 @@ pub fn check_targets(results: &[ScenarioResult]) -> Vec<TargetCheck> {
         for (scenario, name, share) in [(Some(mesh), "mesh", 85.0), (plain, "mesh-plain", 92.0)] {
             if let (Some(b), Some(m)) = (bare.max_rps, scenario.and_then(|s| s.max_rps)) {
                 let measured = pct(m, b);
-                let text = format!("{m:.0} vs {b:.0} req/s ({measured:.1}%)");
+                // Two decimals: 84.98% is short of 85%, and should not print as 85.0.
+                let text = format!("{m:.0} vs {b:.0} req/s ({measured:.2}%)");
                 let met = measured >= share;
                 let text = if met {
                     text
                 } else {
-                    format!("{text}, {:.1} points short", share - measured)
+                    format!("{text}, {:.2} points short", share - measured)
                 };
                 push(
                     format!("{name} max throughput >= {share:.0}% of bare"),
@@ -536,12 +537,12 @@ mod tests {
         let max = check(&checks, "mesh max throughput >= 85% of bare");
         assert_eq!(
             (max.measured.as_str(), max.met),
-            ("24000 vs 30000 req/s (80.0%), 5.0 points short", false)
+            ("24000 vs 30000 req/s (80.00%), 5.00 points short", false)
         );
         let plain = check(&checks, "mesh-plain max throughput >= 92% of bare");
         assert_eq!(
             (plain.measured.as_str(), plain.met),
-            ("28500 vs 30000 req/s (95.0%)", true)
+            ("28500 vs 30000 req/s (95.00%)", true)
         );
     }
 
@@ -558,6 +559,21 @@ mod tests {
             .any(|t| t.contains("sidecar") || t.contains("mesh-plain")));
         let p99 = check(&checks, "mesh added p99 <= 150 µs");
         assert_eq!((p99.measured.as_str(), p99.met), ("+140 µs", true));
+        // Just short is short.
+        let results = [
+            result(Scenario::Bare, 100, 500, 60.0, 19_102.0),
+            result(Scenario::Mesh, 110, 640, 70.0, 16_234.0),
+        ];
+        let max = check_targets(&results)
+            .into_iter()
+            .find(|c| c.target == "mesh max throughput >= 85% of bare");
+        assert_eq!(
+            max.map(|c| (c.measured, c.met)),
+            Some((
+                "16234 vs 19102 req/s (84.99%), 0.01 points short".to_owned(),
+                false
+            ))
+        );
         assert!(check(&checks, "mesh added CPU/req (A + B) <= 20 µs").met);
     }
 
