@@ -176,3 +176,45 @@ fn a_mesh_with_defaults_is_named_after_its_executable_not_unknown() {
     assert_eq!(local.workload, stem);
     assert_ne!(local.workload, "unknown");
 }
+
+/// A zero header-read timeout is none, as Envoy's `request_headers_timeout`: an HTTP/1.1
+/// keep-alive connection that pauses between requests is not closed at once (it was,
+/// one millisecond after each response, when zero was taken as a limit).
+#[tokio::test]
+async fn a_zero_header_read_timeout_keeps_a_pausing_keep_alive_connection() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::TokioIo;
+
+    let (_dir, path) = policy("zero-timeout");
+    let config = mesh_tower::inbound::InboundConfig::default()
+        .with_header_read_timeout(std::time::Duration::ZERO);
+    let mesh = Mesh::builder()
+        .policy_file(&path)
+        .inbound_config(config)
+        .build()
+        .unwrap();
+    let (addr, task) = serve(&mesh).await;
+
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    for pause_ms in [0, 50, 200] {
+        // Time for the connection's idle check to run (it did within 1 ms).
+        tokio::time::sleep(std::time::Duration::from_millis(pause_ms)).await;
+        send.ready().await.unwrap();
+        let req = http::Request::get(format!("http://{addr}/hello"))
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let resp = send
+            .send_request(req)
+            .await
+            .unwrap_or_else(|e| panic!("after a {pause_ms} ms pause: {e}"));
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"hello");
+    }
+    assert!(!conn.is_finished(), "the connection is still open");
+    task.abort();
+}

@@ -29,18 +29,22 @@ use std::time::Duration;
 /// the per-peer limit) is closed to make room; if none is idle, a connection over the
 /// per-peer limit is refused, and one over the total limit waits in the accept queue until
 /// a connection closes.
+///
+/// A zero timeout is no timeout, as in Envoy (`idle_timeout`, `request_headers_timeout`
+/// and `listener_filters_timeout` set to 0 disable them): a connection then waits as long
+/// as its peer does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct InboundConfig {
-    /// Time a client has to finish its TLS handshake.
+    /// Time a client has to finish its TLS handshake (zero: no limit).
     pub handshake_timeout: Duration,
     /// On a PERMISSIVE port, time a client has to send its first byte (which says TLS or
-    /// plaintext).
+    /// plaintext; zero: no limit).
     pub first_byte_timeout: Duration,
     /// Time an HTTP/1.1 client has to send a request's headers, from when the connection
-    /// starts waiting for them.
+    /// starts waiting for them (zero: no limit; the idle timeout still applies).
     pub header_read_timeout: Duration,
-    /// A connection with nothing in flight for this long is closed.
+    /// A connection with nothing in flight for this long is closed (zero: never).
     pub idle_timeout: Duration,
     /// Connections open at once, in all (at least 1).
     pub max_connections: usize,

@@ -218,11 +218,11 @@ async fn establish(
         TlsMode::Permissive => {
             let mut first = [0u8; 1];
             let limit = ctx.config.first_byte_timeout;
-            match tokio::time::timeout(limit, stream.peek(&mut first)).await {
-                Err(_) => return Err(Refused::FirstByteTimeout(limit)),
-                Ok(Ok(0)) => return Err(Refused::Empty),
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Err(Refused::Peek(e)),
+            match within(limit, stream.peek(&mut first)).await {
+                None => return Err(Refused::FirstByteTimeout(limit)),
+                Some(Ok(0)) => return Err(Refused::Empty),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(Refused::Peek(e)),
             }
             // 0x16 is a TLS handshake record: a ClientHello. Anything else is plaintext.
             if first[0] != 0x16 {
@@ -236,9 +236,9 @@ async fn establish(
         other => return Err(Refused::UnknownMode(other)),
     };
     let limit = ctx.config.handshake_timeout;
-    let tls = tokio::time::timeout(limit, acceptor.accept(stream))
+    let tls = within(limit, acceptor.accept(stream))
         .await
-        .map_err(|_| Refused::Timeout(limit))?
+        .ok_or(Refused::Timeout(limit))?
         .map_err(Refused::Handshake)?;
     let conn = tls.get_ref().1;
     let spiffe_id = conn
@@ -354,23 +354,39 @@ impl<B: http_body::Body> http_body::Body for TrackedBody<B> {
     }
 }
 
-/// The shortest wait between two idle checks (a zero limit would otherwise spin).
+/// `fut`'s output if it comes within `limit`; a zero `limit` is no limit (as Envoy's
+/// timeouts: zero disables them).
+async fn within<F: Future>(limit: Duration, fut: F) -> Option<F::Output> {
+    if limit.is_zero() {
+        Some(fut.await)
+    } else {
+        tokio::time::timeout(limit, fut).await.ok()
+    }
+}
+
+/// The shortest wait between two idle checks.
 const MIN_IDLE_CHECK: Duration = Duration::from_millis(1);
 
 /// How long a connection may have nothing in flight before it is closed, and why it then
-/// is. An HTTP/2 connection: the idle timeout. Any other (HTTP/1.1, or one that has not
-/// yet sent the bytes that say which): the header-read timeout too, which runs from the
-/// connection's establishment (TLS handshake done) or its last response's end until the
-/// next request's headers have been read, as hyper's does (a keep-alive connection
-/// without a request for that long is closed, and so is a slowloris peer).
-fn idle_limit(config: &InboundConfig, http2: bool) -> (Duration, &'static str) {
-    if http2 || config.idle_timeout <= config.header_read_timeout {
-        (config.idle_timeout, "idle timeout")
-    } else {
-        (
-            config.header_read_timeout,
+/// is; `None`: it is never closed for that. An HTTP/2 connection: the idle timeout. Any
+/// other (HTTP/1.1, or one that has not yet sent the bytes that say which): the
+/// header-read timeout too, which runs from the connection's establishment (TLS handshake
+/// done) or its last response's end until the next request's headers have been read, as
+/// hyper's does (a keep-alive connection without a request for that long is closed, and so
+/// is a slowloris peer). A zero timeout is none (as Envoy's `idle_timeout` and
+/// `request_headers_timeout`).
+fn idle_limit(config: &InboundConfig, http2: bool) -> Option<(Duration, &'static str)> {
+    let idle = (!config.idle_timeout.is_zero()).then_some((config.idle_timeout, "idle timeout"));
+    let header_read = config.header_read_timeout;
+    if http2 || header_read.is_zero() {
+        return idle;
+    }
+    match idle {
+        Some((limit, _)) if limit <= header_read => idle,
+        _ => Some((
+            header_read,
             "no request headers within the header-read timeout",
-        )
+        )),
     }
 }
 
@@ -400,7 +416,11 @@ async fn serve_http<S, B>(
     tokio::pin!(conn);
     let idle = async {
         loop {
-            let (limit, why) = idle_limit(&ctx.config, activity.is_http2());
+            // Without a limit now, none later: a connection only ever turns out HTTP/2,
+            // which has no header-read timeout.
+            let Some((limit, why)) = idle_limit(&ctx.config, activity.is_http2()) else {
+                return std::future::pending().await;
+            };
             let idle_for = activity.idle_for();
             if activity.is_idle() && idle_for >= limit {
                 return why;
@@ -490,20 +510,52 @@ mod tests {
             .with_idle_timeout(Duration::from_secs(300));
         assert_eq!(
             idle_limit(&config, false),
-            (
+            Some((
                 Duration::from_secs(30),
                 "no request headers within the header-read timeout"
-            )
+            ))
         );
         assert_eq!(
             idle_limit(&config, true),
-            (Duration::from_secs(300), "idle timeout")
+            Some((Duration::from_secs(300), "idle timeout"))
         );
         // An idle timeout shorter than the header-read timeout comes first for both.
-        let short = config.with_idle_timeout(Duration::from_secs(5));
+        let short = config.clone().with_idle_timeout(Duration::from_secs(5));
         assert_eq!(
             idle_limit(&short, false),
-            (Duration::from_secs(5), "idle timeout")
+            Some((Duration::from_secs(5), "idle timeout"))
+        );
+        // Zero is no timeout, as in Envoy: the other one applies, or none.
+        let no_header_read = config.clone().with_header_read_timeout(Duration::ZERO);
+        assert_eq!(
+            idle_limit(&no_header_read, false),
+            Some((Duration::from_secs(300), "idle timeout"))
+        );
+        let no_idle = config.with_idle_timeout(Duration::ZERO);
+        assert_eq!(
+            idle_limit(&no_idle, false),
+            Some((
+                Duration::from_secs(30),
+                "no request headers within the header-read timeout"
+            ))
+        );
+        assert_eq!(idle_limit(&no_idle, true), None);
+        let neither = no_idle.with_header_read_timeout(Duration::ZERO);
+        assert_eq!(idle_limit(&neither, false), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_zero_limit_waits_as_long_as_it_takes() {
+        let later = async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            7
+        };
+        assert_eq!(within(Duration::ZERO, later).await, Some(7));
+        let pending = std::future::pending::<()>();
+        assert_eq!(within(Duration::from_secs(10), pending).await, None);
+        assert_eq!(
+            within(Duration::from_secs(10), std::future::ready(1)).await,
+            Some(1)
         );
     }
 }
