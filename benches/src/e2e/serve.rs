@@ -3,7 +3,7 @@
 //!
 //! B answers every request with 1 KiB. A relays each request it gets to B and returns B's
 //! answer. Plain: hyper (with `hyper_util`'s pooled client) or tonic. Mesh: the mesh's
-//! inbound listener with the trace, metrics and authorization layers composed once, and
+//! inbound listener with its inbound stack (`Mesh::layer`: trace, metrics, authorization), and
 //! the mesh's outbound client (routing, round-robin LB, breaker, retries, outlier
 //! detection) with STRICT mTLS between A and B.
 
@@ -31,8 +31,7 @@ use mesh_core::retry::{RetryOn, RetryPolicy};
 use mesh_core::route::{ForwardAction, Route, RouteAction, RouteConfig, RouteMatch, VirtualHost};
 use mesh_core::Snapshot;
 use mesh_tower::identity::CertificateSource;
-use mesh_tower::metrics::{MetricsLayer, WorkloadLabels};
-use mesh_tower::trace::TraceLayer;
+use mesh_tower::metrics::WorkloadLabels;
 use mesh_tower::Mesh;
 use tokio::net::TcpListener;
 use tower::layer::util::{Identity, Stack};
@@ -181,18 +180,10 @@ async fn bind_and_announce() -> Result<TcpListener, BoxError> {
     Ok(listener)
 }
 
-/// The mesh's inbound layers as one stack: trace outermost, then metrics, then authorization.
-type MeshStack = Stack<
-    mesh_tower::inbound::AuthorizationLayer,
-    Stack<MetricsLayer, Stack<TraceLayer, Identity>>,
->;
-
-/// The mesh's inbound layers, composed once: trace context, Istio metrics, authorization.
-fn mesh_stack(mesh: &Mesh) -> ServiceBuilder<MeshStack> {
-    ServiceBuilder::new()
-        .layer(TraceLayer::new())
-        .layer(MetricsLayer::new(mesh.metrics().clone()))
-        .layer(mesh.authorization_layer())
+/// The mesh's inbound layers as users get them from `Mesh::serve` (and `Mesh::layer`):
+/// one observed future for the trace context and Istio's metrics, then authorization.
+fn mesh_stack(mesh: &Mesh) -> ServiceBuilder<Stack<mesh_tower::MeshLayer, Identity>> {
+    ServiceBuilder::new().layer(mesh.layer())
 }
 
 /// Serves `service` with hyper on every accepted connection (HTTP/1.1 or h2c, detected).
