@@ -44,6 +44,9 @@ pub struct Incoming {
     pub baggage: Option<HeaderValue>,
     /// The request id (the caller's, or a new one).
     pub request_id: HeaderValue,
+    /// Whether the request had an `x-request-id` (valid or not), so that the server span
+    /// does not look it up again before setting its own.
+    pub(crate) request_id_sent: bool,
 }
 
 /// Reads every trace header the mesh understands ([`Propagation::all`]); see
@@ -73,6 +76,7 @@ pub fn extract_with(headers: &HeaderMap, propagation: Propagation) -> Incoming {
         b3_form: None,
         baggage: None,
         request_id,
+        request_id_sent: present.request_id.is_some(),
     };
     if propagation.baggage() && present.baggage {
         incoming.baggage = baggage::baggage_from(headers);

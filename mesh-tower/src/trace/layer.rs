@@ -223,6 +223,7 @@ impl TraceLayer {
         call: impl FnOnce(Request<B>) -> F,
     ) -> (Scoped<F>, SpanGuard) {
         let incoming = extract_with(req.headers(), self.propagation);
+        let request_id_sent = incoming.request_id_sent;
         let grpc = crate::exchange::is_grpc(req.headers());
         let server = req.uri().authority().map(|a| a.as_str()).or_else(|| {
             req.headers()
@@ -260,8 +261,9 @@ impl TraceLayer {
             tracing::Span::none()
         };
         // Not `entry`: it makes room for one more header even when the id is there, and a
-        // map hyper filled to its capacity then grows on every request.
-        if !req.headers().contains_key(X_REQUEST_ID) {
+        // map hyper filled to its capacity then grows on every request. (Whether it is
+        // there, the extraction's pass over the headers found.)
+        if !request_id_sent {
             req.headers_mut()
                 .insert(X_REQUEST_ID, ctx.request_id.clone());
         }
