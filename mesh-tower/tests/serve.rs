@@ -218,3 +218,55 @@ async fn a_zero_header_read_timeout_keeps_a_pausing_keep_alive_connection() {
     assert!(!conn.is_finished(), "the connection is still open");
     task.abort();
 }
+
+/// HTTP/2 keepalive, when turned on (it is off by default, as in Envoy), pings a peer and
+/// closes the connection of one that never answers: here a raw HTTP/2 client that sends
+/// its preface and settings, then only reads.
+#[tokio::test]
+async fn an_http2_peer_that_never_answers_keepalive_pings_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (_dir, path) = policy("keepalive");
+    let config = mesh_tower::inbound::InboundConfig::default().with_http2_keep_alive(
+        Some(std::time::Duration::from_millis(50)),
+        std::time::Duration::from_millis(100),
+    );
+    let mesh = Mesh::builder()
+        .policy_file(&path)
+        .inbound_config(config)
+        .build()
+        .unwrap();
+    let (addr, task) = serve(&mesh).await;
+
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The client preface and an empty SETTINGS frame.
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let frames = async {
+        let mut pings = 0;
+        let mut head = [0u8; 9];
+        loop {
+            if tcp.read_exact(&mut head).await.is_err() {
+                return pings; // closed
+            }
+            let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+            let mut payload = vec![0; len];
+            if tcp.read_exact(&mut payload).await.is_err() {
+                return pings;
+            }
+            // A PING (type 6) that is not an answer (ACK flag 0x1).
+            if head[3] == 6 && head[4] & 1 == 0 {
+                pings += 1;
+            }
+        }
+    };
+    let pings = tokio::time::timeout(std::time::Duration::from_secs(20), frames)
+        .await
+        .expect("the server closes a connection whose pings go unanswered");
+    assert!(
+        pings >= 1,
+        "the server pinged before it closed ({pings} pings)"
+    );
+    task.abort();
+}

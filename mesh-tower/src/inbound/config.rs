@@ -14,7 +14,7 @@ use std::time::Duration;
 /// | [`idle_timeout`](Self::idle_timeout) | 5 min | HTTP connection manager `idle_timeout`: 1 h | none |
 /// | [`max_connections`](Self::max_connections) | 10,000 | overload manager: none | none |
 /// | [`max_connections_per_peer`](Self::max_connections_per_peer) | 4,096 | none | none |
-/// | [`http2_keep_alive_interval`](Self::http2_keep_alive_interval) | 60 s | `connection_keepalive`: none | none |
+/// | [`http2_keep_alive_interval`](Self::http2_keep_alive_interval) | none | `connection_keepalive`: none | none |
 /// | [`http2_keep_alive_timeout`](Self::http2_keep_alive_timeout) | 20 s | none | 20 s |
 /// | [`http2_max_concurrent_streams`](Self::http2_max_concurrent_streams) | 1,000 | 2^31 - 1 | 200 |
 ///
@@ -29,6 +29,13 @@ use std::time::Duration;
 /// the per-peer limit) is closed to make room; if none is idle, a connection over the
 /// per-peer limit is refused, and one over the total limit waits in the accept queue until
 /// a connection closes.
+///
+/// HTTP/2 keepalive pings are off by default, as in Envoy and hyper: with them on, hyper
+/// notes the time of every frame a connection receives and re-arms the ping timer, which
+/// cost an HTTP/2 request about 1,000 instructions per side in the `e2e` benchmark. An
+/// idle connection is still closed at [`idle_timeout`](Self::idle_timeout); turn the
+/// pings on ([`with_http2_keep_alive`](Self::with_http2_keep_alive)) to find a peer that
+/// vanished while its streams stay open (long gRPC streams).
 ///
 /// A zero timeout is no timeout, as in Envoy (`idle_timeout`, `request_headers_timeout`
 /// and `listener_filters_timeout` set to 0 disable them): a connection then waits as long
@@ -79,7 +86,7 @@ impl Default for InboundConfig {
             idle_timeout: Duration::from_secs(300),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_peer: DEFAULT_MAX_CONNECTIONS_PER_PEER,
-            http2_keep_alive_interval: Some(Duration::from_secs(60)),
+            http2_keep_alive_interval: None,
             http2_keep_alive_timeout: Duration::from_secs(20),
             http2_max_concurrent_streams: 1_000,
         }
