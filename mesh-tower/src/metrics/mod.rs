@@ -53,6 +53,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::exchange::PeerIdentity;
+use crate::observe::present;
 
 use mesh_core::breaker::BreakerLimit;
 
@@ -486,7 +487,7 @@ impl Metrics {
         let remembered = end.and_then(peer::ClientEnd::remembered);
         // A server that remembers sends nothing, except on responses to requests sent
         // before this end knew (HTTP/2), and those have both headers.
-        if remembered.is_some() && !headers.contains_key(PEER_METADATA_ID) {
+        if remembered.is_some() && present(headers, [&PEER_METADATA_ID]) == [false] {
             return remembered;
         }
         let taken = peer::take(headers);

@@ -34,6 +34,7 @@ use prost::Message;
 
 use super::WorkloadLabels;
 use crate::exchange::{addr_text, ConnectionEnd};
+use crate::observe::present;
 
 /// The peer's metadata: base64 of a serialized `google.protobuf.Struct`.
 pub const PEER_METADATA: HeaderName = HeaderName::from_static("x-envoy-peer-metadata");
@@ -120,13 +121,9 @@ pub(crate) struct Taken {
 /// Takes the exchange's headers off `headers`: the metadata's two and
 /// `x-mesh-peer-direct`.
 pub(crate) fn take(headers: &mut HeaderMap) -> Taken {
-    let id = headers.remove(PEER_METADATA_ID).is_some();
-    // A peer that sends its metadata sends its id too (Istio's sidecars and this mesh
-    // always do). Without the id, a pass over the names says whether the metadata came
-    // alone: most such requests come from outside the mesh with neither, and looking an
-    // absent header up hashes its long name all the same (a standard name differs at
-    // once, a custom one by its length first).
-    let value = if id || headers.keys().any(|name| *name == PEER_METADATA) {
+    let [id, value, direct] = present(headers, [&PEER_METADATA_ID, &PEER_METADATA, &PEER_DIRECT]);
+    let id = id && headers.remove(PEER_METADATA_ID).is_some();
+    let value = if value {
         headers.remove(PEER_METADATA)
     } else {
         None
@@ -134,7 +131,11 @@ pub(crate) fn take(headers: &mut HeaderMap) -> Taken {
     Taken {
         sent: id || value.is_some(),
         value: value.filter(|v| !v.is_empty() && v.len() <= MAX_LEN),
-        direct: headers.remove(PEER_DIRECT),
+        direct: if direct {
+            headers.remove(PEER_DIRECT)
+        } else {
+            None
+        },
     }
 }
 
