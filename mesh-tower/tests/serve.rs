@@ -74,6 +74,21 @@ async fn serve(mesh: &Mesh) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     (addr, task)
 }
 
+/// [`serve`] with the policy `name` and these inbound connection settings.
+async fn serve_with(
+    name: &str,
+    config: mesh_tower::inbound::InboundConfig,
+) -> (Dir, SocketAddr, tokio::task::JoinHandle<()>) {
+    let (dir, path) = policy(name);
+    let mesh = Mesh::builder()
+        .policy_file(&path)
+        .inbound_config(config)
+        .build()
+        .unwrap();
+    let (addr, task) = serve(&mesh).await;
+    (dir, addr, task)
+}
+
 #[tokio::test]
 async fn one_call_serves_an_axum_app_with_the_whole_inbound_stack() {
     let (_dir, path) = policy("stack");
@@ -185,15 +200,9 @@ async fn a_zero_header_read_timeout_keeps_a_pausing_keep_alive_connection() {
     use http_body_util::{BodyExt, Empty};
     use hyper_util::rt::TokioIo;
 
-    let (_dir, path) = policy("zero-timeout");
     let config = mesh_tower::inbound::InboundConfig::default()
         .with_header_read_timeout(std::time::Duration::ZERO);
-    let mesh = Mesh::builder()
-        .policy_file(&path)
-        .inbound_config(config)
-        .build()
-        .unwrap();
-    let (addr, task) = serve(&mesh).await;
+    let (_dir, addr, task) = serve_with("zero-timeout", config).await;
 
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
@@ -226,17 +235,11 @@ async fn a_zero_header_read_timeout_keeps_a_pausing_keep_alive_connection() {
 async fn an_http2_peer_that_never_answers_keepalive_pings_is_closed() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let (_dir, path) = policy("keepalive");
     let config = mesh_tower::inbound::InboundConfig::default().with_http2_keep_alive(
         Some(std::time::Duration::from_millis(50)),
         std::time::Duration::from_millis(100),
     );
-    let mesh = Mesh::builder()
-        .policy_file(&path)
-        .inbound_config(config)
-        .build()
-        .unwrap();
-    let (addr, task) = serve(&mesh).await;
+    let (_dir, addr, task) = serve_with("keepalive", config).await;
 
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     // The client preface and an empty SETTINGS frame.
