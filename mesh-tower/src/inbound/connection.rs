@@ -296,10 +296,15 @@ pin_project! {
 /// hyper keeps a sent response's header map and parses the connection's next request into
 /// it, reserving only as many entries as that request has. The server span's `x-request-id`
 /// (and any header a layer adds) then grew the map on every request: a rehash, an allocation
-/// and a free. A map with room for a dozen is allocated once per response instead. Every
-/// HTTP/1.x response gets it: asking first whether the request will need it (full, and no
+/// and a free. A map with room for six is allocated once per response instead: the map
+/// hyper itself makes for a request of up to six headers (eight slots, a 672-byte block that
+/// glibc serves from its per-thread cache), so a request of up to five gains the id without
+/// growing, and a mesh caller's (six headers, the id among them) fits as it did. Room for a
+/// dozen took a 1,344-byte block, malloc's slow path, on every response (about 300
+/// instructions on a server whose callers send the id and need no room). Every HTTP/1.x
+/// response gets it: asking first whether the request will need it (full, and no
 /// `x-request-id` of its own) cost a mesh server as many instructions as the room does.
-const REQUEST_HEADER_ROOM: usize = 12;
+const REQUEST_HEADER_ROOM: usize = 6;
 
 impl<F, B, E> Future for Tracked<F>
 where
@@ -495,7 +500,7 @@ mod tests {
             .and_then(Result::ok)
             .map(|resp| (resp.headers().capacity(), resp.headers().len()))
         };
-        // Room for a dozen however many the response has (hyper clears them).
+        // Room for six however many the response has (hyper clears them).
         let room = REQUEST_HEADER_ROOM;
         assert!(matches!(respond(true, &[]), Some((cap, 0)) if cap >= room));
         assert!(matches!(respond(true, &["content-type"]), Some((cap, 1)) if cap >= room));
