@@ -182,8 +182,19 @@ pub async fn run(config: &RunConfig) -> Result<Report, BoxError> {
         }
     }
 
+    // Requests that failed: service A's log says why (its relay writes each distinct
+    // reason, with counts), so it is kept. (The ninth stop of issue 14 lost the cause of
+    // 502s under a VM stall with the logs; it was A's breaker.)
+    let requests_failed = results
+        .iter()
+        .any(|r| r.max_rps_errors > 0 || r.rates.iter().any(|rate| rate.errors > 0));
     if failed {
         eprintln!("e2e: something failed; logs kept in {}", dir.display());
+    } else if requests_failed {
+        eprintln!(
+            "e2e: requests failed; the services' logs (why) kept in {}",
+            dir.display()
+        );
     } else if std::env::var_os("E2E_KEEP_LOGS").is_some() {
         eprintln!("e2e: logs kept in {}", dir.display());
     } else {
