@@ -77,10 +77,8 @@ async fn next_status(
 #[tokio::test]
 async fn not_ready_until_the_control_plane_sends_the_listener_then_not_ready_on_shutdown() {
     let server = TestAdsServer::start().await.unwrap();
-    let mesh = Mesh::builder()
-        .bootstrap(bootstrap(&server, "a36"))
-        .build()
-        .unwrap();
+    let bootstrap_path = bootstrap(&server, "a36");
+    let mesh = Mesh::builder().bootstrap(&bootstrap_path).build().unwrap();
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let local = tcp.local_addr().unwrap();
 
@@ -171,6 +169,9 @@ async fn not_ready_until_the_control_plane_sends_the_listener_then_not_ready_on_
         (503, "not ready: shutting down\n".to_owned())
     );
     assert_eq!(kube_probe(admin.local_addr(), "/healthz").await.0, 200);
+    if let Some(dir) = bootstrap_path.parent() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 /// With a static policy the policy is in at once; a listener counts from when it is made

@@ -133,7 +133,7 @@ fn envoy_decides_a_routes_fault_on_the_callers_headers_not_on_the_routes_header_
     let config_path = dir.join("envoy.yaml");
     std::fs::write(&config_path, config(front, back)).unwrap();
     let log_path = dir.join("envoy.log");
-    let _envoy = interop::start_envoy(&envoy, &config_path, &log_path, &dir.join("admin"));
+    let running = interop::start_envoy(&envoy, &config_path, &log_path, &dir.join("admin"));
 
     // The caller sends no x-fault: the route adds it on the way out, the fault does not
     // fire, and the back listener sees the header.
@@ -155,4 +155,7 @@ fn envoy_decides_a_routes_fault_on_the_callers_headers_not_on_the_routes_header_
     let (status, body) = get(front, "x-fault: yes\r\n").unwrap();
     assert_eq!(status, 503, "{body}");
     assert_eq!(body, "fault filter abort");
+    // Envoy stopped before its directory goes (kept when the test fails, for its log).
+    drop(running);
+    let _ = std::fs::remove_dir_all(&dir);
 }
