@@ -237,15 +237,11 @@ impl TraceContext {
         // its name all the same, and most requests have neither.
         let removes = (self.propagation.tracecontext() && self.tracestate.is_none())
             || (self.propagation.baggage() && self.baggage.is_none());
-        let (mut has_tracestate, mut has_baggage) = (false, false);
-        if removes {
-            // Names compared as names: a standard header differs at once, without being
-            // spelled out as a string.
-            for name in headers.keys() {
-                has_tracestate |= *name == w3c::TRACESTATE;
-                has_baggage |= *name == baggage::BAGGAGE;
-            }
-        }
+        let [has_tracestate, has_baggage] = if removes {
+            crate::observe::present(headers, [&w3c::TRACESTATE, &baggage::BAGGAGE])
+        } else {
+            [false; 2]
+        };
         if self.propagation.tracecontext() {
             headers.insert(
                 w3c::TRACEPARENT,
