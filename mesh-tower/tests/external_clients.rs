@@ -1,6 +1,6 @@
-//! Clients nobody here wrote: `curl` and `openssl s_client` with SPIFFE client
-//! certificates against a STRICT listener. Skipped, with a notice, when the binary is
-//! missing.
+//! Peers nobody here wrote: `curl` and `openssl s_client` with SPIFFE client
+//! certificates against a STRICT listener, and the mesh's client against `openssl
+//! s_server`. Skipped, with a notice, when the binary is missing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -11,8 +11,12 @@ use common::*;
 use mesh_core::inbound::TlsMode;
 use mesh_tower::identity::testing::SvidSpec;
 use mesh_tower::identity::CertificateSource;
-use tokio::io::AsyncWriteExt;
+use rustls::pki_types::ServerName;
+use rustls::CipherSuite;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
 use tokio::process::Command;
+use tokio_rustls::TlsConnector;
 
 async fn available(binary: &str, version_arg: &str) -> bool {
     let found = Command::new(binary).arg(version_arg).output().await.is_ok();
@@ -135,4 +139,61 @@ async fn openssl_s_client_gets_through_only_with_a_client_svid() {
 
     let (_, out) = s_client(server.addr, &dir.0, false).await;
     assert!(!out.contains("200 OK"), "without a certificate: {out}");
+}
+
+/// `openssl s_server` keeps OpenSSL's own suite order (AES-256-GCM first) and, by default,
+/// follows the client's. The mesh's client offers AES-128-GCM first, as Envoy's BoringSSL
+/// does, so that is what a server that follows the client agrees on; rustls alone would
+/// have got AES-256-GCM. s_server's status page says what it agreed to from its side.
+#[tokio::test]
+async fn the_mesh_client_agrees_aes_128_gcm_with_openssl_s_server() {
+    if !available("openssl", "version").await {
+        return;
+    }
+    let dir = TempDir::new("s-server");
+    let m = mesh();
+    let payment = m.ca.svid("default", "payment-service").unwrap();
+    payment.write_istio_files(&dir.0, &m.ca).unwrap();
+    let mut server = Command::new("openssl")
+        .args(["s_server", "-www", "-naccept", "1"])
+        .args(["-accept", "127.0.0.1:0", "-cert"])
+        .arg(dir.0.join("cert-chain.pem"))
+        .arg("-key")
+        .arg(dir.0.join("key.pem"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let addr: std::net::SocketAddr = loop {
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("s_server exited before it listened");
+        if let Some(addr) = line.strip_prefix("ACCEPT ") {
+            break addr.trim().parse().unwrap();
+        }
+    };
+
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from("payment.default.svc.cluster.local").unwrap();
+    let mut tls = TlsConnector::from(client_tls(&m.payment, Some(&m.order)))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let agreed = tls.get_ref().1.negotiated_cipher_suite().map(|s| s.suite());
+    assert_eq!(agreed, Some(CipherSuite::TLS13_AES_128_GCM_SHA256));
+
+    tls.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut page = Vec::new();
+    // s_server may close without close_notify: what came before counts.
+    let _ = tls.read_to_end(&mut page).await;
+    let page = String::from_utf8_lossy(&page);
+    assert!(
+        page.contains("Cipher is TLS_AES_128_GCM_SHA256"),
+        "s_server's page: {page}"
+    );
 }

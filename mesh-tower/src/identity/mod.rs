@@ -51,12 +51,36 @@ pub use verify::{verify_server_chain, VerifyError};
 #[error("building the TLS config: {0}")]
 pub struct TlsConfigError(pub rustls::Error);
 
-/// The crypto provider of every config here: ring, built once.
+/// The crypto provider of every config here: ring, built once, with the AES-128-GCM suites
+/// offered first.
+///
+/// rustls lists AES-256-GCM first. BoringSSL (so Envoy, so Istio's sidecars) and Go's
+/// crypto/tls offer AES-128-GCM first on CPUs with AES instructions, and meshes of them
+/// talk AES-128-GCM. Its 10 rounds against 14 cut the cost of sealing and opening every
+/// record by about a fifth. Order within each TLS version is otherwise rustls's; servers
+/// here still follow the client's order, as rustls does by default.
 pub(crate) fn provider() -> Arc<CryptoProvider> {
     static PROVIDER: std::sync::OnceLock<Arc<CryptoProvider>> = std::sync::OnceLock::new();
     PROVIDER
-        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .get_or_init(|| {
+            let mut provider = rustls::crypto::ring::default_provider();
+            provider.cipher_suites.sort_by_key(|suite| {
+                let tls12 = suite.version().version == rustls::ProtocolVersion::TLSv1_2;
+                (tls12, !is_aes_128_gcm(suite.suite()))
+            });
+            Arc::new(provider)
+        })
         .clone()
+}
+
+fn is_aes_128_gcm(suite: rustls::CipherSuite) -> bool {
+    use rustls::CipherSuite as S;
+    matches!(
+        suite,
+        S::TLS13_AES_128_GCM_SHA256
+            | S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+            | S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+    )
 }
 
 /// The SPIFFE ID of a verified peer's leaf certificate.
@@ -72,5 +96,42 @@ pub mod fuzzing {
     /// handshake verified it: its SPIFFE ID, if it is an X.509-SVID.
     pub fn peer_spiffe_id(leaf: &[u8]) -> Option<mesh_core::identity::SpiffeId> {
         super::peer_spiffe_id(leaf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rustls::CipherSuite as S;
+
+    #[test]
+    fn aes_128_gcm_comes_first_in_each_version_and_no_suite_is_lost() {
+        let order: Vec<S> = super::provider()
+            .cipher_suites
+            .iter()
+            .map(|suite| suite.suite())
+            .collect();
+        assert_eq!(
+            order,
+            [
+                S::TLS13_AES_128_GCM_SHA256,
+                S::TLS13_AES_256_GCM_SHA384,
+                S::TLS13_CHACHA20_POLY1305_SHA256,
+                S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+                S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+                S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+                S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+                S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+                S::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+            ]
+        );
+        let mut rustls: Vec<S> = rustls::crypto::ring::default_provider()
+            .cipher_suites
+            .iter()
+            .map(|suite| suite.suite())
+            .collect();
+        let mut ours = order.clone();
+        rustls.sort_by_key(|s| u16::from(*s));
+        ours.sort_by_key(|s| u16::from(*s));
+        assert_eq!(ours, rustls);
     }
 }
