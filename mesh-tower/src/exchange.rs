@@ -3,7 +3,7 @@
 //! observers depend on neither `inbound` nor `outbound`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use http::HeaderMap;
@@ -79,12 +79,15 @@ pub(crate) fn addr_text(addr: SocketAddr) -> String {
 }
 
 /// One end of a connection in the metadata exchange: its own address, as the other end
-/// names it when the connection runs directly between them, and what it remembers of the
-/// other end.
+/// names it when the connection runs directly between them, what it remembers of the
+/// other end, and whether the exchange has gone quiet.
 #[derive(Debug)]
 pub(crate) struct ConnectionEnd {
     local: Box<str>,
     pub(crate) remembered: Remembered,
+    /// Set once both ends know that both remember: requests then carry no exchange
+    /// header at all (see `metrics::peer`).
+    quiet: AtomicBool,
 }
 
 impl ConnectionEnd {
@@ -93,12 +96,26 @@ impl ConnectionEnd {
         Self {
             local: addr_text(local).into(),
             remembered: Remembered::default(),
+            quiet: AtomicBool::new(false),
         }
     }
 
     /// Whether `named` (the other end's `x-mesh-peer-direct`) is this end's address.
     pub(crate) fn is_named(&self, named: &http::HeaderValue) -> bool {
         named.as_bytes() == self.local.as_bytes()
+    }
+
+    /// Whether the exchange on this connection has gone quiet.
+    pub(crate) fn is_quiet(&self) -> bool {
+        self.quiet.load(Ordering::Relaxed)
+    }
+
+    /// The exchange goes quiet from now on (written once, not on every request: the flag
+    /// is read by every request on the connection).
+    pub(crate) fn quieten(&self) {
+        if !self.is_quiet() {
+            self.quiet.store(true, Ordering::Relaxed);
+        }
     }
 }
 

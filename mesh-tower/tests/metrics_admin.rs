@@ -478,11 +478,13 @@ async fn metadata_exchange_answers_only_a_caller_that_took_part() {
 }
 
 /// What a server's edge saw of the metadata exchange, before its metrics layer: requests
-/// that carried the caller's metadata, responses that carried the server's.
+/// that carried the caller's metadata, responses that carried the server's, and requests
+/// that carried no exchange header at all.
 #[derive(Default)]
 struct Carried {
     requests: std::sync::atomic::AtomicUsize,
     responses: std::sync::atomic::AtomicUsize,
+    silent: std::sync::atomic::AtomicUsize,
 }
 
 /// `payment` with its metrics layer, behind an edge that counts what carried metadata.
@@ -511,6 +513,12 @@ async fn serve_counting(mesh: &Mesh) -> (common::Server, std::sync::Arc<Carried>
              next: axum::middleware::Next| async move {
                 if req.headers().contains_key(PEER_METADATA) {
                     carried.requests.fetch_add(1, Relaxed);
+                }
+                if [PEER_METADATA, PEER_METADATA_ID, PEER_DIRECT]
+                    .iter()
+                    .all(|name| !req.headers().contains_key(name))
+                {
+                    carried.silent.fetch_add(1, Relaxed);
                 }
                 let resp = next.run(req).await;
                 if resp.headers().contains_key(PEER_METADATA) {
@@ -575,15 +583,25 @@ async fn pay(client: &mesh_tower::outbound::HttpClient<Empty<Bytes>>, uri: &str)
     assert_eq!(&body[..], b"paid", "the application saw an exchange header");
 }
 
+/// What [`calls`] found: requests and responses that carried metadata at payment's edge,
+/// requests that carried no exchange header, and both sides' request counts labelled with
+/// the peer's workload.
+struct Called {
+    requests: usize,
+    responses: usize,
+    silent: usize,
+    inbound: String,
+    outbound: String,
+}
+
 /// Calls from `order` to `payment` (through a relay when asked): `together` at once, then
-/// `after` one by one. What carried metadata at payment's edge, and both sides' request
-/// counts labelled with the peer's workload.
+/// `after` one by one.
 async fn calls(
     protocol: UpstreamProtocol,
     through_relay: bool,
     together: usize,
     after: usize,
-) -> (usize, usize, String, String) {
+) -> Called {
     use std::sync::atomic::Ordering::Relaxed;
     let payment_mesh = mesh_of(WorkloadLabels::named("payment").with_namespace("shop"));
     let (payment, carried) = serve_counting(&payment_mesh).await;
@@ -610,30 +628,40 @@ async fn calls(
             .unwrap_or_default()
             .to_owned()
     };
-    (
-        carried.requests.load(Relaxed),
-        carried.responses.load(Relaxed),
-        labelled(
+    Called {
+        requests: carried.requests.load(Relaxed),
+        responses: carried.responses.load(Relaxed),
+        silent: carried.silent.load(Relaxed),
+        inbound: labelled(
             &inbound,
             "reporter=\"destination\"",
             "source_workload=\"order\"",
         ),
-        labelled(
+        outbound: labelled(
             &outbound,
             "reporter=\"source\"",
             "destination_workload=\"payment\"",
         ),
-    )
+    }
 }
 
 /// Between two mesh services the metadata exchange goes once per connection: the first
-/// request and its response carry it, and every later request on the connection is
-/// labelled with the peer's workload on both sides all the same. HTTP/1.1 and HTTP/2.
+/// request and its response carry it, the second request says only that the caller
+/// remembers, the rest carry no exchange header at all, and every request on the
+/// connection is labelled with the peer's workload on both sides all the same. HTTP/1.1
+/// and HTTP/2.
 #[tokio::test]
 async fn metadata_exchange_goes_once_per_connection_between_mesh_services() {
     for protocol in [UpstreamProtocol::Http1, UpstreamProtocol::Http2] {
-        let (requests, responses, inbound, outbound) = calls(protocol, false, 0, 6).await;
+        let Called {
+            requests,
+            responses,
+            silent,
+            inbound,
+            outbound,
+        } = calls(protocol, false, 0, 6).await;
         assert_eq!((requests, responses), (1, 1), "{protocol:?}");
+        assert_eq!(silent, 4, "{protocol:?}");
         assert!(inbound.ends_with(" 6"), "{protocol:?}: {inbound}");
         assert!(outbound.ends_with(" 6"), "{protocol:?}: {outbound}");
         assert!(
@@ -649,16 +677,22 @@ async fn metadata_exchange_goes_once_per_connection_between_mesh_services() {
 
 /// HTTP/2 calls made at once before the connection settles each carry metadata (none yet
 /// knows the server remembers), and every call is labelled on both sides, those before and
-/// after the settle alike.
+/// after the settle alike (the last two, at least, with no exchange header).
 #[tokio::test]
 async fn concurrent_first_calls_on_http2_are_all_labelled() {
-    let (requests, responses, inbound, outbound) =
-        calls(UpstreamProtocol::Http2, false, 5, 3).await;
+    let Called {
+        requests,
+        responses,
+        silent,
+        inbound,
+        outbound,
+    } = calls(UpstreamProtocol::Http2, false, 5, 3).await;
     assert!(
         (1..=5).contains(&requests),
         "{requests} requests carried metadata"
     );
     assert_eq!(requests, responses);
+    assert!((2..=7).contains(&silent), "{silent} carried nothing");
     assert!(inbound.ends_with(" 8"), "{inbound}");
     assert!(outbound.ends_with(" 8"), "{outbound}");
 }
@@ -685,8 +719,14 @@ async fn a_target_outside_the_policy_gets_no_metadata() {
 #[tokio::test]
 async fn metadata_exchange_goes_on_every_request_through_a_proxy() {
     for protocol in [UpstreamProtocol::Http1, UpstreamProtocol::Http2] {
-        let (requests, responses, inbound, outbound) = calls(protocol, true, 0, 6).await;
-        assert_eq!((requests, responses), (6, 6), "{protocol:?}");
+        let Called {
+            requests,
+            responses,
+            silent,
+            inbound,
+            outbound,
+        } = calls(protocol, true, 0, 6).await;
+        assert_eq!((requests, responses, silent), (6, 6, 0), "{protocol:?}");
         assert!(inbound.ends_with(" 6"), "{protocol:?}: {inbound}");
         assert!(outbound.ends_with(" 6"), "{protocol:?}: {outbound}");
     }
@@ -696,8 +736,9 @@ async fn metadata_exchange_goes_on_every_request_through_a_proxy() {
 /// it remembers the caller only when `x-mesh-peer-direct` names its own address, says so
 /// with the caller's address, and labels a later request that carries that header alone
 /// with what the connection remembers, answering nothing. A request with neither header
-/// stays `unknown` (a proxy that dialed the server may carry other callers' requests), and
-/// a new connection remembers nothing.
+/// stays `unknown` (a proxy that dialed the server may carry other callers' requests)
+/// until the caller has said it remembers, and is the caller's after. A new connection
+/// remembers nothing.
 #[tokio::test]
 async fn the_server_remembers_a_caller_only_on_a_direct_connection() {
     use base64::Engine as _;
@@ -759,6 +800,9 @@ async fn the_server_remembers_a_caller_only_on_a_direct_connection() {
         .await
         .unwrap();
     assert_eq!(said(&resp), (true, Some(conn.local.to_string())));
+    // Neither header: another caller's, for all the server knows yet.
+    let resp = conn.send(get(None, false)).await.unwrap();
+    assert_eq!(said(&resp), (false, None));
     // A caller that says it remembers ours (the header alone) gets nothing back.
     for _ in 0..2 {
         let resp = conn
@@ -768,20 +812,23 @@ async fn the_server_remembers_a_caller_only_on_a_direct_connection() {
         assert_eq!(resp.status(), StatusCode::OK);
         assert_eq!(said(&resp), (false, None));
     }
-    // Neither header: another caller's, for all the server knows.
+    // Neither header, now: the caller's (it found its own address in the answer, so
+    // nothing stands between the two).
     let resp = conn.send(get(None, false)).await.unwrap();
     assert_eq!(said(&resp), (false, None));
 
-    // A new connection remembers nothing.
+    // A new connection remembers nothing, and saying it remembers there changes nothing.
     let mut fresh = common::connect(payment.addr, None).await.unwrap();
     let resp = fresh
         .send(get(Some(payment.addr.to_string()), false))
         .await
         .unwrap();
     assert_eq!(said(&resp), (false, None));
+    let resp = fresh.send(get(None, false)).await.unwrap();
+    assert_eq!(said(&resp), (false, None));
 
-    // Labelled `order`: the two requests with metadata and the two that said they
-    // remember; `unknown`: the three others.
+    // Labelled `order`: the two requests with metadata, the two that said they remember
+    // and the one after them; `unknown`: the four others.
     let inbound = payment_mesh.metrics().render();
     let order = line(
         &inbound,
@@ -789,14 +836,14 @@ async fn the_server_remembers_a_caller_only_on_a_direct_connection() {
         &["source_workload=\"order\""],
     )
     .unwrap_or_default();
-    assert!(order.ends_with(" 4"), "{inbound}");
+    assert!(order.ends_with(" 5"), "{inbound}");
     let unknown = line(
         &inbound,
         "istio_requests_total{",
         &["source_workload=\"unknown\""],
     )
     .unwrap_or_default();
-    assert!(unknown.ends_with(" 3"), "{inbound}");
+    assert!(unknown.ends_with(" 4"), "{inbound}");
 }
 
 /// A request body without a length (as every gRPC and streaming request has) is counted as

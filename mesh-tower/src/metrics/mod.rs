@@ -59,7 +59,7 @@ use mesh_core::breaker::BreakerLimit;
 
 pub use labels::WorkloadLabels;
 pub use layer::{InboundSample, Metered, MetricsLayer, ResponseFuture};
-pub(crate) use peer::{Answer, ClientEnd};
+pub(crate) use peer::{Answer, ClientEnd, Said};
 pub use peer::{PEER_DIRECT, PEER_METADATA, PEER_METADATA_ID};
 /// The metrics library the application's metrics are made with
 /// ([`Metrics::register_app_metrics`]).
@@ -419,12 +419,25 @@ impl Metrics {
             taken.direct.as_ref().is_some_and(|d| end.is_named(d))
         };
         if !taken.sent {
-            // `x-mesh-peer-direct` alone: a caller that remembers ours, on a connection
-            // that remembers it. (Nothing at all: a caller outside the exchange, whatever
-            // the connection remembers.)
-            let remembered = end
-                .filter(|end| named(end))
-                .and_then(|end| end.remembered.get(registry));
+            let remembered = match (end, &taken.direct) {
+                // `x-mesh-peer-direct` alone: a caller that remembers ours, on a connection
+                // that remembers it. Only a caller that found its own address in our
+                // answer sends it, so nothing stands between us: the connection's later
+                // requests are all its own, and come with no exchange header at all.
+                (Some(end), Some(_)) if named(end) => {
+                    let remembered = end.remembered.get(registry);
+                    if remembered.is_some() {
+                        end.quieten();
+                    }
+                    remembered
+                }
+                // Nothing at all, on a connection whose caller said so before: its own.
+                (Some(end), None) if end.is_quiet() => end.remembered.get(registry),
+                // Nothing, elsewhere: a caller outside the exchange (a proxy that dialed
+                // this address may carry other callers' requests), whatever the
+                // connection remembers.
+                _ => None,
+            };
             return (peer::Answer::Nothing, remembered);
         }
         let id = taken.value.as_ref().and_then(|v| self.peer_id(v));
@@ -459,36 +472,54 @@ impl Metrics {
 
     /// Client end: this workload's metadata onto a request (when it has a name) on a
     /// connection with `end` (`None`: its addresses are unknown); only that it remembers
-    /// the server's when the server remembers ours.
-    pub(crate) fn announce(&self, end: Option<&peer::ClientEnd>, headers: &mut http::HeaderMap) {
+    /// the server's when the server remembers ours; nothing once the server has seen that.
+    pub(crate) fn announce(
+        &self,
+        end: Option<&peer::ClientEnd>,
+        headers: &mut http::HeaderMap,
+    ) -> peer::Said {
         let Some(md) = &self.inner.local_md else {
-            return;
+            return peer::Said::Nothing;
         };
         match end {
+            Some(end) if end.end.is_quiet() => peer::Said::Nothing,
             Some(end) if end.remembered().is_some() => {
                 headers.insert(peer::PEER_DIRECT, end.dialed.clone());
+                peer::Said::Remembers
             }
             Some(end) => {
                 md.insert_into(headers);
                 headers.insert(peer::PEER_DIRECT, end.dialed.clone());
+                peer::Said::Metadata
             }
-            None => md.insert_into(headers),
+            None => {
+                md.insert_into(headers);
+                peer::Said::Metadata
+            }
         }
     }
 
-    /// Client end: the server's headers taken off a response on a connection with `end`.
-    /// The id of the server's metadata (what the connection remembers, when the server
-    /// sent none).
+    /// Client end: the server's headers taken off a response on a connection with `end`,
+    /// to a request that `said` what [`announce`](Self::announce) put on it. The id of the
+    /// server's metadata (what the connection remembers, when the server sent none).
     pub(crate) fn take_server(
         &self,
         end: Option<&peer::ClientEnd>,
         headers: &mut http::HeaderMap,
+        said: peer::Said,
     ) -> Option<u32> {
         let remembered = end.and_then(peer::ClientEnd::remembered);
         // A server that remembers sends nothing, except on responses to requests sent
         // before this end knew (HTTP/2), and those have both headers.
-        if remembered.is_some() && present(headers, [&PEER_METADATA_ID]) == [false] {
-            return remembered;
+        if let (Some(end), Some(_)) = (end, remembered) {
+            if present(headers, [&PEER_METADATA_ID]) == [false] {
+                // The server took in that this end remembers before it answered: later
+                // requests need say nothing.
+                if said == peer::Said::Remembers {
+                    end.end.quieten();
+                }
+                return remembered;
+            }
         }
         let taken = peer::take(headers);
         let id = taken.value.as_ref().and_then(|v| self.peer_id(v));

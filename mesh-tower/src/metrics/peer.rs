@@ -16,13 +16,17 @@
 //! with its own metadata and `x-mesh-peer-direct`, the address the caller came from. A
 //! client that finds that address is its own (the connection reaches the server directly:
 //! no proxy in between that could carry other callers' requests on it) remembers the
-//! server's metadata for the connection and from then on sends `x-mesh-peer-direct` alone.
-//! The server labels such a request with what the connection remembers and sends nothing
-//! back; a request with neither header stays `unknown`, whatever the connection remembers
-//! (a proxy that dialed the server's own address may carry other callers on it). Envoy's
-//! sidecars never send or answer the header and exchange metadata on every request, as
-//! before; so does a connection through a proxy, NAT or a Service's virtual IP (the
-//! addresses differ).
+//! server's metadata for the connection and then sends `x-mesh-peer-direct` alone. The
+//! server labels such a request with what the connection remembers, sends nothing back,
+//! and from then on takes every request on the connection for that caller's: only a
+//! caller that found its own address in the answer says it remembers. Once the client
+//! has the answer to such a request (so the server has taken it in), its requests carry
+//! no exchange header at all. A request with neither header on a connection whose caller
+//! never said it remembers stays `unknown`, whatever the connection remembers (a proxy
+//! that dialed the server's own address may carry other callers on it). Envoy's sidecars
+//! never send or answer the header and exchange metadata on every request, as before; so
+//! does a connection through a proxy, NAT or a Service's virtual IP (the addresses
+//! differ).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -149,6 +153,17 @@ pub(crate) enum Answer {
     /// Our metadata, and that the connection remembers the caller's: the caller's address
     /// as this end sees it.
     Remembered(SocketAddr),
+}
+
+/// What a client's request said of the exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Said {
+    /// Nothing: this workload has no metadata, or the exchange on the connection is quiet.
+    Nothing,
+    /// Its metadata.
+    Metadata,
+    /// That it remembers the server's (`x-mesh-peer-direct` alone).
+    Remembers,
 }
 
 /// A client connection's end of the exchange.

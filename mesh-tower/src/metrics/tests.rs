@@ -164,7 +164,8 @@ fn a_peer_header_is_taken_and_interned_once_and_non_ascii_is_not_kept() {
 /// The client's end of the once-per-connection exchange: it stops sending its metadata only
 /// after a response that carries the server's metadata and names this end's own address
 /// (a transparent proxy in between would be named instead); until then, and on a
-/// connection whose addresses are unknown, every request carries it.
+/// connection whose addresses are unknown, every request carries it. Then it says it
+/// remembers, until a response to a request that said so; then nothing.
 #[test]
 fn a_client_connection_remembers_the_server_only_when_it_names_this_end() {
     let order = Metrics::new(WorkloadLabels::named("order"));
@@ -173,7 +174,7 @@ fn a_client_connection_remembers_the_server_only_when_it_names_this_end() {
     let server: std::net::SocketAddr = "10.0.0.2:8080".parse().expect("an address");
     let end = ClientEnd::new(local, server, &order).expect("addresses write as a header");
     let mut request = http::HeaderMap::new();
-    order.announce(Some(&end), &mut request);
+    assert_eq!(order.announce(Some(&end), &mut request), Said::Metadata);
     assert_eq!(
         request.get(PEER_DIRECT).and_then(|v| v.to_str().ok()),
         Some("10.0.0.2:8080")
@@ -191,41 +192,59 @@ fn a_client_connection_remembers_the_server_only_when_it_names_this_end() {
         h
     };
     let mut other = answer("10.0.0.9:40000");
-    let id = order.take_server(Some(&end), &mut other);
+    let id = order.take_server(Some(&end), &mut other, Said::Metadata);
     assert!(id.is_some() && other.is_empty(), "{other:?}");
     assert_eq!(end.remembered(), None);
     let mut again = http::HeaderMap::new();
-    order.announce(Some(&end), &mut again);
+    assert_eq!(order.announce(Some(&end), &mut again), Said::Metadata);
     assert!(again.contains_key(PEER_METADATA));
 
     // Its own address (written as IPv4, as the server sees a mapped one).
     let mut own = answer("10.0.0.1:40000");
-    assert_eq!(order.take_server(Some(&end), &mut own), id);
+    assert_eq!(order.take_server(Some(&end), &mut own, Said::Metadata), id);
     assert_eq!(end.remembered(), id);
-    // From then on only that it remembers the server's.
-    let mut after = http::HeaderMap::new();
-    order.announce(Some(&end), &mut after);
-    assert_eq!(after.len(), 1, "{after:?}");
+    // Then only that it remembers the server's.
+    let remembers = || {
+        let mut after = http::HeaderMap::new();
+        assert_eq!(order.announce(Some(&end), &mut after), Said::Remembers);
+        assert_eq!(after.len(), 1, "{after:?}");
+        assert_eq!(
+            after.get(PEER_DIRECT).and_then(|v| v.to_str().ok()),
+            Some("10.0.0.2:8080")
+        );
+    };
+    remembers();
+    // A response without metadata is the remembered server's. One to a request sent with
+    // metadata (a server's answer that lacks it, say a hand-made one) says nothing of
+    // whether the server took in that this end remembers.
     assert_eq!(
-        after.get(PEER_DIRECT).and_then(|v| v.to_str().ok()),
-        Some("10.0.0.2:8080")
+        order.take_server(Some(&end), &mut http::HeaderMap::new(), Said::Metadata),
+        id
     );
-    // A response without metadata is the remembered server's.
+    remembers();
+    // One to a request that said so: the server has it; from then on nothing is said.
     assert_eq!(
-        order.take_server(Some(&end), &mut http::HeaderMap::new()),
+        order.take_server(Some(&end), &mut http::HeaderMap::new(), Said::Remembers),
+        id
+    );
+    let mut quiet = http::HeaderMap::new();
+    assert_eq!(order.announce(Some(&end), &mut quiet), Said::Nothing);
+    assert!(quiet.is_empty(), "{quiet:?}");
+    assert_eq!(
+        order.take_server(Some(&end), &mut http::HeaderMap::new(), Said::Nothing),
         id
     );
 
     let mut unknown = http::HeaderMap::new();
-    order.announce(None, &mut unknown);
+    assert_eq!(order.announce(None, &mut unknown), Said::Metadata);
     assert!(unknown.contains_key(PEER_METADATA) && !unknown.contains_key(PEER_DIRECT));
 }
 
 /// The server's end remembers a caller only on a connection of the mesh's listener (an
 /// identity built elsewhere may be made anew per request) and only when the caller named
-/// this end's address; it labels with what it remembers only a request that says it
-/// remembers the server (a request with neither header may be another caller's, carried by
-/// a proxy that dialed this address).
+/// this end's address; it labels with what it remembers a request that says it remembers
+/// the server, and after one such, a request with neither header (before, that may be
+/// another caller's, carried by a proxy that dialed this address).
 #[test]
 fn a_server_connection_remembers_only_its_own_listeners_direct_callers() {
     let order = Metrics::new(WorkloadLabels::named("order"));
@@ -260,8 +279,6 @@ fn a_server_connection_remembers_only_its_own_listeners_direct_callers() {
         payment.take_caller(&mut http::HeaderMap::new(), Some(&listened)),
         (Answer::Nothing, None)
     );
-    let (answer, _) = payment.take_caller(&mut request("10.0.0.2:8080"), Some(&listened));
-    assert_eq!(answer, Answer::Remembered(caller));
     let marker = |direct: &str| {
         let mut h = http::HeaderMap::new();
         h.insert(
@@ -270,12 +287,18 @@ fn a_server_connection_remembers_only_its_own_listeners_direct_callers() {
         );
         h
     };
-    // Its clones (the connection's later requests) remember it, for a caller that says so.
-    let later = listened.clone();
+    // Saying it remembers, on a connection that remembers nothing: nothing to label with,
+    // and no reason to take later requests for the caller's.
     assert_eq!(
-        payment.take_caller(&mut marker("10.0.0.2:8080"), Some(&later)),
-        (Answer::Nothing, id)
+        payment.take_caller(&mut marker("10.0.0.2:8080"), Some(&listened)),
+        (Answer::Nothing, None)
     );
+    let (answer, _) = payment.take_caller(&mut request("10.0.0.2:8080"), Some(&listened));
+    assert_eq!(answer, Answer::Remembered(caller));
+    // Its clones (the connection's later requests) remember it, for a caller that says so
+    // (naming this end; another address says nothing); a request with neither header
+    // before that is not the caller's.
+    let later = listened.clone();
     assert_eq!(
         payment.take_caller(&mut http::HeaderMap::new(), Some(&later)),
         (Answer::Nothing, None)
@@ -283,6 +306,19 @@ fn a_server_connection_remembers_only_its_own_listeners_direct_callers() {
     assert_eq!(
         payment.take_caller(&mut marker("10.0.0.3:8080"), Some(&later)),
         (Answer::Nothing, None)
+    );
+    assert_eq!(
+        payment.take_caller(&mut http::HeaderMap::new(), Some(&later)),
+        (Answer::Nothing, None)
+    );
+    assert_eq!(
+        payment.take_caller(&mut marker("10.0.0.2:8080"), Some(&later)),
+        (Answer::Nothing, id)
+    );
+    // After it, one with neither header is the caller's.
+    assert_eq!(
+        payment.take_caller(&mut http::HeaderMap::new(), Some(&listened)),
+        (Answer::Nothing, id)
     );
     // Another registry's id means nothing here.
     let other = Metrics::new(WorkloadLabels::named("payment"));

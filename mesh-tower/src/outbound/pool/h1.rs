@@ -204,13 +204,14 @@ impl H1Pool {
                 Got::Http2 => return self.http2.send(req).await,
             };
             self.shape(&mut req);
-            if let Some(metrics) = exchange {
-                metrics.announce(tx.end.as_deref(), req.headers_mut());
-            }
+            let said = match exchange {
+                Some(metrics) => metrics.announce(tx.end.as_deref(), req.headers_mut()),
+                None => crate::metrics::Said::Nothing,
+            };
             match tx.tx.try_send_request(req).await {
                 Ok(mut resp) => {
-                    let peer =
-                        exchange.map(|m| m.take_server(tx.end.as_deref(), resp.headers_mut()));
+                    let peer = exchange
+                        .map(|m| m.take_server(tx.end.as_deref(), resp.headers_mut(), said));
                     tx.note_upgrade(&resp);
                     self.release(tx);
                     return Ok(Answered { resp, peer });

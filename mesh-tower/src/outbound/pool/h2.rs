@@ -134,12 +134,14 @@ impl H2Pool {
             let (open, reused) = self.checkout().await?;
             let Open { mut tx, id, end } = open;
             self.name_unique_headers(id, &mut req);
-            if let Some(metrics) = exchange {
-                metrics.announce(end.as_deref(), req.headers_mut());
-            }
+            let said = match exchange {
+                Some(metrics) => metrics.announce(end.as_deref(), req.headers_mut()),
+                None => crate::metrics::Said::Nothing,
+            };
             match tx.try_send_request(req).await {
                 Ok(mut resp) => {
-                    let peer = exchange.map(|m| m.take_server(end.as_deref(), resp.headers_mut()));
+                    let peer =
+                        exchange.map(|m| m.take_server(end.as_deref(), resp.headers_mut(), said));
                     return Ok(Answered { resp, peer });
                 }
                 Err(mut e) => match e.take_message() {
