@@ -653,24 +653,21 @@ async fn calls(
 #[tokio::test]
 async fn metadata_exchange_goes_once_per_connection_between_mesh_services() {
     for protocol in [UpstreamProtocol::Http1, UpstreamProtocol::Http2] {
-        let Called {
-            requests,
-            responses,
-            silent,
-            inbound,
-            outbound,
-        } = calls(protocol, false, 0, 6).await;
-        assert_eq!((requests, responses), (1, 1), "{protocol:?}");
-        assert_eq!(silent, 4, "{protocol:?}");
-        assert!(inbound.ends_with(" 6"), "{protocol:?}: {inbound}");
-        assert!(outbound.ends_with(" 6"), "{protocol:?}: {outbound}");
+        let c = calls(protocol, false, 0, 6).await;
+        assert_eq!((c.requests, c.responses), (1, 1), "{protocol:?}");
+        assert_eq!(c.silent, 4, "{protocol:?}");
+        assert!(c.inbound.ends_with(" 6"), "{protocol:?}: {}", c.inbound);
+        assert!(c.outbound.ends_with(" 6"), "{protocol:?}: {}", c.outbound);
         assert!(
-            inbound.contains("source_workload_namespace=\"web\""),
-            "{inbound}"
+            c.inbound.contains("source_workload_namespace=\"web\""),
+            "{}",
+            c.inbound
         );
         assert!(
-            outbound.contains("destination_workload_namespace=\"shop\""),
-            "{outbound}"
+            c.outbound
+                .contains("destination_workload_namespace=\"shop\""),
+            "{}",
+            c.outbound
         );
     }
 }
@@ -680,21 +677,16 @@ async fn metadata_exchange_goes_once_per_connection_between_mesh_services() {
 /// after the settle alike (the last two, at least, with no exchange header).
 #[tokio::test]
 async fn concurrent_first_calls_on_http2_are_all_labelled() {
-    let Called {
-        requests,
-        responses,
-        silent,
-        inbound,
-        outbound,
-    } = calls(UpstreamProtocol::Http2, false, 5, 3).await;
+    let c = calls(UpstreamProtocol::Http2, false, 5, 3).await;
     assert!(
-        (1..=5).contains(&requests),
-        "{requests} requests carried metadata"
+        (1..=5).contains(&c.requests),
+        "{} requests carried metadata",
+        c.requests
     );
-    assert_eq!(requests, responses);
-    assert!((2..=7).contains(&silent), "{silent} carried nothing");
-    assert!(inbound.ends_with(" 8"), "{inbound}");
-    assert!(outbound.ends_with(" 8"), "{outbound}");
+    assert_eq!(c.requests, c.responses);
+    assert!((2..=7).contains(&c.silent), "{} carried nothing", c.silent);
+    assert!(c.inbound.ends_with(" 8"), "{}", c.inbound);
+    assert!(c.outbound.ends_with(" 8"), "{}", c.outbound);
 }
 
 /// A target outside the policy (dialed by DNS) does not take part: the caller sends it
@@ -719,16 +711,14 @@ async fn a_target_outside_the_policy_gets_no_metadata() {
 #[tokio::test]
 async fn metadata_exchange_goes_on_every_request_through_a_proxy() {
     for protocol in [UpstreamProtocol::Http1, UpstreamProtocol::Http2] {
-        let Called {
-            requests,
-            responses,
-            silent,
-            inbound,
-            outbound,
-        } = calls(protocol, true, 0, 6).await;
-        assert_eq!((requests, responses, silent), (6, 6, 0), "{protocol:?}");
-        assert!(inbound.ends_with(" 6"), "{protocol:?}: {inbound}");
-        assert!(outbound.ends_with(" 6"), "{protocol:?}: {outbound}");
+        let c = calls(protocol, true, 0, 6).await;
+        assert_eq!(
+            (c.requests, c.responses, c.silent),
+            (6, 6, 0),
+            "{protocol:?}"
+        );
+        assert!(c.inbound.ends_with(" 6"), "{protocol:?}: {}", c.inbound);
+        assert!(c.outbound.ends_with(" 6"), "{protocol:?}: {}", c.outbound);
     }
 }
 

@@ -260,14 +260,28 @@ fn a_server_connection_remembers_only_its_own_listeners_direct_callers() {
         );
         h
     };
+    // What a request without metadata is labelled with: `x-mesh-peer-direct` naming
+    // `direct` alone, or (`None`) neither header. Such a request gets nothing back.
+    let label = |m: &Metrics, direct: Option<&str>, peer: &PeerIdentity| {
+        let mut h = http::HeaderMap::new();
+        if let Some(direct) = direct {
+            h.insert(
+                PEER_DIRECT,
+                http::HeaderValue::from_str(direct).expect("a value"),
+            );
+        }
+        let (answer, id) = m.take_caller(&mut h, Some(peer));
+        assert_eq!(answer, Answer::Nothing);
+        id
+    };
+    let here = Some("10.0.0.2:8080");
+    let elsewhere = Some("10.0.0.3:8080");
+
     let built = PeerIdentity::plaintext(caller, local);
     let (answer, id) = payment.take_caller(&mut request("10.0.0.2:8080"), Some(&built));
     assert_eq!(answer, Answer::Metadata);
     assert!(id.is_some());
-    assert_eq!(
-        payment.take_caller(&mut http::HeaderMap::new(), Some(&built)),
-        (Answer::Nothing, None)
-    );
+    assert_eq!(label(&payment, None, &built), None);
 
     let listened = PeerIdentity {
         remembered: crate::exchange::SharedMemory::new(local),
@@ -275,62 +289,28 @@ fn a_server_connection_remembers_only_its_own_listeners_direct_callers() {
     };
     let (answer, _) = payment.take_caller(&mut request("10.0.0.3:8080"), Some(&listened));
     assert_eq!(answer, Answer::Metadata);
-    assert_eq!(
-        payment.take_caller(&mut http::HeaderMap::new(), Some(&listened)),
-        (Answer::Nothing, None)
-    );
-    let marker = |direct: &str| {
-        let mut h = http::HeaderMap::new();
-        h.insert(
-            PEER_DIRECT,
-            http::HeaderValue::from_str(direct).expect("a value"),
-        );
-        h
-    };
+    assert_eq!(label(&payment, None, &listened), None);
     // Saying it remembers, on a connection that remembers nothing: nothing to label with,
     // and no reason to take later requests for the caller's.
-    assert_eq!(
-        payment.take_caller(&mut marker("10.0.0.2:8080"), Some(&listened)),
-        (Answer::Nothing, None)
-    );
+    assert_eq!(label(&payment, here, &listened), None);
     let (answer, _) = payment.take_caller(&mut request("10.0.0.2:8080"), Some(&listened));
     assert_eq!(answer, Answer::Remembered(caller));
     // Its clones (the connection's later requests) remember it, for a caller that says so
     // (naming this end; another address says nothing); a request with neither header
     // before that is not the caller's.
     let later = listened.clone();
-    assert_eq!(
-        payment.take_caller(&mut http::HeaderMap::new(), Some(&later)),
-        (Answer::Nothing, None)
-    );
-    assert_eq!(
-        payment.take_caller(&mut marker("10.0.0.3:8080"), Some(&later)),
-        (Answer::Nothing, None)
-    );
-    assert_eq!(
-        payment.take_caller(&mut http::HeaderMap::new(), Some(&later)),
-        (Answer::Nothing, None)
-    );
-    assert_eq!(
-        payment.take_caller(&mut marker("10.0.0.2:8080"), Some(&later)),
-        (Answer::Nothing, id)
-    );
+    assert_eq!(label(&payment, None, &later), None);
+    assert_eq!(label(&payment, elsewhere, &later), None);
+    assert_eq!(label(&payment, None, &later), None);
+    assert_eq!(label(&payment, here, &later), id);
     // After it, one with neither header is the caller's.
-    assert_eq!(
-        payment.take_caller(&mut http::HeaderMap::new(), Some(&listened)),
-        (Answer::Nothing, id)
-    );
+    assert_eq!(label(&payment, None, &listened), id);
     // Another registry's id means nothing here.
     let other = Metrics::new(WorkloadLabels::named("payment"));
-    assert_eq!(
-        other.take_caller(&mut marker("10.0.0.2:8080"), Some(&later)),
-        (Answer::Nothing, None)
-    );
+    assert_eq!(label(&other, here, &later), None);
+    assert_eq!(label(&other, None, &later), None);
     // A built identity says nothing for a caller that says it remembers.
-    assert_eq!(
-        payment.take_caller(&mut marker("10.0.0.2:8080"), Some(&built)),
-        (Answer::Nothing, None)
-    );
+    assert_eq!(label(&payment, here, &built), None);
 }
 
 /// Two workloads' metrics on one thread with the same labels: each counts only its own
