@@ -16,7 +16,7 @@ use futures_util::FutureExt;
 use http::{Request, Uri};
 use hyper::client::conn::http2;
 use hyper_util::rt::TokioTimer;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tower::Service;
 
 use super::{Answered, PoolError, SendFuture};
@@ -66,6 +66,35 @@ struct Open {
     id: u64,
     /// Its end of the metadata exchange.
     end: Option<Arc<crate::metrics::ClientEnd>>,
+    /// Why its task ended, once it has.
+    ended: Ended,
+}
+
+/// Why a connection's task ended: its error, once it failed (closed without a value when
+/// the connection ended cleanly).
+///
+/// hyper fails the requests a dead connection had not taken yet as canceled ("connection
+/// closed", "connection was not ready") and leaves why it died to the connection's task; a
+/// request that failed so reports the task's error instead.
+type Ended = watch::Receiver<Option<Arc<hyper::Error>>>;
+
+/// How long a failed request waits for its connection's task to say why it ended. The
+/// task ends as the request fails; this only bounds the wait.
+const REASON_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What a connection that failed with `error` reports: its task's error when `error` says
+/// only that the connection went (canceled), else `error`.
+async fn reason(error: hyper::Error, mut ended: Ended) -> Result<hyper::Error, Arc<hyper::Error>> {
+    if error.is_canceled() {
+        if let Ok(Ok(why)) =
+            tokio::time::timeout(REASON_WAIT, ended.wait_for(Option::is_some)).await
+        {
+            if let Some(why) = &*why {
+                return Err(Arc::clone(why));
+            }
+        }
+    }
+    Ok(error)
 }
 
 /// A failed dial, as every request that waited for it gets it.
@@ -132,7 +161,12 @@ impl H2Pool {
         let exchange = self.connector.exchange();
         loop {
             let (open, reused) = self.checkout().await?;
-            let Open { mut tx, id, end } = open;
+            let Open {
+                mut tx,
+                id,
+                end,
+                ended,
+            } = open;
             self.name_unique_headers(id, &mut req);
             let said = match exchange {
                 Some(metrics) => metrics.announce(end.as_deref(), req.headers_mut()),
@@ -152,7 +186,12 @@ impl H2Pool {
                         self.forget(id);
                         req = back;
                     }
-                    _ => return Err(PoolError::Send(e.into_error())),
+                    _ => {
+                        return Err(match reason(e.into_error(), ended).await {
+                            Ok(error) => PoolError::Send(error),
+                            Err(why) => PoolError::ConnectionFailed(why),
+                        })
+                    }
                 },
             }
         }
@@ -306,18 +345,22 @@ impl H2Pool {
             .map_err(|e| DialError::Handshake(Arc::new(e)))?;
         // A combinator, not an async block, for the same reason as `handshake`.
         let uri = self.uri.clone();
-        tokio::spawn(conn.map(move |ended| {
-            if let Err(e) = ended {
+        let (why, ended) = watch::channel(None);
+        tokio::spawn(conn.map(move |result| {
+            if let Err(e) = result {
                 tracing::debug!(endpoint = %uri, error = %e, "HTTP/2 connection ended");
+                why.send_replace(Some(Arc::new(e)));
             }
         }));
-        tx.ready()
-            .await
-            .map_err(|e| DialError::Handshake(Arc::new(e)))?;
+        if let Err(e) = tx.ready().await {
+            let why = reason(e, ended).await.map_or_else(|why| why, Arc::new);
+            return Err(DialError::Handshake(why));
+        }
         Ok(Open {
             tx,
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             end,
+            ended,
         })
     }
 }

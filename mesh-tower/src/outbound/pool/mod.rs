@@ -73,6 +73,9 @@ pub(crate) enum PoolError {
     /// The connection failed the request.
     #[error(transparent)]
     Send(hyper::Error),
+    /// The connection failed before it took the request: the connection's own error.
+    #[error("the connection failed before it took the request")]
+    ConnectionFailed(#[source] Arc<hyper::Error>),
     /// The dial's task ended without an answer (the runtime is shutting down).
     #[error("the dial for this request was dropped")]
     DialDropped,
@@ -83,7 +86,11 @@ impl PoolError {
     pub(crate) fn connect_error(&self) -> Option<&ConnectError> {
         match self {
             Self::Connect(e) => Some(e),
-            Self::Handshake(_) | Self::Send(_) | Self::DialDropped | Self::Unsupported(_) => None,
+            Self::Handshake(_)
+            | Self::Send(_)
+            | Self::ConnectionFailed(_)
+            | Self::DialDropped
+            | Self::Unsupported(_) => None,
         }
     }
 }

@@ -195,7 +195,10 @@ async fn a_connection_closed_at_once_fails_its_waiting_requests_and_is_not_kept(
     for send in futures_util::future::join_all(sends).await {
         let err = send.expect_err("the server closes");
         assert!(
-            matches!(err, PoolError::Send(_) | PoolError::Handshake(_)),
+            matches!(
+                err,
+                PoolError::Send(_) | PoolError::Handshake(_) | PoolError::ConnectionFailed(_)
+            ),
             "{err:?}"
         );
         assert!(
@@ -213,6 +216,40 @@ async fn a_connection_closed_at_once_fails_its_waiting_requests_and_is_not_kept(
         .await
         .expect_err("the server closes");
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+/// A server that is no HTTP/2 server (it answers a new connection with an HTTP/1.1 400 and
+/// reads on, as an HTTP/1.1-only server answers the preface): the request fails with why the
+/// connection failed (the 400's first bytes read as a frame header give a frame far
+/// larger than allowed), not hyper's "connection was not ready", which is all a request
+/// the dying connection had not taken yet gets.
+#[tokio::test]
+async fn a_request_on_a_connection_that_failed_gets_the_connections_reason() {
+    use tokio::io::AsyncWriteExt;
+    let (listener, addr, _) = counting_listener().await;
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+                // Read on until the client goes, so that it reads the answer.
+                let _ = tokio::io::copy(&mut tcp, &mut tokio::io::sink()).await;
+            });
+        }
+    });
+    for _ in 0..3 {
+        let err = response_of(pool(addr).send(request(addr)))
+            .await
+            .expect_err("not an HTTP/2 server");
+        let mut chain = err.to_string();
+        let mut source = std::error::Error::source(&err);
+        while let Some(e) = source {
+            chain = format!("{chain}: {e}");
+            source = e.source();
+        }
+        assert!(chain.contains("frame with invalid size"), "{chain}");
+    }
 }
 
 /// An HTTP/1.1 server on 127.0.0.1 that numbers its connections from 0 and answers each
