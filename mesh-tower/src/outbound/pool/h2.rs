@@ -64,38 +64,42 @@ enum State {
 struct Open {
     tx: Sender,
     id: u64,
-    /// Its end of the metadata exchange.
-    end: Option<Arc<crate::metrics::ClientEnd>>,
-    /// Why its task ended, once it has.
-    ended: Ended,
+    /// What its requests share of it, in one `Arc` (one clone per request).
+    conn: Arc<Conn>,
 }
 
-/// Why a connection's task ended: its error, once it failed (closed without a value when
-/// the connection ended cleanly).
-///
-/// hyper fails the requests a dead connection had not taken yet as canceled ("connection
-/// closed", "connection was not ready") and leaves why it died to the connection's task; a
-/// request that failed so reports the task's error instead.
-type Ended = watch::Receiver<Option<Arc<hyper::Error>>>;
+/// What a connection's requests share besides its sender.
+struct Conn {
+    /// Its end of the metadata exchange.
+    end: Option<crate::metrics::ClientEnd>,
+    /// Why its task ended: its error, once it failed (closed without a value when the
+    /// connection ended cleanly).
+    ///
+    /// hyper fails the requests a dead connection had not taken yet as canceled
+    /// ("connection closed", "connection was not ready") and leaves why it died to the
+    /// connection's task; a request that failed so reports the task's error instead.
+    ended: watch::Receiver<Option<Arc<hyper::Error>>>,
+}
+
+impl Conn {
+    /// Why the connection died, when `error` says only that it went (canceled): its task's
+    /// error, once the task has it.
+    async fn reason(&self, error: &hyper::Error) -> Option<Arc<hyper::Error>> {
+        if !error.is_canceled() {
+            return None;
+        }
+        let mut ended = self.ended.clone();
+        let why = tokio::time::timeout(REASON_WAIT, ended.wait_for(Option::is_some)).await;
+        match why {
+            Ok(Ok(why)) => (*why).clone(),
+            _ => None,
+        }
+    }
+}
 
 /// How long a failed request waits for its connection's task to say why it ended. The
 /// task ends as the request fails; this only bounds the wait.
 const REASON_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// What a connection that failed with `error` reports: its task's error when `error` says
-/// only that the connection went (canceled), else `error`.
-async fn reason(error: hyper::Error, mut ended: Ended) -> Result<hyper::Error, Arc<hyper::Error>> {
-    if error.is_canceled() {
-        if let Ok(Ok(why)) =
-            tokio::time::timeout(REASON_WAIT, ended.wait_for(Option::is_some)).await
-        {
-            if let Some(why) = &*why {
-                return Err(Arc::clone(why));
-            }
-        }
-    }
-    Ok(error)
-}
 
 /// A failed dial, as every request that waited for it gets it.
 #[derive(Clone)]
@@ -161,21 +165,16 @@ impl H2Pool {
         let exchange = self.connector.exchange();
         loop {
             let (open, reused) = self.checkout().await?;
-            let Open {
-                mut tx,
-                id,
-                end,
-                ended,
-            } = open;
+            let Open { mut tx, id, conn } = open;
+            let end = conn.end.as_ref();
             self.name_unique_headers(id, &mut req);
             let said = match exchange {
-                Some(metrics) => metrics.announce(end.as_deref(), req.headers_mut()),
+                Some(metrics) => metrics.announce(end, req.headers_mut()),
                 None => crate::metrics::Said::Nothing,
             };
             match tx.try_send_request(req).await {
                 Ok(mut resp) => {
-                    let peer =
-                        exchange.map(|m| m.take_server(end.as_deref(), resp.headers_mut(), said));
+                    let peer = exchange.map(|m| m.take_server(end, resp.headers_mut(), said));
                     return Ok(Answered { resp, peer });
                 }
                 Err(mut e) => match e.take_message() {
@@ -187,10 +186,11 @@ impl H2Pool {
                         req = back;
                     }
                     _ => {
-                        return Err(match reason(e.into_error(), ended).await {
-                            Ok(error) => PoolError::Send(error),
-                            Err(why) => PoolError::ConnectionFailed(why),
-                        })
+                        let error = e.into_error();
+                        return Err(match conn.reason(&error).await {
+                            Some(why) => PoolError::ConnectionFailed(why),
+                            None => PoolError::Send(error),
+                        });
                     }
                 },
             }
@@ -338,7 +338,7 @@ impl H2Pool {
 
     /// The HTTP/2 handshake on a new connection, its task spawned.
     async fn start(&self, io: MeshIo) -> Result<Open, DialError> {
-        let end = super::exchange_end(&self.connector, &io).map(Arc::new);
+        let end = super::exchange_end(&self.connector, &io);
         let (mut tx, conn) = self
             .handshake(io)
             .await
@@ -352,15 +352,15 @@ impl H2Pool {
                 why.send_replace(Some(Arc::new(e)));
             }
         }));
+        let conn = Arc::new(Conn { end, ended });
         if let Err(e) = tx.ready().await {
-            let why = reason(e, ended).await.map_or_else(|why| why, Arc::new);
+            let why = conn.reason(&e).await.unwrap_or_else(|| Arc::new(e));
             return Err(DialError::Handshake(why));
         }
         Ok(Open {
             tx,
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            end,
-            ended,
+            conn,
         })
     }
 }
