@@ -191,6 +191,14 @@ fn a_client_connection_remembers_the_server_only_when_it_names_this_end() {
         );
         h
     };
+    // Istio's sidecar answers with its metadata and never with `x-mesh-peer-direct`: the
+    // answer labels, and nothing is remembered.
+    let mut sidecar = http::HeaderMap::new();
+    payment.announce(None, &mut sidecar);
+    assert!(order
+        .take_server(Some(&end), &mut sidecar, Said::Metadata)
+        .is_some());
+    assert_eq!(end.remembered(), None);
     let mut other = answer("10.0.0.9:40000");
     let id = order.take_server(Some(&end), &mut other, Said::Metadata);
     assert!(id.is_some() && other.is_empty(), "{other:?}");
